@@ -1,0 +1,353 @@
+"""The accept/reject decoding engine: a batch of episodes of the MARA MDP.
+
+Each row of the batch is one prompt. At every output position the upstream LLM proposes
+a candidate set (envs/mdp.py); the agent looks at candidates in probability order and the
+first one it accepts is appended; the last candidate is accepted if all others were
+rejected; a position with a single candidate takes no decision. The state of candidate k
+is the LLM's last-layer hidden state after prompt + response so far + t^k.
+
+Computing those states. The reference runs one full LLM call per candidate. Here every
+forward reuses the KV cache of the prefix, and:
+
+- ``eager`` mode feeds all K candidates of a position as K new tokens in ONE forward:
+  they share the same position id and a 4-D attention mask lets each see the prefix and
+  itself only (a one-level tree), so K states cost one batched step;
+- ``lazy`` mode feeds candidates one at a time, only as far as the agent goes. When the
+  first candidate is accepted this is exactly plain decoding: its forward also yields the
+  next position's logits and its KV entries stay in the cache.
+
+Cache bookkeeping. The KV cache has S slots per row. Each slot is FREE (padding or a
+discarded candidate), VALID (prompt or accepted token) or PENDING (a candidate awaiting
+the agent's decision). The attention mask lets new tokens see only VALID slots; FREE
+slots are squeezed out by ``_compact`` before a forward when that shortens the cache.
+Rows whose episode ended are dropped from the cache at the same time.
+
+Usage (the loop that aligned generation and rollout workers run)::
+
+    decoder = AcceptRejectDecoder(llm, sampling, kl, mode="lazy")
+    decoder.start(prompts)
+    while decoder.has_pending():
+        states = decoder.pending_states()            # (n, d) one per waiting row
+        accept_prob = policy(states)                 # (n,)
+        decoder.apply(actions, accept_prob)          # advances to the next decisions
+    results = decoder.results()                      # text, transitions, statistics
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from envs.mdp import (
+    KLConfig,
+    SamplingConfig,
+    candidate_sets,
+    kl_penalty,
+    reference_accept_probability,
+)
+from mara.contracts import ACCEPT, EpisodeTransitions
+
+FREE, VALID, PENDING = 0, 1, 2
+MODES = ("eager", "lazy")
+
+
+@dataclass
+class DecodeResult:
+    """One finished row: the answer, its decisions as transitions, and statistics."""
+
+    prompt: str
+    response: str
+    response_ids: list[int]
+    finish_reason: str  # "eos" | "length" | "context"
+    episode: EpisodeTransitions
+    accepted_positions: list[int]  # 1-based candidate index accepted at each position with >1 candidates
+    num_fallbacks: int  # positions where every candidate but the last was rejected
+    forward_tokens: int  # tokens fed through the LLM for this row, prompt excluded
+    decision_points: list[tuple[int, int, int]]  # per decision: (output position, 0-based candidate index, token id)
+
+    @property
+    def num_decisions(self) -> int:
+        return len(self.episode)
+
+
+@dataclass
+class _Row:
+    """Book-keeping of one episode."""
+
+    prompt: str
+    prompt_ids: list[int]
+    cache_row: int
+    next_position: int = 0  # position id of the next token to feed
+    response_ids: list[int] = field(default_factory=list)
+    finish_reason: str = ""
+    # the current output position
+    cand_ids: list[int] = field(default_factory=list)
+    ref_probs: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    k: int = 0  # index of the candidate awaiting a decision
+    cand_hidden: dict[int, torch.Tensor] = field(default_factory=dict)
+    cand_slot: dict[int, int] = field(default_factory=dict)
+    # what the next forward must feed for this row
+    todo_tokens: list[int] = field(default_factory=list)
+    todo_cands: list[int] = field(default_factory=list)  # candidate index of each todo token
+    todo_is_prompt: bool = False
+    # records
+    states: list[np.ndarray] = field(default_factory=list)
+    actions: list[int] = field(default_factory=list)
+    kl: list[float] = field(default_factory=list)
+    where: list[tuple[int, int, int]] = field(default_factory=list)  # (output position, candidate index, token)
+    accepted_positions: list[int] = field(default_factory=list)
+    num_fallbacks: int = 0
+    forward_tokens: int = 0
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.finish_reason)
+
+    @property
+    def waiting(self) -> bool:
+        """Awaiting the agent's decision on candidate k."""
+        return not self.finished and not self.todo_tokens and self.k in self.cand_hidden
+
+
+class AcceptRejectDecoder:
+    def __init__(
+        self,
+        llm,
+        sampling: SamplingConfig = SamplingConfig(),
+        kl: KLConfig = KLConfig(),
+        mode: str = "lazy",
+        state_dtype: np.dtype = np.float32,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        self.llm = llm
+        self.sampling = sampling
+        self.kl = kl
+        self.mode = mode
+        self.state_dtype = state_dtype
+        self.rows: list[_Row] = []
+        self.policy_version = 0
+
+    # ------------------------------------------------------------------ public API
+    def start(self, prompts: list[str], policy_version: int = 0) -> None:
+        """Encode the prompts, prefill them in one batched forward, and advance every
+        row to its first decision (or to its end, if no position has two candidates)."""
+        if not prompts:
+            raise ValueError("no prompts given")
+        encoded = [self.llm.encode_prompt(p) for p in prompts]  # validates every prompt first
+        self.policy_version = policy_version
+        self.rows = [
+            _Row(prompt=p, prompt_ids=ids, cache_row=i, todo_tokens=list(ids), todo_is_prompt=True)
+            for i, (p, ids) in enumerate(zip(prompts, encoded))
+        ]
+        self.cache = self.llm.new_cache()
+        self.slot_state = torch.zeros(len(self.rows), 0, dtype=torch.int8)
+        self._run_pending_forwards()
+
+    def has_pending(self) -> bool:
+        return any(r.waiting for r in self.rows)
+
+    def pending_rows(self) -> list[int]:
+        return [i for i, r in enumerate(self.rows) if r.waiting]
+
+    def pending_states(self) -> torch.Tensor:
+        """(n, d) float32 state of the candidate each waiting row must decide on."""
+        return torch.stack([self.rows[i].cand_hidden[self.rows[i].k] for i in self.pending_rows()]).float()
+
+    def pending_candidates(self) -> list[tuple[int, int]]:
+        """(token id, 1-based candidate index) of each waiting row's current candidate."""
+        return [(self.rows[i].cand_ids[self.rows[i].k], self.rows[i].k + 1) for i in self.pending_rows()]
+
+    def candidate_states(self, row: int) -> torch.Tensor:
+        """(K, d) states of all candidates of a row's current position (eager mode only)."""
+        r = self.rows[row]
+        if len(r.cand_hidden) != len(r.cand_ids):
+            raise RuntimeError("all candidate states exist only in eager mode")
+        return torch.stack([r.cand_hidden[k] for k in range(len(r.cand_ids))]).float()
+
+    def apply(self, actions, accept_probs=None) -> np.ndarray:
+        """Apply one decision to every waiting row (in ``pending_rows`` order) and
+        return the KL penalty (Eq. 8) of each decision.
+
+        ``accept_probs`` are the agent's pi(accept | s) for the KL penalty; without them
+        the decisions are treated as certain (pi(a | s) = 1 for the action taken).
+        """
+        waiting = self.pending_rows()
+        actions = np.asarray(actions, dtype=np.int64).reshape(-1)
+        if len(actions) != len(waiting):
+            raise ValueError(f"{len(waiting)} rows are waiting for a decision, got {len(actions)} actions")
+        if accept_probs is None:
+            accept_probs = actions.astype(np.float64)
+        accept_probs = np.asarray(accept_probs, dtype=np.float64).reshape(-1)
+        for i, action, p_accept in zip(waiting, actions, accept_probs):
+            self._decide(self.rows[i], int(action), float(p_accept))
+        self._run_pending_forwards()
+        return np.array([self.rows[i].kl[-1] for i in waiting], dtype=np.float32)
+
+    def results(self) -> list[DecodeResult]:
+        if any(not r.finished for r in self.rows):
+            raise RuntimeError("some episodes have not finished; keep calling apply()")
+        return [self._result(r) for r in self.rows]
+
+    # ------------------------------------------------------------------ MDP steps
+    def _decide(self, row: _Row, action: int, p_accept: float) -> None:
+        k = row.k
+        ref_accept = reference_accept_probability(row.ref_probs, k)
+        row.states.append(row.cand_hidden[k].float().cpu().numpy().astype(self.state_dtype))
+        row.actions.append(action)
+        row.kl.append(kl_penalty(p_accept, ref_accept, action, self.kl))
+        row.where.append((len(row.response_ids), k, row.cand_ids[k]))
+        if action == ACCEPT:
+            self._accept(row, k)
+            return
+        # Reject (Eq. 5): move to candidate k + 1 at the same position.
+        if self.mode == "lazy":
+            self._free_slot(row, k)
+        row.k = k + 1
+        if row.k == len(row.cand_ids) - 1:
+            row.num_fallbacks += 1  # fallback: every other candidate was rejected
+        self._visit_candidate(row)
+
+    def _visit_candidate(self, row: _Row) -> None:
+        """Make candidate k's state available; the last candidate is accepted at once."""
+        if row.k not in row.cand_hidden:
+            row.todo_tokens, row.todo_cands = [row.cand_ids[row.k]], [row.k]
+        elif row.k == len(row.cand_ids) - 1:
+            self._accept(row, row.k)
+
+    def _accept(self, row: _Row, k: int) -> None:
+        if len(row.cand_ids) > 1:
+            row.accepted_positions.append(k + 1)
+        for other in list(row.cand_slot):
+            if other != k:
+                self._free_slot(row, other)
+        self.slot_state[row.cache_row, row.cand_slot[k]] = VALID
+        token, hidden = row.cand_ids[k], row.cand_hidden[k]
+        row.response_ids.append(token)
+        row.next_position += 1
+        if token in self.llm.eos_token_ids:
+            row.finish_reason = "eos"
+        elif len(row.response_ids) >= self.sampling.max_new_tokens:
+            row.finish_reason = "length"
+        elif row.next_position >= self.llm.max_context:
+            row.finish_reason = "context"
+        else:
+            self._open_position(row, self.llm.logits(hidden)[None])
+
+    def _open_position(self, row: _Row, logits: torch.Tensor) -> None:
+        """Compute the candidate set of a new output position and schedule its forward."""
+        (ids, probs), = candidate_sets(logits, self.sampling)
+        row.cand_ids, row.ref_probs, row.k = ids, probs, 0
+        row.cand_hidden, row.cand_slot = {}, {}
+        which = range(len(ids)) if self.mode == "eager" else [0]
+        row.todo_tokens, row.todo_cands = [ids[j] for j in which], list(which)
+
+    def _free_slot(self, row: _Row, k: int) -> None:
+        slot = row.cand_slot.pop(k, None)
+        if slot is not None:
+            self.slot_state[row.cache_row, slot] = FREE
+
+    # ------------------------------------------------------------------ forwards
+    def _run_pending_forwards(self) -> None:
+        """Run batched forwards until every unfinished row waits for a decision."""
+        while any(r.todo_tokens for r in self.rows):
+            self._compact()
+            self._forward_once()
+
+    def _forward_once(self) -> None:
+        batch, past = self.slot_state.shape
+        width = max(len(r.todo_tokens) for r in self.rows)
+        ids = torch.zeros(batch, width, dtype=torch.long)
+        positions = torch.zeros(batch, width, dtype=torch.long)
+        attend_new = torch.eye(width, dtype=torch.bool).repeat(batch, 1, 1)  # (B, Q, Q)
+        new_state = torch.zeros(batch, width, dtype=torch.int8)
+        fed = [r for r in self.rows if r.todo_tokens and not r.finished]
+        for r in fed:
+            n, b = len(r.todo_tokens), r.cache_row
+            ids[b, :n] = torch.tensor(r.todo_tokens)
+            if r.todo_is_prompt:  # causal block
+                positions[b, :n] = torch.arange(r.next_position, r.next_position + n)
+                attend_new[b, :n, :n] = torch.tril(torch.ones(n, n, dtype=torch.bool))
+                new_state[b, :n] = VALID
+            else:  # candidates: same position, each sees the prefix and itself
+                positions[b, :n] = r.next_position
+                new_state[b, :n] = PENDING
+        attend_past = (self.slot_state == VALID)[:, None, :].expand(batch, width, past)
+        allowed = torch.cat([attend_past, attend_new], dim=-1)[:, None]  # (B, 1, Q, S + Q)
+        mask = torch.zeros(allowed.shape, dtype=self.llm.dtype)
+        mask.masked_fill_(~allowed, torch.finfo(self.llm.dtype).min)  # additive mask
+        hidden = self.llm.forward(ids, positions, mask, self.cache)
+        self.slot_state = torch.cat([self.slot_state, new_state], dim=1)
+
+        for r in fed:
+            b, n = r.cache_row, len(r.todo_tokens)
+            r.forward_tokens += 0 if r.todo_is_prompt else n
+            if r.todo_is_prompt:
+                r.next_position += n
+                r.todo_tokens, r.todo_is_prompt = [], False
+                self._open_position(r, self.llm.logits(hidden[b, n - 1])[None])
+                continue
+            for j, k in enumerate(r.todo_cands):
+                r.cand_hidden[k] = hidden[b, j]
+                r.cand_slot[k] = past + j
+            r.todo_tokens, r.todo_cands = [], []
+            self._visit_candidate(r)  # single or last candidate: accepted with no decision
+
+    def _compact(self) -> None:
+        """Squeeze FREE slots out of the cache and drop rows whose episode ended."""
+        live = [r for r in self.rows if not r.finished]
+        keep = self.slot_state[[r.cache_row for r in live]] != FREE
+        counts = keep.sum(dim=1)
+        width = int(counts.max()) if len(live) else 0
+        if len(live) == self.slot_state.shape[0] and width == self.slot_state.shape[1]:
+            return
+        index = torch.zeros(len(live), width, dtype=torch.long)
+        for new_row, r in enumerate(live):
+            kept = keep[new_row].nonzero().flatten()
+            pad = width - len(kept)
+            index[new_row, pad:] = kept
+            remap = {int(old): pad + i for i, old in enumerate(kept)}
+            r.cand_slot = {k: remap[s] for k, s in r.cand_slot.items()}
+        rows = torch.tensor([r.cache_row for r in live], dtype=torch.long)
+        state = self.slot_state[rows].gather(1, index)
+        pad_mask = torch.arange(width)[None, :] < (width - counts)[:, None]
+        self.slot_state = state.masked_fill(pad_mask, FREE)
+        gather_kv(self.cache, rows, index)
+        for new_row, r in enumerate(live):
+            r.cache_row = new_row
+
+    def _result(self, r: _Row) -> DecodeResult:
+        d = self.llm.hidden_size
+        episode = EpisodeTransitions(
+            states=np.stack(r.states) if r.states else np.zeros((0, d), self.state_dtype),
+            actions=np.asarray(r.actions, dtype=np.int8),
+            kl_penalties=np.asarray(r.kl, dtype=np.float32),
+            policy_version=self.policy_version,
+            prompt=r.prompt,
+            response=self.llm.decode(r.response_ids),
+        )
+        return DecodeResult(
+            prompt=r.prompt,
+            response=episode.response,
+            response_ids=list(r.response_ids),
+            finish_reason=r.finish_reason,
+            episode=episode,
+            accepted_positions=list(r.accepted_positions),
+            num_fallbacks=r.num_fallbacks,
+            forward_tokens=r.forward_tokens,
+            decision_points=list(r.where),
+        )
+
+
+def gather_kv(cache, rows: torch.Tensor, index: torch.Tensor) -> None:
+    """Keep cache rows ``rows`` and, for each, the slots ``index`` (B', S') in order."""
+    for layer in cache.layers:
+        if not getattr(layer, "is_initialized", True) or layer.keys is None or layer.keys.numel() == 0:
+            continue
+        dev = layer.keys.device
+        heads, dim = layer.keys.shape[1], layer.keys.shape[-1]
+        idx = index.to(dev)[:, None, :, None].expand(-1, heads, -1, dim)
+        layer.keys = layer.keys.index_select(0, rows.to(dev)).gather(2, idx)
+        layer.values = layer.values.index_select(0, rows.to(dev)).gather(2, idx)

@@ -1,0 +1,120 @@
+"""Pure functions of the accept/reject MDP (paper §3.1-3.3, MARA.md).
+
+- ``candidate_sets``: the hybrid truncation that defines the candidates of a position.
+- ``emission_probabilities``: Eq. 6, the probability that each candidate is emitted.
+- ``kl_penalty``: the per-decision KL penalty of Eq. 8.
+
+How the KL penalty is made per decision. The token-level KL of Eq. 8 compares
+pi_theta(t | x, y_<i) (Eq. 6) with the upstream distribution pi_ref over the same
+candidates. Both factor into a chain of binary decisions in candidate order: pi_theta
+accepts candidate k with pi(accept | s_k); pi_ref "accepts" it with
+q_k / sum_{j >= k} q_j, the upstream probability of t^k given that t^1..t^(k-1) were
+passed over. By the chain rule, the per-decision log-ratios along the path to the
+emitted token add up to log pi_theta(t) - log pi_ref(t), and the per-decision binary
+KLs add up (in expectation) to the token-level KL. So each decision carries its own
+exact share, and the penalty needs only the candidates the agent has looked at: it
+works unchanged when later candidates were never computed (lazy mode).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+KL_ESTIMATORS = ("kl", "abs", "mse", "full")
+_EPS = 1e-8
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How the candidate set of a position is built, and how long answers may be."""
+
+    temperature: float = 0.8  # divides the logits before truncation
+    top_k: int = 40  # at most this many candidates
+    top_p: float = 0.95  # then the smallest prefix whose probability reaches top_p
+    max_new_tokens: int = 512  # episode length limit (paper: 512 training, 2048 eval)
+
+    def __post_init__(self) -> None:
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+
+
+@dataclass(frozen=True)
+class KLConfig:
+    """The per-decision KL penalty of Eq. 8: reward -= coef * estimator."""
+
+    coef: float = 0.1  # lambda (the reference's kl_ctl)
+    estimator: str = "full"  # kl | abs | mse | full
+
+    def __post_init__(self) -> None:
+        if self.estimator not in KL_ESTIMATORS:
+            raise ValueError(f"estimator must be one of {KL_ESTIMATORS}, got {self.estimator!r}")
+        if self.coef < 0:
+            raise ValueError(f"KL coefficient must be >= 0, got {self.coef}")
+
+
+def candidate_sets(logits: torch.Tensor, cfg: SamplingConfig) -> list[tuple[list[int], np.ndarray]]:
+    """(B, V) next-token logits -> per row (candidate token ids, upstream probabilities).
+
+    Temperature, then top-k, then top-p on the renormalised top-k distribution; the
+    survivors sorted by probability, highest first. Probabilities are renormalised over
+    the candidate set (they are pi_ref for the KL penalty).
+    """
+    logits = logits.float() / cfg.temperature
+    k = min(cfg.top_k, logits.shape[-1])
+    top_logits, top_ids = torch.topk(logits, k, dim=-1)  # sorted, descending
+    top_probs = torch.softmax(top_logits, dim=-1)
+    mass_before = torch.cumsum(top_probs, dim=-1) - top_probs
+    keep = mass_before < cfg.top_p  # the first one is always kept
+    counts = keep.sum(dim=-1).tolist()
+    out = []
+    for row, n in enumerate(counts):
+        probs = top_probs[row, :n].double().cpu().numpy()
+        out.append((top_ids[row, :n].tolist(), probs / probs.sum()))
+    return out
+
+
+def emission_probabilities(accept_probs: np.ndarray) -> np.ndarray:
+    """Eq. 6: pi(y_i = t^k) = pi(accept | t^k) * prod_{k' < k} pi(reject | t^k').
+
+    The last candidate is accepted whenever it is reached (the fallback rule), so its
+    own accept probability is taken as 1 and the result sums to 1.
+    """
+    accept = np.asarray(accept_probs, dtype=np.float64).copy()
+    accept[-1] = 1.0
+    reach = np.concatenate([[1.0], np.cumprod(1.0 - accept[:-1])])
+    return reach * accept
+
+
+def reference_accept_probability(ref_probs: np.ndarray, k: int) -> float:
+    """pi_ref(accept | s_k) = q_k / sum_{j >= k} q_j (see the module docstring)."""
+    tail = float(np.sum(ref_probs[k:]))
+    return float(ref_probs[k]) / max(tail, _EPS)
+
+
+def kl_penalty(accept_prob: float, ref_accept_prob: float, action: int, cfg: KLConfig) -> float:
+    """Eq. 8 per decision: -lambda * D(pi_theta(. | s) || pi_ref(. | s)) on {reject, accept}.
+
+    ``kl`` uses the log-ratio of the action taken, ``abs`` its absolute value, ``mse``
+    half its square, and ``full`` the exact binary KL (the reference's default).
+    """
+    p = np.clip(np.array([1.0 - accept_prob, accept_prob]), _EPS, 1.0)
+    q = np.clip(np.array([1.0 - ref_accept_prob, ref_accept_prob]), _EPS, 1.0)
+    log_ratio = np.log(p) - np.log(q)
+    if cfg.estimator == "kl":
+        value = log_ratio[action]
+    elif cfg.estimator == "abs":
+        value = abs(log_ratio[action])
+    elif cfg.estimator == "mse":
+        value = 0.5 * log_ratio[action] ** 2
+    else:
+        value = float(np.sum(p * log_ratio))
+    return -cfg.coef * float(value)

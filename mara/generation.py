@@ -1,0 +1,171 @@
+"""Aligned generation: an accept/reject agent steering a frozen upstream LLM.
+
+    from mara.generation import AlignedGenerator
+    gen = AlignedGenerator.from_paths(agent="agent.safetensors", model="smollm2")
+    for answer in gen.generate(["How can I bake bread?"]):
+        print(answer.text, answer.num_decisions, answer.accepted_position_histogram)
+    baseline = gen.generate_upstream(["How can I bake bread?"])        # greedy
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from envs.decoder import AcceptRejectDecoder, DecodeResult
+from envs.mdp import KLConfig, SamplingConfig
+from mara.agent_io import check_state_dim, load_agent, read_agent_metadata
+from mara.networks import Actor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Generation:
+    """One answer and how it was produced."""
+
+    prompt: str
+    text: str
+    finish_reason: str
+    num_tokens: int
+    num_decisions: int
+    num_fallbacks: int
+    forward_tokens: int  # LLM tokens computed for the answer (prompt excluded)
+    accepted_positions: list[int] = field(default_factory=list)  # 1-based, per position with >1 candidates
+
+    @property
+    def accepted_position_histogram(self) -> dict[int, int]:
+        return dict(sorted(Counter(self.accepted_positions).items()))
+
+
+def accepted_position_distribution(generations: list[Generation]) -> dict[int, float]:
+    """Share of acceptances falling on each candidate index (the paper's Fig. 3)."""
+    counts = Counter(k for g in generations for k in g.accepted_positions)
+    total = sum(counts.values())
+    return {k: counts[k] / total for k in sorted(counts)} if total else {}
+
+
+class AlignedGenerator:
+    def __init__(
+        self,
+        llm,
+        actor: Actor,
+        sampling: SamplingConfig = SamplingConfig(max_new_tokens=256),
+        mode: str = "lazy",
+        greedy: bool = True,
+        batch_size: int = 8,
+        seed: int = 0,
+        kl: KLConfig = KLConfig(),
+    ) -> None:
+        check_state_dim(actor.state_dim, llm.hidden_size)
+        self.llm = llm
+        self.actor = actor.eval().to(llm.device)
+        self.sampling = sampling
+        self.mode = mode
+        self.greedy = greedy
+        self.batch_size = batch_size
+        self.kl = kl
+        self.rng = np.random.default_rng(seed)
+
+    @classmethod
+    def from_paths(
+        cls,
+        agent: str | None = None,
+        model: str | None = None,
+        dtype: str = "float32",
+        device: str = "auto",
+        **kwargs,
+    ) -> "AlignedGenerator":
+        """Load the upstream model and the agent. Without ``model`` the agent's recorded
+        upstream model is used, else the embedded SmolLM2; without ``agent`` an
+        untrained (randomly initialised) agent is used, with a warning."""
+        from envs.upstream import DEFAULT_MODEL, load_upstream
+
+        if model is None and agent is not None:
+            model = read_agent_metadata(agent).get("upstream_model") or None
+        llm = load_upstream(model or DEFAULT_MODEL, dtype=dtype, device=device)
+        if agent is None:
+            warnings.warn("no agent given: using an UNTRAINED accept/reject agent (random weights)",
+                          stacklevel=2)
+            actor = Actor(state_dim=llm.hidden_size)
+        else:
+            actor = load_agent(agent, expected_state_dim=llm.hidden_size)
+        return cls(llm, actor, **kwargs)
+
+    # ------------------------------------------------------------------ MARA answers
+    def generate(self, prompts: list[str]) -> list[Generation]:
+        """Aligned answers, in the order of ``prompts``, decoded in batches."""
+        out: list[Generation] = []
+        for start in range(0, len(prompts), self.batch_size):
+            results = self.run_episodes(prompts[start:start + self.batch_size])
+            out.extend(_to_generation(r) for r in results)
+        return out
+
+    def run_episodes(self, prompts: list[str], policy_version: int = 0) -> list[DecodeResult]:
+        """One batch of accept/reject episodes with the current actor (also used by the
+        rollout workers, with ``greedy=False``)."""
+        decoder = AcceptRejectDecoder(self.llm, self.sampling, self.kl, mode=self.mode)
+        decoder.start(prompts, policy_version=policy_version)
+        while decoder.has_pending():
+            accept_prob = self.actor.accept_probability(decoder.pending_states()).double().cpu().numpy()
+            if self.greedy:
+                actions = (accept_prob >= 0.5).astype(np.int64)
+            else:
+                actions = (self.rng.random(len(accept_prob)) < accept_prob).astype(np.int64)
+            decoder.apply(actions, accept_prob)
+        return decoder.results()
+
+    # ------------------------------------------------------------------ baselines
+    @torch.no_grad()
+    def generate_upstream(self, prompts: list[str], sample: bool = False, seed: int = 0) -> list[str]:
+        """The upstream model's own answers (greedy, or sampled with the same temperature,
+        top-k and top-p), through transformers' ``generate``, for comparison."""
+        texts: list[str] = []
+        for start in range(0, len(prompts), self.batch_size):
+            texts.extend(self._hf_generate(prompts[start:start + self.batch_size], sample, seed + start))
+        return texts
+
+    def _hf_generate(self, prompts: list[str], sample: bool, seed: int) -> list[str]:
+        encoded = [self.llm.encode_prompt(p) for p in prompts]
+        width = max(len(ids) for ids in encoded)
+        pad = self.llm.tokenizer.pad_token_id
+        pad = pad if pad is not None else min(self.llm.eos_token_ids or {0})
+        ids = torch.full((len(encoded), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, row in enumerate(encoded):  # left padding, as decoder-only generation needs
+            ids[i, width - len(row):] = torch.tensor(row)
+            mask[i, width - len(row):] = 1
+        s = self.sampling
+        kwargs = dict(do_sample=True, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p) if sample \
+            else dict(do_sample=False, temperature=None, top_k=None, top_p=None)
+        torch.manual_seed(seed)
+        out = self.llm.model.generate(
+            input_ids=ids.to(self.llm.device), attention_mask=mask.to(self.llm.device),
+            max_new_tokens=s.max_new_tokens, pad_token_id=pad, **kwargs,
+        )
+        return [self.llm.decode(_until_eos(row[width:].tolist(), self.llm.eos_token_ids)) for row in out]
+
+
+def _until_eos(tokens: list[int], eos: set[int]) -> list[int]:
+    for i, t in enumerate(tokens):
+        if t in eos:
+            return tokens[: i + 1]
+    return tokens
+
+
+def _to_generation(r: DecodeResult) -> Generation:
+    return Generation(
+        prompt=r.prompt,
+        text=r.response,
+        finish_reason=r.finish_reason,
+        num_tokens=len(r.response_ids),
+        num_decisions=r.num_decisions,
+        num_fallbacks=r.num_fallbacks,
+        forward_tokens=r.forward_tokens,
+        accepted_positions=r.accepted_positions,
+    )

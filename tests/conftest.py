@@ -1,0 +1,81 @@
+"""Shared fixtures: one local Ray cluster per test session, and small upstream LLMs.
+
+``tiny_llm_path`` is a randomly initialised 2-layer Llama (hidden size 64) saved with the
+real SmolLM2 tokenizer and chat template, so unit tests exercise the same loading path
+as real models in well under a second per forward. ``smollm2`` is the real embedded
+SmolLM2-135M-Instruct, for the few integration tests.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+TINY_HIDDEN = 64
+
+
+def pytest_configure(config):
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data folder {SHARED_DATA} is absent")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A local Ray cluster started by the tests themselves (2 CPUs, no dashboard)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}})
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> Path:
+    from envs.upstream import embedded_model_path
+
+    return embedded_model_path()
+
+
+@pytest.fixture(scope="session")
+def tiny_llm_path(tmp_path_factory, smollm2_path) -> Path:
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(str(smollm2_path))
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=TINY_HIDDEN, intermediate_size=128,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        max_position_embeddings=256, tie_word_embeddings=True, initializer_range=0.3,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    path = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(str(path))
+    tokenizer.save_pretrained(str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_llm(tiny_llm_path):
+    from envs.upstream import load_upstream
+
+    return load_upstream(str(tiny_llm_path), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_path):
+    from envs.upstream import load_upstream
+
+    return load_upstream("smollm2", device="cpu")

@@ -1,0 +1,156 @@
+"""The accept/reject engine (envs/decoder.py) against plain decoding and full forwards."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from envs.decoder import AcceptRejectDecoder
+from envs.mdp import SamplingConfig, candidate_sets
+from mara.contracts import ACCEPT, REJECT
+
+PROMPTS = ["How can I bake bread?", "Tell me a joke.", "Why is the sky blue? Answer briefly please."]
+
+
+def run(llm, prompts, policy, mode, max_new_tokens=12, sampling=None):
+    """Run episodes where ``policy(rng, n) -> actions`` decides."""
+    sampling = sampling or SamplingConfig(max_new_tokens=max_new_tokens)
+    decoder = AcceptRejectDecoder(llm, sampling, mode=mode)
+    decoder.start(prompts)
+    rng = np.random.default_rng(0)
+    while decoder.has_pending():
+        decoder.apply(policy(rng, len(decoder.pending_rows())))
+    return decoder.results()
+
+
+def always_accept(rng, n):
+    return np.ones(n, dtype=np.int64)
+
+
+def always_reject(rng, n):
+    return np.zeros(n, dtype=np.int64)
+
+
+def coin(rng, n):
+    return rng.integers(0, 2, n)
+
+
+def hf_greedy(llm, prompt, max_new_tokens):
+    ids = torch.tensor([llm.encode_prompt(prompt)])
+    out = llm.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                             do_sample=False, temperature=None, top_k=None, top_p=None)
+    return out[0, ids.shape[1]:].tolist()
+
+
+@pytest.mark.parametrize("mode", ["lazy", "eager"])
+def test_always_accept_reproduces_greedy_decoding(tiny_llm, mode):
+    results = run(tiny_llm, PROMPTS, always_accept, mode, max_new_tokens=16)
+    for prompt, result in zip(PROMPTS, results):
+        assert result.response_ids == hf_greedy(tiny_llm, prompt, 16)[: len(result.response_ids)]
+        assert result.finish_reason in ("eos", "length")
+        assert all(k == 1 for k in result.accepted_positions)
+
+
+def test_always_accept_reproduces_greedy_decoding_smollm2(smollm2):
+    prompts = ["How can I bake bread?", "What is the capital of France?"]
+    results = run(smollm2, prompts, always_accept, "lazy", max_new_tokens=24)
+    for prompt, result in zip(prompts, results):
+        assert result.response_ids == hf_greedy(smollm2, prompt, 24)
+    assert "Paris" in results[1].response
+
+
+@pytest.mark.parametrize("mode", ["lazy", "eager"])
+def test_always_reject_picks_the_last_candidate(tiny_llm, mode):
+    sampling = SamplingConfig(max_new_tokens=10, top_k=5)
+    (result,) = run(tiny_llm, PROMPTS[:1], always_reject, mode, sampling=sampling)
+    prefix = tiny_llm.encode_prompt(PROMPTS[0])
+    for i, token in enumerate(result.response_ids):
+        hidden = tiny_llm.full_forward_hidden(prefix + result.response_ids[:i])[-1]
+        (candidates, _), = candidate_sets(tiny_llm.logits(hidden)[None], sampling)
+        assert token == candidates[-1]
+    assert result.num_fallbacks == sum(1 for k in result.accepted_positions if k > 1)
+
+
+@pytest.mark.parametrize("mode", ["lazy", "eager"])
+def test_candidate_states_equal_a_full_forward(tiny_llm, mode):
+    results = run(tiny_llm, PROMPTS, coin, mode, max_new_tokens=10)
+    checked = 0
+    for result in results:
+        prefix = tiny_llm.encode_prompt(result.prompt)
+        for t, (position, k, token) in enumerate(result.decision_points):
+            full = tiny_llm.full_forward_hidden(prefix + result.response_ids[:position] + [token])[-1]
+            np.testing.assert_allclose(result.episode.states[t], full.numpy(), atol=1e-4, rtol=0)
+            checked += 1
+    assert checked > 10
+
+
+def test_eager_states_of_every_candidate_equal_a_full_forward(tiny_llm):
+    sampling = SamplingConfig(max_new_tokens=8, top_k=6)
+    decoder = AcceptRejectDecoder(tiny_llm, sampling, mode="eager")
+    decoder.start(PROMPTS)
+    decoder.apply([REJECT] * len(decoder.pending_rows()))
+    decoder.apply([ACCEPT] * len(decoder.pending_rows()))
+    for i in decoder.pending_rows():
+        row = decoder.rows[i]
+        states = decoder.candidate_states(i)
+        for k, token in enumerate(row.cand_ids):
+            full = tiny_llm.full_forward_hidden(row.prompt_ids + row.response_ids + [token])[-1]
+            torch.testing.assert_close(states[k], full, atol=1e-4, rtol=0)
+
+
+def test_transitions_follow_the_next_state_rule_on_a_scripted_policy(tiny_llm):
+    script = [REJECT, REJECT, ACCEPT, REJECT, ACCEPT, ACCEPT, REJECT]
+    sampling = SamplingConfig(max_new_tokens=6, top_k=8)
+    decoder = AcceptRejectDecoder(tiny_llm, sampling, mode="lazy")
+    decoder.start(PROMPTS[:1])
+    n = 0
+    while decoder.has_pending():
+        decoder.apply([script[n % len(script)]])
+        n += 1
+    (result,) = decoder.results()
+    ep = result.episode
+    d = tiny_llm.hidden_size
+    assert ep.states.shape == (n, d) and ep.actions.shape == (n,) and ep.rewards.shape == (n,)
+    assert list(ep.actions) == [script[i % len(script)] for i in range(n)]
+    assert list(ep.dones) == [False] * (n - 1) + [True]
+    np.testing.assert_array_equal(ep.next_states[:-1], ep.states[1:])
+    assert not ep.next_states[-1].any()
+    # Eq. 5 on the recorded decision points
+    points = result.decision_points
+    for (pos, k, _), (next_pos, next_k, _), action in zip(points, points[1:], ep.actions):
+        if action == ACCEPT:
+            assert next_pos > pos and next_k == 0
+        elif next_pos == pos:
+            assert next_k == k + 1
+        else:  # the rejected candidate was the second to last: the last was accepted
+            assert next_pos > pos and next_k == 0
+    assert result.num_decisions == n
+    assert np.all(ep.kl_penalties <= 0)
+
+
+def test_lazy_mode_feeds_fewer_tokens_than_eager(tiny_llm):
+    lazy = run(tiny_llm, PROMPTS, always_accept, "lazy")
+    eager = run(tiny_llm, PROMPTS, always_accept, "eager")
+    assert [r.response_ids for r in lazy] == [r.response_ids for r in eager]
+    assert sum(r.forward_tokens for r in lazy) == sum(len(r.response_ids) for r in lazy)
+    assert sum(r.forward_tokens for r in eager) > sum(r.forward_tokens for r in lazy)
+
+
+def test_bad_prompts_are_refused_with_clear_errors(tiny_llm):
+    decoder = AcceptRejectDecoder(tiny_llm, SamplingConfig(max_new_tokens=4))
+    with pytest.raises(ValueError, match="empty prompt"):
+        decoder.start(["fine", "   "])
+    with pytest.raises(ValueError, match="context"):
+        decoder.start(["word " * 400])
+    with pytest.raises(ValueError, match="no prompts"):
+        decoder.start([])
+    with pytest.raises(ValueError, match="mode"):
+        AcceptRejectDecoder(tiny_llm, mode="greedy")
+
+
+def test_apply_checks_the_number_of_actions(tiny_llm):
+    decoder = AcceptRejectDecoder(tiny_llm, SamplingConfig(max_new_tokens=4))
+    decoder.start(PROMPTS[:2])
+    with pytest.raises(ValueError, match="waiting"):
+        decoder.apply([ACCEPT] * 5)

@@ -1,0 +1,99 @@
+"""Aligned generation: the Python API and the ``mara generate`` command."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from envs.mdp import SamplingConfig
+from mara.agent_io import save_agent
+from mara.generation import AlignedGenerator, accepted_position_distribution
+from mara.networks import Actor
+
+ROOT = Path(__file__).resolve().parents[1]
+PROMPTS = ["How can I bake bread?", "Tell me a joke.", "Why is the sky blue?"]
+
+
+def always_accept_actor(d: int) -> Actor:
+    actor = Actor(state_dim=d, hidden_size=16)
+    with torch.no_grad():
+        actor.output_linear.weight.zero_()
+        actor.output_linear.bias.copy_(torch.tensor([-10.0, 10.0]))
+    return actor
+
+
+def test_always_accept_agent_matches_upstream_greedy_answers(tiny_llm):
+    gen = AlignedGenerator(tiny_llm, always_accept_actor(tiny_llm.hidden_size),
+                           sampling=SamplingConfig(max_new_tokens=12), batch_size=2)
+    answers = gen.generate(PROMPTS)
+    assert [a.text for a in answers] == gen.generate_upstream(PROMPTS)
+    assert accepted_position_distribution(answers) == {1: 1.0}
+
+
+def test_batched_generation_equals_one_prompt_at_a_time(tiny_llm):
+    torch.manual_seed(1)
+    actor = Actor(state_dim=tiny_llm.hidden_size, hidden_size=16)
+    sampling = SamplingConfig(max_new_tokens=10)
+    batched = AlignedGenerator(tiny_llm, actor, sampling=sampling, batch_size=3).generate(PROMPTS)
+    single = AlignedGenerator(tiny_llm, actor, sampling=sampling, batch_size=1).generate(PROMPTS)
+    assert [a.text for a in batched] == [a.text for a in single]
+    for a in batched:
+        assert sum(a.accepted_position_histogram.values()) == len(a.accepted_positions)
+        assert a.num_decisions >= len(a.accepted_positions) - a.num_fallbacks
+
+
+def test_sampled_upstream_answers_differ_from_greedy_sometimes(tiny_llm):
+    gen = AlignedGenerator(tiny_llm, always_accept_actor(tiny_llm.hidden_size),
+                           sampling=SamplingConfig(max_new_tokens=12, temperature=1.5))
+    assert gen.generate_upstream(PROMPTS, sample=True) != gen.generate_upstream(PROMPTS)
+
+
+def test_agent_of_another_hidden_size_is_refused(tiny_llm):
+    with pytest.raises(ValueError, match=r"32.*64"):
+        AlignedGenerator(tiny_llm, Actor(state_dim=32, hidden_size=16))
+
+
+def test_no_agent_warns_about_an_untrained_agent(tiny_llm_path):
+    with pytest.warns(UserWarning, match="UNTRAINED"):
+        gen = AlignedGenerator.from_paths(model=str(tiny_llm_path), device="cpu",
+                                          sampling=SamplingConfig(max_new_tokens=4))
+    assert len(gen.generate(["hi"])) == 1
+
+
+def mara(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mara.cli", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_cli_generates_from_prompts_and_files(tiny_llm_path, tmp_path):
+    agent = save_agent(always_accept_actor(64), tmp_path / "agent.safetensors",
+                       upstream_model=str(tiny_llm_path))
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps([{"instruction": "Hello there"}, {"instruction": ""}, {"x": 1}]))
+    out = tmp_path / "answers.jsonl"
+    proc = mara("generate", "--agent", str(agent), "--max-new-tokens", "6", "--compare",
+                "--prompts-file", str(prompts), "--json", str(out), "How can I bake bread?")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("### MARA") == 2 and "### upstream greedy" in proc.stdout
+    assert "rows 2, 3" in proc.stderr  # malformed rows reported with their numbers
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["prompt"] for r in records] == ["How can I bake bread?", "Hello there"]
+    assert all(r["mara"] == r["upstream_greedy"] for r in records)
+
+
+def test_cli_reports_bad_input_clearly(tiny_llm_path, tmp_path):
+    proc = mara("generate", "--model", str(tiny_llm_path), "--max-new-tokens", "4", "hi")
+    assert proc.returncode == 0 and "UNTRAINED" in proc.stderr
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"\x00" * 10)
+    proc = mara("generate", "--agent", str(broken), "--model", str(tiny_llm_path), "hi")
+    assert proc.returncode == 2 and "cannot read agent file" in proc.stderr
+    proc = mara("generate", "--model", str(tiny_llm_path), "  ")
+    assert proc.returncode == 2 and "empty prompt" in proc.stderr
+    proc = mara("generate", "--model", str(tmp_path / "missing-model"), "hi")
+    assert proc.returncode == 2 and "not found" in proc.stderr

@@ -1,0 +1,81 @@
+"""Pure MDP functions: candidate sets, Eq. 6 emission probabilities, Eq. 8 KL penalties."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from envs.mdp import (
+    KLConfig,
+    SamplingConfig,
+    candidate_sets,
+    emission_probabilities,
+    kl_penalty,
+    reference_accept_probability,
+)
+
+
+def test_candidates_are_top_k_then_top_p_sorted_by_probability():
+    logits = torch.log(torch.tensor([[0.05, 0.5, 0.3, 0.1, 0.05]]))
+    (ids, probs), = candidate_sets(logits, SamplingConfig(temperature=1.0, top_k=4, top_p=0.85))
+    # top-4 = [1, 2, 3, 0|4] renormalised over 0.95; cumulative 0.53, 0.84, 0.95 -> three kept
+    assert ids == [1, 2, 3]
+    assert probs.sum() == pytest.approx(1.0)
+    assert list(probs) == sorted(probs, reverse=True)
+
+
+def test_temperature_sharpens_and_top_p_one_keeps_top_k():
+    logits = torch.randn(2, 100)
+    cold = candidate_sets(logits, SamplingConfig(temperature=0.05, top_k=40, top_p=0.95))
+    hot = candidate_sets(logits, SamplingConfig(temperature=5.0, top_k=40, top_p=1.0))
+    assert all(len(ids) <= 3 for ids, _ in cold)
+    assert all(len(ids) == 40 for ids, _ in hot)
+
+
+def test_invalid_sampling_settings_are_refused():
+    for bad in (dict(temperature=0), dict(top_k=0), dict(top_p=0), dict(max_new_tokens=0)):
+        with pytest.raises(ValueError):
+            SamplingConfig(**bad)
+    with pytest.raises(ValueError, match="estimator"):
+        KLConfig(estimator="forward")
+
+
+def test_eq6_emission_probabilities_sum_to_one():
+    rng = np.random.default_rng(0)
+    for k in (1, 2, 5, 40):
+        accept = rng.random(k)
+        probs = emission_probabilities(accept)
+        assert probs.sum() == pytest.approx(1.0)
+        assert probs[0] == pytest.approx(accept[0] if k > 1 else 1.0)
+    np.testing.assert_allclose(emission_probabilities([0.5, 0.5, 0.9]), [0.5, 0.25, 0.25])
+
+
+def test_reference_accept_chain_reproduces_upstream_probabilities():
+    q = np.array([0.5, 0.3, 0.15, 0.05])
+    ref_accept = np.array([reference_accept_probability(q, k) for k in range(len(q))])
+    np.testing.assert_allclose(emission_probabilities(ref_accept), q)
+
+
+def test_per_decision_log_ratios_add_up_to_the_token_log_ratio():
+    q = np.array([0.6, 0.25, 0.1, 0.05])
+    accept = np.array([0.2, 0.7, 0.4, 0.9])
+    # token 3 (index 2) emitted: reject, reject, accept
+    path = [(0, 0), (1, 0), (2, 1)]
+    total = sum(-kl_penalty(accept[k], reference_accept_probability(q, k), a, KLConfig(1.0, "kl"))
+                for k, a in path)
+    expected = math.log(emission_probabilities(accept)[2]) - math.log(q[2])
+    assert total == pytest.approx(expected)
+
+
+def test_kl_estimators():
+    p, q = 0.8, 0.5
+    lr = math.log(0.8 / 0.5)
+    assert kl_penalty(p, q, 1, KLConfig(0.1, "kl")) == pytest.approx(-0.1 * lr)
+    assert kl_penalty(p, q, 0, KLConfig(0.1, "abs")) == pytest.approx(-0.1 * abs(math.log(0.2 / 0.5)))
+    assert kl_penalty(p, q, 1, KLConfig(0.1, "mse")) == pytest.approx(-0.1 * 0.5 * lr ** 2)
+    full = 0.8 * lr + 0.2 * math.log(0.2 / 0.5)
+    assert kl_penalty(p, q, 0, KLConfig(0.1, "full")) == pytest.approx(-0.1 * full)
+    assert kl_penalty(q, q, 1, KLConfig(0.1, "full")) == pytest.approx(0.0)
