@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -61,6 +62,7 @@ class AlignedGenerator:
         batch_size: int = 8,
         seed: int = 0,
         kl: KLConfig = KLConfig(),
+        decision_delay_s: float = 0.0,
     ) -> None:
         check_state_dim(actor.state_dim, llm.hidden_size)
         self.llm = llm
@@ -70,6 +72,7 @@ class AlignedGenerator:
         self.greedy = greedy
         self.batch_size = batch_size
         self.kl = kl
+        self.decision_delay_s = decision_delay_s  # testing knob: simulates a slower LLM
         self.rng = np.random.default_rng(seed)
 
     @classmethod
@@ -118,6 +121,8 @@ class AlignedGenerator:
             else:
                 actions = (self.rng.random(len(accept_prob)) < accept_prob).astype(np.int64)
             decoder.apply(actions, accept_prob)
+            if self.decision_delay_s:
+                time.sleep(self.decision_delay_s)
         return decoder.results()
 
     # ------------------------------------------------------------------ baselines

@@ -1,0 +1,131 @@
+"""Rollout workers: Ray actors that each host a frozen upstream LLM and run accept/reject
+episodes with the newest actor MLP they have.
+
+One ``rollout(prompts)`` call decodes a batch of episodes with stochastic actions, hands
+the finished episodes to a reward actor (which scores them and inserts them into the
+replay actor) WITHOUT waiting for that, and returns statistics. Between calls the worker
+picks up new weights without blocking: a weight request to the learner is always in
+flight, and the worker only looks whether it has answered (``ray.wait(timeout=0)``).
+
+A worker that dies is restarted by Ray (``max_restarts``); it then starts from the
+initial weights and fetches the current ones on its first call.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import ray
+import torch
+
+from envs.mdp import KLConfig, SamplingConfig
+from mara.networks import Actor
+
+
+@dataclass
+class RolloutStats:
+    """What one ``rollout`` call reports to the driver."""
+
+    worker: int
+    policy_version: int
+    episodes: int
+    transitions: int  # decisions made (= transitions sent to replay)
+    accepts: int  # decisions that accepted
+    tokens: int  # response tokens generated
+    seconds: float  # wall time of the decoding
+    episode_start: float  # time.time() when decoding started
+    episode_end: float  # time.time() when it ended
+    rewards: list[float] = field(default_factory=list)  # sentence rewards scored since the last call
+    inserted: int = 0  # transitions the replay accepted since the last call
+
+
+class RolloutWorker:
+    def __init__(self, *, worker_index: int, model: str, dtype: str, device: str, mode: str,
+                 sampling: SamplingConfig, kl: KLConfig, agent_hidden_size: int,
+                 learner, reward_actor, greedy_baseline: bool = False,
+                 max_inflight_rewards: int = 2, torch_threads: int = 1,
+                 decision_delay_s: float = 0.0, seed: int = 0) -> None:
+        from envs.upstream import load_upstream
+        from mara.generation import AlignedGenerator
+
+        torch.set_num_threads(torch_threads)
+        torch.manual_seed(seed + worker_index)
+        llm = load_upstream(model, dtype=dtype, device=device)
+        actor = Actor(state_dim=llm.hidden_size, hidden_size=agent_hidden_size)
+        self.generator = AlignedGenerator(llm, actor, sampling=sampling, mode=mode, greedy=False,
+                                          seed=seed + 1000 * worker_index, kl=kl,
+                                          decision_delay_s=decision_delay_s)
+        self.worker_index = worker_index
+        self.learner = learner
+        self.reward_actor = reward_actor
+        self.greedy_baseline = greedy_baseline
+        self.max_inflight_rewards = max_inflight_rewards
+        self.version = -1  # no weights from the learner yet
+        self._weights_request = None
+        self._inflight_rewards: list[ray.ObjectRef] = []
+        self._baseline_cache: dict[str, str] = {}
+
+    def hidden_size(self) -> int:
+        return self.generator.llm.hidden_size
+
+    def rollout(self, prompts: list[str]) -> RolloutStats:
+        self._maybe_take_new_weights()
+        start, t0 = time.time(), time.perf_counter()
+        results = self.generator.run_episodes(prompts, policy_version=max(self.version, 0))
+        seconds = time.perf_counter() - t0
+        end = time.time()
+        episodes = [r.episode for r in results]
+        baselines = self._greedy_answers(prompts) if self.greedy_baseline else None
+        self._inflight_rewards.append(self.reward_actor.score_and_insert.remote(episodes, baselines))
+        rewards, inserted = self._collect_scored()
+        return RolloutStats(
+            worker=self.worker_index, policy_version=max(self.version, 0), episodes=len(results),
+            transitions=sum(len(e) for e in episodes), accepts=int(sum(e.actions.sum() for e in episodes)),
+            tokens=sum(len(r.response_ids) for r in results), seconds=seconds,
+            episode_start=start, episode_end=end, rewards=rewards, inserted=inserted,
+        )
+
+    def flush(self) -> tuple[list[float], int]:
+        """Wait for every scoring call this worker started (used at shutdown)."""
+        ray.wait(self._inflight_rewards, num_returns=len(self._inflight_rewards))
+        return self._collect_scored()
+
+    # ------------------------------------------------------------------ internals
+    def _maybe_take_new_weights(self) -> None:
+        if self._weights_request is not None:
+            ready, _ = ray.wait([self._weights_request], timeout=0)
+            if not ready:
+                return  # the learner has not answered yet: keep the current weights
+            answer = ray.get(self._weights_request)
+            if answer is not None:
+                version, weights = answer
+                state = {k: torch.as_tensor(np.array(v)) for k, v in weights.items()}
+                self.generator.actor.load_state_dict(state)
+                self.version = version
+        self._weights_request = self.learner.latest_weights.remote(have_version=self.version)
+
+    def _collect_scored(self) -> tuple[list[float], int]:
+        """Gather finished scoring calls; wait for the oldest while too many are in flight
+        (this is the backpressure from a full replay buffer back to collection)."""
+        rewards: list[float] = []
+        inserted = 0
+        while self._inflight_rewards:
+            must_wait = len(self._inflight_rewards) > self.max_inflight_rewards
+            ready, _ = ray.wait(self._inflight_rewards[:1], timeout=None if must_wait else 0)
+            if not ready:
+                break
+            self._inflight_rewards.pop(0)
+            scored = ray.get(ready[0])
+            rewards.extend(scored["rewards"])
+            inserted += scored["inserted"]
+        return rewards, inserted
+
+    def _greedy_answers(self, prompts: list[str]) -> list[str]:
+        """The upstream model's own greedy answers (for the 'upstream-greedy' baseline),
+        computed once per prompt."""
+        missing = [p for p in dict.fromkeys(prompts) if p not in self._baseline_cache]
+        if missing:
+            self._baseline_cache.update(zip(missing, self.generator.generate_upstream(missing)))
+        return [self._baseline_cache[p] for p in prompts]

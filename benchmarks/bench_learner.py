@@ -1,0 +1,153 @@
+"""Learner throughput: SAC updates/s, and the share of wall time the LearnerActor updates.
+
+1. ``SACLearner.update`` alone at batch 1024, hidden 1024, for d = 576 (SmolLM2-135M) and
+   d = 4096 (7-8B models), on the CPU and on CUDA when available.
+2. The ``LearnerActor`` fed by a replay stub that always has data (the same pre-built
+   batch on every call): the share of its wall time spent in gradient updates (target:
+   >= 90%, i.e. prefetching hides sampling and transfer) and its updates/s relative to 1.
+
+Run:  cd /work/main && python benchmarks/bench_learner.py            (about 2 minutes)
+      python benchmarks/bench_learner.py --dims 576 --seconds 5     (quicker)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from learner.config import LearnerConfig, SACConfig  # noqa: E402
+from learner.learner import SACLearner  # noqa: E402
+from mara.contracts import TransitionBatch  # noqa: E402
+
+
+def make_batch(n: int, d: int, seed: int = 0) -> TransitionBatch:
+    rng = np.random.default_rng(seed)
+    return TransitionBatch(
+        states=rng.standard_normal((n, d), dtype=np.float32),
+        actions=rng.integers(0, 2, n).astype(np.int64),
+        rewards=rng.standard_normal(n).astype(np.float32),
+        next_states=rng.standard_normal((n, d), dtype=np.float32),
+        dones=(rng.random(n) < 0.05).astype(np.float32),
+        policy_versions=np.zeros(n, np.int64),
+    )
+
+
+def direct_updates_per_s(d: int, device: str, cfg: SACConfig, seconds: float) -> tuple[float, int]:
+    """Updates/s of SACLearner.update on one fixed batch (host->device copy included)."""
+    learner = SACLearner(state_dim=d, sac=cfg, device=device, seed=0)
+    batch = make_batch(cfg.batch_size, d)
+    for _ in range(2):  # warm-up (allocator, Adam state creation, CUDA kernels)
+        learner.update(batch)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    n, t0 = 0, time.perf_counter()
+    while n < 3 or time.perf_counter() - t0 < seconds:
+        learner.update(batch)  # .tolist() of the metrics syncs CUDA every update
+        n += 1
+    return n / (time.perf_counter() - t0), n
+
+
+def actor_share(d: int, device: str, cfg: SACConfig, seconds: float, threads: int) -> dict:
+    """Run the LearnerActor against an always-ready replay stub for ``seconds``."""
+    import ray
+
+    from learner.actor import make_learner_actor
+
+    @ray.remote(num_cpus=0)
+    class AlwaysReadyReplay:
+        def __init__(self, n: int, d: int):
+            self.batch = make_batch(n, d, seed=1)
+            self.calls = 0
+
+        def sample(self, n: int, timeout_s: float | None = None):
+            self.calls += 1
+            return self.batch
+
+    replay = AlwaysReadyReplay.remote(cfg.batch_size, d)
+    config = LearnerConfig(publish_every=10, checkpoint_every=10**9, device=device,
+                           sample_timeout_s=1.0)
+    learner = make_learner_actor(state_dim=d, sac=cfg, config=config, num_cpus=threads,
+                                 num_gpus=1 if device.startswith("cuda") else 0)
+    ray.get([learner.version.remote(), replay.sample.remote(1)])  # both processes started
+    ray.get(learner.run.remote(replay, max_updates=2))  # warm-up outside the measurement
+    stats = ray.get(learner.run.remote(replay, max_seconds=seconds))
+    stamps = ray.get(learner.update_timestamps.remote())[-stats.run_updates:]
+    busy = sum(e - s for s, e in stamps)
+    span = stamps[-1][1] - stamps[0][0] if len(stamps) > 1 else float("nan")
+    for handle in (learner, replay):
+        ray.kill(handle)
+    return {
+        "updates": stats.run_updates,
+        "updates_per_s": stats.run_updates / stats.wall_s,
+        "update_share": stats.update_share,
+        "wait_share": stats.wait_s / stats.wall_s,
+        "stamp_share": busy / span,  # from the (start, end) stamps, first start to last end
+        "version": stats.version,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dims", type=int, nargs="+", default=[576, 4096])
+    parser.add_argument("--seconds", type=float, default=10.0, help="per measurement")
+    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--hidden-size", type=int, default=1024)
+    # 1 by default: on a shared 2-core machine a second intra-op thread spin-waits on a
+    # busy core and makes updates ~3x slower; pass --threads N on a dedicated machine.
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--share-dims", type=int, nargs="+", default=[576],
+                        help="state sizes for the LearnerActor share measurement")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    cfg = SACConfig(batch_size=args.batch_size, hidden_size=args.hidden_size)
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    print(f"torch {torch.__version__}, {args.threads} CPU threads, devices {devices}, "
+          f"batch {cfg.batch_size}, hidden {cfg.hidden_size}")
+
+    direct: dict[tuple[int, str], float] = {}
+    print("\n== SACLearner.update alone ==")
+    print(f"{'d':>6} {'device':>6} {'updates/s':>10} {'ms/update':>10} {'samples/s':>10} {'n':>4}")
+    for d in args.dims:
+        for device in devices:
+            ups, n = direct_updates_per_s(d, device, cfg, args.seconds)
+            direct[(d, device)] = ups
+            print(f"{d:>6} {device:>6} {ups:>10.2f} {1000 / ups:>10.1f} {ups * cfg.batch_size:>10.0f} {n:>4}")
+    for device in devices:
+        if len(args.dims) >= 2:
+            a, b = args.dims[0], args.dims[-1]
+            print(f"ratio updates/s d={a} / d={b} on {device}: {direct[(a, device)] / direct[(b, device)]:.2f}x")
+    if "cuda" in devices:
+        for d in args.dims:
+            print(f"ratio cuda / cpu at d={d}: {direct[(d, 'cuda')] / direct[(d, 'cpu')]:.1f}x")
+
+    import ray
+
+    ray.init(num_cpus=max(4, args.threads + 2), include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    print("\n== LearnerActor.run fed by an always-ready replay stub (target update share >= 90%) ==")
+    print(f"{'d':>6} {'device':>6} {'updates/s':>10} {'vs alone':>9} {'update%':>8} "
+          f"{'wait%':>6} {'stamps%':>8} {'n':>4}")
+    device = devices[-1]
+    try:
+        for d in args.share_dims:
+            r = actor_share(d, device, cfg, args.seconds, args.threads)
+            alone = direct.get((d, device), float("nan"))
+            flag = "ok" if r["update_share"] >= 0.9 else "BELOW TARGET"
+            print(f"{d:>6} {device:>6} {r['updates_per_s']:>10.2f} {r['updates_per_s'] / alone:>8.2f}x "
+                  f"{100 * r['update_share']:>7.1f}% {100 * r['wait_share']:>5.1f}% "
+                  f"{100 * r['stamp_share']:>7.1f}% {r['updates']:>4}  {flag}")
+    finally:
+        ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()
