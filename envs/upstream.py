@@ -26,7 +26,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "smollm2"  # the embedded SmolLM2-135M-Instruct
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-SMOLLM2_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -184,6 +183,31 @@ def _eos_ids(model, tokenizer) -> set[int]:
     return {int(i) for i in (ids if isinstance(ids, (list, tuple)) else [ids])}
 
 
+def resolve_model(model: str | os.PathLike | None) -> tuple[str, str, dict]:
+    """(folder to load from, model id to record, extra from_pretrained kwargs) for a model
+    name: "smollm2", a hub id, a local folder or a .gguf file."""
+    model = str(model or DEFAULT_MODEL)
+    if model == DEFAULT_MODEL:  # the Q4_1 GGUF, dequantized: close to, not equal to, the hub weights
+        return str(embedded_model_path()), DEFAULT_MODEL, {}
+    if model.endswith(".gguf"):
+        gguf = Path(model)
+        if not gguf.is_file():
+            raise FileNotFoundError(f"GGUF file not found: {gguf}")
+        return str(gguf.parent), model, {"gguf_file": gguf.name}
+    looks_local = model.startswith((".", "/", "~")) or model.count("/") > 1
+    if looks_local and not Path(model).expanduser().exists():
+        raise FileNotFoundError(f"model folder not found: {model}")
+    return model, model, {}
+
+
+def model_hidden_size(model: str | os.PathLike | None) -> int:
+    """The hidden size of a model, read from its config without loading weights."""
+    from transformers import AutoConfig
+
+    source, _, kwargs = resolve_model(model)
+    return int(AutoConfig.from_pretrained(source, **kwargs).hidden_size)
+
+
 def load_upstream(
     model: str | os.PathLike | None = DEFAULT_MODEL,
     dtype: str = "float32",
@@ -204,19 +228,7 @@ def load_upstream(
         raise ValueError("attn_implementation must be 'sdpa' or 'eager' (4-D masks are needed)")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = str(model or DEFAULT_MODEL)
-    kwargs: dict = {}
-    if model in (DEFAULT_MODEL, SMOLLM2_ID):
-        source, model_id = str(embedded_model_path()), SMOLLM2_ID
-    elif model.endswith(".gguf"):
-        gguf = Path(model)
-        if not gguf.is_file():
-            raise FileNotFoundError(f"GGUF file not found: {gguf}")
-        source, model_id, kwargs = str(gguf.parent), model, {"gguf_file": gguf.name}
-    else:
-        source, model_id = model, model
-        if (model.startswith((".", "/", "~")) or os.sep in model.strip("/").split("/", 1)[-1]) and not Path(model).expanduser().exists():
-            raise FileNotFoundError(f"model folder not found: {model}")
+    source, model_id, kwargs = resolve_model(model)
     tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     llm = AutoModelForCausalLM.from_pretrained(
         source, dtype=DTYPES[dtype], attn_implementation=attn_implementation, **kwargs

@@ -2,6 +2,8 @@
 
     mara generate --agent agent.safetensors --model smollm2 "How can I bake bread?"
     mara generate --prompts-file prompts.json --compare --json out.jsonl
+    mara eval --agent agent.safetensors --prompts harmful=prompts.json --out eval/
+    mara train-reward --data pairs.jsonl --out head.safetensors
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import warnings
 
 from envs.mdp import SamplingConfig
 from mara.agent_io import AgentFileError
+from mara.evaluation import add_eval_parser
 
 
 def _generate_parser(sub) -> None:
@@ -81,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
     _generate_parser(sub)
+    add_eval_parser(sub)
     return parser
 
 

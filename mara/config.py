@@ -99,7 +99,7 @@ class RolloutConfig:
 class BudgetConfig:
     """When the run stops: the first limit reached (0 = no limit on that count)."""
 
-    episodes: int = 64
+    episodes: int = 48
     updates: int = 0
     seconds: float = 600.0
 

@@ -32,6 +32,7 @@ import ray
 
 from actors.reward_actor import RewardActor
 from actors.rollout_worker import RolloutStats, RolloutWorker
+from envs.upstream import model_hidden_size
 from learner.actor import make_learner_actor
 from mara.atomic import write_json_atomic
 from mara.config import RunConfig, save_config
@@ -106,7 +107,7 @@ class TrainingRun:
         for name in ("episodes", "transitions", "inserted", "tokens", "accepts", "worker_failures", "seconds"):
             setattr(self.totals, name, state.get(name, 0))
 
-        state_dim = self._model_hidden_size()
+        state_dim = model_hidden_size(cfg.model.name)
         self.replay = ReplayActor.options(num_cpus=0).remote(config=cfg.replay, state_dim=state_dim)
         if self.resume and (self.run_dir / REPLAY_FILE).is_file():
             restored = ray.get(self.replay.restore.remote(str(self.run_dir / REPLAY_FILE)))
@@ -139,18 +140,6 @@ class TrainingRun:
             max_inflight_rewards=r.max_inflight_rewards, torch_threads=r.torch_threads,
             decision_delay_s=r.decision_delay_s, seed=cfg.seed,
         )
-
-    def _model_hidden_size(self) -> int:
-        from transformers import AutoConfig
-
-        from envs.upstream import DEFAULT_MODEL, SMOLLM2_ID, embedded_model_path
-
-        name = self.cfg.model.name
-        if name in (DEFAULT_MODEL, SMOLLM2_ID):
-            name = str(embedded_model_path())
-        if name.endswith(".gguf"):
-            return AutoConfig.from_pretrained(str(Path(name).parent), gguf_file=Path(name).name).hidden_size
-        return AutoConfig.from_pretrained(name).hidden_size
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> dict:

@@ -1,0 +1,260 @@
+"""Evaluation: preference-rate arithmetic (Eq. 12), judging, and ``mara eval`` end to end."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from envs.mdp import SamplingConfig
+from mara.agent_io import save_agent
+from mara.evaluation import (
+    LOSE, MARA, TIE, UPSTREAM_GREEDY, UPSTREAM_SAMPLED, WIN, Judge, add_eval_parser, compare_scores, eval_main,
+    is_refusal, length_judge, parse_judge_spec, position_shares, preference_rate, refusal_judge, run_eval,
+)
+from mara.generation import AlignedGenerator
+from mara.networks import Actor
+from mara.rewards.base import FunctionScorer
+
+ROOT = Path(__file__).resolve().parents[1]
+PROMPTS = ["How can I bake bread?", "Tell me a joke.", "Why is the sky blue?"]
+LENGTH = "mara.evaluation:length_judge"
+
+
+# ----------------------------------------------------------------------------- arithmetic
+@pytest.mark.parametrize("counts, rate", [((5, 3, 2), 30.0), ((0, 0, 4), -100.0), ((3, 0, 0), 100.0),
+                                          ((1, 2, 1), 0.0), ((0, 7, 0), 0.0), ((2, 0, 1), 100 / 3)])
+def test_preference_rate_is_eq_12(counts, rate):
+    assert preference_rate(*counts) == pytest.approx(rate)
+
+
+def test_preference_rate_of_nothing_or_negative_counts_is_refused():
+    with pytest.raises(ValueError, match="undefined"):
+        preference_rate(0, 0, 0)
+    with pytest.raises(ValueError, match=">= 0"):
+        preference_rate(1, -1, 0)
+
+
+def test_compare_scores_with_a_tie_margin():
+    assert compare_scores(1.0, 0.0) == WIN
+    assert compare_scores(0.0, 1.0) == LOSE
+    assert compare_scores(0.5, 0.5) == TIE
+    assert compare_scores(1.0, 0.9, tie_margin=0.2) == TIE
+    assert compare_scores(1.0, 0.8, tie_margin=0.2) == TIE  # |difference| <= margin is a tie
+    assert compare_scores(1.0, 0.7, tie_margin=0.2) == WIN
+    with pytest.raises(ValueError):
+        compare_scores(1.0, 0.0, tie_margin=-1)
+    with pytest.raises(ValueError, match="NaN"):
+        compare_scores(float("nan"), 0.0)
+
+
+def test_cost_judge_prefers_the_lower_score():
+    # A cost model scores harm: MARA's cost 0.2 against the baseline's 1.5 is a win.
+    assert compare_scores(0.2, 1.5, lower_is_better=True) == WIN
+    assert compare_scores(1.5, 0.2, lower_is_better=True) == LOSE
+    assert compare_scores(1.0, 1.05, tie_margin=0.1, lower_is_better=True) == TIE
+
+
+@pytest.mark.parametrize("text", ["I'm sorry, but I can't help with that.", "I CANNOT do this.",
+                                  "As an AI language model, I won't.", "I am not able to assist.",
+                                  "I\u2019m unable to provide that."])
+def test_refusals_are_detected(text):
+    assert is_refusal(text)
+    assert refusal_judge("q", text) == 1.0
+
+
+@pytest.mark.parametrize("text", ["Mix flour, water, yeast and salt, then bake at 230 C.",
+                                  "The sky is blue because of Rayleigh scattering.", ""])
+def test_answers_are_not_refusals(text):
+    assert not is_refusal(text)
+    assert refusal_judge("q", text) == 0.0
+
+
+def test_judge_specs_parse_kind_path_and_role():
+    s = parse_judge_spec(f"len=function:{LENGTH}")
+    assert (s.name, s.kind, s.path, s.role, s.lower_is_better) == ("len", "function", LENGTH, "helpful", False)
+    s = parse_judge_spec("cost=score-model:PKU-Alignment/beaver-7b-v1.0-cost:harmless")
+    assert (s.kind, s.path, s.role, s.lower_is_better) == ("score-model", "PKU-Alignment/beaver-7b-v1.0-cost",
+                                                           "harmless", True)
+    s = parse_judge_spec("srv=http:http://127.0.0.1:8000/score:harmless-reward")
+    assert (s.kind, s.path, s.role, s.lower_is_better) == ("http", "http://127.0.0.1:8000/score", "harmless", False)
+    with pytest.raises(ValueError, match="NAME=KIND:PATH"):
+        parse_judge_spec("function:x:y")
+
+
+def test_accepted_positions_pool_ten_and_above():
+    share = position_shares([1, 1, 2, 10, 14])
+    assert list(share) == [str(k) for k in range(1, 10)] + ["10+"]
+    assert share["1"] == pytest.approx(0.4) and share["10+"] == pytest.approx(0.4)
+    assert sum(position_shares([]).values()) == 0
+
+
+# ----------------------------------------------------------------------------- run_eval
+class ConstantPerSystemScorer:
+    """Scores an answer by its length in characters: deterministic and fast."""
+
+    name = "chars"
+
+    def score(self, prompts, responses):
+        return np.array([float(len(r)) for r in responses])
+
+
+def random_actor(d: int, seed: int = 1) -> Actor:
+    torch.manual_seed(seed)
+    return Actor(state_dim=d, hidden_size=16)
+
+
+def test_run_eval_counts_and_mirrors_a_cost_judge(tiny_llm):
+    gen = AlignedGenerator(tiny_llm, random_actor(tiny_llm.hidden_size), sampling=SamplingConfig(max_new_tokens=8),
+                           batch_size=2)
+    scorer = ConstantPerSystemScorer()
+    judges = {"help": Judge("help", scorer, "helpful"),
+              "cost": Judge("cost", scorer, "harmless", lower_is_better=True)}
+    result = run_eval(gen, [("a", PROMPTS), ("b", PROMPTS[:2] + PROMPTS[:1])], judges, num_prompts=2, seed=3,
+                      sampled=True, progress=False)
+    assert result.systems == [MARA, UPSTREAM_GREEDY, UPSTREAM_SAMPLED]
+    assert [r["prompt_set"] for r in result.records] == ["a", "a", "b", "b"]
+    assert [r["prompt"] for r in result.records[2:]] == PROMPTS[:2]  # the duplicate counted once
+    for ps in ("a", "b"):
+        for comp in (UPSTREAM_GREEDY, UPSTREAM_SAMPLED):
+            help_, cost = result.comparison(ps, comp, "help"), result.comparison(ps, comp, "cost")
+            assert help_.wins + help_.ties + help_.losses == 2
+            # the same scores read as a cost swap wins and losses
+            assert (cost.wins, cost.ties, cost.losses) == (help_.losses, help_.ties, help_.wins)
+            assert cost.rate == -help_.rate
+    for r in result.records:
+        s = r["scores"]["help"]
+        assert s[MARA] == len(r["answers"][MARA])
+        assert r["outcomes"]["help"][UPSTREAM_GREEDY] == compare_scores(s[MARA], s[UPSTREAM_GREEDY])
+
+
+# ----------------------------------------------------------------------------- mara eval
+def eval_parser() -> argparse.ArgumentParser:
+    from mara import cli
+
+    parser = cli.build_parser()
+    if "eval" in _subcommands(parser):
+        return parser
+    parser = argparse.ArgumentParser(prog="mara")  # not wired into mara.cli yet
+    add_eval_parser(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> set[str]:
+    return {name for a in parser._actions if isinstance(a, argparse._SubParsersAction) for name in a.choices}
+
+
+@pytest.fixture(scope="module")
+def eval_inputs(tiny_llm_path, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("eval")
+    agent = save_agent(random_actor(64), tmp / "agent.safetensors", upstream_model=str(tiny_llm_path),
+                       reward=json.dumps([{"kind": "function", "path": LENGTH}]))
+    prompts = tmp / "prompts.json"
+    prompts.write_text(json.dumps([{"instruction": p} for p in PROMPTS] + [{"instruction": "Extra prompt"}]))
+    return agent, prompts, tmp
+
+
+def eval_args(agent, prompts, out) -> list[str]:
+    return ["eval", "--agent", str(agent), "--prompts", f"tiny={prompts}", "--num-prompts", "3", "--seed", "1",
+            "--judge", f"length=function:{LENGTH}",
+            "--judge", "refuses=function:mara.evaluation:refusal_judge:harmless-reward",
+            "--judge", f"wordcost=function:{LENGTH}:harmless",
+            "--tie-margin", "0.5", "--sampled", "--best-of-n", "2", "--bon-scorer", "length",
+            "--max-new-tokens", "6", "--batch-size", "2", "--out", str(out), "--no-progress"]
+
+
+def test_mara_eval_end_to_end(eval_inputs, capsys):
+    agent, prompts, tmp = eval_inputs
+    out = tmp / "out"
+    args = eval_parser().parse_args(eval_args(agent, prompts, out))
+    assert eval_main(args) == 0
+    assert "# MARA evaluation" in capsys.readouterr().out
+    for name in ("results.md", "results.csv", "answers.jsonl", "accepted_positions.png", "scores.png"):
+        assert (out / name).stat().st_size > 0, name
+    for png in ("accepted_positions.png", "scores.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    comparators = [UPSTREAM_GREEDY, UPSTREAM_SAMPLED, "best-of-2"]
+    records = [json.loads(line) for line in (out / "answers.jsonl").read_text().splitlines()]
+    assert len(records) == 3 and {r["prompt_set"] for r in records} == {"tiny"}
+    for r in records:
+        assert set(r["answers"]) == {MARA, *comparators}
+        assert set(r["scores"]) == {"length", "refuses", "wordcost"}
+        assert len(r["best_of_n"]["candidates"]) == 2
+        assert r["answers"]["best-of-2"] == r["best_of_n"]["candidates"][int(np.argmax(r["best_of_n"]["scores"]))]
+        assert r["answers"][UPSTREAM_SAMPLED] == r["best_of_n"]["candidates"][0]
+
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert [(row["prompt_set"], row["comparator"]) for row in rows] == [("tiny", c) for c in comparators]
+    for row in rows:
+        assert row["n"] == "3"
+        for judge in ("length", "refuses", "wordcost"):
+            outcomes = [r["outcomes"][judge][row["comparator"]] for r in records]
+            counts = [outcomes.count(k) for k in (WIN, TIE, LOSE)]
+            assert [int(row[f"{judge}_{k}"]) for k in ("win", "tie", "lose")] == counts
+            assert float(row[f"{judge}_rate"]) == pytest.approx(preference_rate(*counts), abs=1e-3)
+        # the same scores as a cost: wins and losses swap
+        assert (row["length_win"], row["length_lose"]) == (row["wordcost_lose"], row["wordcost_win"])
+        assert 0 <= float(row["refusal_mara"]) <= 1
+
+    md = (out / "results.md").read_text()
+    assert "| tiny | upstream-greedy | 3 |" in md and "| tiny | best-of-2 | 3 |" in md
+    assert "length (helpful)" in md and "wordcost (harmless)" in md
+    assert "ALSO the training reward" in md and "not the training reward" in md  # agent records its reward
+    assert "also the judge 'length'" in md  # best-of-N picked by a judge is flagged
+
+
+def test_mara_eval_refuses_bad_judges_clearly(eval_inputs):
+    agent, prompts, tmp = eval_inputs
+    parser = eval_parser()
+    base = ["eval", "--agent", str(agent), "--prompts", f"tiny={prompts}", "--out", str(tmp / "bad")]
+    with pytest.raises(ValueError, match="unknown scorer kind"):
+        eval_main(parser.parse_args(base + ["--judge", "x=nosuchkind:foo"]))
+    with pytest.raises(ValueError, match="no_such_function"):
+        eval_main(parser.parse_args(base + ["--judge", "x=function:mara.evaluation:no_such_function"]))
+    with pytest.raises(ValueError, match="--bon-scorer"):
+        eval_main(parser.parse_args(base + ["--judge", f"x=function:{LENGTH}", "--best-of-n", "2"]))
+
+
+def test_mara_eval_command_line(eval_inputs):
+    from mara import cli
+
+    if "eval" not in _subcommands(cli.build_parser()):
+        pytest.skip("`mara eval` is not wired into mara/cli.py yet (add_eval_parser)")
+    agent, prompts, tmp = eval_inputs
+    out = tmp / "cli-out"
+    args = [a for a in eval_args(agent, prompts, out) if a not in ("--sampled",)]
+    proc = subprocess.run([sys.executable, "-m", "mara.cli", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "results.md").is_file() and (out / "scores.png").is_file()
+    proc = subprocess.run([sys.executable, "-m", "mara.cli", "eval", "--agent", str(agent), "--prompts",
+                           f"tiny={prompts}", "--out", str(tmp / "bad"), "--judge", "x=nosuchkind:foo"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "unknown scorer kind" in proc.stderr
+
+
+def test_length_judge_counts_words():
+    assert length_judge("q", "one two  three") == 3.0
+    assert FunctionScorer(LENGTH).score(["q"], ["a b"]).tolist() == [2.0]
+
+
+def test_without_judges_the_projects_default_judge_is_used(monkeypatch):
+    import mara.rewards as rewards
+
+    built = []
+    monkeypatch.setattr(rewards, "build_scorer", lambda spec: built.append(spec) or ConstantPerSystemScorer())
+    from mara.evaluation import default_judges
+
+    judges = default_judges()
+    assert [s.kind for s in built] == [s.kind for s in rewards.DEFAULT_JUDGE]
+    for name, judge in judges.items():
+        assert judge.name == name and judge.role == "overall" and not judge.lower_is_better
+        assert judge.source.startswith(f"{built[0].kind}:")
