@@ -14,8 +14,8 @@ import logging
 import sys
 import warnings
 
-from envs.mdp import SamplingConfig
 from mara.agent_io import AgentFileError
+from mara.cli_args import add_generator_arguments, generator_from_args
 from mara.evaluation import add_eval_parser
 
 
@@ -24,25 +24,15 @@ def _generate_parser(sub) -> None:
     p.add_argument("prompts", nargs="*", help="prompt texts")
     p.add_argument("--prompts-file", help="JSON (field 'instruction'), JSONL, parquet or .txt file of prompts")
     p.add_argument("--column", default="instruction", help="prompt field in --prompts-file")
-    p.add_argument("--agent", help="agent file (.safetensors, or a reference .pth); default: untrained")
-    p.add_argument("--model", help="upstream LLM: 'smollm2' (embedded), hub id, folder or .gguf "
-                                    "(default: the agent's recorded model, else smollm2)")
-    p.add_argument("--mode", choices=["lazy", "eager"], default="lazy")
+    add_generator_arguments(p)
     p.add_argument("--sample", action="store_true", help="sample accept/reject instead of greedy")
-    p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--temperature", type=float, default=0.8)
-    p.add_argument("--top-k", type=int, default=40)
-    p.add_argument("--top-p", type=float, default=0.95)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--device", default="auto")
     p.add_argument("--compare", action="store_true", help="also print the upstream model's greedy answer")
     p.add_argument("--json", dest="json_out", help="write one JSON line per prompt to this file")
     p.set_defaults(func=_cmd_generate)
 
 
 def _cmd_generate(args) -> int:
-    from mara.generation import AlignedGenerator, accepted_position_distribution
+    from mara.generation import accepted_position_distribution
     from mara.prompts import load_prompts
 
     prompts = list(args.prompts)
@@ -50,11 +40,7 @@ def _cmd_generate(args) -> int:
         prompts += load_prompts(args.prompts_file, column=args.column)
     if not prompts:
         raise ValueError("no prompts: give prompt texts or --prompts-file")
-    sampling = SamplingConfig(args.temperature, args.top_k, args.top_p, args.max_new_tokens)
-    gen = AlignedGenerator.from_paths(
-        agent=args.agent, model=args.model, dtype=args.dtype, device=args.device,
-        sampling=sampling, mode=args.mode, greedy=not args.sample, batch_size=args.batch_size,
-    )
+    gen = generator_from_args(args, greedy=not args.sample)
     answers = gen.generate(prompts)
     baselines = gen.generate_upstream(prompts) if args.compare else [None] * len(prompts)
     out = open(args.json_out, "w", encoding="utf-8") if args.json_out else None

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from mara.cli_args import add_generator_arguments
 from mara.rewards.base import SentenceScorer
 
 if TYPE_CHECKING:  # torch / transformers stay out of this module's import
@@ -593,9 +594,7 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
         "eval", help="preference rate of MARA answers over the upstream model's (paper Eq. 12)",
         description="Answer prompt sets with MARA and baselines, judge every answer, and write "
                     "results.md, results.csv, answers.jsonl, accepted_positions.png and scores.png.")
-    p.add_argument("--agent", help="agent file (.safetensors, or a reference .pth); default: untrained")
-    p.add_argument("--model", help="upstream LLM: 'smollm2', hub id, folder or .gguf "
-                                    "(default: the agent's recorded model, else smollm2)")
+    add_generator_arguments(p)
     p.add_argument("--prompts", action="append", required=True, metavar="NAME=SOURCE",
                    help="a prompt set: JSON (field 'instruction'), JSONL, parquet, .txt, or a hub dataset; repeatable")
     p.add_argument("--column", default="instruction", help="prompt field of the prompt sources")
@@ -615,14 +614,6 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--bon-scorer", metavar="NAME|KIND:PATH[:ROLE]",
                    help="scorer picking the best-of-N answer: a --judge name or a scorer spec")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--mode", choices=["lazy", "eager"], default="lazy")
-    p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--temperature", type=float, default=0.8)
-    p.add_argument("--top-k", type=int, default=40)
-    p.add_argument("--top-p", type=float, default=0.95)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--device", default="auto")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=eval_main)
     return p
@@ -630,9 +621,8 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
 
 def eval_main(args: argparse.Namespace) -> int:
     """Run ``mara eval`` from parsed arguments; returns the exit status."""
-    from envs.mdp import SamplingConfig
     from mara.agent_io import read_agent_metadata
-    from mara.generation import AlignedGenerator
+    from mara.cli_args import generator_from_args
     from mara.prompts import load_prompts
     from mara.rewards.base import ScorerSpec
 
@@ -674,10 +664,7 @@ def eval_main(args: argparse.Namespace) -> int:
     if args.best_of_n:
         bon = judges.get(args.bon_scorer) or build_judge(parse_judge_spec(args.bon_scorer, name="best-of-n"))
 
-    sampling = SamplingConfig(args.temperature, args.top_k, args.top_p, args.max_new_tokens)
-    gen = AlignedGenerator.from_paths(agent=args.agent, model=args.model, dtype=args.dtype, device=args.device,
-                                      sampling=sampling, mode=args.mode, greedy=True,
-                                      batch_size=args.batch_size, seed=args.seed)
+    gen = generator_from_args(args, greedy=True, seed=args.seed)
     training_reward = _training_reward(read_agent_metadata(args.agent)) if args.agent else None
     result = run_eval(gen, prompt_sets, judges, num_prompts=args.num_prompts, seed=args.seed,
                       tie_margin=args.tie_margin, sampled=args.sampled, best_of_n=args.best_of_n,

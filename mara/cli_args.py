@@ -1,0 +1,31 @@
+"""Command-line options shared by ``mara generate`` and ``mara eval``: the upstream model,
+the agent and how answers are decoded, turned into an ``AlignedGenerator`` in one place."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_generator_arguments(p: argparse.ArgumentParser, max_new_tokens: int = 256) -> None:
+    p.add_argument("--agent", help="agent file (.safetensors, or a reference .pth); default: untrained")
+    p.add_argument("--model", help="upstream LLM: 'smollm2' (embedded), hub id, folder or .gguf "
+                                    "(default: the agent's recorded model, else smollm2)")
+    p.add_argument("--mode", choices=["lazy", "eager"], default="lazy")
+    p.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--top-k", type=int, default=40)
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--device", default="auto")
+
+
+def generator_from_args(args: argparse.Namespace, greedy: bool = True, seed: int = 0):
+    from envs.mdp import SamplingConfig
+    from mara.generation import AlignedGenerator
+
+    sampling = SamplingConfig(args.temperature, args.top_k, args.top_p, args.max_new_tokens)
+    return AlignedGenerator.from_paths(
+        agent=args.agent, model=args.model, dtype=args.dtype, device=args.device,
+        sampling=sampling, mode=args.mode, greedy=greedy, batch_size=args.batch_size, seed=seed,
+    )
