@@ -29,15 +29,7 @@ from mara.contracts import TransitionBatch  # noqa: E402
 
 
 def make_batch(n: int, d: int, seed: int = 0) -> TransitionBatch:
-    rng = np.random.default_rng(seed)
-    return TransitionBatch(
-        states=rng.standard_normal((n, d), dtype=np.float32),
-        actions=rng.integers(0, 2, n).astype(np.int64),
-        rewards=rng.standard_normal(n).astype(np.float32),
-        next_states=rng.standard_normal((n, d), dtype=np.float32),
-        dones=(rng.random(n) < 0.05).astype(np.float32),
-        policy_versions=np.zeros(n, np.int64),
-    )
+    return TransitionBatch.random(np.random.default_rng(seed), n, d, done_prob=0.05)
 
 
 def direct_updates_per_s(d: int, device: str, cfg: SACConfig, seconds: float) -> tuple[float, int]:

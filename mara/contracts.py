@@ -100,6 +100,19 @@ class TransitionBatch:
         return len(self.actions)
 
     @classmethod
+    def random(cls, rng: np.random.Generator, n: int, d: int, done_prob: float = 0.3,
+               version: int = 0) -> "TransitionBatch":
+        """A batch of random transitions (for tests and benchmarks)."""
+        return cls(
+            states=rng.standard_normal((n, d), dtype=np.float32),
+            actions=rng.integers(0, 2, n).astype(np.int64),
+            rewards=rng.standard_normal(n).astype(np.float32),
+            next_states=rng.standard_normal((n, d), dtype=np.float32),
+            dones=(rng.random(n) < done_prob).astype(np.float32),
+            policy_versions=np.full(n, version, np.int64),
+        )
+
+    @classmethod
     def from_episodes(cls, episodes: list[EpisodeTransitions]) -> "TransitionBatch":
         """Flatten whole episodes into independent transitions (next states copied)."""
         episodes = [e for e in episodes if len(e)]

@@ -43,14 +43,7 @@ def _one_torch_thread():
 
 
 def random_batch(rng: np.random.Generator, n: int = 32, d: int = D, version: int = 0) -> TransitionBatch:
-    return TransitionBatch(
-        states=rng.standard_normal((n, d), dtype=np.float32),
-        actions=rng.integers(0, 2, n).astype(np.int64),
-        rewards=rng.standard_normal(n).astype(np.float32),
-        next_states=rng.standard_normal((n, d), dtype=np.float32),
-        dones=(rng.random(n) < 0.3).astype(np.float32),
-        policy_versions=np.full(n, version, np.int64),
-    )
+    return TransitionBatch.random(rng, n, d, version=version)
 
 
 def tensors(states, actions, rewards, next_states, dones) -> TensorBatch:
@@ -370,15 +363,7 @@ def _fake_replay_cls(ray):
             # Self-contained (no helpers of this module): Ray workers cannot import tests.
             from mara.contracts import TransitionBatch
 
-            rng, d = self.rng, self.d
-            return TransitionBatch(
-                states=rng.standard_normal((n, d), dtype=np.float32),
-                actions=rng.integers(0, 2, n).astype(np.int64),
-                rewards=rng.standard_normal(n).astype(np.float32),
-                next_states=rng.standard_normal((n, d), dtype=np.float32),
-                dones=(rng.random(n) < 0.3).astype(np.float32),
-                policy_versions=np.full(n, self.calls // 10, np.int64),
-            )
+            return TransitionBatch.random(self.rng, n, self.d, version=self.calls // 10)
 
         def stats(self):
             return self.calls, self.call_times
