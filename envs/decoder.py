@@ -129,6 +129,7 @@ class AcceptRejectDecoder:
         self.state_dtype = state_dtype
         self.rows: list[_Row] = []
         self.policy_version = 0
+        self._opening: list[tuple[_Row, torch.Tensor]] = []  # rows whose next position awaits its candidates
 
     # ------------------------------------------------------------------ public API
     def start(self, prompts: list[str], policy_version: int = 0) -> None:
@@ -142,6 +143,7 @@ class AcceptRejectDecoder:
             _Row(prompt=p, prompt_ids=ids, cache_row=i, todo_tokens=list(ids), todo_is_prompt=True)
             for i, (p, ids) in enumerate(zip(prompts, encoded))
         ]
+        self._opening = []
         self.cache = self.llm.new_cache()
         self.slot_state = torch.zeros(len(self.rows), 0, dtype=torch.int8)
         self._run_pending_forwards()
@@ -234,15 +236,21 @@ class AcceptRejectDecoder:
         elif row.next_position >= self.llm.max_context:
             row.finish_reason = "context"
         else:
-            self._open_position(row, self.llm.logits(hidden)[None])
+            self._opening.append((row, hidden))
 
-    def _open_position(self, row: _Row, logits: torch.Tensor) -> None:
-        """Compute the candidate set of a new output position and schedule its forward."""
-        (ids, probs), = candidate_sets(logits, self.sampling)
-        row.cand_ids, row.ref_probs, row.k = ids, probs, 0
-        row.cand_hidden, row.cand_slot = {}, {}
-        which = range(len(ids)) if self.mode == "eager" else [0]
-        row.todo_tokens, row.todo_cands = [ids[j] for j in which], list(which)
+    def _open_positions(self) -> None:
+        """Compute the candidate sets of every row that starts a new output position (one
+        batched output-head matmul and top-k) and schedule their forwards."""
+        if not self._opening:
+            return
+        rows = [row for row, _ in self._opening]
+        logits = self.llm.logits(torch.stack([hidden for _, hidden in self._opening]))
+        self._opening = []
+        for row, (ids, probs) in zip(rows, candidate_sets(logits, self.sampling)):
+            row.cand_ids, row.ref_probs, row.k = ids, probs, 0
+            row.cand_hidden, row.cand_slot = {}, {}
+            which = range(len(ids)) if self.mode == "eager" else [0]
+            row.todo_tokens, row.todo_cands = [ids[j] for j in which], list(which)
 
     def _free_slot(self, row: _Row, k: int) -> None:
         slot = row.cand_slot.pop(k, None)
@@ -252,9 +260,11 @@ class AcceptRejectDecoder:
     # ------------------------------------------------------------------ forwards
     def _run_pending_forwards(self) -> None:
         """Run batched forwards until every unfinished row waits for a decision."""
+        self._open_positions()
         while any(r.todo_tokens for r in self.rows):
             self._compact()
             self._forward_once()
+            self._open_positions()
 
     def _forward_once(self) -> None:
         batch, past = self.slot_state.shape
@@ -287,7 +297,7 @@ class AcceptRejectDecoder:
             if r.todo_is_prompt:
                 r.next_position += n
                 r.todo_tokens, r.todo_is_prompt = [], False
-                self._open_position(r, self.llm.logits(hidden[b, n - 1])[None])
+                self._opening.append((r, hidden[b, n - 1]))
                 continue
             for j, k in enumerate(r.todo_cands):
                 r.cand_hidden[k] = hidden[b, j]
