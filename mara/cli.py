@@ -17,6 +17,7 @@ import warnings
 from mara.agent_io import AgentFileError
 from mara.cli_args import add_generator_arguments, generator_from_args
 from mara.evaluation import add_eval_parser
+from mara.rewards.train import add_train_reward_parser
 
 
 def _generate_parser(sub) -> None:
@@ -71,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _generate_parser(sub)
     add_eval_parser(sub)
+    add_train_reward_parser(sub)
     return parser
 
 

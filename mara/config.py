@@ -25,9 +25,9 @@ DEFAULT_PROMPTS = str(Path(__file__).resolve().parent / "data" / "default_prompt
 
 
 def _default_scorers() -> tuple[ScorerSpec, ...]:
-    from mara.rewards import default_reward_specs
+    from mara.rewards import DEFAULT_REWARD
 
-    return tuple(default_reward_specs())
+    return tuple(DEFAULT_REWARD)
 
 
 @dataclass(frozen=True)
@@ -48,10 +48,10 @@ class ModelConfig:
 class PromptConfig:
     """Where training prompts come from (see mara/prompts.py for the accepted formats)."""
 
-    source: str = DEFAULT_PROMPTS  # JSON/JSONL/parquet/txt file, or a dataset id or folder
+    source: str | tuple[str, ...] = DEFAULT_PROMPTS  # JSON/JSONL/parquet/txt file, dataset id or folder; or several, mixed
     column: str = "instruction"  # field holding the prompt
     split: str = "train"  # dataset split, for dataset sources
-    limit: int = 0  # use only the first N prompts (0 = all)
+    limit: int = 0  # use only the first N prompts of each source (0 = all)
     shuffle_seed: int = 0  # prompts are shuffled once with this seed
 
 

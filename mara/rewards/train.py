@@ -1,0 +1,249 @@
+"""``mara train-reward``: fit a Bradley-Terry head on a frozen sentence encoder.
+
+    mara train-reward --data pairs.jsonl --out head.safetensors
+    mara train-reward --data PKU-Alignment/PKU-SafeRLHF --pku-label safer --out cost.safetensors
+
+Loss (paper Eq. 3): -log sigmoid(r(x, y_chosen) - r(x, y_rejected)), Adam, a few epochs.
+Embeddings are computed once and kept in memory; the held-out split is seeded and
+disjoint by prompt. Writes the head (``.safetensors``) and a model card (``.md``) with the
+data, the command, the counts and the accuracies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import logging
+import random
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from mara.rewards.embedding_bt import (DEFAULT_ENCODER, DEFAULT_PROMPT_CHARS, DEFAULT_RESPONSE_CHARS,
+                                       EmbeddingCache, features, load_encoder, make_head, prompt_text,
+                                       response_text, save_head)
+from mara.rewards.pairs import FORMATS, Pair, PairReport, load_pairs
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """How the Bradley-Terry head is shaped and trained."""
+
+    features: str = "p,r,p*r"  # feature layout, see embedding_bt.FEATURE_LAYOUTS
+    hidden: int = 64  # hidden units of the MLP head; 0 = linear head
+    rank: int = 0  # rank of the prompt x response bilinear term; 0 = none (needs features "p,r,...")
+    dropout: float = 0.1  # dropout inside the head while training
+    epochs: int = 30  # passes over the training pairs
+    lr: float = 1e-3  # Adam learning rate
+    weight_decay: float = 1e-4  # Adam (decoupled) weight decay
+    batch_size: int = 256  # pairs per gradient step
+    seed: int = 0  # initialisation and shuffling
+
+    def __post_init__(self) -> None:
+        if self.rank > 0 and not self.features.startswith("p,r"):
+            raise ValueError(f"a bilinear term (rank {self.rank}) needs features starting with 'p,r'")
+        if self.rank < 0 or self.hidden < 0 or self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError(f"invalid head config {self}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+def split_by_prompt(pairs: Sequence, heldout: float, seed: int) -> tuple[list, list]:
+    """(train, held-out): every pair of one prompt lands on the same side (seeded)."""
+    if not 0 <= heldout < 1:
+        raise ValueError(f"held-out fraction must be in [0, 1), got {heldout}")
+    prompts = sorted({p.prompt for p in pairs})
+    random.Random(seed).shuffle(prompts)
+    held = set(prompts[:round(len(prompts) * heldout)])
+    return [p for p in pairs if p.prompt not in held], [p for p in pairs if p.prompt in held]
+
+
+def pair_features(pairs: Sequence[Pair], cache: EmbeddingCache, layout: str,
+                  prompt_chars: int = DEFAULT_PROMPT_CHARS, response_chars: int = DEFAULT_RESPONSE_CHARS,
+                  show_progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(N, F) chosen features and (N, F) rejected features."""
+    ps = [prompt_text(p.prompt, prompt_chars) for p in pairs]
+    cs = [response_text(p.chosen, response_chars) for p in pairs]
+    rs = [response_text(p.rejected, response_chars) for p in pairs]
+    cache.encode(ps + cs + rs, show_progress=show_progress)
+    e_p = cache.encode(ps)
+    return features(e_p, cache.encode(cs), layout), features(e_p, cache.encode(rs), layout)
+
+
+def train_head(x_chosen: np.ndarray, x_rejected: np.ndarray, config: HeadConfig,
+               weights: np.ndarray | None = None):
+    """A Bradley-Terry head trained on (N, F) chosen/rejected features. Runs on CPU."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(config.seed)
+    xc, xr = torch.from_numpy(x_chosen), torch.from_numpy(x_rejected)
+    w = torch.ones(len(xc)) if weights is None else torch.as_tensor(weights, dtype=torch.float32)
+    dim = xc.shape[1] // len(config.features.split(","))
+    head = make_head(xc.shape[1], config.hidden, config.dropout, rank=config.rank, dim=dim)
+    both = torch.cat([xc, xr])
+    head.mean.copy_(both.mean(0))
+    head.std.copy_(both.std(0).clamp_min(1e-6))
+    opt = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    gen = torch.Generator().manual_seed(config.seed)
+    head.train()
+    for epoch in range(config.epochs):
+        order = torch.randperm(len(xc), generator=gen)
+        total = 0.0
+        for start in range(0, len(xc), config.batch_size):
+            idx = order[start:start + config.batch_size]
+            margin = head(xc[idx]) - head(xr[idx])
+            # Eq. 3: maximise log P(chosen > rejected) = log sigmoid(r_c - r_r)
+            loss = (-F.logsigmoid(margin) * w[idx]).sum() / w[idx].sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+        log.debug("epoch %d: loss %.4f", epoch, total / len(xc))
+    return head.eval()
+
+
+def pairwise_accuracy(head, x_chosen: np.ndarray, x_rejected: np.ndarray) -> float:
+    """Share of pairs where the chosen answer scores higher (ties count one half)."""
+    import torch
+
+    if len(x_chosen) == 0:
+        return float("nan")
+    with torch.inference_mode():
+        rc, rr = head(torch.from_numpy(x_chosen)), head(torch.from_numpy(x_rejected))
+    return float(((rc > rr).float() + 0.5 * (rc == rr).float()).mean())
+
+
+def write_model_card(path: Path, title: str, sections: dict[str, str]) -> Path:
+    card = [f"# {title}", ""]
+    for heading, body in sections.items():
+        card += [f"## {heading}", "", body.rstrip(), ""]
+    path.write_text("\n".join(card), encoding="utf-8")
+    return path
+
+
+def card_path(head_path: str | Path) -> Path:
+    return Path(head_path).with_suffix(".md")
+
+
+def train_reward(data: str, out: str | Path, *, fmt: str = "auto", pku_label: str = "safer",
+                 on_bad_row: str = "skip", split: str = "train", limit: int | None = None,
+                 heldout: float = 0.1, config: HeadConfig = HeadConfig(), encoder: str = DEFAULT_ENCODER,
+                 device: str | None = "auto", command: str | None = None) -> dict:
+    """Load pairs, train, evaluate on the held-out prompts, write head + card. Returns the figures."""
+    started = time.time()
+    pairs, report = load_pairs(data, fmt=fmt, pku_label=pku_label, on_bad_row=on_bad_row, split=split, limit=limit)
+    print(report.summary(), flush=True)
+    for number, why in report.bad:
+        print(f"  skipped row {number}: {why}", file=sys.stderr)
+    train, held = split_by_prompt(pairs, heldout, config.seed)
+    if not train:
+        raise ValueError("no training pairs left after the held-out split")
+    cache = EmbeddingCache(load_encoder(encoder, device))
+    xc, xr = pair_features(train, cache, config.features, show_progress=True)
+    head = train_head(xc, xr, config)
+    train_acc = pairwise_accuracy(head, xc, xr)
+    held_acc = pairwise_accuracy(head, *pair_features(held, cache, config.features)) if held else float("nan")
+    figures = {"train_pairs": len(train), "heldout_pairs": len(held), "train_accuracy": round(train_acc, 4),
+               "heldout_accuracy": round(held_acc, 4), "rows": report.rows, "malformed_rows": len(report.bad),
+               "identical_dropped": len(report.identical)}
+    print(f"pairwise accuracy: train {train_acc:.4f} ({len(train)} pairs), held-out {held_acc:.4f} "
+          f"({len(held)} pairs)", flush=True)
+    out = Path(out)
+    command = command or "mara train-reward " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    meta = {"encoder": encoder, "features": config.features, "hidden": config.hidden, "in_dim": xc.shape[1],
+            "rank": config.rank, "dim": xc.shape[1] // len(config.features.split(",")),
+            "prompt_chars": DEFAULT_PROMPT_CHARS, "response_chars": DEFAULT_RESPONSE_CHARS,
+            "data": str(data), "figures": figures}
+    save_head(head, out, meta)
+    write_model_card(card_path(out), f"Bradley-Terry reward head: {out.name}", {
+        "What it is": f"An `embedding-bt` head (MARA, `mara/rewards/embedding_bt.py`): r(x, y) = MLP(phi(e_x, e_y)) "
+                      f"on the frozen sentence encoder `{encoder}`, features `{config.features}`, hidden "
+                      f"{config.hidden} (0 = linear). Trained with the Bradley-Terry loss (paper Eq. 3).",
+        "Data": f"`{data}` (format {fmt}, PKU label {pku_label}, split {split}).\n\n{_report_md(report)}",
+        "Command": f"```\n{command}\n```",
+        "Training": f"{config}",
+        "Results": f"| split | pairs | pairwise accuracy |\n| --- | --- | --- |\n"
+                   f"| train | {len(train)} | {train_acc:.4f} |\n"
+                   f"| held-out (seed {config.seed}, {heldout:.0%} of prompts) | {len(held)} | {held_acc:.4f} |",
+        "Provenance": f"Written {_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M UTC} in "
+                      f"{time.time() - started:.0f} s.",
+    })
+    print(f"wrote {out} and {card_path(out)}")
+    return figures
+
+
+def _report_md(report: PairReport) -> str:
+    lines = [f"- rows read: {report.rows}", f"- pairs kept: {report.pairs}",
+             f"- dropped, identical chosen/rejected: {len(report.identical)}",
+             f"- malformed rows skipped: {len(report.bad)}"]
+    lines += [f"  - row {n}: {why}" for n, why in report.bad[:20]]
+    if len(report.bad) > 20:
+        lines.append(f"  - ... and {len(report.bad) - 20} more")
+    return "\n".join(lines)
+
+
+def add_train_reward_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``train-reward`` on an argparse subparsers object (``mara train-reward``)."""
+    p = subparsers.add_parser("train-reward", help="train a Bradley-Terry reward head on preference pairs",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_arguments(p)
+    p.set_defaults(func=_run)
+    return p
+
+
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    d = HeadConfig()
+    p.add_argument("--data", required=True, help="hub dataset id or local .jsonl/.json/.parquet/dataset folder")
+    p.add_argument("--out", required=True, help="output head file (.safetensors); the model card goes next to it")
+    p.add_argument("--format", dest="fmt", choices=FORMATS, default="auto", help="row layout (default: per row)")
+    p.add_argument("--pku-label", choices=["safer", "better"], default="safer",
+                   help="PKU-SafeRLHF rows: prefer the safer or the better response")
+    p.add_argument("--on-bad-row", choices=["skip", "error"], default="skip",
+                   help="malformed rows: report and skip them, or refuse the data")
+    p.add_argument("--split", default="train", help="dataset split for hub ids")
+    p.add_argument("--limit", type=int, help="read at most this many rows")
+    p.add_argument("--heldout", type=float, default=0.1, help="share of prompts held out for evaluation")
+    p.add_argument("--encoder", default=DEFAULT_ENCODER, help="sentence encoder (hub id or folder)")
+    p.add_argument("--features", default=d.features, help="feature layout, e.g. 'p,r,p*r' or 'r'")
+    p.add_argument("--hidden", type=int, default=d.hidden, help="hidden units (0 = linear head)")
+    p.add_argument("--rank", type=int, default=d.rank, help="rank of the prompt x response bilinear term")
+    p.add_argument("--dropout", type=float, default=d.dropout)
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--device", default="auto", help="encoder device: auto, cpu, cuda")
+
+
+def _run(args) -> int:
+    config = HeadConfig(features=args.features, hidden=args.hidden, rank=args.rank, dropout=args.dropout, epochs=args.epochs,
+                        lr=args.lr, weight_decay=args.weight_decay, batch_size=args.batch_size, seed=args.seed)
+    train_reward(args.data, args.out, fmt=args.fmt, pku_label=args.pku_label, on_bad_row=args.on_bad_row,
+                 split=args.split, limit=args.limit, heldout=args.heldout, config=config, encoder=args.encoder,
+                 device=args.device, command=getattr(args, "command_line", None))
+    return 0
+
+
+def train_reward_main(argv: list[str] | None = None) -> int:
+    """Entry point: ``train_reward_main(["--data", "pairs.jsonl", "--out", "head.safetensors"])``."""
+    parser = argparse.ArgumentParser(prog="mara train-reward", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_arguments(parser)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(argv)
+    args.command_line = "mara train-reward " + " ".join(shlex.quote(a) for a in argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return _run(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(train_reward_main())
