@@ -7,8 +7,8 @@ replay actor) WITHOUT waiting for that, and returns statistics. Between calls th
 picks up new weights without blocking: a weight request to the learner is always in
 flight, and the worker only looks whether it has answered (``ray.wait(timeout=0)``).
 
-A worker that dies is restarted by Ray (``max_restarts``); it then starts from the
-initial weights and fetches the current ones on its first call.
+A worker that dies is restarted by Ray (``max_restarts``); its constructor fetches the
+learner's current weights again.
 """
 
 from __future__ import annotations
@@ -62,8 +62,9 @@ class RolloutWorker:
         self.reward_actor = reward_actor
         self.greedy_baseline = greedy_baseline
         self.max_inflight_rewards = max_inflight_rewards
-        self.version = -1  # no weights from the learner yet
-        self._weights_request = None
+        self.version = -1
+        self._weights_request = self.learner.latest_weights.remote(have_version=None)
+        ray.wait([self._weights_request])  # start from the learner's weights, not our own random ones
         self._inflight_rewards: list[ray.ObjectRef] = []
         self._baseline_cache: dict[str, str] = {}
 
@@ -73,7 +74,7 @@ class RolloutWorker:
     def rollout(self, prompts: list[str]) -> RolloutStats:
         self._maybe_take_new_weights()
         start, t0 = time.time(), time.perf_counter()
-        results = self.generator.run_episodes(prompts, policy_version=max(self.version, 0))
+        results = self.generator.run_episodes(prompts, policy_version=self.version)
         seconds = time.perf_counter() - t0
         end = time.time()
         episodes = [r.episode for r in results]
@@ -81,7 +82,7 @@ class RolloutWorker:
         self._inflight_rewards.append(self.reward_actor.score_and_insert.remote(episodes, baselines))
         rewards, inserted = self._collect_scored()
         return RolloutStats(
-            worker=self.worker_index, policy_version=max(self.version, 0), episodes=len(results),
+            worker=self.worker_index, policy_version=self.version, episodes=len(results),
             transitions=sum(len(e) for e in episodes), accepts=int(sum(e.actions.sum() for e in episodes)),
             tokens=sum(len(r.response_ids) for r in results), seconds=seconds,
             episode_start=start, episode_end=end, rewards=rewards, inserted=inserted,
@@ -94,16 +95,15 @@ class RolloutWorker:
 
     # ------------------------------------------------------------------ internals
     def _maybe_take_new_weights(self) -> None:
-        if self._weights_request is not None:
-            ready, _ = ray.wait([self._weights_request], timeout=0)
-            if not ready:
-                return  # the learner has not answered yet: keep the current weights
-            answer = ray.get(self._weights_request)
-            if answer is not None:
-                version, weights = answer
-                state = {k: torch.as_tensor(np.array(v)) for k, v in weights.items()}
-                self.generator.actor.load_state_dict(state)
-                self.version = version
+        ready, _ = ray.wait([self._weights_request], timeout=0)
+        if not ready:
+            return  # the learner has not answered yet: keep the current weights
+        answer = ray.get(self._weights_request)
+        if answer is not None:
+            version, weights = answer
+            state = {k: torch.as_tensor(np.array(v)) for k, v in weights.items()}
+            self.generator.actor.load_state_dict(state)
+            self.version = version
         self._weights_request = self.learner.latest_weights.remote(have_version=self.version)
 
     def _collect_scored(self) -> tuple[list[float], int]:

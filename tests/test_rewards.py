@@ -143,6 +143,45 @@ def test_embedding_bt_scores_like_its_head(tmp_path):
     np.testing.assert_allclose(scorer.score([PROMPTS[0]] * 2, RESPONSES[:1] * 2), [got[0]] * 2, atol=1e-5)
 
 
+def test_gated_embedding_bt_head_round_trips_and_weighs_its_heads(tmp_path):
+    from mara.rewards.embedding_bt import EmbeddingBTScorer, features, load_encoder, make_gated_head, prompt_text, \
+        response_text, save_head
+
+    torch.manual_seed(0)
+    dim = 384
+    head = make_gated_head(3 * dim, dim, {"hidden": 8, "rank": 2}, {"hidden": 0, "rank": 0}, alpha_c=2.0, alpha_r=0.5)
+    path = save_head(head.eval(), tmp_path / "g.safetensors",
+                     {"encoder": "sentence-transformers/all-MiniLM-L6-v2", "features": "p,r,p*r", "head": "gated",
+                      "in_dim": 3 * dim, "dim": dim, "hidden": 8, "harm": {"hidden": 8, "rank": 2},
+                      "help": {"hidden": 0, "rank": 0}})
+    scorer = EmbeddingBTScorer(str(path), device="cpu")
+    assert scorer.gated
+    got = scorer.score(PROMPTS, RESPONSES)
+    enc = load_encoder(device="cpu")
+    e_p = enc.encode([prompt_text(p) for p in PROMPTS])
+    e_r = enc.encode([response_text(r) for r in RESPONSES])
+    x = torch.from_numpy(features(e_p, e_r, "p,r,p*r"))
+    with torch.no_grad():
+        g = torch.sigmoid(head.gate(x[:, :dim])[:, 0])
+        want = (2.0 * g * head.harm(x) + 0.5 * (1 - g) * head.help(x)).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    parts = scorer.components(PROMPTS, RESPONSES)
+    np.testing.assert_allclose(parts["p_harm"], g.numpy(), atol=1e-5)
+    np.testing.assert_allclose(2.0 * parts["p_harm"] * parts["harm"] + 0.5 * (1 - parts["p_harm"]) * parts["help"],
+                               got, atol=1e-4)
+
+
+def test_train_gate_separates_two_clusters():
+    from mara.rewards.train import train_gate
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(0, 1, (200, 8)).astype(np.float32) + 1.5
+    b = rng.normal(0, 1, (50, 8)).astype(np.float32) - 1.5
+    w, bias = train_gate(a, b, l2=1e-2)
+    pred = lambda x: (x @ w + bias) > 0  # noqa: E731
+    assert (~pred(a)).mean() > 0.95 and pred(b).mean() > 0.95
+
+
 def test_embedding_bt_refuses_a_file_of_another_format(tmp_path):
     from safetensors.torch import save_file
 

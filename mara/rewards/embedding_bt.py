@@ -9,9 +9,22 @@ stored in the file). The product term lets the reward of a response depend on th
 a refusal can be good after a harmful request and bad after a benign one. The head is a
 linear layer or a one-hidden-layer MLP.
 
+A *gated* head (metadata ``head = "gated"``) weighs a harmlessness head against a
+helpfulness head by how harmful the request looks, as the paper weighs a cost model
+against a reward model (r = alpha_r R - alpha_c C, MARA.md Eq. 13)::
+
+    r(x, y) = alpha_c * g(x) * H(x, y) + alpha_r * (1 - g(x)) * U(x, y)
+
+g(x) = sigmoid(w . e_x + b) is a logistic-regression "is this request harmful" gate on the
+prompt embedding; H (trained on harmlessness preferences: refusal beats compliance after a
+harmful request) and U (helpfulness: an answer beats a refusal after a benign one) are
+ordinary heads as above. The whole thing is one module on the same features, so it is
+scored, saved and loaded like a plain head (tensors ``gate.*``, ``harm.*``, ``help.*``).
+
 File format: one ``.safetensors`` file with the head's tensors and string metadata
-(``format``, ``encoder``, ``features``, ``hidden``, ``prompt_chars``, ...); a model card
-``<same stem>.md`` is written next to it by the trainer.
+(``format``, ``encoder``, ``features``, ``hidden``, ``prompt_chars``, ``head``, ...); a model
+card ``<same stem>.md`` is written next to it by the trainer. Files without ``head`` are
+plain heads (the first version of the format).
 """
 
 from __future__ import annotations
@@ -151,6 +164,41 @@ def make_head(in_dim: int, hidden: int, dropout: float = 0.0, rank: int = 0, dim
     return BTHead()
 
 
+def make_gated_head(in_dim: int, dim: int, harm: dict, help: dict, alpha_c: float = 1.0, alpha_r: float = 1.0):
+    """A prompt-gated pair of heads (see the module docstring).
+
+    ``harm`` and ``help`` are ``make_head`` keyword arguments (``hidden``, ``rank``,
+    ``dropout``); the features must start with the prompt embedding (layout ``"p,..."``,
+    ``dim`` wide), which the gate reads *unstandardised*.
+    """
+    import torch
+    from torch import nn
+
+    if not 0 < dim <= in_dim:
+        raise ValueError(f"a gated head needs 0 < dim <= in_dim, got dim={dim}, in_dim={in_dim}")
+
+    class GatedHead(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gate = nn.Linear(dim, 1)
+            self.harm = make_head(in_dim, dim=dim, **harm)
+            self.help = make_head(in_dim, dim=dim, **help)
+            self.register_buffer("alpha", torch.tensor([float(alpha_c), float(alpha_r)]))
+
+        def p_harm(self, x: torch.Tensor) -> torch.Tensor:  # (N, F) -> (N,) in [0, 1]
+            return torch.sigmoid(self.gate(x[:, :dim])[:, 0])
+
+        def components(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            """(g(x), H(x, y), U(x, y))."""
+            return self.p_harm(x), self.harm(x), self.help(x)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            g, h, u = self.components(x)
+            return self.alpha[0] * g * h + self.alpha[1] * (1 - g) * u
+
+    return GatedHead()
+
+
 def save_head(head, path: str | Path, metadata: dict) -> Path:
     """Write the head's tensors (float32) and its metadata (strings) to ``path`` atomically."""
     from safetensors.torch import save_file
@@ -181,8 +229,15 @@ def load_head(path: str | Path):
 
     meta = read_head_metadata(path)
     state = load_file(str(path))
-    head = make_head(int(meta["in_dim"]), int(meta["hidden"]), rank=int(meta.get("rank", 0)),
-                     dim=int(meta.get("dim", 0)))
+    kind = meta.get("head", "bt")
+    if kind == "gated":
+        head = make_gated_head(int(meta["in_dim"]), int(meta["dim"]), json.loads(meta["harm"]),
+                               json.loads(meta["help"]))
+    elif kind == "bt":
+        head = make_head(int(meta["in_dim"]), int(meta["hidden"]), rank=int(meta.get("rank", 0)),
+                         dim=int(meta.get("dim", 0)))
+    else:
+        raise ValueError(f"{path}: unknown embedding-bt head kind {kind!r} (known: bt, gated)")
     head.load_state_dict(state)
     return head.eval(), meta
 
@@ -210,6 +265,15 @@ class EmbeddingBTScorer:
         index = {t: i for i, t in enumerate(unique)}
         return vecs[[index[t] for t in texts]].astype(np.float32)
 
+    def _features(self, prompts: Sequence[str], responses: Sequence[str]):
+        import torch
+
+        if len(prompts) != len(responses):
+            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        e_p = self.embed([prompt_text(p, self.prompt_chars) for p in prompts])
+        e_r = self.embed([response_text(r, self.response_chars) for r in responses])
+        return torch.from_numpy(features(e_p, e_r, self.layout)).to(self.device)
+
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
         import torch
 
@@ -217,8 +281,23 @@ class EmbeddingBTScorer:
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
         if not prompts:
             return np.zeros(0, dtype=np.float64)
-        e_p = self.embed([prompt_text(p, self.prompt_chars) for p in prompts])
-        e_r = self.embed([response_text(r, self.response_chars) for r in responses])
-        x = torch.from_numpy(features(e_p, e_r, self.layout)).to(self.device)
+        x = self._features(prompts, responses)
         with torch.inference_mode():
             return self.head(x).double().cpu().numpy()
+
+    @property
+    def gated(self) -> bool:
+        return self.meta.get("head", "bt") == "gated"
+
+    def components(self, prompts: Sequence[str], responses: Sequence[str]) -> dict[str, np.ndarray]:
+        """A gated head's parts: ``p_harm`` (g(x)), ``harm`` (H(x, y)) and ``help`` (U(x, y))."""
+        import torch
+
+        if not self.gated:
+            raise ValueError(f"{self.name} is a plain head, not a gated one")
+        if not prompts:
+            return {k: np.zeros(0) for k in ("p_harm", "harm", "help")}
+        with torch.inference_mode():
+            g, h, u = self.head.components(self._features(prompts, responses))
+        return {"p_harm": g.double().cpu().numpy(), "harm": h.double().cpu().numpy(),
+                "help": u.double().cpu().numpy()}

