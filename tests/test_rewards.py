@@ -171,15 +171,35 @@ def test_gated_embedding_bt_head_round_trips_and_weighs_its_heads(tmp_path):
                                got, atol=1e-4)
 
 
-def test_train_gate_separates_two_clusters():
-    from mara.rewards.train import train_gate
+@pytest.mark.parametrize("hidden", [0, 16])
+def test_train_gate_separates_two_clusters(hidden):
+    from mara.rewards.train import GateConfig, train_gate
 
     rng = np.random.default_rng(0)
     a = rng.normal(0, 1, (200, 8)).astype(np.float32) + 1.5
     b = rng.normal(0, 1, (50, 8)).astype(np.float32) - 1.5
-    w, bias = train_gate(a, b, l2=1e-2)
-    pred = lambda x: (x @ w + bias) > 0  # noqa: E731
-    assert (~pred(a)).mean() > 0.95 and pred(b).mean() > 0.95
+    gate = train_gate(a, b, GateConfig(hidden=hidden, epochs=50, lr=1e-2, batch_size=32, scale=2.0))
+    with torch.no_grad():
+        harmful = lambda x: (gate(torch.from_numpy(x))[:, 0] > 0).numpy()  # noqa: E731
+    # The small class is weighed up: both are recognised.
+    assert (~harmful(a)).mean() > 0.95 and harmful(b).mean() > 0.95
+
+
+def test_gated_head_with_an_mlp_gate_round_trips(tmp_path):
+    from mara.rewards.embedding_bt import load_head, make_gated_head, save_head
+
+    torch.manual_seed(0)
+    dim = 6
+    head = make_gated_head(3 * dim, dim, {"hidden": 0, "rank": 0}, {"hidden": 0, "rank": 0}, gate_hidden=5).eval()
+    path = save_head(head, tmp_path / "g.safetensors", {"encoder": "x", "features": "p,r,p*r", "head": "gated",
+                                                        "in_dim": 3 * dim, "dim": dim, "hidden": 0, "gate_hidden": 5,
+                                                        "harm": {"hidden": 0, "rank": 0},
+                                                        "help": {"hidden": 0, "rank": 0}})
+    loaded, meta = load_head(path)
+    x = torch.randn(4, 3 * dim)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), head(x))
+        torch.testing.assert_close(loaded.p_harm(x), head.p_harm(x))
 
 
 def test_embedding_bt_refuses_a_file_of_another_format(tmp_path):

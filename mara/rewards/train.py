@@ -25,9 +25,8 @@ from typing import Sequence
 import numpy as np
 
 from mara.rewards.embedding_bt import (DEFAULT_ENCODER, DEFAULT_PROMPT_CHARS, DEFAULT_RESPONSE_CHARS,
-                                       EmbeddingCache, features, load_encoder, make_gated_head, make_head,
-                                       prompt_text,
-                                       response_text, save_head)
+                                       EmbeddingCache, features, load_encoder, make_gate, make_gated_head,
+                                       make_head, prompt_text, response_text, save_head)
 from mara.rewards.pairs import FORMATS, Pair, PairReport, load_pairs
 
 log = logging.getLogger(__name__)
@@ -111,48 +110,77 @@ def train_head(x_chosen: np.ndarray, x_rejected: np.ndarray, config: HeadConfig,
     return head.eval()
 
 
-def train_gate(x_benign: np.ndarray, x_harmful: np.ndarray, l2: float = 1e-3, steps: int = 200,
-               seed: int = 0) -> tuple[np.ndarray, float]:
-    """Logistic regression "is this request harmful" on (unit-norm) prompt embeddings.
+@dataclass(frozen=True)
+class GateConfig:
+    """How the harmful-request gate g(x) of a gated head is shaped and trained."""
 
-    Classes are weighed equally whatever their sizes. Returns (weight (D,), bias). Runs on CPU
-    with L-BFGS (a convex problem: the seed only matters for ties).
+    hidden: int = 0  # 0 = logistic regression; > 0 = one-hidden-layer MLP
+    dropout: float = 0.2  # inside the MLP while training
+    epochs: int = 20
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    batch_size: int = 256
+    scale: float = 1.0  # the trained logit is multiplied by this (> 1: a sharper gate)
+    seed: int = 0
+
+
+def train_gate(x_benign: np.ndarray, x_harmful: np.ndarray, config: GateConfig = GateConfig()):
+    """The "is this request harmful" classifier on (unit-norm) prompt embeddings: a module
+    (``embedding_bt.make_gate``) returning the logit, already multiplied by ``config.scale``.
+
+    Classes are weighed equally whatever their sizes (binary cross-entropy, AdamW, CPU).
     """
     import torch
     import torch.nn.functional as F
 
-    torch.manual_seed(seed)
+    torch.manual_seed(config.seed)
     x = torch.from_numpy(np.concatenate([x_benign, x_harmful]).astype(np.float32))
     y = torch.cat([torch.zeros(len(x_benign)), torch.ones(len(x_harmful))])
-    w = torch.where(y > 0, 0.5 / max(len(x_harmful), 1), 0.5 / max(len(x_benign), 1))
-    weight = torch.zeros(x.shape[1], requires_grad=True)
-    bias = torch.zeros(1, requires_grad=True)
-    opt = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=steps, line_search_fn="strong_wolfe")
+    w = torch.where(y > 0, 0.5 / max(len(x_harmful), 1), 0.5 / max(len(x_benign), 1)) * len(y)
+    gate = make_gate(x.shape[1], config.hidden, config.dropout)
+    opt = torch.optim.AdamW(gate.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    gen = torch.Generator().manual_seed(config.seed)
+    gate.train()
+    for _ in range(config.epochs):
+        order = torch.randperm(len(y), generator=gen)
+        for start in range(0, len(y), config.batch_size):
+            idx = order[start:start + config.batch_size]
+            loss = (F.binary_cross_entropy_with_logits(gate(x[idx])[:, 0], y[idx], reduction="none") * w[idx]).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    last = gate if isinstance(gate, torch.nn.Linear) else gate[-1]
+    with torch.no_grad():  # sharpen: sigmoid(scale * logit)
+        last.weight.mul_(config.scale)
+        last.bias.mul_(config.scale)
+    return gate.eval()
 
-    def closure():
-        opt.zero_grad()
-        loss = (F.binary_cross_entropy_with_logits(x @ weight + bias, y, reduction="none") * w).sum() \
-            + 0.5 * l2 * (weight ** 2).sum()
-        loss.backward()
-        return loss
 
-    opt.step(closure)
-    return weight.detach().numpy().copy(), float(bias.detach())
-
-
-def gated_head(gate: tuple[np.ndarray, float], harm_head, help_head, harm_config: HeadConfig,
-               help_config: HeadConfig, in_dim: int, dim: int, alpha_c: float = 1.0, alpha_r: float = 1.0,
-               gate_scale: float = 1.0):
-    """Assemble a gated head (``embedding_bt.make_gated_head``) from a gate and two trained heads.
-
-    ``gate_scale`` sharpens (> 1) or softens the gate: its logit is multiplied by it.
-    """
+def balance_gate(gate, x_benign: np.ndarray, x_harmful: np.ndarray) -> float:
+    """Shift the gate's logit so that, on these validation prompts, the share of benign
+    requests flagged equals the share of harmful ones missed (the equal-error threshold).
+    Returns the shift added to the output bias."""
     import torch
 
-    head = make_gated_head(in_dim, dim, _sub(harm_config), _sub(help_config), alpha_c=alpha_c, alpha_r=alpha_r)
+    with torch.inference_mode():
+        benign = gate(torch.from_numpy(x_benign))[:, 0].numpy()
+        harmful = gate(torch.from_numpy(x_harmful))[:, 0].numpy()
+    candidates = -np.concatenate([benign, harmful, [0.0]])  # shifts that move one prompt across 0
+    gap = [abs(np.mean(benign + c > 0) - np.mean(harmful + c <= 0)) for c in candidates]
+    shift = float(candidates[int(np.argmin(gap))])
+    last = gate if isinstance(gate, torch.nn.Linear) else gate[-1]
     with torch.no_grad():
-        head.gate.weight.copy_(torch.from_numpy(gate[0] * gate_scale)[None, :])
-        head.gate.bias.fill_(gate[1] * gate_scale)
+        last.bias.add_(shift)
+    return shift
+
+
+def gated_head(gate, harm_head, help_head, harm_config: HeadConfig, help_config: HeadConfig, in_dim: int,
+               dim: int, alpha_c: float = 1.0, alpha_r: float = 1.0, gate_hidden: int = 0):
+    """Assemble a gated head (``embedding_bt.make_gated_head``) from a trained gate and two
+    trained heads."""
+    head = make_gated_head(in_dim, dim, _sub(harm_config), _sub(help_config), alpha_c=alpha_c, alpha_r=alpha_r,
+                           gate_hidden=gate_hidden)
+    head.gate.load_state_dict(gate.state_dict())
     head.harm.load_state_dict(harm_head.state_dict())
     head.help.load_state_dict(help_head.state_dict())
     return head.eval()

@@ -9,7 +9,7 @@ chat template (a user and an assistant message) when it has one, else
 score the same tokens. Not for safe-rlhf / beaver ``score-model`` checkpoints (their
 ``LlamaForScore`` architecture is not one vLLM knows).
 
-Registering this module adds the kind to ``SCORER_KINDS`` (see ``register``).
+Registered as the scorer kind ``vllm-reward`` in ``mara/rewards/__init__.py``.
 """
 
 from __future__ import annotations
@@ -19,10 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from mara.rewards.base import SCORER_KINDS
-
-KIND = "vllm-reward"
-
+from mara.rewards.seq_cls import SeqClsScorer
 
 class VllmRewardScorer:
     """Batched reward scoring in one vLLM engine (built at construction)."""
@@ -32,6 +29,7 @@ class VllmRewardScorer:
         from transformers import AutoTokenizer
         from vllm import LLM
 
+        from envs.vllm_backend import VllmEngineConfig
         from mara.rewards._common import local_or_hub
 
         folder = local_or_hub(path, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"])
@@ -42,18 +40,14 @@ class VllmRewardScorer:
             import torch
 
             dtype = "bfloat16" if torch.cuda.is_available() else "float32"
-        kwargs = dict(block_size=32) if not _cuda() else {}
-        self.engine = LLM(model=str(folder), runner="pooling", dtype=dtype, max_model_len=max_length,
-                          gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager, **kwargs)
+        engine = VllmEngineConfig(max_model_len=max_length, gpu_memory_utilization=gpu_memory_utilization,
+                                  enforce_eager=enforce_eager)
+        self.engine = LLM(model=str(folder), runner="pooling", dtype=dtype, **engine.engine_kwargs())
         if "classify" not in self.engine.supported_tasks:
             raise ValueError(f"{path}: vLLM serves it with tasks {self.engine.supported_tasks}, not 'classify'")
-        self.name = name or f"{KIND}:{Path(path).name or path}"
+        self.name = name or f"vllm-reward:{Path(path).name or path}"
 
-    def format(self, prompt: str, response: str) -> str:
-        if self.use_chat_template:
-            messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
-            return self.tokenizer.apply_chat_template(messages, tokenize=False)
-        return f"{prompt}\n\n{response}"
+    format = SeqClsScorer.format  # the pair exactly as seq-cls writes it (uses tokenizer, use_chat_template)
 
     def token_ids(self, prompt: str, response: str) -> list[int]:
         # A chat template already contains the special tokens. Too long a pair is cut at
@@ -79,20 +73,3 @@ class VllmRewardScorer:
     def close(self) -> None:
         self.engine.llm_engine.engine_core.shutdown()
 
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def _vllm_reward(path: str, **options) -> VllmRewardScorer:
-    return VllmRewardScorer(path, **options)
-
-
-def register() -> None:
-    """Add ``vllm-reward`` to ``SCORER_KINDS`` (idempotent)."""
-    SCORER_KINDS.setdefault(KIND, _vllm_reward)
-
-
-register()
