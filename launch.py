@@ -16,8 +16,10 @@ import logging
 import sys
 from pathlib import Path
 
+import yaml
+
 from mara.config import load_config
-from mara.training import new_run_dir, train
+from mara.training import WorkerStartError, new_run_dir, train
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -35,13 +37,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     overrides = list(args.overrides) + ([f"address={args.address}"] if args.address else [])
-    if args.resume:
-        run_dir = Path(args.resume)
-        cfg = load_config(args.config or run_dir / "config.yaml", overrides)
-    else:
-        cfg = load_config(args.config, overrides)
-        run_dir = new_run_dir(cfg)
-    summary = train(cfg, run_dir, resume=bool(args.resume))
+    try:
+        if args.resume:
+            run_dir = Path(args.resume)
+            if not (run_dir / "config.yaml").is_file():
+                raise FileNotFoundError(f"nothing to resume: {run_dir} holds no config.yaml of a run")
+            cfg = load_config(args.config or run_dir / "config.yaml", overrides)
+        else:
+            cfg = load_config(args.config, overrides)
+            run_dir = new_run_dir(cfg)
+    except (FileNotFoundError, FileExistsError, ValueError, yaml.YAMLError) as err:
+        # A mistake in the command line or a config file: say what, not where in our code.
+        print(f"launch.py: error: {err}", file=sys.stderr)
+        return 2
+    try:
+        summary = train(cfg, run_dir, resume=bool(args.resume))
+    except WorkerStartError as err:  # e.g. a model path that the workers cannot load
+        print(f"launch.py: error: {err}", file=sys.stderr)
+        return 1
     print(json.dumps({k: summary[k] for k in ("episodes", "transitions", "updates", "mean_reward_all",
                                               "episodes_per_hour", "agent")}, indent=2))
     return 0

@@ -9,6 +9,10 @@ flight, and the worker only looks whether it has answered (``ray.wait(timeout=0)
 
 A worker that dies is restarted by Ray (``max_restarts``); its constructor fetches the
 learner's current weights again.
+
+With ``backend="vllm"`` the worker's LLM is a ``VllmUpstream``: its engines run in
+processes the worker spawns, and all episodes of a call go through one engine. Create
+such a worker with ``runtime_env={"env_vars": VLLM_ACTOR_ENV}`` (``actor_options``).
 """
 
 from __future__ import annotations
@@ -21,7 +25,13 @@ import ray
 import torch
 
 from envs.mdp import KLConfig, SamplingConfig
+from envs.vllm_backend import VLLM_ACTOR_ENV, VllmEngineConfig
 from mara.networks import Actor
+
+
+def actor_options(backend: str) -> dict:
+    """Ray actor options a worker needs for its backend (vLLM: spawned engine processes)."""
+    return {"runtime_env": {"env_vars": dict(VLLM_ACTOR_ENV)}} if backend == "vllm" else {}
 
 
 @dataclass
@@ -46,17 +56,17 @@ class RolloutWorker:
                  sampling: SamplingConfig, kl: KLConfig, agent_hidden_size: int,
                  learner, reward_actor, greedy_baseline: bool = False,
                  max_inflight_rewards: int = 2, torch_threads: int = 1,
-                 decision_delay_s: float = 0.0, seed: int = 0) -> None:
-        from envs.upstream import load_upstream
-        from mara.generation import AlignedGenerator
+                 decision_delay_s: float = 0.0, seed: int = 0, backend: str = "transformers",
+                 vllm: VllmEngineConfig | None = None) -> None:
+        from mara.generation import AlignedGenerator, load_llm
 
         torch.set_num_threads(torch_threads)
         torch.manual_seed(seed + worker_index)
-        llm = load_upstream(model, dtype=dtype, device=device)
+        llm = load_llm(model, backend=backend, dtype=dtype, device=device, vllm=vllm)
         actor = Actor(state_dim=llm.hidden_size, hidden_size=agent_hidden_size)
         self.generator = AlignedGenerator(llm, actor, sampling=sampling, mode=mode, greedy=False,
                                           seed=seed + 1000 * worker_index, kl=kl,
-                                          decision_delay_s=decision_delay_s)
+                                          decision_delay_s=decision_delay_s, backend=backend)
         self.worker_index = worker_index
         self.learner = learner
         self.reward_actor = reward_actor
@@ -92,6 +102,10 @@ class RolloutWorker:
         """Wait for every scoring call this worker started (used at shutdown)."""
         ray.wait(self._inflight_rewards, num_returns=len(self._inflight_rewards))
         return self._collect_scored()
+
+    def close(self) -> None:
+        """Stop the LLM's engine processes (vLLM backend), before the actor is killed."""
+        self.generator.close()
 
     # ------------------------------------------------------------------ internals
     def _maybe_take_new_weights(self) -> None:

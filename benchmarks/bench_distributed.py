@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -69,6 +70,7 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--max-new-tokens", type=int, default=32)
     args = parser.parse_args()
+    print(f"load average at start: {os.getloadavg()}", flush=True)
     base = from_dict(RunConfig, {"dashboard": False, "rollout": {"num_workers": 2}})
     connect_ray(base)
     out = Path(tempfile.mkdtemp(prefix="mara-bench-"))
@@ -85,6 +87,7 @@ def main() -> None:
     d = 576
     print(f"replay bytes per transition vs the reference's 2*d*8 = {2 * d * 8}: "
           f"{2 * d * 8 / two['bytes_per_transition']:.1f}x smaller")
+    print(f"load average at end: {os.getloadavg()}")
     ray.shutdown()
 
 

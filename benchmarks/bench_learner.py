@@ -13,6 +13,7 @@ Run:  cd /work/main && python benchmarks/bench_learner.py            (about 2 mi
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -100,6 +101,7 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
+    print(f"load average at start: {os.getloadavg()}", flush=True)
     cfg = SACConfig(batch_size=args.batch_size, hidden_size=args.hidden_size)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     print(f"torch {torch.__version__}, {args.threads} CPU threads, devices {devices}, "
@@ -139,6 +141,7 @@ def main() -> None:
                   f"{100 * r['stamp_share']:>7.1f}% {r['updates']:>4}  {flag}")
     finally:
         ray.shutdown()
+    print(f"\nload average at end: {os.getloadavg()}")
 
 
 if __name__ == "__main__":

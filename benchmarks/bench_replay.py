@@ -1,19 +1,28 @@
-"""Replay buffer throughput and memory (a script, not a test).
+"""Replay buffer throughput and memory against the reference's buffer (a script, not a test).
 
-Measures, for the plain ``ReplayBuffer`` at d = 576 (SmolLM2-135M) and d = 4096 (7-8B
-models): insert throughput in transitions/s (whole episodes of 300 decisions, float32
-states as rollout workers send them, validation included), sample throughput for
-batches of 1024 (float32 out, next states gathered), and bytes per transition against
-the reference's Python-float deque (~2 * d * 8 bytes).
+Measures, at d = 576 (SmolLM2-135M) and d = 4096 (7-8B models), in one run:
+- our ``ReplayBuffer``: insert throughput in transitions/s (whole episodes of 300
+  decisions, float32 states as rollout workers send them, validation included), sample
+  throughput for batches of 1024 (float32 out, next states gathered), bytes per
+  transition;
+- the baseline, the reference implementation's layout: a ``collections.deque`` of
+  ``[state, action, reward, next_state, done]`` with states as Python float lists, a
+  batch drawn with ``random.sample`` and turned into float32 arrays for the learner. Its
+  bytes per transition are measured with tracemalloc (MARA.md estimates 2 * d * 8).
+Ratios are ours / reference (higher is better for throughput, lower for bytes).
 
-    python benchmarks/bench_replay.py            # ~30-60 s on 2 CPU cores
+    python benchmarks/bench_replay.py            # ~1-2 minutes on 2 CPU cores
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import random
 import sys
 import time
+import tracemalloc
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -40,44 +49,85 @@ def make_episodes(d: int, count: int, rng: np.random.Generator) -> list[EpisodeT
     ]
 
 
-def bench(d: int, capacity: int, dtype: str, seconds: float) -> dict[str, float]:
+class ReferenceReplay:
+    """The reference's replay memory: one Python list per transition, states as float lists."""
+
+    def __init__(self, capacity: int) -> None:
+        self.memory: deque = deque(maxlen=capacity)
+
+    def add(self, episodes: list[EpisodeTransitions]) -> int:
+        for ep in episodes:
+            states, next_states, rewards, dones = ep.states, ep.next_states, ep.rewards, ep.dones
+            for t in range(len(ep)):
+                self.memory.append([states[t].tolist(), int(ep.actions[t]), float(rewards[t]),
+                                    next_states[t].tolist(), bool(dones[t])])
+        return sum(len(ep) for ep in episodes)
+
+    def sample(self, n: int) -> tuple[np.ndarray, ...]:
+        states, actions, rewards, next_states, dones = zip(*random.sample(self.memory, n))
+        return (np.array(states, np.float32), np.array(actions), np.array(rewards, np.float32),
+                np.array(next_states, np.float32), np.array(dones, np.float32))
+
+
+def throughput(add, sample, episodes, seconds: float) -> tuple[float, float]:
+    """(inserted transitions/s, sampled batches/s), each timed for ``seconds``."""
+    n_inserted, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        n_inserted += add(episodes)
+    insert_s = time.perf_counter() - start
+    n_batches, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        sample()
+        n_batches += 1
+    return n_inserted / insert_s, n_batches / (time.perf_counter() - start)
+
+
+def bench_ours(d: int, capacity: int, dtype: str, seconds: float) -> dict[str, float]:
     rng = np.random.default_rng(0)
     episodes = make_episodes(d, 8, rng)
     buffer = ReplayBuffer(capacity=capacity, state_dim=d, state_dtype=dtype)
-    # Fill the ring once (touches every page), then time inserts that overwrite.
-    while buffer.size() < capacity:
+    while buffer.size() < capacity:  # fill the ring once (touches every page); inserts then overwrite
         buffer.add(episodes[:1])
-    n_inserted, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        n_inserted += buffer.add(episodes)
-    insert_s = time.perf_counter() - start
-    n_sampled, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        n_sampled += len(buffer.sample(BATCH, rng))
-    sample_s = time.perf_counter() - start
-    return {
-        "insert_tps": n_inserted / insert_s,
-        "sample_bps": n_sampled / BATCH / sample_s,
-        "bytes": buffer.bytes_per_transition(),
-    }
+    insert, sample = throughput(buffer.add, lambda: buffer.sample(BATCH, rng), episodes, seconds)
+    return {"insert": insert, "sample": sample, "bytes": buffer.bytes_per_transition()}
+
+
+def bench_reference(d: int, capacity: int, seconds: float) -> dict[str, float]:
+    random.seed(0)
+    episodes = make_episodes(d, 2, np.random.default_rng(0))
+    ref = ReferenceReplay(capacity)
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    ref.add(episodes)  # 600 transitions, measured
+    bytes_per_transition = (tracemalloc.get_traced_memory()[0] - before) / len(ref.memory)
+    tracemalloc.stop()
+    while len(ref.memory) < capacity:
+        ref.add(episodes[:1])
+    insert, sample = throughput(ref.add, lambda: ref.sample(BATCH), episodes, seconds)
+    return {"insert": insert, "sample": sample, "bytes": bytes_per_transition}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=2.0, help="timing per measurement")
+    parser.add_argument("--seconds", type=float, default=3.0, help="timing per measurement")
     args = parser.parse_args()
-    print(f"episodes of {EPISODE_LEN} decisions, sample batch {BATCH}, "
-          f"{args.seconds:.1f} s per measurement")
-    print(f"{'d':>5} {'dtype':>8} {'capacity':>9} {'insert trans/s':>15} "
-          f"{'sample batch/s':>15} {'sample trans/s':>15} {'B/trans':>8} "
-          f"{'ref 2*d*8':>10} {'ref/ours':>9}")
-    for d, capacity in ((576, 131_072), (4096, 32_768)):
-        for dtype in ("float16", "float32"):
-            r = bench(d, capacity, dtype, args.seconds)
-            ref = 2 * d * 8
-            print(f"{d:>5} {dtype:>8} {capacity:>9} {r['insert_tps']:>15,.0f} "
-                  f"{r['sample_bps']:>15,.1f} {r['sample_bps'] * BATCH:>15,.0f} "
-                  f"{r['bytes']:>8} {ref:>10} {ref / r['bytes']:>8.2f}x")
+    print(f"load average at start: {os.getloadavg()}")
+    print(f"episodes of {EPISODE_LEN} decisions, sample batch {BATCH}, {args.seconds:.1f} s per measurement")
+    print(f"{'d':>5} {'buffer':>17} {'capacity':>9} {'insert trans/s':>15} {'sample batch/s':>15} "
+          f"{'sample trans/s':>15} {'B/trans':>8} {'insert x':>9} {'sample x':>9} {'bytes x':>8}")
+    # The reference's buffer holds ~2 * d * 32 bytes per transition (float objects plus
+    # pointers), so its capacity is kept small; sampling cost does not depend on it.
+    for d, capacity, ref_capacity in ((576, 131_072, 4096), (4096, 32_768, 1536)):
+        ref = bench_reference(d, ref_capacity, args.seconds)
+        rows = [("reference (deque)", ref_capacity, ref)]
+        rows += [(f"ours {dtype}", capacity, bench_ours(d, capacity, dtype, args.seconds))
+                 for dtype in ("float16", "float32")]
+        for name, cap, r in rows:
+            print(f"{d:>5} {name:>17} {cap:>9} {r['insert']:>15,.0f} {r['sample']:>15,.1f} "
+                  f"{r['sample'] * BATCH:>15,.0f} {r['bytes']:>8,.0f} {r['insert'] / ref['insert']:>8.1f}x "
+                  f"{r['sample'] / ref['sample']:>8.1f}x {r['bytes'] / ref['bytes']:>8.3f}")
+        print(f"{d:>5} MARA.md's estimate for the reference: 2 * d * 8 = {2 * d * 8} bytes per transition")
+    print(f"load average at end: {os.getloadavg()}")
 
 
 if __name__ == "__main__":

@@ -53,6 +53,10 @@ FREE, VALID, PENDING = 0, 1, 2
 MODES = ("eager", "lazy")
 
 
+class NonFiniteStateError(ValueError):
+    """The upstream LLM produced NaN or infinite hidden states (typically float16 overflow)."""
+
+
 @dataclass
 class DecodeResult:
     """One finished row: the answer, its decisions as transitions, and statistics."""
@@ -227,6 +231,8 @@ class AcceptRejectDecoder:
                 self._free_slot(row, other)
         self.slot_state[row.cache_row, row.cand_slot[k]] = VALID
         token, hidden = row.cand_ids[k], row.cand_hidden[k]
+        # The position is closed: until the next one opens the row waits for nothing.
+        row.cand_hidden, row.cand_slot = {}, {}
         row.response_ids.append(token)
         row.next_position += 1
         if token in self.llm.eos_token_ids:
@@ -259,12 +265,22 @@ class AcceptRejectDecoder:
 
     # ------------------------------------------------------------------ forwards
     def _run_pending_forwards(self) -> None:
-        """Run batched forwards until every unfinished row waits for a decision."""
-        self._open_positions()
-        while any(r.todo_tokens for r in self.rows):
+        """Run batched forwards until some row waits for a decision (or all have ended).
+
+        Rows in lockstep: a row whose position had a single candidate, accepted with no
+        decision, does not get a forward of its own while other rows wait for the agent;
+        its next token joins the forward that follows their decisions. On a CPU a forward
+        of a few tokens costs about the same as one of a single token (reading the weights
+        dominates), so running such rows ahead doubled the forwards per generated token.
+        For the same reason the candidate sets of all rows opening a position are computed
+        together, in one output-head call, just before the forward that needs them.
+        """
+        while not self.has_pending():
+            self._open_positions()
+            if not any(r.todo_tokens for r in self.rows):
+                return  # every episode has ended
             self._compact()
             self._forward_once()
-            self._open_positions()
 
     def _forward_once(self) -> None:
         batch, past = self.slot_state.shape
@@ -289,6 +305,7 @@ class AcceptRejectDecoder:
         mask = torch.zeros(allowed.shape, dtype=self.llm.dtype)
         mask.masked_fill_(~allowed, torch.finfo(self.llm.dtype).min)  # additive mask
         hidden = self.llm.forward(ids, positions, mask, self.cache)
+        self._check_finite(hidden, fed)
         self.slot_state = torch.cat([self.slot_state, new_state], dim=1)
 
         for r in fed:
@@ -304,6 +321,17 @@ class AcceptRejectDecoder:
                 r.cand_slot[k] = past + j
             r.todo_tokens, r.todo_cands = [], []
             self._visit_candidate(r)  # single or last candidate: accepted with no decision
+
+    def _check_finite(self, hidden: torch.Tensor, fed: list[_Row]) -> None:
+        """Refuse NaN/inf states at their source: they would become NaN accept
+        probabilities, NaN KL penalties and, in training, episodes the replay must drop."""
+        for r in fed:
+            if not torch.isfinite(hidden[r.cache_row, : len(r.todo_tokens)]).all():
+                raise NonFiniteStateError(
+                    f"the upstream model {self.llm.model_id} ({str(self.llm.dtype).removeprefix('torch.')}) "
+                    f"produced non-finite hidden states for the prompt {r.prompt[:60]!r}; "
+                    f"float16 overflows on some models: try dtype float32 or bfloat16"
+                )
 
     def _compact(self) -> None:
         """Squeeze FREE slots out of the cache and drop rows whose episode ended."""

@@ -27,9 +27,15 @@ Usage::
         decoder.apply(actions, accept_prob)
     results = decoder.results()
     texts = llm.generate_upstream(prompts, sampling, sample=False)     # vLLM batched generation
+    llm.close()
+
+``mara.generation.AlignedGenerator(llm, actor, backend="vllm")`` runs this loop for
+aligned generation and the rollout workers (``model.backend: vllm`` in a run config).
 
 vLLM starts worker processes: scripts that build an engine must do so under
-``if __name__ == "__main__":``. vLLM is imported only when an engine is built.
+``if __name__ == "__main__":``; inside a Ray actor vLLM must spawn them, not fork (the
+rollout workers get ``VLLM_WORKER_MULTIPROC_METHOD=spawn`` in their runtime env, see
+``VLLM_ACTOR_ENV``). vLLM is imported only when an engine is built.
 """
 
 from __future__ import annotations
@@ -44,10 +50,14 @@ import torch
 
 from envs.decoder import MODES, DecodeResult
 from envs.mdp import KLConfig, SamplingConfig, candidate_sets, kl_penalty, reference_accept_probability
-from envs.upstream import DEFAULT_MODEL, UpstreamLLM, _eos_ids, resolve_model
+from envs.upstream import DEFAULT_MODEL, DTYPES, UpstreamLLM, _eos_ids, resolve_model
 from mara.contracts import ACCEPT, EpisodeTransitions
 
-VLLM_DTYPES = ("float32", "bfloat16", "float16")
+BACKENDS = ("transformers", "vllm")  # what runs the upstream LLM: envs/upstream.py + envs/decoder.py, or this module
+# Environment of a Ray actor that builds vLLM engines: a forked engine process would share
+# the actor's Ray connection (undefined behaviour, hangs), so vLLM must spawn. vLLM 0.32
+# switches to spawn by itself when it detects a Ray actor; this makes it explicit.
+VLLM_ACTOR_ENV = {"VLLM_WORKER_MULTIPROC_METHOD": "spawn"}
 
 
 def vllm_available() -> tuple[bool, str]:
@@ -62,11 +72,11 @@ def vllm_available() -> tuple[bool, str]:
 @dataclass(frozen=True)
 class VllmEngineConfig:
     """How the vLLM engines are built (one pooling engine for states, one generation
-    engine for baselines, built on first use)."""
+    engine for baselines, built on first use). The model and its dtype are
+    ``VllmUpstream``'s arguments, as they are ``load_upstream``'s."""
 
-    dtype: str = "float32"  # float32 for states comparable with the transformers backend
     max_model_len: int = 2048  # context limit of each request; bounds the KV cache needed
-    gpu_memory_utilization: float = 0.2  # share of GPU memory (on CPU: of RAM) per engine
+    gpu_memory_utilization: float = 0.2  # per engine: share of GPU memory (CPU: of RAM, for its process + KV cache)
     block_size: int | None = None  # KV block; a request recomputes its tokens after the last full cached
     # block. None: 32 on CPU (the smallest its attention accepts; vLLM's CPU default is 128), vLLM's default on GPU
     enforce_eager: bool = False  # no torch.compile / CUDA graphs: faster start-up, slower steps
@@ -75,8 +85,6 @@ class VllmEngineConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.dtype not in VLLM_DTYPES:
-            raise ValueError(f"dtype must be one of {VLLM_DTYPES}, got {self.dtype!r}")
         if self.max_model_len < 16:
             raise ValueError(f"max_model_len must be >= 16, got {self.max_model_len}")
         if not 0 < self.gpu_memory_utilization <= 1:
@@ -87,7 +95,8 @@ class VllmEngineConfig:
             raise ValueError(f"max_num_seqs must be >= 1, got {self.max_num_seqs}")
 
     def engine_kwargs(self) -> dict:
-        kwargs = dict(dtype=self.dtype, max_model_len=self.max_model_len, seed=self.seed,
+        """Keyword arguments of ``vllm.LLM`` (all but the model and its dtype)."""
+        kwargs = dict(max_model_len=self.max_model_len, seed=self.seed,
                       gpu_memory_utilization=self.gpu_memory_utilization,
                       enforce_eager=self.enforce_eager, enable_prefix_caching=self.enable_prefix_caching)
         block_size = self.block_size
@@ -125,15 +134,19 @@ class VllmUpstream:
     """
 
     def __init__(self, model: str | None = DEFAULT_MODEL, engine: VllmEngineConfig = VllmEngineConfig(),
-                 device: str = "auto") -> None:
+                 dtype: str = "float32", device: str = "auto") -> None:
+        """``dtype``: the engines' weights and activations (float32 for states comparable
+        with the transformers backend); ``device``: where the output head runs."""
         from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
         source, model_id, kwargs = resolve_model(model)
         if kwargs:
             raise ValueError(f"the vLLM backend needs a safetensors checkpoint (folder or hub id), not {model_id!r}")
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.source, self.model_id, self.engine_config = source, model_id, engine
+        self.source, self.model_id, self.engine_config, self.engine_dtype = source, model_id, engine, dtype
         self.config = AutoConfig.from_pretrained(source)
         self.tokenizer = AutoTokenizer.from_pretrained(source)
         try:
@@ -172,22 +185,23 @@ class VllmUpstream:
     def pooler(self):
         """The pooling engine (LAST token, no activation), built on first use."""
         if self._pooler is None:
-            from vllm import LLM
             from vllm.config import PoolerConfig
 
-            self._pooler = LLM(model=self.source, runner="pooling", convert="embed",
-                               pooler_config=PoolerConfig(pooling_type="LAST", use_activation=False),
-                               **self.engine_config.engine_kwargs())
+            self._pooler = self._engine(runner="pooling", convert="embed",
+                                        pooler_config=PoolerConfig(pooling_type="LAST", use_activation=False))
         return self._pooler
 
     @property
     def generator(self):
         """The generation engine for baselines, built on first use."""
         if self._generator is None:
-            from vllm import LLM
-
-            self._generator = LLM(model=self.source, runner="generate", **self.engine_config.engine_kwargs())
+            self._generator = self._engine(runner="generate")
         return self._generator
+
+    def _engine(self, **kwargs):
+        from vllm import LLM
+
+        return LLM(model=self.source, dtype=self.engine_dtype, **self.engine_config.engine_kwargs(), **kwargs)
 
     def close(self) -> None:
         """Stop the engines' worker processes."""
@@ -229,8 +243,9 @@ class VllmUpstream:
     # ----------------------------------------------------------------- baselines
     def generate_ids(self, prompt_ids: list[list[int]], sampling: SamplingConfig, sample: bool = False,
                      seed: int = 0) -> list[list[int]]:
-        """Generated token ids (up to and including EOS) for each prompt, greedy or sampled
-        with the candidate-set temperature, top-k and top-p; request i uses seed + i."""
+        """Generated token ids for each prompt (generation stops at the first EOS), greedy
+        or sampled with the candidate-set temperature, top-k and top-p; request i uses
+        seed + i."""
         from vllm import SamplingParams
 
         stop = sorted(self.eos_token_ids)
@@ -248,7 +263,7 @@ class VllmUpstream:
                           seed: int = 0) -> list[str]:
         """The upstream model's own answers, decoded like ``AlignedGenerator.generate_upstream``."""
         ids = self.generate_ids([self.encode_prompt(p) for p in prompts], sampling, sample, seed)
-        return [self.decode(_until_eos(row, self.eos_token_ids)) for row in ids]
+        return [self.decode(row) for row in ids]
 
 
 def load_output_head(source: str, config) -> torch.Tensor:
@@ -285,13 +300,6 @@ def _safetensors_files(source: str) -> list[Path]:
     if not files:
         raise FileNotFoundError(f"no .safetensors files in {folder}")
     return files
-
-
-def _until_eos(tokens: list[int], eos: set[int]) -> list[int]:
-    for i, t in enumerate(tokens):
-        if t in eos:
-            return tokens[: i + 1]
-    return tokens
 
 
 # ---------------------------------------------------------------------------------------
@@ -492,22 +500,3 @@ class VllmAcceptRejectDecoder:
                             finish_reason=r.finish_reason, episode=episode,
                             accepted_positions=list(r.accepted_positions), num_fallbacks=r.num_fallbacks,
                             forward_tokens=r.forward_tokens, decision_points=list(r.where))
-
-
-def run_episodes(llm: VllmUpstream, actor, prompts: list[str], sampling: SamplingConfig = SamplingConfig(),
-                 kl: KLConfig = KLConfig(), mode: str = "lazy", greedy: bool = True,
-                 rng: np.random.Generator | None = None, policy_version: int = 0) -> list[DecodeResult]:
-    """All ``prompts`` as concurrent episodes in one engine, decided by ``actor`` (the
-    vLLM counterpart of ``AlignedGenerator.run_episodes``)."""
-    rng = rng if rng is not None else np.random.default_rng(0)
-    decoder = VllmAcceptRejectDecoder(llm, sampling, kl, mode=mode)
-    decoder.start(prompts, policy_version=policy_version)
-    while decoder.has_pending():
-        with torch.no_grad():
-            accept_prob = actor.accept_probability(decoder.pending_states()).double().cpu().numpy()
-        if greedy:
-            actions = (accept_prob >= 0.5).astype(np.int64)
-        else:
-            actions = (rng.random(len(accept_prob)) < accept_prob).astype(np.int64)
-        decoder.apply(actions, accept_prob)
-    return decoder.results()

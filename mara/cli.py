@@ -2,6 +2,7 @@
 
     mara generate --agent agent.safetensors --model smollm2 "How can I bake bread?"
     mara generate --prompts-file prompts.json --compare --json out.jsonl
+    mara generate --backend vllm --vllm enforce_eager=true --compare "How can I bake bread?"
     mara eval --agent agent.safetensors --prompts harmful=prompts.json --out eval/
     mara train-reward --data pairs.jsonl --out head.safetensors
 """
@@ -42,8 +43,11 @@ def _cmd_generate(args) -> int:
     if not prompts:
         raise ValueError("no prompts: give prompt texts or --prompts-file")
     gen = generator_from_args(args, greedy=not args.sample)
-    answers = gen.generate(prompts)
-    baselines = gen.generate_upstream(prompts) if args.compare else [None] * len(prompts)
+    try:
+        answers = gen.generate(prompts)
+        baselines = gen.generate_upstream(prompts) if args.compare else [None] * len(prompts)
+    finally:
+        gen.close()  # the vLLM backend's engine processes
     out = open(args.json_out, "w", encoding="utf-8") if args.json_out else None
     for answer, baseline in zip(answers, baselines):
         print(f"### prompt\n{answer.prompt}\n### MARA ({answer.num_tokens} tokens, "

@@ -17,6 +17,8 @@ from pathlib import Path
 import yaml
 
 from envs.mdp import KLConfig, SamplingConfig
+from envs.upstream import DTYPES
+from envs.vllm_backend import BACKENDS, VllmEngineConfig
 from learner.config import LearnerConfig, SACConfig
 from mara.rewards.base import ScorerSpec
 from replay.config import ReplayConfig
@@ -34,14 +36,22 @@ def _default_scorers() -> tuple[ScorerSpec, ...]:
 class ModelConfig:
     """The frozen upstream LLM each rollout worker hosts."""
 
-    name: str = "smollm2"  # "smollm2" (embedded), a hub id, a local folder or a .gguf file
+    name: str = "smollm2"  # "smollm2" (embedded), a hub id, a local folder or a .gguf file (transformers only)
     dtype: str = "float32"  # float32 | bfloat16 | float16
-    device: str = "auto"  # auto = cuda when the worker was given a GPU, else cpu
+    device: str = "auto"  # auto = cuda when the worker was given a GPU, else cpu (vllm: where the output head runs)
     mode: str = "lazy"  # candidate states: lazy (as far as the agent goes) | eager (all at once)
+    backend: str = "transformers"  # what runs the LLM: transformers (KV-cache loop) | vllm (docs/VLLM.md)
+    vllm: VllmEngineConfig = VllmEngineConfig()  # engine settings, used with backend vllm
 
     def __post_init__(self) -> None:
         if self.mode not in ("lazy", "eager"):
             raise ValueError(f"model.mode must be lazy or eager, got {self.mode!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"model.dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"model.backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.backend == "vllm" and self.name.endswith(".gguf"):
+            raise ValueError(f"model.backend vllm needs a safetensors checkpoint (folder or hub id), not {self.name!r}")
 
 
 @dataclass(frozen=True)

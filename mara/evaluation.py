@@ -666,11 +666,14 @@ def eval_main(args: argparse.Namespace) -> int:
 
     gen = generator_from_args(args, greedy=True, seed=args.seed)
     training_reward = _training_reward(read_agent_metadata(args.agent)) if args.agent else None
-    result = run_eval(gen, prompt_sets, judges, num_prompts=args.num_prompts, seed=args.seed,
-                      tie_margin=args.tie_margin, sampled=args.sampled, best_of_n=args.best_of_n,
-                      bon_scorer=bon, training_reward=training_reward, progress=not args.no_progress)
+    try:
+        result = run_eval(gen, prompt_sets, judges, num_prompts=args.num_prompts, seed=args.seed,
+                          tie_margin=args.tie_margin, sampled=args.sampled, best_of_n=args.best_of_n,
+                          bon_scorer=bon, training_reward=training_reward, progress=not args.no_progress)
+    finally:
+        gen.close()  # the vLLM backend's engine processes
     result.settings = {"agent": args.agent or "UNTRAINED (random weights)",
-                       "upstream model": gen.llm.model_id, **result.settings}
+                       "upstream model": gen.llm.model_id, "backend": gen.backend, **result.settings}
     paths = write_outputs(result, args.out)
     print(paths["results.md"].read_text(encoding="utf-8"))
     print("wrote", ", ".join(str(p) for p in paths.values()))

@@ -5,6 +5,10 @@
     for answer in gen.generate(["How can I bake bread?"]):
         print(answer.text, answer.num_decisions, answer.accepted_position_histogram)
     baseline = gen.generate_upstream(["How can I bake bread?"])        # greedy
+
+With ``backend="vllm"`` the upstream LLM runs in vLLM engines (envs/vllm_backend.py): the
+same episodes through ``VllmAcceptRejectDecoder``, baselines through vLLM's batched
+generation. ``gen.close()`` stops the engines' processes.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import torch
 
 from envs.decoder import AcceptRejectDecoder, DecodeResult
 from envs.mdp import KLConfig, SamplingConfig
+from envs.vllm_backend import BACKENDS, VllmAcceptRejectDecoder, VllmEngineConfig, VllmUpstream
 from mara.agent_io import check_state_dim, load_agent, read_agent_metadata
 from mara.networks import Actor
 
@@ -51,6 +56,22 @@ def accepted_position_distribution(generations: list[Generation]) -> dict[int, f
     return {k: counts[k] / total for k in sorted(counts)} if total else {}
 
 
+def load_llm(model: str | None = None, backend: str = "transformers", dtype: str = "float32",
+             device: str = "auto", vllm: VllmEngineConfig | None = None):
+    """The upstream LLM as ``backend`` runs it: an ``envs.upstream.UpstreamLLM``
+    (transformers) or an ``envs.vllm_backend.VllmUpstream`` built with the engine
+    settings ``vllm`` (its engines start on first use)."""
+    from envs.upstream import DEFAULT_MODEL, load_upstream
+
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "vllm":
+        return VllmUpstream(model or DEFAULT_MODEL, vllm or VllmEngineConfig(), dtype=dtype, device=device)
+    if vllm is not None:
+        raise ValueError("vLLM engine settings were given, but the backend is transformers")
+    return load_upstream(model or DEFAULT_MODEL, dtype=dtype, device=device)
+
+
 class AlignedGenerator:
     def __init__(
         self,
@@ -63,9 +84,17 @@ class AlignedGenerator:
         seed: int = 0,
         kl: KLConfig = KLConfig(),
         decision_delay_s: float = 0.0,
+        backend: str = "transformers",
     ) -> None:
+        """``llm``: an ``UpstreamLLM`` with ``backend="transformers"``, a ``VllmUpstream``
+        with ``backend="vllm"`` (``load_llm`` builds either)."""
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if (backend == "vllm") != isinstance(llm, VllmUpstream):
+            raise ValueError(f"backend {backend!r} does not match the upstream LLM {type(llm).__name__}")
         check_state_dim(actor.state_dim, llm.hidden_size)
         self.llm = llm
+        self.backend = backend
         self.actor = actor.eval().to(llm.device)
         self.sampling = sampling
         self.mode = mode
@@ -82,23 +111,29 @@ class AlignedGenerator:
         model: str | None = None,
         dtype: str = "float32",
         device: str = "auto",
+        backend: str = "transformers",
+        vllm: VllmEngineConfig | None = None,
         **kwargs,
     ) -> "AlignedGenerator":
         """Load the upstream model and the agent. Without ``model`` the agent's recorded
         upstream model is used, else the embedded SmolLM2; without ``agent`` an
-        untrained (randomly initialised) agent is used, with a warning."""
-        from envs.upstream import DEFAULT_MODEL, load_upstream
-
+        untrained (randomly initialised) agent is used, with a warning. ``backend`` and
+        ``vllm`` (engine settings) as in ``load_llm``."""
         if model is None and agent is not None:
             model = read_agent_metadata(agent).get("upstream_model") or None
-        llm = load_upstream(model or DEFAULT_MODEL, dtype=dtype, device=device)
+        llm = load_llm(model, backend=backend, dtype=dtype, device=device, vllm=vllm)
         if agent is None:
             warnings.warn("no agent given: using an UNTRAINED accept/reject agent (random weights)",
                           stacklevel=2)
             actor = Actor(state_dim=llm.hidden_size)
         else:
             actor = load_agent(agent, expected_state_dim=llm.hidden_size)
-        return cls(llm, actor, **kwargs)
+        return cls(llm, actor, backend=backend, **kwargs)
+
+    def close(self) -> None:
+        """Stop the vLLM engines' processes (nothing to do for transformers)."""
+        if self.backend == "vllm":
+            self.llm.close()
 
     # ------------------------------------------------------------------ MARA answers
     def generate(self, prompts: list[str]) -> list[Generation]:
@@ -112,7 +147,8 @@ class AlignedGenerator:
     def run_episodes(self, prompts: list[str], policy_version: int = 0) -> list[DecodeResult]:
         """One batch of accept/reject episodes with the current actor (also used by the
         rollout workers, with ``greedy=False``)."""
-        decoder = AcceptRejectDecoder(self.llm, self.sampling, self.kl, mode=self.mode)
+        decoder_class = VllmAcceptRejectDecoder if self.backend == "vllm" else AcceptRejectDecoder
+        decoder = decoder_class(self.llm, self.sampling, self.kl, mode=self.mode)
         decoder.start(prompts, policy_version=policy_version)
         while decoder.has_pending():
             accept_prob = self.actor.accept_probability(decoder.pending_states()).double().cpu().numpy()
@@ -129,7 +165,10 @@ class AlignedGenerator:
     @torch.no_grad()
     def generate_upstream(self, prompts: list[str], sample: bool = False, seed: int = 0) -> list[str]:
         """The upstream model's own answers (greedy, or sampled with the same temperature,
-        top-k and top-p), through transformers' ``generate``, for comparison."""
+        top-k and top-p), for comparison: through vLLM's batched generation (all prompts in
+        one call; prompt i sampled with seed + i), or transformers' ``generate``."""
+        if self.backend == "vllm":
+            return self.llm.generate_upstream(prompts, self.sampling, sample=sample, seed=seed)
         texts: list[str] = []
         for start in range(0, len(prompts), self.batch_size):
             texts.extend(self._hf_generate(prompts[start:start + self.batch_size], sample, seed + start))

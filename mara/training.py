@@ -31,7 +31,7 @@ import numpy as np
 import ray
 
 from actors.reward_actor import RewardActor
-from actors.rollout_worker import RolloutStats, RolloutWorker
+from actors.rollout_worker import RolloutStats, RolloutWorker, actor_options
 from envs.upstream import model_hidden_size
 from learner.actor import make_learner_actor
 from mara.atomic import write_json_atomic
@@ -47,6 +47,10 @@ REPLAY_FILE = "replay.arrow"
 AGENT_FILE = "agent.safetensors"
 CALLS_PER_WORKER = 2  # rollout calls queued per worker, so it never idles between calls
 RESTART_BACKOFF_S = 0.5
+
+
+class WorkerStartError(RuntimeError):
+    """A rollout worker's constructor raised: Ray does not restart it, so the run stops."""
 
 
 class PromptQueue:
@@ -94,7 +98,8 @@ class TrainingRun:
         self.totals = Totals()
         self.metrics_log = MetricsLog(run_dir)
         self.sink = MetricsSink()
-        self._stop_requested = False
+        self._updates_reported = 0  # learner updates already counted in the metrics sink
+        self._fatal: str | None = None  # why the run must stop early (a worker cannot start)
 
     # ------------------------------------------------------------------ building
     def build(self) -> None:
@@ -134,9 +139,12 @@ class TrainingRun:
                        max_concurrency=1)
         if r.resource:
             options["resources"] = {r.resource: 1}
+        options.update(actor_options(cfg.model.backend))
         return ray.remote(RolloutWorker).options(**options).remote(
             worker_index=index, model=cfg.model.name, dtype=cfg.model.dtype, device=cfg.model.device,
-            mode=cfg.model.mode, sampling=cfg.sampling, kl=cfg.kl, agent_hidden_size=r.agent_hidden_size,
+            mode=cfg.model.mode, backend=cfg.model.backend, sampling=cfg.sampling,
+            vllm=cfg.model.vllm if cfg.model.backend == "vllm" else None,  # load_llm refuses it otherwise
+            kl=cfg.kl, agent_hidden_size=r.agent_hidden_size,
             learner=self.learner, reward_actor=self.reward_actors[index % len(self.reward_actors)],
             greedy_baseline=cfg.reward.baseline == "upstream-greedy",
             max_inflight_rewards=r.max_inflight_rewards, torch_threads=r.torch_threads,
@@ -148,7 +156,10 @@ class TrainingRun:
         cfg = self.cfg
         start = time.perf_counter()
         seconds_before = self.totals.seconds
-        learner_run = self.learner.run.remote(self.replay, max_updates=cfg.budget.updates or None)
+        self._updates_reported = ray.get(self.learner.metrics.remote()).updates  # resumed ones
+        # The update budget counts over the whole run, resumed parts included (as episodes do).
+        remaining = max(cfg.budget.updates - self._updates_reported, 0) if cfg.budget.updates else None
+        learner_run = self.learner.run.remote(self.replay, max_updates=remaining)
         inflight: dict[ray.ObjectRef, tuple[int, list[str]]] = {}
         for index, worker in enumerate(self.workers):
             for _ in range(CALLS_PER_WORKER):
@@ -170,7 +181,10 @@ class TrainingRun:
             interrupted = True
             print("\ninterrupted: stopping cleanly and saving (press Ctrl-C again to abort)", flush=True)
         self.totals.seconds = seconds_before + time.perf_counter() - start
-        return self._shutdown(inflight, learner_run, interrupted)
+        summary = self._shutdown(inflight, learner_run, interrupted)
+        if self._fatal:  # everything collected so far is saved; now say why it stopped
+            raise WorkerStartError(self._fatal)
+        return summary
 
     def _submit(self, inflight: dict, index: int) -> None:
         prompts = self.queue.take(self.cfg.rollout.episodes_per_call)
@@ -184,6 +198,10 @@ class TrainingRun:
             # so its prompts go back in the queue. Everything inserted earlier stays.
             self.totals.worker_failures += 1
             self.queue.give_back(prompts)
+            if getattr(err, "actor_init_failed", False):  # a bad model path, say: no restart helps
+                cause = str(err).strip().splitlines()[-1]
+                self._fatal = f"rollout worker {index} cannot start: {cause}"
+                return None
             log.warning("rollout worker %d failed (%s); Ray restarts it", index, type(err).__name__)
             print(f"rollout worker {index} died; Ray is restarting it, its prompts are requeued", flush=True)
             time.sleep(RESTART_BACKOFF_S)  # calls to a restarting actor fail at once; don't spin
@@ -212,6 +230,8 @@ class TrainingRun:
         t.rewards_seen += len(rewards)
 
     def _budget_reached(self, start: float, seconds_before: float, learner_run) -> bool:
+        if self._fatal:
+            return True
         b = self.cfg.budget
         if b.episodes and self.totals.episodes >= b.episodes:
             return True
@@ -237,6 +257,8 @@ class TrainingRun:
             "worker_failures": t.worker_failures,
         }
         self.metrics_log.write(record)
+        self.sink.inc("learner_updates", learner.updates - self._updates_reported)
+        self._updates_reported = learner.updates
         self.sink.record({k: v for k, v in {
             "replay_size": record["replay_size"], "samples_per_insert": record["samples_per_insert"],
             "updates_per_second": record["updates_per_s"], "critic_loss": record["critic_loss"],

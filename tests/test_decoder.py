@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
 
-from envs.decoder import AcceptRejectDecoder
-from envs.mdp import SamplingConfig, candidate_sets
+from envs.decoder import AcceptRejectDecoder, NonFiniteStateError
+from envs.mdp import SamplingConfig, candidate_sets, emission_probabilities
 from mara.contracts import ACCEPT, REJECT
+from mara.networks import Actor
 
 PROMPTS = ["How can I bake bread?", "Tell me a joke.", "Why is the sky blue? Answer briefly please."]
 
@@ -37,18 +40,21 @@ def coin(rng, n):
 
 
 def hf_greedy(llm, prompt, max_new_tokens):
+    """transformers' own greedy decoding, cut after the first EOS (as the decoder stops there)."""
     ids = torch.tensor([llm.encode_prompt(prompt)])
     out = llm.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
                              do_sample=False, temperature=None, top_k=None, top_p=None)
-    return out[0, ids.shape[1]:].tolist()
+    tokens = out[0, ids.shape[1]:].tolist()
+    ends = [i for i, t in enumerate(tokens) if t in llm.eos_token_ids]
+    return tokens[: ends[0] + 1] if ends else tokens
 
 
 @pytest.mark.parametrize("mode", ["lazy", "eager"])
 def test_always_accept_reproduces_greedy_decoding(tiny_llm, mode):
     results = run(tiny_llm, PROMPTS, always_accept, mode, max_new_tokens=16)
     for prompt, result in zip(PROMPTS, results):
-        assert result.response_ids == hf_greedy(tiny_llm, prompt, 16)[: len(result.response_ids)]
-        assert result.finish_reason in ("eos", "length")
+        assert result.response_ids == hf_greedy(tiny_llm, prompt, 16)
+        assert result.finish_reason == ("eos" if len(result.response_ids) < 16 else "length")
         assert all(k == 1 for k in result.accepted_positions)
 
 
@@ -72,9 +78,22 @@ def test_always_reject_picks_the_last_candidate(tiny_llm, mode):
     assert result.num_fallbacks == sum(1 for k in result.accepted_positions if k > 1)
 
 
+def llm_with_early_eos(llm, mode):
+    """The same model with one of its frequent tokens declared EOS, so that rows of a
+    batch finish at different steps and the decoder drops them from the KV cache."""
+    (first, *_) = run(llm, PROMPTS, coin, mode, max_new_tokens=10)
+    early = copy.copy(llm)
+    early.eos_token_ids = set(llm.eos_token_ids) | {first.response_ids[3]}
+    return early
+
+
+@pytest.mark.parametrize("early_eos", [False, True], ids=["same-length", "rows-end-apart"])
 @pytest.mark.parametrize("mode", ["lazy", "eager"])
-def test_candidate_states_equal_a_full_forward(tiny_llm, mode):
-    results = run(tiny_llm, PROMPTS, coin, mode, max_new_tokens=10)
+def test_candidate_states_equal_a_full_forward(tiny_llm, mode, early_eos):
+    llm = llm_with_early_eos(tiny_llm, mode) if early_eos else tiny_llm
+    results = run(llm, PROMPTS, coin, mode, max_new_tokens=10)
+    if early_eos:
+        assert {r.finish_reason for r in results} == {"eos", "length"}
     checked = 0
     for result in results:
         prefix = tiny_llm.encode_prompt(result.prompt)
@@ -97,6 +116,39 @@ def test_eager_states_of_every_candidate_equal_a_full_forward(tiny_llm):
         for k, token in enumerate(row.cand_ids):
             full = tiny_llm.full_forward_hidden(row.prompt_ids + row.response_ids + [token])[-1]
             torch.testing.assert_close(states[k], full, atol=1e-4, rtol=0)
+
+
+def test_emitted_candidates_follow_eq6(tiny_llm):
+    """Driven by pi(accept | s) with stochastic actions, the decoder's first-accept-wins
+    chain emits candidate k with the Eq. 6 probability of that position's candidates."""
+    sampling = SamplingConfig(temperature=1.0, top_k=4, top_p=1.0, max_new_tokens=1)
+    torch.manual_seed(0)
+    actor = Actor(state_dim=tiny_llm.hidden_size, hidden_size=16)
+    probe = AcceptRejectDecoder(tiny_llm, sampling, mode="eager")
+    probe.start(PROMPTS[:1])
+    accept = actor.accept_probability(probe.candidate_states(0)).double().numpy()
+    expected = emission_probabilities(accept)  # Eq. 6 over the position's 4 candidates
+    assert len(expected) == 4 and expected.sum() == pytest.approx(1.0)
+
+    n = 600
+    decoder = AcceptRejectDecoder(tiny_llm, sampling, mode="lazy")
+    decoder.start(PROMPTS[:1] * n)  # n independent draws of the same first position
+    rng = np.random.default_rng(0)
+    while decoder.has_pending():
+        p = actor.accept_probability(decoder.pending_states()).double().numpy()
+        decoder.apply((rng.random(len(p)) < p).astype(np.int64), p)
+    emitted = [r.accepted_positions[0] - 1 for r in decoder.results()]
+    observed = np.bincount(emitted, minlength=4) / n
+    sigma = np.sqrt(expected * (1 - expected) / n)
+    assert np.all(np.abs(observed - expected) <= 4 * sigma + 1e-3), (observed, expected)
+
+
+def test_non_finite_states_are_refused_clearly(tiny_llm, monkeypatch):
+    forward = tiny_llm.forward
+    monkeypatch.setattr(tiny_llm, "forward", lambda *args: forward(*args) * float("nan"))
+    decoder = AcceptRejectDecoder(tiny_llm, SamplingConfig(max_new_tokens=4))
+    with pytest.raises(NonFiniteStateError, match="non-finite hidden states.*float32"):
+        decoder.start(PROMPTS[:1])
 
 
 def test_transitions_follow_the_next_state_rule_on_a_scripted_policy(tiny_llm):
@@ -135,6 +187,27 @@ def test_lazy_mode_feeds_fewer_tokens_than_eager(tiny_llm):
     assert [r.response_ids for r in lazy] == [r.response_ids for r in eager]
     assert sum(r.forward_tokens for r in lazy) == sum(len(r.response_ids) for r in lazy)
     assert sum(r.forward_tokens for r in eager) > sum(r.forward_tokens for r in lazy)
+
+
+@pytest.mark.parametrize("mode", ["lazy", "eager"])
+def test_rows_advance_in_lockstep_one_forward_per_position(tiny_llm, monkeypatch, mode):
+    """Rows that need no decision at a position wait for the others, so a batch costs one
+    LLM forward and one output-head call per output position, as plain decoding does."""
+    calls = {"forward": 0, "logits": 0}
+    for name in calls:
+        method = getattr(tiny_llm, name)
+
+        def counted(*args, _method=method, _name=name):
+            calls[_name] += 1
+            return _method(*args)
+
+        monkeypatch.setattr(tiny_llm, name, counted)
+    sampling = SamplingConfig(max_new_tokens=12, temperature=0.3)  # many single-candidate positions
+    results = run(tiny_llm, PROMPTS, always_accept, mode, sampling=sampling)
+    longest = max(len(r.response_ids) for r in results)
+    # Both kinds of position occurred: with a decision, and with a single candidate.
+    assert 0 < sum(len(r.accepted_positions) for r in results) < sum(len(r.response_ids) for r in results)
+    assert calls == {"forward": 1 + longest, "logits": longest}  # prefill, then one per position
 
 
 def test_bad_prompts_are_refused_with_clear_errors(tiny_llm):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -86,14 +87,24 @@ def test_cli_generates_from_prompts_and_files(tiny_llm_path, tmp_path):
     assert all(r["mara"] == r["upstream_greedy"] for r in records)
 
 
-def test_cli_reports_bad_input_clearly(tiny_llm_path, tmp_path):
+def test_cli_reports_bad_input_clearly(tiny_llm_path, tmp_path, capsys):
     proc = mara("generate", "--model", str(tiny_llm_path), "--max-new-tokens", "4", "hi")
     assert proc.returncode == 0 and "UNTRAINED" in proc.stderr
+    # The error paths in-process (the same main() as above, without a 10 s start-up each).
+    from mara.cli import main
+
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes(b"\x00" * 10)
-    proc = mara("generate", "--agent", str(broken), "--model", str(tiny_llm_path), "hi")
-    assert proc.returncode == 2 and "cannot read agent file" in proc.stderr
-    proc = mara("generate", "--model", str(tiny_llm_path), "  ")
-    assert proc.returncode == 2 and "empty prompt" in proc.stderr
-    proc = mara("generate", "--model", str(tmp_path / "missing-model"), "hi")
-    assert proc.returncode == 2 and "not found" in proc.stderr
+    too_long = "word " * 400  # the tiny model's context is 256 tokens
+    too_wide = save_agent(Actor(state_dim=32, hidden_size=16), tmp_path / "wide.safetensors")
+    for args, message in (
+        (["--agent", str(broken), "--model", str(tiny_llm_path), "hi"], "cannot read agent file"),
+        (["--model", str(tiny_llm_path), "  "], "empty prompt"),
+        (["--model", str(tiny_llm_path), too_long], "context of 256 tokens"),
+        (["--agent", str(too_wide), "--model", str(tiny_llm_path), "hi"], "size 32.*hidden size is 64"),
+        (["--model", str(tmp_path / "missing-model"), "hi"], "not found"),
+        (["--model", str(tiny_llm_path), "--prompts-file", str(tmp_path / "none.json")], "not found"),
+    ):
+        assert main(["generate", *args]) == 2, args
+        err = capsys.readouterr().err
+        assert re.search(f"mara generate: error: .*{message}", err), err

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import gymnasium as gym
 from gymnasium.utils.env_checker import check_env
 import numpy as np
@@ -55,3 +57,8 @@ def test_one_rllib_training_iteration(ray_local, tiny_llm_path):
         algo.stop()
     assert result["training_iteration"] == 1
     assert result["num_env_steps_sampled_lifetime"] >= 32
+    # Whole accept/reject episodes ran through the env, and PPO took a gradient step on them.
+    assert result["env_runners"]["num_episodes"] >= 1
+    assert math.isfinite(result["env_runners"]["episode_return_mean"])
+    learned = result["learners"]["default_policy"]
+    assert learned["num_module_steps_trained"] >= 32 and math.isfinite(learned["total_loss"])

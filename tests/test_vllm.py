@@ -1,8 +1,10 @@
 """The vLLM backend (envs/vllm_backend.py) against the transformers backend on the real
-SmolLM2-135M, float32 on both sides.
+SmolLM2-135M, float32 on both sides, and its selection in the configuration, the
+generator, the command line and the rollout workers.
 
-One vLLM engine pair is shared by the whole module (start-up takes about a minute on
-CPU); the module is skipped when vLLM is not importable.
+One vLLM engine pair is shared by the module's engine tests (start-up takes about a
+minute on CPU); tests that need vLLM are skipped, with the reason, when it is not
+importable. The backend selection tests run without it (no engine is started).
 """
 
 from __future__ import annotations
@@ -11,24 +13,26 @@ import numpy as np
 import pytest
 import torch
 
-from envs.vllm_backend import vllm_available
+from envs.decoder import AcceptRejectDecoder
+from envs.mdp import SamplingConfig, candidate_sets
+from envs.vllm_backend import VllmEngineConfig, VllmUpstream, vllm_available
+from mara.generation import AlignedGenerator, load_llm
+from mara.networks import Actor
 
 _OK, _WHY = vllm_available()
-pytestmark = pytest.mark.skipif(not _OK, reason=_WHY)
-
-from envs.decoder import AcceptRejectDecoder  # noqa: E402
-from envs.mdp import SamplingConfig, candidate_sets  # noqa: E402
+needs_vllm = pytest.mark.skipif(not _OK, reason=_WHY)
 
 PROMPTS = ["How can I bake bread?", "What is the capital of France?"]
 MIN_COSINE = 0.999
+# enforce_eager: no torch.compile, so an engine starts in about a minute on CPU. On CPU
+# gpu_memory_utilization is the share of RAM for the engine's worker process, weights and
+# all (~1.6 GiB for SmolLM2 in float32), plus its KV cache.
+TEST_ENGINE = VllmEngineConfig(enforce_eager=True, max_model_len=1024, gpu_memory_utilization=0.15)
 
 
 @pytest.fixture(scope="module")
 def vllm_llm():
-    from envs.vllm_backend import VllmEngineConfig, VllmUpstream
-
-    # enforce_eager: no torch.compile, so the engine starts in about a minute on CPU.
-    llm = VllmUpstream("smollm2", VllmEngineConfig(enforce_eager=True, max_model_len=1024), device="cpu")
+    llm = VllmUpstream("smollm2", TEST_ENGINE, device="cpu")
     yield llm
     llm.close()
 
@@ -38,14 +42,57 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def test_engine_config_is_validated():
-    from envs.vllm_backend import VllmEngineConfig
-
-    with pytest.raises(ValueError, match="dtype"):
-        VllmEngineConfig(dtype="int8")
     with pytest.raises(ValueError, match="block_size"):
         VllmEngineConfig(block_size=24)
+    with pytest.raises(ValueError, match="gpu_memory_utilization"):
+        VllmEngineConfig(gpu_memory_utilization=0)
+    with pytest.raises(ValueError, match="dtype"):
+        VllmUpstream("smollm2", dtype="int8")
 
 
+def test_model_config_selects_the_backend():
+    from mara.config import load_config
+
+    cfg = load_config(None, ["model.backend=vllm", "model.vllm.enforce_eager=true", "model.vllm.block_size=16"])
+    assert cfg.model.backend == "vllm" and cfg.model.vllm == VllmEngineConfig(enforce_eager=True, block_size=16)
+    assert load_config(None).model.backend == "transformers"
+    with pytest.raises(ValueError, match="model.backend"):
+        load_config(None, ["model.backend=tensorrt"])
+    with pytest.raises(ValueError, match="safetensors"):
+        load_config(None, ["model.backend=vllm", "model.name=model.gguf"])
+    with pytest.raises(ValueError, match="unknown VllmEngineConfig"):
+        load_config(None, ["model.vllm.gpu_fraction=0.5"])
+    with pytest.raises(ValueError, match="block_size"):
+        load_config(None, ["model.vllm.block_size=24"])
+
+
+def test_generator_refuses_a_backend_that_does_not_match_its_llm(tiny_llm):
+    with pytest.raises(ValueError, match="does not match"):
+        AlignedGenerator(tiny_llm, Actor(state_dim=tiny_llm.hidden_size), backend="vllm")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        AlignedGenerator(tiny_llm, Actor(state_dim=tiny_llm.hidden_size), backend="onnx")
+    with pytest.raises(ValueError, match="backend is transformers"):
+        load_llm("smollm2", vllm=TEST_ENGINE)
+
+
+def test_command_line_builds_a_vllm_generator():
+    """``--backend vllm --vllm KEY=VALUE`` reaches the generator (its engines start on
+    first use, so nothing runs here)."""
+    from mara.cli import build_parser
+    from mara.cli_args import generator_from_args
+
+    args = build_parser().parse_args(["generate", "--backend", "vllm", "--vllm", "enforce_eager=true",
+                                      "--vllm", "gpu_memory_utilization=0.15", "--device", "cpu", "hi"])
+    with pytest.warns(UserWarning, match="UNTRAINED"):
+        gen = generator_from_args(args)
+    assert gen.backend == "vllm" and isinstance(gen.llm, VllmUpstream)
+    assert gen.llm.engine_config == VllmEngineConfig(enforce_eager=True, gpu_memory_utilization=0.15)
+    args = build_parser().parse_args(["eval", "--vllm", "enforce_eager", "--prompts", "p.json", "--out", "x"])
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        generator_from_args(args)
+
+
+@needs_vllm
 def test_same_prompt_ids_eos_and_head(vllm_llm, smollm2):
     assert vllm_llm.encode_prompt(PROMPTS[0]) == smollm2.encode_prompt(PROMPTS[0])
     assert vllm_llm.eos_token_ids == smollm2.eos_token_ids
@@ -54,6 +101,7 @@ def test_same_prompt_ids_eos_and_head(vllm_llm, smollm2):
     torch.testing.assert_close(vllm_llm.logits(hidden), smollm2.logits(hidden), rtol=1e-5, atol=1e-4)
 
 
+@needs_vllm
 def test_states_and_candidate_sets_match_transformers(vllm_llm, smollm2):
     sampling = SamplingConfig()
     for prompt in PROMPTS:
@@ -94,6 +142,7 @@ def _run(decoder, prompts):
     return decoder.results()
 
 
+@needs_vllm
 @pytest.mark.parametrize("mode", ["lazy", "eager"])
 def test_decoder_takes_the_transformers_path(vllm_llm, smollm2, mode):
     from envs.vllm_backend import VllmAcceptRejectDecoder
@@ -112,12 +161,12 @@ def test_decoder_takes_the_transformers_path(vllm_llm, smollm2, mode):
         np.testing.assert_allclose(a.episode.kl_penalties, b.episode.kl_penalties, atol=1e-4)
 
 
-def test_run_episodes_with_an_actor(vllm_llm):
-    from envs.vllm_backend import run_episodes
-    from mara.networks import Actor
-
+@needs_vllm
+def test_rollout_episodes_with_an_actor(vllm_llm):
     torch.manual_seed(0)
-    results = run_episodes(vllm_llm, Actor(state_dim=576), PROMPTS, SamplingConfig(max_new_tokens=6), greedy=False)
+    gen = AlignedGenerator(vllm_llm, Actor(state_dim=576), sampling=SamplingConfig(max_new_tokens=6), greedy=False,
+                           backend="vllm")
+    results = gen.run_episodes(PROMPTS)
     assert [r.prompt for r in results] == PROMPTS
     for r in results:
         assert 1 <= len(r.response_ids) <= 6
@@ -125,10 +174,8 @@ def test_run_episodes_with_an_actor(vllm_llm):
     assert vllm_llm.stats.cached_tokens > 0  # prefix caching is doing its job
 
 
+@needs_vllm
 def test_greedy_baseline_matches_transformers(vllm_llm, smollm2):
-    from mara.generation import AlignedGenerator
-    from mara.networks import Actor
-
     sampling = SamplingConfig(max_new_tokens=24)
     theirs = AlignedGenerator(smollm2, Actor(state_dim=576), sampling=sampling).generate_upstream(PROMPTS)
     ours = vllm_llm.generate_upstream(PROMPTS, sampling)
@@ -136,6 +183,7 @@ def test_greedy_baseline_matches_transformers(vllm_llm, smollm2):
     assert "Paris" in ours[1]
 
 
+@needs_vllm
 def test_sampled_baseline_is_seeded(vllm_llm):
     sampling = SamplingConfig(max_new_tokens=8)
     first = vllm_llm.generate_upstream(PROMPTS, sampling, sample=True, seed=3)
@@ -143,19 +191,33 @@ def test_sampled_baseline_is_seeded(vllm_llm):
     assert first == again and all(first)
 
 
+@needs_vllm
 def test_aligned_generator_with_the_vllm_backend(vllm_llm):
-    import inspect
-
-    from mara.generation import AlignedGenerator
-    from mara.networks import Actor
-
-    if "backend" not in inspect.signature(AlignedGenerator).parameters:
-        pytest.skip("AlignedGenerator has no backend option yet (the mara/generation.py hook is not applied)")
     torch.manual_seed(0)
     gen = AlignedGenerator(vllm_llm, Actor(state_dim=576), sampling=SamplingConfig(max_new_tokens=6), backend="vllm")
     answers = gen.generate(PROMPTS)
     assert [a.prompt for a in answers] == PROMPTS and all(1 <= a.num_tokens <= 6 for a in answers)
     assert gen.generate_upstream(PROMPTS) == vllm_llm.generate_upstream(PROMPTS, gen.sampling)
+
+
+@needs_vllm
+def test_eval_baselines_through_vllm(vllm_llm):
+    """``mara eval``'s systems with the vLLM backend: MARA through the vLLM decoder, the
+    greedy, sampled and best-of-N upstream answers through vLLM's batched generation."""
+    from mara.evaluation import Judge, length_judge, run_eval
+    from mara.rewards.base import FunctionScorer
+
+    gen = AlignedGenerator(vllm_llm, Actor(state_dim=576), sampling=SamplingConfig(max_new_tokens=6), backend="vllm")
+    judge = Judge("length", FunctionScorer("mara.evaluation:length_judge"))
+    result = run_eval(gen, [("set", PROMPTS)], {"length": judge}, sampled=True, best_of_n=2, bon_scorer=judge,
+                      progress=False)
+    assert result.systems == ["mara", "upstream-greedy", "upstream-sampled", "best-of-2"]
+    greedy = vllm_llm.generate_upstream(PROMPTS, gen.sampling)
+    for record, expected in zip(result.records, greedy):
+        assert record["answers"]["upstream-greedy"] == expected
+        candidates = record["best_of_n"]["candidates"]
+        assert record["answers"]["upstream-sampled"] == candidates[0]
+        assert record["answers"]["best-of-2"] == max(candidates, key=lambda t: length_judge("", t))
 
 
 @pytest.fixture(scope="module")
@@ -173,8 +235,8 @@ def tiny_reward_path(tmp_path_factory, smollm2_path):
     return path
 
 
+@needs_vllm
 def test_vllm_reward_scorer_matches_seq_cls(vllm_llm, tiny_reward_path):
-    import mara.rewards.vllm_scorer  # noqa: F401  registers the kind
     from mara.rewards import SCORER_KINDS, ScorerSpec, build_scorer
     from mara.rewards.seq_cls import SeqClsScorer
 
@@ -184,8 +246,41 @@ def test_vllm_reward_scorer_matches_seq_cls(vllm_llm, tiny_reward_path):
     responses = ["Mix flour, water, yeast and salt, knead, let it rise, then bake.", "No."]
     reference = SeqClsScorer(str(tiny_reward_path), device="cpu", dtype="float32").score(prompts, responses)
     scorer = build_scorer(ScorerSpec("vllm-reward", path=str(tiny_reward_path),
-                                     options={"enforce_eager": True, "max_length": 512}))
+                                     options={"enforce_eager": True, "max_length": 512,
+                                              "gpu_memory_utilization": TEST_ENGINE.gpu_memory_utilization}))
     try:
         np.testing.assert_allclose(scorer.score(prompts, responses), reference, rtol=1e-3, atol=1e-3)
     finally:
         scorer.close()
+
+
+@needs_vllm
+def test_training_run_with_the_vllm_backend(ray_local, tmp_path):
+    """A tiny run on local Ray whose rollout worker hosts SmolLM2 in vLLM engines (spawned
+    from inside the Ray actor): its transitions reach the replay buffer."""
+    import ray
+
+    from mara.config import RunConfig, from_dict
+    from mara.training import TrainingRun, new_run_dir
+
+    cfg = from_dict(RunConfig, {
+        "model": {"backend": "vllm", "device": "cpu",
+                  "vllm": {"enforce_eager": True, "max_model_len": 512,
+                           "gpu_memory_utilization": TEST_ENGINE.gpu_memory_utilization}},
+        "sampling": {"max_new_tokens": 4},
+        "reward": {"scorers": [{"kind": "function", "path": "mara.rewards.examples:word_count"}], "num_cpus": 0.1},
+        "rollout": {"num_cpus": 0.5, "episodes_per_call": 2},
+        "learner_num_cpus": 0.5,
+        "budget": {"episodes": 4, "seconds": 600},
+        "output_dir": str(tmp_path), "metrics_port": -1, "dashboard": False,
+    })
+    run = TrainingRun(cfg, new_run_dir(cfg))
+    run.build()
+    try:
+        summary = run.run()
+    finally:
+        for worker in run.workers:  # stop the engines now, not at the end of the test session
+            ray.get(worker.close.remote())
+            ray.kill(worker)
+    assert summary["episodes"] >= 4 and summary["transitions"] > 0
+    assert summary["replay"]["size"] == summary["inserted"] > 0

@@ -1,0 +1,65 @@
+"""The upstream LLM backend (envs/upstream.py): prompt formatting, dtypes, the GGUF path."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from envs.decoder import AcceptRejectDecoder
+from envs.mdp import SamplingConfig
+from envs.upstream import UpstreamLLM, embedded_gguf_path, load_upstream, resolve_model
+
+PROMPT = "How can I bake bread?"
+
+
+def test_prompts_go_through_the_tokenizers_chat_template(tiny_llm):
+    ids = tiny_llm.encode_prompt(PROMPT)
+    expected = tiny_llm.tokenizer.apply_chat_template(
+        [{"role": "user", "content": PROMPT}], add_generation_prompt=True, tokenize=False)
+    assert tiny_llm.tokenizer.decode(ids) == expected
+    assert "<|im_start|>user" in expected and expected.rstrip().endswith("assistant")
+
+
+def test_tokenizers_without_a_chat_template_get_plain_text(tiny_llm):
+    tokenizer = copy.deepcopy(tiny_llm.tokenizer)
+    tokenizer.chat_template = None
+    plain = UpstreamLLM(tiny_llm.model, tokenizer, model_id="plain")
+    assert plain.encode_prompt(PROMPT) == tokenizer(PROMPT, add_special_tokens=True)["input_ids"]
+
+
+def test_half_precision_models_give_float32_states_close_to_float32(tiny_llm, tiny_llm_path):
+    half = load_upstream(str(tiny_llm_path), dtype="bfloat16", device="cpu")
+    assert half.dtype == torch.bfloat16
+    states = {}
+    for name, llm in (("fp32", tiny_llm), ("bf16", half)):
+        decoder = AcceptRejectDecoder(llm, SamplingConfig(max_new_tokens=2), mode="lazy")
+        decoder.start([PROMPT])
+        states[name] = decoder.pending_states()
+    assert states["bf16"].dtype == torch.float32
+    # bfloat16 keeps ~3 significant digits: the same direction, not the same bits.
+    assert torch.nn.functional.cosine_similarity(states["bf16"], states["fp32"]).min() > 0.99
+
+
+def test_bad_backend_settings_are_refused(tiny_llm_path, tmp_path):
+    with pytest.raises(ValueError, match="dtype"):
+        load_upstream(str(tiny_llm_path), dtype="int8")
+    with pytest.raises(ValueError, match="4-D masks"):
+        load_upstream(str(tiny_llm_path), attn_implementation="flash_attention_2")
+    with pytest.raises(FileNotFoundError, match="GGUF file not found"):
+        resolve_model(str(tmp_path / "missing.gguf"))
+    with pytest.raises(FileNotFoundError, match="model folder not found"):
+        resolve_model(str(tmp_path / "missing-model"))
+
+
+def test_gguf_file_loads_and_matches_the_cached_conversion(smollm2):
+    """A .gguf path loads through transformers' GGUF reader (the slow path, ~20 s), and
+    the safetensors copy cached for later loads holds exactly the same weights."""
+    gguf = load_upstream(str(embedded_gguf_path()), device="cpu")
+    assert gguf.model_id.endswith(".gguf") and gguf.hidden_size == smollm2.hidden_size == 576
+    ids = smollm2.encode_prompt(PROMPT)
+    assert gguf.encode_prompt(PROMPT) == ids
+    np.testing.assert_array_equal(gguf.full_forward_hidden(ids).numpy(),
+                                  smollm2.full_forward_hidden(ids).numpy())
