@@ -274,10 +274,10 @@ class LearnerActor:
             self._store_weights(self._learner.version, self._learner.actor_weights())
             return self._learner.updates
 
-    def export_agent(self, path: str) -> str:
+    def export_agent(self, path: str, **metadata: str) -> str:
         """Write the actor alone (``mara.agent_io`` format) for inference."""
         with self._train_lock:
-            return str(self._learner.export_agent(path))
+            return str(self._learner.export_agent(path, **metadata))
 
     # -- internals -----------------------------------------------------------------------
 

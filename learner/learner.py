@@ -94,10 +94,11 @@ class SACLearner:
         self._version += 1
         return self._version, self.actor_weights()
 
-    def export_agent(self, path: str | Path) -> Path:
-        """Write the actor alone in the agent format of ``mara.agent_io``."""
+    def export_agent(self, path: str | Path, **metadata: str) -> Path:
+        """Write the actor alone in the agent format of ``mara.agent_io``, with extra
+        string ``metadata`` (e.g. the training reward)."""
         return save_agent(self.state.actor, path, upstream_model=self.upstream_model,
-                          version=str(self._version), updates=str(self.updates))
+                          version=str(self._version), updates=str(self.updates), **metadata)
 
     # -- checkpoints ---------------------------------------------------------------------
 

@@ -19,6 +19,10 @@ from mara.atomic import atomic_path
 from mara.networks import Actor
 
 FORMAT_VERSION = "mara-agent-1"
+# The agent trained for the embedded SmolLM2-135M-Instruct (docs/RESULTS.md), used when no
+# agent is named; "untrained" names a randomly initialised agent instead.
+SHIPPED_AGENT = Path(__file__).resolve().parent / "data" / "agent_smollm2.safetensors"
+UNTRAINED = "untrained"
 
 
 class AgentFileError(ValueError):
@@ -78,6 +82,14 @@ def load_agent(path: str | Path, expected_state_dim: int | None = None) -> Actor
     except RuntimeError as err:
         raise AgentFileError(f"{path}: tensors do not fit the actor network: {err}") from err
     return actor.eval()
+
+
+def default_agent(model_hidden_size: int) -> Path | None:
+    """The shipped agent when it exists and reads states of ``model_hidden_size``, else None."""
+    if not SHIPPED_AGENT.is_file():
+        return None
+    state_dim = int(read_agent_metadata(SHIPPED_AGENT).get("state_dim", 0))
+    return SHIPPED_AGENT if state_dim == model_hidden_size else None
 
 
 def check_state_dim(agent_state_dim: int, model_hidden_size: int | None, what: str = "agent") -> None:

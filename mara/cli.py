@@ -5,6 +5,7 @@
     mara generate --backend vllm --vllm enforce_eager=true --compare "How can I bake bread?"
     mara eval --agent agent.safetensors --prompts harmful=prompts.json --out eval/
     mara train-reward --data pairs.jsonl --out head.safetensors
+    mara learning-curve runs/<run> --out curve.png
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import warnings
 from mara.agent_io import AgentFileError
 from mara.cli_args import add_generator_arguments, generator_from_args
 from mara.evaluation import add_eval_parser
+from mara.learning_curve import add_learning_curve_parser
 from mara.rewards.train import add_train_reward_parser
 
 
@@ -77,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     _generate_parser(sub)
     add_eval_parser(sub)
     add_train_reward_parser(sub)
+    add_learning_curve_parser(sub)
     return parser
 
 

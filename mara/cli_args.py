@@ -7,7 +7,9 @@ import argparse
 
 
 def add_generator_arguments(p: argparse.ArgumentParser, max_new_tokens: int = 256) -> None:
-    p.add_argument("--agent", help="agent file (.safetensors, or a reference .pth); default: untrained")
+    p.add_argument("--agent", help="agent file (.safetensors, or a reference .pth), or 'untrained' (random "
+                                    "weights); default: the agent shipped for SmolLM2-135M-Instruct when the "
+                                    "model's hidden size fits it, else untrained")
     p.add_argument("--model", help="upstream LLM: 'smollm2' (embedded), hub id, folder or .gguf "
                                     "(default: the agent's recorded model, else smollm2)")
     p.add_argument("--mode", choices=["lazy", "eager"], default="lazy")

@@ -55,6 +55,17 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class PromptSet:
+    """One prompt source with its own field, filter and size (an entry of ``prompts.mix``)."""
+
+    source: str  # JSON/JSONL/parquet/txt file, dataset id or folder
+    column: str = "instruction"  # field holding the prompt
+    split: str = "train"  # dataset split, for dataset sources
+    where: dict[str, str] = field(default_factory=dict)  # keep rows with these field values, e.g. {source: helpful-base}
+    limit: int = 0  # only the first N prompts (after ``where``; 0 = all)
+
+
+@dataclass(frozen=True)
 class PromptConfig:
     """Where training prompts come from (see mara/prompts.py for the accepted formats)."""
 
@@ -62,6 +73,8 @@ class PromptConfig:
     column: str = "instruction"  # field holding the prompt
     split: str = "train"  # dataset split, for dataset sources
     limit: int = 0  # use only the first N prompts of each source (0 = all)
+    mix: tuple[PromptSet, ...] = ()  # several sets, each with its own column / where / limit; replaces the four above
+    exclude: tuple[PromptSet, ...] = ()  # prompts never trained on (evaluation sets): removed from the training prompts
     shuffle_seed: int = 0  # prompts are shuffled once with this seed
 
 
@@ -177,6 +190,10 @@ def _convert(hint, value, where: str):
     if origin is tuple:  # tuple[ScorerSpec, ...]
         (inner, _) = typing.get_args(hint)
         return tuple(_convert(inner, v, where) for v in value)
+    if origin is dict:  # dict[str, str]
+        if not isinstance(value, dict):
+            raise ValueError(f"{where} must be a mapping, got {value!r}")
+        return dict(value)
     if origin in (typing.Union, types.UnionType):  # float | str
         return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):

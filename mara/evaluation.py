@@ -537,7 +537,7 @@ def position_shares(positions: Sequence[int], buckets: int = POSITION_BUCKETS) -
     return {label: (counts[k] / total if total else 0.0) for k, label in enumerate(labels, start=1)}
 
 
-def _figure(width: float, height: float):
+def new_figure(width: float, height: float):
     # A bare Figure on the Agg canvas: no pyplot, no global backend switch, no display needed.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -549,7 +549,7 @@ def _figure(width: float, height: float):
 
 def plot_accepted_positions(accepted: dict[str, list[int]], path: str | Path) -> None:
     """Fig. 3 style: share of acceptances per candidate index (1..9, 10+), one bar group per set."""
-    fig = _figure(7, 3.5)
+    fig = new_figure(7, 3.5)
     ax = fig.add_subplot()
     width = 0.8 / max(1, len(accepted))
     for i, (name, positions) in enumerate(accepted.items()):
@@ -570,7 +570,7 @@ def plot_scores(result: EvalResult, path: str | Path) -> None:
     """Score distributions: one panel per prompt set (rows) and judge (columns), one box
     with its points per system."""
     judges, sets = result.judges, result.prompt_sets
-    fig = _figure(max(4.5, 1.4 * len(result.systems)) * len(judges), 3.6 * len(sets))
+    fig = new_figure(max(4.5, 1.4 * len(result.systems)) * len(judges), 3.6 * len(sets))
     rng = np.random.default_rng(0)  # jitter only
     for row, ps in enumerate(sets):
         records = [r for r in result.records if r["prompt_set"] == ps]
@@ -621,7 +621,7 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
 
 def eval_main(args: argparse.Namespace) -> int:
     """Run ``mara eval`` from parsed arguments; returns the exit status."""
-    from mara.agent_io import read_agent_metadata
+    from mara.agent_io import UNTRAINED, read_agent_metadata
     from mara.cli_args import generator_from_args
     from mara.prompts import load_prompts
     from mara.rewards.base import ScorerSpec
@@ -665,14 +665,15 @@ def eval_main(args: argparse.Namespace) -> int:
         bon = judges.get(args.bon_scorer) or build_judge(parse_judge_spec(args.bon_scorer, name="best-of-n"))
 
     gen = generator_from_args(args, greedy=True, seed=args.seed)
-    training_reward = _training_reward(read_agent_metadata(args.agent)) if args.agent else None
+    trained = gen.agent_path not in (None, UNTRAINED)
+    training_reward = _training_reward(read_agent_metadata(gen.agent_path)) if trained else None
     try:
         result = run_eval(gen, prompt_sets, judges, num_prompts=args.num_prompts, seed=args.seed,
                           tie_margin=args.tie_margin, sampled=args.sampled, best_of_n=args.best_of_n,
                           bon_scorer=bon, training_reward=training_reward, progress=not args.no_progress)
     finally:
         gen.close()  # the vLLM backend's engine processes
-    result.settings = {"agent": args.agent or "UNTRAINED (random weights)",
+    result.settings = {"agent": gen.agent_path if trained else "UNTRAINED (random weights)",
                        "upstream model": gen.llm.model_id, "backend": gen.backend, **result.settings}
     paths = write_outputs(result, args.out)
     print(paths["results.md"].read_text(encoding="utf-8"))

@@ -25,7 +25,7 @@ import torch
 from envs.decoder import AcceptRejectDecoder, DecodeResult
 from envs.mdp import KLConfig, SamplingConfig
 from envs.vllm_backend import BACKENDS, VllmAcceptRejectDecoder, VllmEngineConfig, VllmUpstream
-from mara.agent_io import check_state_dim, load_agent, read_agent_metadata
+from mara.agent_io import UNTRAINED, check_state_dim, default_agent, load_agent, read_agent_metadata
 from mara.networks import Actor
 
 log = logging.getLogger(__name__)
@@ -103,6 +103,7 @@ class AlignedGenerator:
         self.kl = kl
         self.decision_delay_s = decision_delay_s  # testing knob: simulates a slower LLM
         self.rng = np.random.default_rng(seed)
+        self.agent_path: str | None = None  # set by from_paths: the agent file, or "untrained"
 
     @classmethod
     def from_paths(
@@ -115,20 +116,32 @@ class AlignedGenerator:
         vllm: VllmEngineConfig | None = None,
         **kwargs,
     ) -> "AlignedGenerator":
-        """Load the upstream model and the agent. Without ``model`` the agent's recorded
-        upstream model is used, else the embedded SmolLM2; without ``agent`` an
-        untrained (randomly initialised) agent is used, with a warning. ``backend`` and
+        """Load the upstream model and the agent.
+
+        ``agent``: a file; None for the agent shipped with the project
+        (``mara.agent_io.SHIPPED_AGENT``, trained for SmolLM2-135M-Instruct) when it fits
+        the model's hidden size, else an untrained one with a warning; ``"untrained"`` for
+        a randomly initialised agent (with a warning). Without ``model`` the agent's
+        recorded upstream model is used, else the embedded SmolLM2. ``backend`` and
         ``vllm`` (engine settings) as in ``load_llm``."""
-        if model is None and agent is not None:
+        if model is None and agent not in (None, UNTRAINED):
             model = read_agent_metadata(agent).get("upstream_model") or None
         llm = load_llm(model, backend=backend, dtype=dtype, device=device, vllm=vllm)
         if agent is None:
-            warnings.warn("no agent given: using an UNTRAINED accept/reject agent (random weights)",
-                          stacklevel=2)
+            agent = default_agent(llm.hidden_size)
+            if agent is None:
+                warnings.warn(f"no agent given and the shipped agent does not fit {llm.model_id} (hidden size "
+                              f"{llm.hidden_size}): using an UNTRAINED accept/reject agent (random weights)",
+                              stacklevel=2)
+                agent = UNTRAINED
+        if agent == UNTRAINED:
+            warnings.warn("using an UNTRAINED accept/reject agent (random weights)", stacklevel=2)
             actor = Actor(state_dim=llm.hidden_size)
         else:
             actor = load_agent(agent, expected_state_dim=llm.hidden_size)
-        return cls(llm, actor, backend=backend, **kwargs)
+        generator = cls(llm, actor, backend=backend, **kwargs)
+        generator.agent_path = str(agent)  # what answers: a file, or "untrained"
+        return generator
 
     def close(self) -> None:
         """Stop the vLLM engines' processes (nothing to do for transformers)."""

@@ -7,6 +7,13 @@ Sources:
 
 Rows without a usable prompt (missing field, not a string, blank) are reported with their
 row numbers; ``on_bad_row="skip"`` drops them with a warning, ``"error"`` refuses the file.
+``where`` keeps only the rows whose fields have the given values (e.g. ``{"source":
+"helpful-base"}`` in ../shared/data/prompts/hhrlhf_train.json); rows it leaves out are
+not bad rows.
+
+``training_prompts`` reads a run's prompt configuration: one source, or a *mix* of
+several (each with its own column, filter and limit), minus the *excluded* sets (the
+prompts kept for evaluation).
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ class PromptFileError(ValueError):
 
 
 def load_prompts(source: str | Path, column: str = "instruction", split: str = "train",
-                 on_bad_row: str = "skip", limit: int | None = None) -> list[str]:
+                 on_bad_row: str = "skip", limit: int | None = None, where: dict | None = None) -> list[str]:
     if on_bad_row not in ("skip", "error"):
         raise ValueError("on_bad_row must be 'skip' or 'error'")
     path = Path(source)
@@ -37,6 +44,8 @@ def load_prompts(source: str | Path, column: str = "instruction", split: str = "
         rows = _read_jsonl(path)
     else:
         rows = _read_dataset(str(source), split)
+    if where:
+        rows = [r for r in rows if not isinstance(r, dict) or all(r.get(k) == v for k, v in where.items())]
     prompts, bad = [], []
     for number, row in enumerate(rows, start=1):
         value = row.get(column) if isinstance(row, dict) else None
@@ -50,8 +59,31 @@ def load_prompts(source: str | Path, column: str = "instruction", split: str = "
             raise PromptFileError(message)
         log.warning("%s (skipped)", message)
     if not prompts:
-        raise PromptFileError(f"{source}: no prompts found in field {column!r}")
+        chosen = f" among the rows with {where}" if where else ""
+        raise PromptFileError(f"{source}: no prompts found in field {column!r}{chosen}")
     return prompts[:limit] if limit else prompts
+
+
+def training_prompts(config) -> list[str]:
+    """The prompts of a ``mara.config.PromptConfig``: its ``mix`` of prompt sets (or its
+    single ``source``), in order, without the prompts of its ``exclude`` sets."""
+    def read(s) -> list[str]:
+        return load_prompts(s.source, column=s.column, split=s.split, limit=s.limit or None,
+                            where=dict(s.where) or None)
+
+    if config.mix:
+        prompts = [p for s in config.mix for p in read(s)]
+    else:
+        sources = [config.source] if isinstance(config.source, str) else list(config.source)
+        prompts = [p for source in sources for p in load_prompts(source, column=config.column, split=config.split,
+                                                                limit=config.limit or None)]
+    excluded = {p for s in config.exclude for p in read(s)}
+    kept = [p for p in prompts if p not in excluded]
+    if len(kept) < len(prompts):
+        log.info("left out %d training prompts that are in the excluded (evaluation) sets", len(prompts) - len(kept))
+    if not kept:
+        raise PromptFileError("every training prompt is in an excluded set")
+    return kept
 
 
 def _read_json(path: Path) -> list:

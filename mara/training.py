@@ -18,10 +18,13 @@ replay.arrow (replay snapshot), state.json (prompt position and counters), agent
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import random
+import signal
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -37,7 +40,7 @@ from learner.actor import make_learner_actor
 from mara.atomic import write_json_atomic
 from mara.config import RunConfig, save_config
 from mara.metrics import MetricsLog, MetricsSink
-from mara.prompts import load_prompts
+from mara.prompts import training_prompts
 from replay.actor import ReplayActor
 
 log = logging.getLogger(__name__)
@@ -104,10 +107,7 @@ class TrainingRun:
     # ------------------------------------------------------------------ building
     def build(self) -> None:
         cfg = self.cfg
-        sources = [cfg.prompts.source] if isinstance(cfg.prompts.source, str) else list(cfg.prompts.source)
-        prompts = [p for source in sources
-                   for p in load_prompts(source, column=cfg.prompts.column, split=cfg.prompts.split,
-                                         limit=cfg.prompts.limit or None)]
+        prompts = training_prompts(cfg.prompts)
         state = self._read_state() if self.resume else {}
         self.queue = PromptQueue(prompts, cfg.prompts.shuffle_seed, state.get("prompt_position", 0),
                                  state.get("prompt_retry", []))
@@ -219,7 +219,8 @@ class TrainingRun:
         self.sink.inc("episodes", stats.episodes)
         self.sink.inc("transitions", stats.transitions)
         self.sink.record({"tokens_per_second": stats.tokens / max(stats.seconds, 1e-9)})
-        self.metrics_log.write({"event": "rollout", **{k: v for k, v in vars(stats).items() if k != "rewards"},
+        # The sentence rewards of the episodes scored since the last call (the learning curve).
+        self.metrics_log.write({"event": "rollout", **vars(stats),
                                 "mean_reward": float(np.mean(stats.rewards)) if stats.rewards else None})
 
     def _add_rewards(self, rewards: list[float], inserted: int) -> None:
@@ -290,7 +291,7 @@ class TrainingRun:
         self.learner.stop.remote()
         learner_stats = ray.get(learner_run)
         ray.get(self.replay.save.remote(str(self.run_dir / REPLAY_FILE)))
-        ray.get(self.learner.export_agent.remote(str(self.run_dir / AGENT_FILE)))
+        ray.get(self.learner.export_agent.remote(str(self.run_dir / AGENT_FILE), **self._agent_metadata()))
         replay_stats = ray.get(self.replay.stats.remote())
         self._write_state()
         final = self._report(time.perf_counter(), self.totals.seconds)
@@ -306,6 +307,15 @@ class TrainingRun:
         self.metrics_log.close()
         self.sink.stop()
         return summary
+
+    def _agent_metadata(self) -> dict[str, str]:
+        """What the agent file records of its training (``mara eval`` reads "reward" to say
+        whether a judge is the training reward)."""
+        t = self.totals
+        return {"reward": json.dumps([{"kind": s.kind, "path": s.path, "weight": s.weight}
+                                      for s in self.cfg.reward.scorers]),
+                "reward_baseline": json.dumps(self.cfg.reward.baseline), "reward_scale": str(self.cfg.reward.scale),
+                "run": self.run_dir.name, "episodes": str(t.episodes), "transitions": str(t.transitions)}
 
     def _read_state(self) -> dict:
         path = self.run_dir / STATE_FILE
@@ -348,19 +358,40 @@ def connect_ray(cfg: RunConfig) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def _stop_on_sigterm():
+    """While training, SIGTERM (a job scheduler, ``kill``) stops the run as Ctrl-C does:
+    cleanly, saving what ``--resume`` needs. Ctrl-C is re-enabled too, since a shell
+    starts background jobs with SIGINT ignored. The previous handlers come back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt), signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGINT, previous[1])
+
+
 def train(cfg: RunConfig, run_dir: Path, resume: bool = False) -> dict:
     """Run training to its budget; returns the summary written to run_dir/summary.json."""
     started_ray = connect_ray(cfg)
     try:
-        if not resume:
-            save_config(cfg, run_dir / "config.yaml")
-        run = TrainingRun(cfg, run_dir, resume=resume)
-        if cfg.metrics_port >= 0:
-            port = run.sink.start_http_server(cfg.metrics_port, host=cfg.metrics_host)
-            print(f"Prometheus metrics: http://{cfg.metrics_host}:{port}/metrics", flush=True)
-        run.build()
-        print(f"run folder: {run_dir}", flush=True)
-        return run.run()
+        with _stop_on_sigterm():  # after ray.init, which installs a SIGTERM handler of its own
+            if not resume:
+                save_config(cfg, run_dir / "config.yaml")
+            run = TrainingRun(cfg, run_dir, resume=resume)
+            if cfg.metrics_port >= 0:
+                port = run.sink.start_http_server(cfg.metrics_port, host=cfg.metrics_host)
+                print(f"Prometheus metrics: http://{cfg.metrics_host}:{port}/metrics", flush=True)
+            run.build()
+            print(f"run folder: {run_dir}", flush=True)
+            return run.run()
     finally:
         if started_ray:
             ray.shutdown()

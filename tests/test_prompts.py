@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -52,3 +53,67 @@ def test_missing_and_empty_sources(tmp_path):
 def test_shared_prompt_sets_load(shared_data):
     prompts = load_prompts(shared_data / "prompts" / "saferlhf_test.json")
     assert len(prompts) == 200
+
+
+def test_where_keeps_matching_rows_only(tmp_path):
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps([{"instruction": "a", "source": "helpful-base"}, {"instruction": "b", "source": "x"},
+                                {"instruction": "c", "source": "helpful-base"}, {"instruction": "d"}]))
+    assert load_prompts(path, where={"source": "helpful-base"}) == ["a", "c"]
+    assert load_prompts(path, where={"source": "helpful-base"}, limit=1) == ["a"]
+    with pytest.raises(PromptFileError, match="among the rows with"):
+        load_prompts(path, where={"source": "nowhere"})
+
+
+def test_training_prompts_mix_sources_and_leave_out_excluded_sets(tmp_path):
+    from mara.config import load_config
+    from mara.prompts import training_prompts
+
+    harmful, benign, heldout = tmp_path / "h.json", tmp_path / "b.json", tmp_path / "held.json"
+    harmful.write_text(json.dumps([{"instruction": f"harm {i}"} for i in range(5)]))
+    benign.write_text(json.dumps([{"instruction": f"ben {i}", "source": "helpful-base" if i % 2 else "other"}
+                                  for i in range(10)]))
+    heldout.write_text(json.dumps([{"instruction": "ben 3"}, {"instruction": "harm 0"}]))
+    cfg = load_config(None, [
+        f"prompts.mix=[{{source: {harmful}, limit: 3}}, {{source: {benign}, where: {{source: helpful-base}}}}]",
+        f"prompts.exclude=[{{source: {heldout}}}]",
+    ])
+    assert training_prompts(cfg.prompts) == ["harm 1", "harm 2", "ben 1", "ben 5", "ben 7", "ben 9"]
+    everything = load_config(None, [f"prompts.mix=[{{source: {heldout}}}]", f"prompts.exclude=[{{source: {heldout}}}]"])
+    with pytest.raises(PromptFileError, match="every training prompt"):
+        training_prompts(everything.prompts)
+    with pytest.raises(ValueError, match="PromptSet.where must be a mapping"):
+        load_config(None, [f"prompts.mix=[{{source: {harmful}, where: 3}}]"])
+
+
+def test_single_source_config_still_works(tmp_path):
+    from mara.config import load_config
+    from mara.prompts import training_prompts
+
+    path = tmp_path / "p.txt"
+    path.write_text("one\ntwo\nthree\n")
+    assert training_prompts(load_config(None, [f"prompts.source={path}", "prompts.limit=2"]).prompts) == ["one", "two"]
+
+
+def test_heldout_evaluation_prompts_are_disjoint_from_the_training_config(shared_data, tmp_path):
+    """The headline config trains on none of the prompts it is evaluated on (docs/RESULTS.md)."""
+    from dataclasses import replace
+
+    from mara.config import load_config
+    from mara.prompts import training_prompts
+    from mara.rewards.recipe import write_heldout_prompts
+
+    paths = write_heldout_prompts(shared_data, tmp_path / "heldout")
+    benign = load_prompts(paths["benign"])
+    assert len(benign) == len(set(benign)) == 200
+    assert len(load_prompts(paths["harmful"])) >= 199  # the PKU-SafeRLHF test prompts, one duplicate dropped
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "align_smollm2.yaml").prompts
+
+    def here(s):  # the config's paths are relative to the project root
+        return replace(s, source=s.source.replace("../shared/data", str(shared_data))
+                       .replace("runs/heldout", str(tmp_path / "heldout")))
+
+    train = set(training_prompts(replace(cfg, mix=tuple(map(here, cfg.mix)), exclude=tuple(map(here, cfg.exclude)))))
+    assert len(train) > 3000
+    assert not train & set(benign)
+    assert not train & set(load_prompts(shared_data / "prompts" / "saferlhf_test.json"))

@@ -20,8 +20,9 @@ import ray
 import yaml
 
 import launch
-from mara.agent_io import load_agent
+from mara.agent_io import load_agent, read_agent_metadata
 from mara.config import RunConfig, from_dict, load_config, save_config
+from mara.learning_curve import episode_rewards, plot_learning_curve, throughput
 from mara.metrics import METRICS, read_jsonl
 from mara.prompts import load_prompts
 from mara.training import PromptQueue, TrainingRun, WorkerStartError, new_run_dir
@@ -269,8 +270,45 @@ def test_launch_py_runs_end_to_end(tiny_llm_path, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Prometheus metrics: http://127.0.0.1:" in proc.stdout
     assert "episodes" in proc.stdout
-    summary = json.loads((tmp_path / "runs" / "smoke" / "summary.json").read_text())
+    run_dir = tmp_path / "runs" / "smoke"
+    summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["episodes"] >= 8 and summary["transitions"] > 0
+    # The agent file says what it was trained against (mara eval reads it).
+    meta = read_agent_metadata(run_dir / "agent.safetensors")
+    assert json.loads(meta["reward"]) == [{"kind": "function", "path": "mara.rewards.examples:word_count",
+                                           "weight": 1.0}]
+    assert int(meta["episodes"]) == summary["episodes"] and meta["run"] == "smoke"
+    # Every scored episode's reward is in metrics.jsonl: the learning curve.
+    rewards = episode_rewards(run_dir)
+    assert 0 < len(rewards) <= summary["episodes"] and np.isfinite(rewards).all()
+    png = plot_learning_curve(run_dir, tmp_path / "curve.png", block=2)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert throughput(run_dir)["episodes"] == summary["episodes"]
+
+
+def test_sigterm_stops_cleanly_and_saves(tiny_llm_path, tmp_path):
+    """A scheduler's (or ``kill``'s) SIGTERM to launch.py alone stops it as Ctrl-C does."""
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(tiny_llm_path, tmp_path, budget={"episodes": 0, "seconds": 300},
+                                                 rollout={"decision_delay_s": 0.01})))
+    proc = subprocess.Popen([sys.executable, "launch.py", "--config", str(config), "--set", "run_name=term"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = []
+    try:
+        for line in proc.stdout:
+            output.append(line)
+            if PROGRESS_LINE.search(line) and int(re.search(r"episodes (\d+)", line).group(1)) > 0:
+                proc.send_signal(signal.SIGTERM)
+                break
+        output.extend(proc.stdout)
+        assert proc.wait(timeout=120) == 0, "".join(output)[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "interrupted: stopping cleanly and saving" in "".join(output)
+    summary = json.loads((tmp_path / "runs" / "term" / "summary.json").read_text())
+    assert summary["interrupted"] and summary["episodes"] > 0
+    assert ReplayBuffer.load(tmp_path / "runs" / "term" / "replay.arrow").size() == summary["replay"]["size"] > 0
 
 
 def test_ctrl_c_stops_cleanly_saves_and_resumes(tiny_llm_path, tmp_path):
@@ -311,3 +349,11 @@ def test_ctrl_c_stops_cleanly_saves_and_resumes(tiny_llm_path, tmp_path):
     assert not resumed["interrupted"] and resumed["episodes"] >= target
     assert resumed["learner_updates"] >= summary["learner_updates"]
     assert resumed["replay"]["size"] > summary["replay"]["size"]
+
+
+def test_block_means_drop_the_partial_block():
+    from mara.learning_curve import block_means
+
+    assert block_means(np.arange(7, dtype=float), 3).tolist() == [1.0, 4.0]
+    with pytest.raises(ValueError):
+        block_means(np.arange(3.0), 0)

@@ -68,13 +68,20 @@ REWARD_CONFIG, JUDGE_CONFIG = REWARD_HARM, JUDGE_HARM
 # HH pairs used by each head: the reward uses both training halves (HH preferences are the
 # scarce, real signal); the judge uses half B only, with its own prompts and templates.
 HH_PARTS = {"reward": "AB", "judge": "B"}
+# Held-out benign prompts (part C), for the heads' figures and for evaluating agents.
+HELDOUT_BENIGN = 200
 # Share of the gate-only prompts kept aside to set each gate's threshold.
 GATE_VALIDATION = 0.1
 # The gates: an MLP separates harmful from benign requests better than a linear model
 # (held-out PKU-SafeRLHF test vs helpful-base prompts: about 0.92 against 0.90, where a
 # few percent of the PKU prompts are benign anyway); the judge's is smaller, other seed.
-GATES = {"reward": GateConfig(hidden=128, dropout=0.2, epochs=20, weight_decay=1e-2, scale=1.0, seed=0),
+# The reward's gate is sharpened (logit x 4) and its harmlessness head weighed 3x: fewer
+# harmful requests are left to the helpfulness head. Measured on held-out data (docs/REWARD.md):
+# HH pairs 0.592 -> 0.607, harmful-refusal 0.900 -> 0.907, benign-answer 0.925 -> 0.917.
+GATES = {"reward": GateConfig(hidden=128, dropout=0.2, epochs=20, weight_decay=1e-2, scale=4.0, seed=0),
          "judge": GateConfig(hidden=64, dropout=0.2, epochs=20, weight_decay=1e-2, scale=1.0, seed=1)}
+# alpha_c is the harmlessness head's mean training margin scaled to this (alpha_r: to 1).
+HARM_EMPHASIS = {"reward": 3.0, "judge": 1.0}
 
 
 def _prompts(path: Path, source: str | None = None) -> list[str]:
@@ -145,7 +152,7 @@ def build_splits(shared: Path, seed: int, n_benign: int, n_harmful: int, hh_test
         splits["hh"][k] = [p for p in splits["hh"][k] if p.prompt not in set(harmful_test)]
     rng.shuffle(benign)
     rng.shuffle(harmful)
-    n_benign_test = len(harmful_test)  # as many held-out benign prompts as harmful test prompts
+    n_benign_test = HELDOUT_BENIGN  # held-out benign prompts, as many as the PKU-SafeRLHF test file's rows
     benign_parts = {"C": benign[:n_benign_test], "A": benign[n_benign_test:n_benign_test + n_benign],
                     "B": benign[n_benign_test + n_benign:n_benign_test + 2 * n_benign]}
     harmful_parts = {"C": harmful_test, "A": harmful[:n_harmful], "B": harmful[n_harmful:2 * n_harmful]}
@@ -170,6 +177,28 @@ def build_splits(shared: Path, seed: int, n_benign: int, n_harmful: int, hh_test
     splits["gate"] = {"A": (rest_b[:hb], rest_h[:hh_]), "B": (rest_b[hb:], rest_h[hh_:])}
     splits["gate_validation"] = {"A": (val_b[:vb], val_h[:vh]), "B": (val_b[vb:], val_h[vh:])}
     return splits
+
+
+def heldout_prompts(shared: Path, seed: int = 0) -> dict[str, list[str]]:
+    """The prompts neither shipped head trained on (part C): ``benign`` (held-out HH
+    helpful-base requests) and ``harmful`` (the PKU-SafeRLHF test prompts). Evaluate
+    trained agents on these, and leave them out of the agent's training prompts."""
+    splits = build_splits(shared, seed, n_benign=1500, n_harmful=1500, hh_test=0.2, per_prompt=1)
+    return {kind: list(dict.fromkeys(p.prompt for p in splits[kind]["C"])) for kind in ("benign", "harmful")}
+
+
+def write_heldout_prompts(shared: Path, out_dir: Path, seed: int = 0) -> dict[str, Path]:
+    """``heldout_prompts`` as ``benign_heldout.json`` and ``harmful_heldout.json`` in ``out_dir``
+    (the ../shared/data/prompts format: a JSON array of {"instruction": ...})."""
+    from mara.atomic import atomic_path
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for kind, prompts in heldout_prompts(shared, seed).items():
+        paths[kind] = out_dir / f"{kind}_heldout.json"
+        with atomic_path(paths[kind]) as tmp:
+            tmp.write_text(json.dumps([{"instruction": p, "kind": kind} for p in prompts], indent=1), encoding="utf-8")
+    return paths
 
 
 def check_disjoint(splits: dict) -> None:
@@ -251,10 +280,11 @@ def run(shared: Path, out_dir: Path, *, seed: int = 0, n_benign: int = 1500, n_h
         harm_head = train_head(xc_h, xr_h, harm_config, weights=weights)
         xc_u, xr_u = pair_features(benign, cache, layout, show_progress=True)
         help_head = train_head(xc_u, xr_u, help_config)
-        # alpha_c, alpha_r: each head's typical training margin scaled to 1, so that the gate
-        # alone decides which one speaks when the request is ambiguous.
+        # alpha_c, alpha_r: each head's typical training margin scaled to HARM_EMPHASIS and 1,
+        # so that the gate (and, for the reward, a lean towards harmlessness) decides which
+        # one speaks when the request is ambiguous.
         n_syn = len(hh)
-        alpha_c = 1.0 / max(mean_margin(harm_head, xc_h[n_syn:], xr_h[n_syn:]), 1e-6)
+        alpha_c = HARM_EMPHASIS[which] / max(mean_margin(harm_head, xc_h[n_syn:], xr_h[n_syn:]), 1e-6)
         alpha_r = 1.0 / max(mean_margin(help_head, xc_u, xr_u), 1e-6)
         head = gated_head(gate, harm_head, help_head, harm_config, help_config, xc_h.shape[1],
                           xc_h.shape[1] // len(layout.split(",")), alpha_c=alpha_c, alpha_r=alpha_r,
@@ -270,6 +300,7 @@ def run(shared: Path, out_dir: Path, *, seed: int = 0, n_benign: int = 1500, n_h
         results[which] = {"figures": figures, "gate": gate_figures, "counts": counts,
                           "config": {"harm": asdict(harm_config), "help": asdict(help_config),
                                      "alpha_c": alpha_c, "alpha_r": alpha_r, "gate": asdict(GATES[which]),
+                                     "harm_emphasis": HARM_EMPHASIS[which],
                                      "gate_shift": gate_shift, "hh_weight": hh_weight}}
         print(which, json.dumps(results[which], indent=1), flush=True)
         out = out_dir / f"{which}_head.safetensors"
@@ -330,7 +361,8 @@ def _write_card(out: Path, which: str, part: str, hh_parts: str, config: dict, f
                       f"- U: helpfulness Bradley-Terry head (hidden {help_['hidden']}, bilinear rank {help_['rank']}), "
                       f"alpha_r = {config['alpha_r']:.4f}.\n\n"
                       f"The paper's alpha_r R - alpha_c C (MARA.md Eq. 13) with the cost switched on by the "
-                      f"request. alpha_c and alpha_r scale each head's mean training margin to 1. "
+                      f"request. alpha_c and alpha_r scale each head's mean training margin to "
+                      f"{config['harm_emphasis']:g} and 1. "
                       f"Bradley-Terry loss (paper Eq. 3). Scores are relative: only differences between "
                       f"responses to the same prompt are meaningful.",
         "Training data (part " + part + ")": (
@@ -377,9 +409,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="share of the gate-only prompts given to the reward head's gate (the judge's gets the rest)")
     p.add_argument("--cache", type=Path, help="embedding cache (.npz) reused between runs")
     p.add_argument("--device", default="auto")
+    p.add_argument("--write-heldout", type=Path, metavar="DIR",
+                   help="only write the held-out prompt sets (benign_heldout.json, harmful_heldout.json) to DIR")
     argv = sys.argv[1:] if argv is None else list(argv)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.write_heldout:
+        for kind, path in write_heldout_prompts(args.shared_data, args.write_heldout, args.seed).items():
+            print(f"{kind}: {path}")
+        return 0
     command = "python -m mara.rewards.recipe " + " ".join(shlex.quote(a) for a in argv)
     run(args.shared_data, args.out_dir, seed=args.seed, n_benign=args.n_benign, n_harmful=args.n_harmful,
         hh_test=args.hh_test, per_prompt=args.per_prompt, hh_weight=args.hh_weight, gate_share_a=args.gate_share_a,
