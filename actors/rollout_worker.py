@@ -57,7 +57,7 @@ class RolloutWorker:
                  learner, reward_actor, greedy_baseline: bool = False,
                  max_inflight_rewards: int = 2, torch_threads: int = 1,
                  decision_delay_s: float = 0.0, seed: int = 0, backend: str = "transformers",
-                 vllm: VllmEngineConfig | None = None) -> None:
+                 vllm: VllmEngineConfig | None = None, baseline_batch_size: int = 8) -> None:
         from mara.generation import AlignedGenerator, load_llm
 
         torch.set_num_threads(torch_threads)
@@ -66,7 +66,8 @@ class RolloutWorker:
         actor = Actor(state_dim=llm.hidden_size, hidden_size=agent_hidden_size)
         self.generator = AlignedGenerator(llm, actor, sampling=sampling, mode=mode, greedy=False,
                                           seed=seed + 1000 * worker_index, kl=kl,
-                                          decision_delay_s=decision_delay_s, backend=backend)
+                                          decision_delay_s=decision_delay_s, backend=backend,
+                                          batch_size=baseline_batch_size)  # greedy baselines of one call
         self.worker_index = worker_index
         self.learner = learner
         self.reward_actor = reward_actor

@@ -22,6 +22,10 @@ the agent's decision). The attention mask lets new tokens see only VALID slots; 
 slots are squeezed out by ``_compact`` before a forward when that shortens the cache.
 Rows whose episode ended are dropped from the cache at the same time.
 
+The MDP rules themselves (decisions, Eq. 5, Eq. 8, the results) are in ``_AcceptRejectMDP``,
+shared with the vLLM backend (envs/vllm_backend.py); ``AcceptRejectDecoder`` adds how the
+states are computed with transformers.
+
 Usage (the loop that aligned generation and rollout workers run)::
 
     decoder = AcceptRejectDecoder(llm, sampling, kl, mode="lazy")
@@ -76,26 +80,23 @@ class DecodeResult:
         return len(self.episode)
 
 
+# ---------------------------------------------------------------------------------------
+# The accept/reject MDP, whatever computes the states
+# ---------------------------------------------------------------------------------------
+
 @dataclass
-class _Row:
-    """Book-keeping of one episode."""
+class _EpisodeRow:
+    """Book-keeping of one episode that every backend shares."""
 
     prompt: str
     prompt_ids: list[int]
-    cache_row: int
-    next_position: int = 0  # position id of the next token to feed
     response_ids: list[int] = field(default_factory=list)
     finish_reason: str = ""
     # the current output position
     cand_ids: list[int] = field(default_factory=list)
     ref_probs: np.ndarray = field(default_factory=lambda: np.zeros(0))
     k: int = 0  # index of the candidate awaiting a decision
-    cand_hidden: dict[int, torch.Tensor] = field(default_factory=dict)
-    cand_slot: dict[int, int] = field(default_factory=dict)
-    # what the next forward must feed for this row
-    todo_tokens: list[int] = field(default_factory=list)
-    todo_cands: list[int] = field(default_factory=list)  # candidate index of each todo token
-    todo_is_prompt: bool = False
+    cand_hidden: dict[int, torch.Tensor] = field(default_factory=dict)  # states computed so far
     # records
     states: list[np.ndarray] = field(default_factory=list)
     actions: list[int] = field(default_factory=list)
@@ -110,12 +111,28 @@ class _Row:
         return bool(self.finish_reason)
 
     @property
+    def busy(self) -> bool:
+        """The backend has work scheduled for this row (each backend's row says which)."""
+        raise NotImplementedError
+
+    @property
     def waiting(self) -> bool:
         """Awaiting the agent's decision on candidate k."""
-        return not self.finished and not self.todo_tokens and self.k in self.cand_hidden
+        return not self.finished and not self.busy and self.k in self.cand_hidden
 
 
-class AcceptRejectDecoder:
+class _AcceptRejectMDP:
+    """The MARA MDP over a batch of episodes, apart from how candidate states are computed.
+
+    The agent decides on a position's candidates in probability order; the first it
+    accepts is appended; a rejection moves to the next candidate at the same position
+    (Eq. 5); the last candidate is accepted with no decision, as is a single candidate;
+    each decision is charged the KL penalty of Eq. 8.
+
+    A backend subclass computes the states; the hooks at the end of this class are what
+    it tells these rules.
+    """
+
     def __init__(
         self,
         llm,
@@ -131,26 +148,19 @@ class AcceptRejectDecoder:
         self.kl = kl
         self.mode = mode
         self.state_dtype = state_dtype
-        self.rows: list[_Row] = []
+        self.rows: list[_EpisodeRow] = []
         self.policy_version = 0
-        self._opening: list[tuple[_Row, torch.Tensor]] = []  # rows whose next position awaits its candidates
 
     # ------------------------------------------------------------------ public API
     def start(self, prompts: list[str], policy_version: int = 0) -> None:
-        """Encode the prompts, prefill them in one batched forward, and advance every
-        row to its first decision (or to its end, if no position has two candidates)."""
+        """Encode the prompts and advance every row to its first decision (or to its end,
+        if no position has two candidates)."""
         if not prompts:
             raise ValueError("no prompts given")
         encoded = [self.llm.encode_prompt(p) for p in prompts]  # validates every prompt first
         self.policy_version = policy_version
-        self.rows = [
-            _Row(prompt=p, prompt_ids=ids, cache_row=i, todo_tokens=list(ids), todo_is_prompt=True)
-            for i, (p, ids) in enumerate(zip(prompts, encoded))
-        ]
-        self._opening = []
-        self.cache = self.llm.new_cache()
-        self.slot_state = torch.zeros(len(self.rows), 0, dtype=torch.int8)
-        self._run_pending_forwards()
+        self.rows = self._begin(prompts, encoded)
+        self._advance()
 
     def has_pending(self) -> bool:
         return any(r.waiting for r in self.rows)
@@ -189,7 +199,7 @@ class AcceptRejectDecoder:
         accept_probs = np.asarray(accept_probs, dtype=np.float64).reshape(-1)
         for i, action, p_accept in zip(waiting, actions, accept_probs):
             self._decide(self.rows[i], int(action), float(p_accept))
-        self._run_pending_forwards()
+        self._advance()
         return np.array([self.rows[i].kl[-1] for i in waiting], dtype=np.float32)
 
     def results(self) -> list[DecodeResult]:
@@ -198,7 +208,7 @@ class AcceptRejectDecoder:
         return [self._result(r) for r in self.rows]
 
     # ------------------------------------------------------------------ MDP steps
-    def _decide(self, row: _Row, action: int, p_accept: float) -> None:
+    def _decide(self, row: _EpisodeRow, action: int, p_accept: float) -> None:
         k = row.k
         ref_accept = reference_accept_probability(row.ref_probs, k)
         row.states.append(row.cand_hidden[k].float().cpu().numpy().astype(self.state_dtype))
@@ -209,40 +219,138 @@ class AcceptRejectDecoder:
             self._accept(row, k)
             return
         # Reject (Eq. 5): move to candidate k + 1 at the same position.
-        if self.mode == "lazy":
-            self._free_slot(row, k)
+        self._discard(row, k)
         row.k = k + 1
         if row.k == len(row.cand_ids) - 1:
             row.num_fallbacks += 1  # fallback: every other candidate was rejected
         self._visit_candidate(row)
 
-    def _visit_candidate(self, row: _Row) -> None:
+    def _visit_candidate(self, row: _EpisodeRow) -> None:
         """Make candidate k's state available; the last candidate is accepted at once."""
         if row.k not in row.cand_hidden:
-            row.todo_tokens, row.todo_cands = [row.cand_ids[row.k]], [row.k]
+            self._schedule(row, row.k)
         elif row.k == len(row.cand_ids) - 1:
             self._accept(row, row.k)
 
-    def _accept(self, row: _Row, k: int) -> None:
+    def _accept(self, row: _EpisodeRow, k: int) -> None:
         if len(row.cand_ids) > 1:
             row.accepted_positions.append(k + 1)
-        for other in list(row.cand_slot):
-            if other != k:
-                self._free_slot(row, other)
-        self.slot_state[row.cache_row, row.cand_slot[k]] = VALID
         token, hidden = row.cand_ids[k], row.cand_hidden[k]
-        # The position is closed: until the next one opens the row waits for nothing.
-        row.cand_hidden, row.cand_slot = {}, {}
+        self._close_position(row, k)
         row.response_ids.append(token)
-        row.next_position += 1
         if token in self.llm.eos_token_ids:
             row.finish_reason = "eos"
         elif len(row.response_ids) >= self.sampling.max_new_tokens:
             row.finish_reason = "length"
-        elif row.next_position >= self.llm.max_context:
+        elif len(row.prompt_ids) + len(row.response_ids) >= self.llm.max_context:  # the next token's position
             row.finish_reason = "context"
         else:
-            self._opening.append((row, hidden))
+            self._open_next(row, hidden)
+
+    def _result(self, r: _EpisodeRow) -> DecodeResult:
+        d = self.llm.hidden_size
+        episode = EpisodeTransitions(
+            states=np.stack(r.states) if r.states else np.zeros((0, d), self.state_dtype),
+            actions=np.asarray(r.actions, dtype=np.int8),
+            kl_penalties=np.asarray(r.kl, dtype=np.float32),
+            policy_version=self.policy_version,
+            prompt=r.prompt,
+            response=self.llm.decode(r.response_ids),
+        )
+        return DecodeResult(
+            prompt=r.prompt,
+            response=episode.response,
+            response_ids=list(r.response_ids),
+            finish_reason=r.finish_reason,
+            episode=episode,
+            accepted_positions=list(r.accepted_positions),
+            num_fallbacks=r.num_fallbacks,
+            forward_tokens=r.forward_tokens,
+            decision_points=list(r.where),
+        )
+
+    # ------------------------------------------------------------------ backend hooks
+    def _begin(self, prompts: list[str], prompt_ids: list[list[int]]) -> list[_EpisodeRow]:
+        """The rows of a new batch (and a reset of the backend's own state)."""
+        raise NotImplementedError
+
+    def _advance(self) -> None:
+        """Compute states until some row waits for a decision or every episode has ended."""
+        raise NotImplementedError
+
+    def _schedule(self, row: _EpisodeRow, k: int) -> None:
+        """Candidate k's state is needed: compute it in the next ``_advance`` step."""
+        raise NotImplementedError
+
+    def _discard(self, row: _EpisodeRow, k: int) -> None:
+        """Candidate k was rejected."""
+        raise NotImplementedError
+
+    def _close_position(self, row: _EpisodeRow, k: int) -> None:
+        """Candidate k was accepted: it joins the prefix, the position's others are dropped."""
+        raise NotImplementedError
+
+    def _open_next(self, row: _EpisodeRow, hidden: torch.Tensor) -> None:
+        """The row's next position opens with the candidates of ``hidden``'s logits."""
+        raise NotImplementedError
+
+
+# ---------------------------------------------------------------------------------------
+# The transformers backend: a KV cache of the batch
+# ---------------------------------------------------------------------------------------
+
+@dataclass(kw_only=True)
+class _Row(_EpisodeRow):
+    """An episode's cache row and what the next forward must feed for it."""
+
+    cache_row: int
+    next_position: int = 0  # position id of the next token to feed
+    cand_slot: dict[int, int] = field(default_factory=dict)  # cache slot of each candidate fed
+    # what the next forward must feed for this row
+    todo_tokens: list[int] = field(default_factory=list)
+    todo_cands: list[int] = field(default_factory=list)  # candidate index of each todo token
+    todo_is_prompt: bool = False
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.todo_tokens)
+
+
+class AcceptRejectDecoder(_AcceptRejectMDP):
+    rows: list[_Row]
+    _opening: list[tuple[_Row, torch.Tensor]]  # rows whose next position awaits its candidates
+
+    # ------------------------------------------------------------------ MDP hooks
+    def _begin(self, prompts: list[str], prompt_ids: list[list[int]]) -> list[_Row]:
+        """One cache row per prompt, its prompt fed by the first (batched) forward."""
+        self._opening = []
+        self.cache = self.llm.new_cache()
+        self.slot_state = torch.zeros(len(prompts), 0, dtype=torch.int8)
+        return [
+            _Row(prompt=p, prompt_ids=ids, cache_row=i, todo_tokens=list(ids), todo_is_prompt=True)
+            for i, (p, ids) in enumerate(zip(prompts, prompt_ids))
+        ]
+
+    def _schedule(self, row: _Row, k: int) -> None:
+        row.todo_tokens, row.todo_cands = [row.cand_ids[k]], [k]
+
+    def _discard(self, row: _Row, k: int) -> None:
+        # Lazy mode frees a rejected candidate's slot at once; eager mode frees the
+        # position's slots together when it closes.
+        if self.mode == "lazy":
+            self._free_slot(row, k)
+
+    def _close_position(self, row: _Row, k: int) -> None:
+        for other in list(row.cand_slot):
+            if other != k:
+                self._free_slot(row, other)
+        self.slot_state[row.cache_row, row.cand_slot[k]] = VALID
+        # The position is closed: until the next one opens the row waits for nothing.
+        row.cand_hidden, row.cand_slot = {}, {}
+        row.next_position += 1
+
+    def _open_next(self, row: _Row, hidden: torch.Tensor) -> None:
+        self._opening.append((row, hidden))  # opened with the others by _open_positions
 
     def _open_positions(self) -> None:
         """Compute the candidate sets of every row that starts a new output position (one
@@ -264,7 +372,7 @@ class AcceptRejectDecoder:
             self.slot_state[row.cache_row, slot] = FREE
 
     # ------------------------------------------------------------------ forwards
-    def _run_pending_forwards(self) -> None:
+    def _advance(self) -> None:
         """Run batched forwards until some row waits for a decision (or all have ended).
 
         Rows in lockstep: a row whose position had a single candidate, accepted with no
@@ -355,28 +463,6 @@ class AcceptRejectDecoder:
         gather_kv(self.cache, rows, index)
         for new_row, r in enumerate(live):
             r.cache_row = new_row
-
-    def _result(self, r: _Row) -> DecodeResult:
-        d = self.llm.hidden_size
-        episode = EpisodeTransitions(
-            states=np.stack(r.states) if r.states else np.zeros((0, d), self.state_dtype),
-            actions=np.asarray(r.actions, dtype=np.int8),
-            kl_penalties=np.asarray(r.kl, dtype=np.float32),
-            policy_version=self.policy_version,
-            prompt=r.prompt,
-            response=self.llm.decode(r.response_ids),
-        )
-        return DecodeResult(
-            prompt=r.prompt,
-            response=episode.response,
-            response_ids=list(r.response_ids),
-            finish_reason=r.finish_reason,
-            episode=episode,
-            accepted_positions=list(r.accepted_positions),
-            num_fallbacks=r.num_fallbacks,
-            forward_tokens=r.forward_tokens,
-            decision_points=list(r.where),
-        )
 
 
 def gather_kv(cache, rows: torch.Tensor, index: torch.Tensor) -> None:

@@ -45,13 +45,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import torch
 
-from envs.decoder import MODES, DecodeResult
-from envs.mdp import KLConfig, SamplingConfig, candidate_sets, kl_penalty, reference_accept_probability
+from envs.decoder import _AcceptRejectMDP, _EpisodeRow
+from envs.mdp import SamplingConfig, candidate_sets
 from envs.upstream import DEFAULT_MODEL, DTYPES, UpstreamLLM, _eos_ids, resolve_model
-from mara.contracts import ACCEPT, EpisodeTransitions
 
 BACKENDS = ("transformers", "vllm")  # what runs the upstream LLM: envs/upstream.py + envs/decoder.py, or this module
 # Environment of a Ray actor that builds vLLM engines: a forked engine process would share
@@ -307,39 +305,19 @@ def _safetensors_files(source: str) -> list[Path]:
 # ---------------------------------------------------------------------------------------
 
 @dataclass
-class _Episode:
-    """Book-keeping of one episode (one row)."""
+class _Episode(_EpisodeRow):
+    """An episode and the pooling requests its next engine call must send."""
 
-    prompt: str
-    prompt_ids: list[int]
-    response_ids: list[int] = field(default_factory=list)
-    finish_reason: str = ""
     needs_prefill: bool = True  # the prompt's own state (first position's logits) is not computed yet
     open_from: torch.Tensor | None = None  # state whose logits open the next position
-    cand_ids: list[int] = field(default_factory=list)
-    ref_probs: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    k: int = 0  # candidate awaiting a decision
-    cand_hidden: dict[int, torch.Tensor] = field(default_factory=dict)
     todo: list[int] = field(default_factory=list)  # candidate indices whose states the next call computes
-    states: list[np.ndarray] = field(default_factory=list)
-    actions: list[int] = field(default_factory=list)
-    kl: list[float] = field(default_factory=list)
-    where: list[tuple[int, int, int]] = field(default_factory=list)
-    accepted_positions: list[int] = field(default_factory=list)
-    num_fallbacks: int = 0
-    forward_tokens: int = 0
 
     @property
-    def finished(self) -> bool:
-        return bool(self.finish_reason)
-
-    @property
-    def waiting(self) -> bool:
-        return (not self.finished and not self.todo and self.open_from is None and not self.needs_prefill
-                and self.k in self.cand_hidden)
+    def busy(self) -> bool:
+        return bool(self.todo) or self.open_from is not None or self.needs_prefill
 
 
-class VllmAcceptRejectDecoder:
+class VllmAcceptRejectDecoder(_AcceptRejectMDP):
     """``envs.decoder.AcceptRejectDecoder`` over a ``VllmUpstream``: same MDP, same API
     (start, has_pending, pending_rows, pending_states, pending_candidates,
     candidate_states, apply, results), same ``DecodeResult``.
@@ -349,98 +327,30 @@ class VllmAcceptRejectDecoder:
     once; prefix caching keeps each request's cost near its uncached tail.
     """
 
-    def __init__(self, llm: VllmUpstream, sampling: SamplingConfig = SamplingConfig(), kl: KLConfig = KLConfig(),
-                 mode: str = "lazy", state_dtype: np.dtype = np.float32) -> None:
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        self.llm, self.sampling, self.kl, self.mode, self.state_dtype = llm, sampling, kl, mode, state_dtype
-        self.rows: list[_Episode] = []
-        self.policy_version = 0
-
-    # ------------------------------------------------------------------ public API
-    def start(self, prompts: list[str], policy_version: int = 0) -> None:
-        if not prompts:
-            raise ValueError("no prompts given")
-        encoded = [self.llm.encode_prompt(p) for p in prompts]
-        self.policy_version = policy_version
-        self.rows = [_Episode(prompt=p, prompt_ids=ids) for p, ids in zip(prompts, encoded)]
-        self._advance()
-
-    def has_pending(self) -> bool:
-        return any(r.waiting for r in self.rows)
-
-    def pending_rows(self) -> list[int]:
-        return [i for i, r in enumerate(self.rows) if r.waiting]
+    llm: VllmUpstream
+    rows: list[_Episode]
 
     def pending_states(self) -> torch.Tensor:
         """(n, d) float32 state of the candidate each waiting row must decide on."""
-        rows = [self.rows[i] for i in self.pending_rows()]
-        if not rows:
+        if not self.has_pending():  # an empty batch on the head's device rather than an error
             return torch.zeros(0, self.llm.hidden_size, device=self.llm.device)
-        return torch.stack([r.cand_hidden[r.k] for r in rows]).float()
+        return super().pending_states()
 
-    def pending_candidates(self) -> list[tuple[int, int]]:
-        return [(self.rows[i].cand_ids[self.rows[i].k], self.rows[i].k + 1) for i in self.pending_rows()]
+    # ------------------------------------------------------------------ MDP hooks
+    def _begin(self, prompts: list[str], prompt_ids: list[list[int]]) -> list[_Episode]:
+        return [_Episode(prompt=p, prompt_ids=ids) for p, ids in zip(prompts, prompt_ids)]
 
-    def candidate_states(self, row: int) -> torch.Tensor:
-        r = self.rows[row]
-        if len(r.cand_hidden) != len(r.cand_ids):
-            raise RuntimeError("all candidate states exist only in eager mode")
-        return torch.stack([r.cand_hidden[k] for k in range(len(r.cand_ids))]).float()
+    def _schedule(self, row: _Episode, k: int) -> None:
+        row.todo = [k]
 
-    def apply(self, actions, accept_probs=None) -> np.ndarray:
-        """One decision per waiting row (``pending_rows`` order); returns their KL penalties."""
-        waiting = self.pending_rows()
-        actions = np.asarray(actions, dtype=np.int64).reshape(-1)
-        if len(actions) != len(waiting):
-            raise ValueError(f"{len(waiting)} rows are waiting for a decision, got {len(actions)} actions")
-        accept_probs = actions.astype(np.float64) if accept_probs is None else accept_probs
-        accept_probs = np.asarray(accept_probs, dtype=np.float64).reshape(-1)
-        for i, action, p_accept in zip(waiting, actions, accept_probs):
-            self._decide(self.rows[i], int(action), float(p_accept))
-        self._advance()
-        return np.array([self.rows[i].kl[-1] for i in waiting], dtype=np.float32)
+    def _discard(self, row: _Episode, k: int) -> None:
+        pass  # the prefix cache keeps no per-candidate state of ours
 
-    def results(self) -> list[DecodeResult]:
-        if any(not r.finished for r in self.rows):
-            raise RuntimeError("some episodes have not finished; keep calling apply()")
-        return [self._result(r) for r in self.rows]
+    def _close_position(self, row: _Episode, k: int) -> None:
+        pass  # the next requests simply include the accepted token
 
-    # ------------------------------------------------------------------ MDP steps
-    def _decide(self, row: _Episode, action: int, p_accept: float) -> None:
-        k = row.k
-        row.states.append(row.cand_hidden[k].float().cpu().numpy().astype(self.state_dtype))
-        row.actions.append(action)
-        row.kl.append(kl_penalty(p_accept, reference_accept_probability(row.ref_probs, k), action, self.kl))
-        row.where.append((len(row.response_ids), k, row.cand_ids[k]))
-        if action == ACCEPT:
-            self._accept(row, k)
-            return
-        row.k = k + 1  # reject (Eq. 5): the next candidate at the same position
-        if row.k == len(row.cand_ids) - 1:
-            row.num_fallbacks += 1
-        self._visit_candidate(row)
-
-    def _visit_candidate(self, row: _Episode) -> None:
-        """Schedule candidate k's state; the last candidate is accepted with no decision."""
-        if row.k not in row.cand_hidden:
-            row.todo = [row.k]
-        elif row.k == len(row.cand_ids) - 1:
-            self._accept(row, row.k)
-
-    def _accept(self, row: _Episode, k: int) -> None:
-        if len(row.cand_ids) > 1:
-            row.accepted_positions.append(k + 1)
-        token = row.cand_ids[k]
-        row.response_ids.append(token)
-        if token in self.llm.eos_token_ids:
-            row.finish_reason = "eos"
-        elif len(row.response_ids) >= self.sampling.max_new_tokens:
-            row.finish_reason = "length"
-        elif len(row.prompt_ids) + len(row.response_ids) >= self.llm.max_context:
-            row.finish_reason = "context"
-        else:
-            row.open_from = row.cand_hidden[k]  # its logits give the next position's candidates
+    def _open_next(self, row: _Episode, hidden: torch.Tensor) -> None:
+        row.open_from = hidden  # its logits give the next position's candidates
 
     # ------------------------------------------------------------------ engine calls
     def _advance(self) -> None:
@@ -485,18 +395,3 @@ class VllmAcceptRejectDecoder:
                 r.open_from = None
                 r.cand_ids, r.ref_probs, r.k, r.cand_hidden = ids, probs, 0, {}
                 r.todo = list(range(len(ids))) if self.mode == "eager" else [0]
-
-    def _result(self, r: _Episode) -> DecodeResult:
-        d = self.llm.hidden_size
-        episode = EpisodeTransitions(
-            states=np.stack(r.states) if r.states else np.zeros((0, d), self.state_dtype),
-            actions=np.asarray(r.actions, dtype=np.int8),
-            kl_penalties=np.asarray(r.kl, dtype=np.float32),
-            policy_version=self.policy_version,
-            prompt=r.prompt,
-            response=self.llm.decode(r.response_ids),
-        )
-        return DecodeResult(prompt=r.prompt, response=episode.response, response_ids=list(r.response_ids),
-                            finish_reason=r.finish_reason, episode=episode,
-                            accepted_positions=list(r.accepted_positions), num_fallbacks=r.num_fallbacks,
-                            forward_tokens=r.forward_tokens, decision_points=list(r.where))

@@ -39,7 +39,7 @@ def load_prompts(source: str | Path, column: str = "instruction", split: str = "
     if path.suffix == ".txt":
         rows = [{column: line} for line in path.read_text(encoding="utf-8").splitlines()]
     elif path.suffix == ".json":
-        rows = _read_json(path)
+        rows = read_json_array(path)
     elif path.suffix == ".jsonl":
         rows = _read_jsonl(path)
     else:
@@ -86,13 +86,15 @@ def training_prompts(config) -> list[str]:
     return kept
 
 
-def _read_json(path: Path) -> list:
+def read_json_array(path: Path, error: type[Exception] = PromptFileError) -> list:
+    """The rows of a JSON file holding one array (prompt sets, preference pairs); ``error``
+    (with the path in its message) when it is not valid JSON or not an array."""
     try:
         rows = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise PromptFileError(f"{path} is not valid JSON: {err}") from err
+        raise error(f"{path} is not valid JSON: {err}") from err
     if not isinstance(rows, list):
-        raise PromptFileError(f"{path} must hold a JSON array of objects")
+        raise error(f"{path} must hold a JSON array of objects")
     return rows
 
 

@@ -148,7 +148,7 @@ class TrainingRun:
             learner=self.learner, reward_actor=self.reward_actors[index % len(self.reward_actors)],
             greedy_baseline=cfg.reward.baseline == "upstream-greedy",
             max_inflight_rewards=r.max_inflight_rewards, torch_threads=r.torch_threads,
-            decision_delay_s=r.decision_delay_s, seed=cfg.seed,
+            decision_delay_s=r.decision_delay_s, seed=cfg.seed, baseline_batch_size=r.episodes_per_call,
         )
 
     # ------------------------------------------------------------------ the loop

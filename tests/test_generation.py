@@ -6,13 +6,14 @@ import json
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
 from envs.mdp import SamplingConfig
-from mara.agent_io import save_agent
+from mara.agent_io import SHIPPED_AGENT, UNTRAINED, load_agent, read_agent_metadata, save_agent
 from mara.generation import AlignedGenerator, accepted_position_distribution
 from mara.networks import Actor
 
@@ -60,10 +61,29 @@ def test_agent_of_another_hidden_size_is_refused(tiny_llm):
 
 
 def test_no_agent_warns_about_an_untrained_agent(tiny_llm_path):
-    with pytest.warns(UserWarning, match="UNTRAINED"):
+    """The shipped agent reads 576-wide states; the tiny model's are 32 wide."""
+    with pytest.warns(UserWarning, match="does not fit .* UNTRAINED"):
         gen = AlignedGenerator.from_paths(model=str(tiny_llm_path), device="cpu",
                                           sampling=SamplingConfig(max_new_tokens=4))
+    assert gen.agent_path == UNTRAINED
     assert len(gen.generate(["hi"])) == 1
+    with pytest.warns(UserWarning, match="UNTRAINED"):
+        AlignedGenerator.from_paths(agent=UNTRAINED, model=str(tiny_llm_path), device="cpu")
+
+
+def test_shipped_agent_is_the_default_for_smollm2(smollm2_path):
+    """No agent named: the trained agent that ships with the project (docs/RESULTS.md)."""
+    assert SHIPPED_AGENT.is_file(), "mara/data/agent_smollm2.safetensors is missing"
+    meta = read_agent_metadata(SHIPPED_AGENT)
+    assert meta["state_dim"] == "576" and meta["upstream_model"] == "smollm2" and json.loads(meta["reward"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "untrained" warning
+        gen = AlignedGenerator.from_paths(model=str(smollm2_path), device="cpu",
+                                          sampling=SamplingConfig(max_new_tokens=4))
+    assert gen.agent_path == str(SHIPPED_AGENT)
+    shipped = load_agent(SHIPPED_AGENT)
+    for name, tensor in shipped.state_dict().items():
+        assert torch.equal(gen.actor.state_dict()[name], tensor), name
 
 
 def mara(*args: str) -> subprocess.CompletedProcess:

@@ -286,46 +286,21 @@ def test_launch_py_runs_end_to_end(tiny_llm_path, tmp_path):
     assert throughput(run_dir)["episodes"] == summary["episodes"]
 
 
-def test_sigterm_stops_cleanly_and_saves(tiny_llm_path, tmp_path):
-    """A scheduler's (or ``kill``'s) SIGTERM to launch.py alone stops it as Ctrl-C does."""
+def interrupted_run(tiny_llm_path: Path, tmp_path: Path, run_name: str, interrupt) -> dict:
+    """Start launch.py, call ``interrupt(proc)`` once it has collected an episode, and
+    return the summary of the run it stopped cleanly (exit 0)."""
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(tiny_config(tiny_llm_path, tmp_path, budget={"episodes": 0, "seconds": 300},
                                                  rollout={"decision_delay_s": 0.01})))
-    proc = subprocess.Popen([sys.executable, "launch.py", "--config", str(config), "--set", "run_name=term"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    output = []
-    try:
-        for line in proc.stdout:
-            output.append(line)
-            if PROGRESS_LINE.search(line) and int(re.search(r"episodes (\d+)", line).group(1)) > 0:
-                proc.send_signal(signal.SIGTERM)
-                break
-        output.extend(proc.stdout)
-        assert proc.wait(timeout=120) == 0, "".join(output)[-3000:]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert "interrupted: stopping cleanly and saving" in "".join(output)
-    summary = json.loads((tmp_path / "runs" / "term" / "summary.json").read_text())
-    assert summary["interrupted"] and summary["episodes"] > 0
-    assert ReplayBuffer.load(tmp_path / "runs" / "term" / "replay.arrow").size() == summary["replay"]["size"] > 0
-
-
-def test_ctrl_c_stops_cleanly_saves_and_resumes(tiny_llm_path, tmp_path):
-    """Ctrl-C in a terminal sends SIGINT to the whole foreground process group."""
-    config = tmp_path / "tiny.yaml"
-    config.write_text(yaml.safe_dump(tiny_config(tiny_llm_path, tmp_path, budget={"episodes": 0, "seconds": 300},
-                                                 rollout={"decision_delay_s": 0.01})))
-    proc = subprocess.Popen([sys.executable, "launch.py", "--config", str(config), "--set", "run_name=ctrlc"],
+    proc = subprocess.Popen([sys.executable, "launch.py", "--config", str(config), "--set", f"run_name={run_name}"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     output = []
     try:
         for line in proc.stdout:
             output.append(line)
-            match = PROGRESS_LINE.search(line)
-            if match and int(re.search(r"episodes (\d+)", line).group(1)) > 0:
-                os.killpg(proc.pid, signal.SIGINT)
+            if PROGRESS_LINE.search(line) and int(re.search(r"episodes (\d+)", line).group(1)) > 0:
+                interrupt(proc)
                 break
         output.extend(proc.stdout)
         assert proc.wait(timeout=120) == 0, "".join(output)[-3000:]
@@ -333,9 +308,21 @@ def test_ctrl_c_stops_cleanly_saves_and_resumes(tiny_llm_path, tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert "interrupted: stopping cleanly and saving" in "".join(output)
-    run_dir = tmp_path / "runs" / "ctrlc"
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary = json.loads((tmp_path / "runs" / run_name / "summary.json").read_text())
     assert summary["interrupted"] and summary["episodes"] > 0
+    return summary
+
+
+def test_sigterm_stops_cleanly_and_saves(tiny_llm_path, tmp_path):
+    """A scheduler's (or ``kill``'s) SIGTERM to launch.py alone stops it as Ctrl-C does."""
+    summary = interrupted_run(tiny_llm_path, tmp_path, "term", lambda proc: proc.send_signal(signal.SIGTERM))
+    assert ReplayBuffer.load(tmp_path / "runs" / "term" / "replay.arrow").size() == summary["replay"]["size"] > 0
+
+
+def test_ctrl_c_stops_cleanly_saves_and_resumes(tiny_llm_path, tmp_path):
+    """Ctrl-C in a terminal sends SIGINT to the whole foreground process group."""
+    summary = interrupted_run(tiny_llm_path, tmp_path, "ctrlc", lambda proc: os.killpg(proc.pid, signal.SIGINT))
+    run_dir = tmp_path / "runs" / "ctrlc"
     for name in ("replay.arrow", "agent.safetensors", "state.json", "checkpoints/latest.json"):
         assert (run_dir / name).is_file(), name
     assert ReplayBuffer.load(run_dir / "replay.arrow").size() == summary["replay"]["size"] > 0

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from mara.prompts import read_json_array
+
 log = logging.getLogger(__name__)
 
 FORMATS = ("auto", "triple", "hh", "pku")
@@ -148,13 +150,7 @@ def _rows(source: str, split: str) -> Iterator[tuple[int, object]]:
                 except json.JSONDecodeError as err:
                     yield number, err
     elif path.suffix == ".json":
-        try:
-            rows = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise PairDataError(f"{path}: not valid JSON ({err})") from err
-        if not isinstance(rows, list):
-            raise PairDataError(f"{path}: expected a JSON array of objects")
-        yield from enumerate(rows, start=1)
+        yield from enumerate(read_json_array(path, PairDataError), start=1)
     elif path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
