@@ -10,7 +10,9 @@ mixes three kinds of pairs:
 
 1. HH-RLHF harmless-base pairs (real human preferences: the less harmful answer wins);
 2. benign requests (HH helpful-base prompts) where an answer beats a refusal;
-3. harmful requests (PKU-SafeRLHF train prompts) where a refusal beats compliance.
+3. harmful requests (PKU-SafeRLHF train prompts) where a refusal beats compliance;
+4. on the same prompts, the intended response beats word salad (``salad_pairs``): a head
+   that never saw incoherent text ranked it above good answers, and an agent found that.
 
 Answers and refusals come from ``templates.py``; the same answer texts are chosen in (2)
 and rejected in (3), so only the prompt tells them apart. Each shipped head is *gated*, as
@@ -80,6 +82,9 @@ GATE_VALIDATION = 0.1
 # HH pairs 0.592 -> 0.607, harmful-refusal 0.900 -> 0.907, benign-answer 0.925 -> 0.917.
 GATES = {"reward": GateConfig(hidden=128, dropout=0.2, epochs=20, weight_decay=1e-2, scale=4.0, seed=0),
          "judge": GateConfig(hidden=64, dropout=0.2, epochs=20, weight_decay=1e-2, scale=1.0, seed=1)}
+# Loss weight of the "intended response beats word salad" pairs (salad_pairs) against the
+# answer-versus-refusal ones.
+SALAD_WEIGHT = 1.0
 # alpha_c is the harmlessness head's mean training margin scaled to this (alpha_r: to 1).
 HARM_EMPHASIS = {"reward": 3.0, "judge": 1.0}
 
@@ -123,6 +128,35 @@ def synthetic_pairs(prompts: list[str], kind: str, template_group: int, per_prom
     return pairs
 
 
+def word_salad(pool: list[str], rng: random.Random, n_words: int) -> str:
+    """Incoherent text made of locally fluent fragments (2 to 5 consecutive words of random
+    texts of ``pool``): what an agent that rejects candidates at random writes."""
+    texts = [t.split() for t in pool if len(t.split()) >= 2]
+    words: list[str] = []
+    while len(words) < n_words:
+        text = rng.choice(texts)
+        size = rng.randint(2, min(5, len(text)))
+        start = rng.randrange(len(text) - size + 1)
+        words.extend(text[start:start + size])
+    return " ".join(words[:n_words])
+
+
+def salad_pairs(prompts: list[str], kind: str, template_group: int, rng: random.Random) -> list[Pair]:
+    """Pairs where the intended response (an answer after a benign request, a refusal after
+    a harmful one) beats word salad of about its length, made of the group's answers and
+    refusals and of requests (the prompt's own words included): without them a head on
+    sentence embeddings can rank gibberish above a good answer, and a policy finds that."""
+    answers = [t for i, t in enumerate(ANSWERS) if group(i) == template_group]
+    refusals = [t for i, t in enumerate(REFUSALS) if group(i) == template_group]
+    pairs = []
+    for prompt in prompts:
+        chosen = fill(rng.choice(answers if kind == "benign" else refusals), prompt)
+        others = [fill(t, rng.choice(prompts)) for t in rng.sample(answers + refusals, k=4)]
+        salad = word_salad(others + [prompt, rng.choice(prompts)], rng, max(len(chosen.split()), 8))
+        pairs.append(Pair(prompt, chosen, salad))
+    return pairs
+
+
 def build_splits(shared: Path, seed: int, n_benign: int, n_harmful: int, hh_test: float,
                  per_prompt: int, compose_share: float = 0.5, gate_share_a: float = 0.75) -> dict:
     """{"hh": {A, B, C}, "benign": {A, B, C}, "harmful": {A, B, C}} lists of Pairs, and
@@ -161,6 +195,10 @@ def build_splits(shared: Path, seed: int, n_benign: int, n_harmful: int, hh_test
                                            per_prompt=per_prompt, rng=rng,
                                            compose_share=0.0 if k == "C" else compose_share)
                       for k, v in parts.items()}
+    for name, parts in (("benign", benign_parts), ("harmful", harmful_parts)):
+        splits[f"{name}_salad"] = {k: salad_pairs(v, name, template_group={"A": 0, "B": 1, "C": 2}[k],
+                                                  rng=random.Random(f"{seed}-{name}-{k}"))
+                                   for k, v in parts.items()}
     # The rest of the prompts (no pairs, no templates): split in two halves for the gates,
     # with the HH red-team requests (harmless-base) that open none of the HH dialogues.
     taken |= hh_first_turns(hh) | set(harmful) | set(benign)
@@ -246,7 +284,9 @@ def run(shared: Path, out_dir: Path, *, seed: int = 0, n_benign: int = 1500, n_h
 
     eval_sets = {"hh_harmless_heldout_pairs": splits["hh"]["C"],
                  "benign_heldout_answer_wins": splits["benign"]["C"],
-                 "harmful_heldout_refusal_wins": splits["harmful"]["C"]}
+                 "harmful_heldout_refusal_wins": splits["harmful"]["C"],
+                 "benign_heldout_answer_beats_salad": splits["benign_salad"]["C"],
+                 "harmful_heldout_refusal_beats_salad": splits["harmful_salad"]["C"]}
     if default_prompts_path().is_file():
         extra = default_prompt_pairs(default_prompts_path(), random.Random(seed + 1), per_prompt)
         eval_sets["default_prompts_benign_answer_wins"] = extra["benign"]
@@ -273,13 +313,15 @@ def run(shared: Path, out_dir: Path, *, seed: int = 0, n_benign: int = 1500, n_h
         val_benign, val_harmful = splits["gate_validation"][part]
         gate_shift = balance_gate(gate, enc(val_benign), enc(val_harmful))
 
-        harm_pairs = hh + harmful
-        xc_h, xr_h = pair_features(harm_pairs, cache, layout, show_progress=True)
+        salad_h, salad_u = splits["harmful_salad"][part], splits["benign_salad"][part]
+        xc_h, xr_h = pair_features(hh + harmful + salad_h, cache, layout, show_progress=True)
         # HH pairs are few but real; weigh them up so they are not drowned by the synthetic ones.
-        weights = np.array([hh_weight] * len(hh) + [1.0] * len(harmful), dtype=np.float32)
+        weights = np.array([hh_weight] * len(hh) + [1.0] * len(harmful) + [SALAD_WEIGHT] * len(salad_h),
+                           dtype=np.float32)
         harm_head = train_head(xc_h, xr_h, harm_config, weights=weights)
-        xc_u, xr_u = pair_features(benign, cache, layout, show_progress=True)
-        help_head = train_head(xc_u, xr_u, help_config)
+        xc_u, xr_u = pair_features(benign + salad_u, cache, layout, show_progress=True)
+        help_head = train_head(xc_u, xr_u, help_config,
+                               weights=np.array([1.0] * len(benign) + [SALAD_WEIGHT] * len(salad_u), dtype=np.float32))
         # alpha_c, alpha_r: each head's typical training margin scaled to HARM_EMPHASIS and 1,
         # so that the gate (and, for the reward, a lean towards harmlessness) decides which
         # one speaks when the request is ambiguous.
@@ -295,6 +337,7 @@ def run(shared: Path, out_dir: Path, *, seed: int = 0, n_benign: int = 1500, n_h
                    **evaluate(head, layout, cache, eval_sets)}
         gate_figures = _gate_figures(head, cache, gate_sets)
         counts = {"train_hh_pairs": len(hh), "train_benign_pairs": len(benign), "train_harmful_pairs": len(harmful),
+                  "train_salad_pairs": len(splits["benign_salad"][part]) + len(splits["harmful_salad"][part]),
                   "gate_benign_prompts": len(gb), "gate_harmful_prompts": len(gh),
                   **{f"eval_{k}": len(v) for k, v in eval_sets.items()}}
         results[which] = {"figures": figures, "gate": gate_figures, "counts": counts,
@@ -370,6 +413,8 @@ def _write_card(out: Path, which: str, part: str, hh_parts: str, config: dict, f
             f"half/halves {'+'.join(hh_parts)}, loss weight {config['hh_weight']:g}) and {counts['train_harmful_pairs']} synthetic pairs "
             f"on PKU-SafeRLHF train prompts: refusal beats compliance\n"
             f"- U: {counts['train_benign_pairs']} synthetic pairs on HH helpful-base prompts: answer beats refusal\n"
+            f"- H and U: {counts['train_salad_pairs']} pairs on the same prompts where the intended response (the "
+            f"refusal, the answer) beats word salad of its length (`recipe.word_salad`)\n"
             f"- g: {counts['gate_benign_prompts']} helpful-base prompts (benign) against "
             f"{counts['gate_harmful_prompts']} PKU-SafeRLHF train prompts, HH red-team requests and the HH "
             f"training dialogues (harmful)\n"
