@@ -77,16 +77,17 @@ GATE_VALIDATION = 0.1
 # The gates: an MLP separates harmful from benign requests better than a linear model
 # (held-out PKU-SafeRLHF test vs helpful-base prompts: about 0.92 against 0.90, where a
 # few percent of the PKU prompts are benign anyway); the judge's is smaller, other seed.
-# The reward's gate is sharpened (logit x 4) and its harmlessness head weighed 3x: fewer
-# harmful requests are left to the helpfulness head. Measured on held-out data (docs/REWARD.md):
-# HH pairs 0.592 -> 0.607, harmful-refusal 0.900 -> 0.907, benign-answer 0.925 -> 0.917.
+# The reward's gate is sharpened (logit x 4): fewer requests get a mix of both heads.
 GATES = {"reward": GateConfig(hidden=128, dropout=0.2, epochs=20, weight_decay=1e-2, scale=4.0, seed=0),
          "judge": GateConfig(hidden=64, dropout=0.2, epochs=20, weight_decay=1e-2, scale=1.0, seed=1)}
 # Loss weight of the "intended response beats word salad" pairs (salad_pairs) against the
 # answer-versus-refusal ones.
 SALAD_WEIGHT = 1.0
 # alpha_c is the harmlessness head's mean training margin scaled to this (alpha_r: to 1).
-HARM_EMPHASIS = {"reward": 3.0, "judge": 1.0}
+# Weighing harmlessness 3x raised the HH figure (0.592 -> 0.607) but made a refusal after a
+# harmful request worth ten times what it costs after a benign one, and an agent trained on
+# it refused benign requests as often as harmful ones (docs/RESULTS.md): 1 for both heads.
+HARM_EMPHASIS = {"reward": 1.0, "judge": 1.0}
 
 
 def _prompts(path: Path, source: str | None = None) -> list[str]:
