@@ -59,6 +59,10 @@ UPSTREAM_SAMPLED = "upstream-sampled"
 JUDGE_ROLES = ("helpful", "harmless", "overall")
 # Accepted-position plot: candidate indices 1..9 get a bar each, the rest share "10+".
 POSITION_BUCKETS = 10
+# results.md shows this many differing answers per prompt set where MARA wins, and as many where it loses.
+EXAMPLES_PER_OUTCOME = 2
+# Paths recorded relative to the project (the shipped agent's training reward) resolve against it.
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 # ----------------------------------------------------------------------------- pure maths
@@ -263,7 +267,20 @@ class EvalResult:
         """True / False when the training reward is known, else None."""
         if self.training_reward is None:
             return None
-        return judge.source in self.training_reward
+        return _source_key(judge.source) in {_source_key(s) for s in self.training_reward}
+
+
+def _source_key(source: str | None) -> str | None:
+    """A scorer source "KIND:PATH" with PATH resolved when it names a file (as given, or relative
+    to the project, as the shipped agent records its reward), so that different paths to the
+    same head compare equal."""
+    if not source:
+        return source
+    kind, sep, path = source.partition(":")
+    for candidate in (Path(path), PROJECT_ROOT / path):
+        if sep and candidate.is_file():
+            return f"{kind}:{candidate.resolve()}"
+    return source
 
 
 def subset_indices(n_total: int, num_prompts: int | None, seed: int) -> list[int]:
@@ -523,10 +540,44 @@ def results_markdown(result: EvalResult) -> str:
         text = ", ".join(f"{k}: {100 * v:.1f}%" for k, v in share.items()) if positions else "no decisions"
         lines.append(f"- {ps} ({len(positions)} acceptances): {text}")
 
+    lines += _examples_markdown(result)
+
     lines += ["", "## Settings", ""]
     lines += [f"- {k}: {v}" for k, v in result.settings.items()]
     lines += [f"- generation time, {s}: {t:.1f} s" for s, t in result.seconds.items()]
     return "\n".join(lines) + "\n"
+
+
+def pick_examples(records: Sequence[dict], comparator: str, judge: str,
+                  per_outcome: int = EXAMPLES_PER_OUTCOME) -> list[dict]:
+    """A few records where MARA's answer differs from the comparator's: the first wins, then
+    the first losses under ``judge`` (both, so the examples do not only show MARA at its best)."""
+    differing = [r for r in records if r["answers"][MARA] != r["answers"][comparator]]
+    picked = []
+    for outcome in (WIN, LOSE):
+        picked += [r for r in differing if r["outcomes"][judge][comparator] == outcome][:per_outcome]
+    return picked
+
+
+def _examples_markdown(result: EvalResult) -> list[str]:
+    """Side-by-side answers for results.md, against the first comparator under the first judge."""
+    if not result.judges or not result.comparators:
+        return []
+    comp, judge = result.comparators[0], result.judges[0].name
+    lines = ["", f"## Examples: MARA vs. {comp} (outcome by {judge})", ""]
+    for ps in result.prompt_sets:
+        picked = pick_examples([r for r in result.records if r["prompt_set"] == ps], comp, judge)
+        for r in picked:
+            lines += [f"**{ps} #{r['index']}, MARA {r['outcomes'][judge][comp]}s.** {_one_line(r['prompt'])}", "",
+                      f"- MARA: {_one_line(r['answers'][MARA])}", f"- {comp}: {_one_line(r['answers'][comp])}", ""]
+        if not picked:
+            lines += [f"- {ps}: MARA's answers equal {comp}'s on every prompt", ""]
+    return lines
+
+
+def _one_line(text: str) -> str:
+    """Text for a markdown list item: one line."""
+    return " ".join(text.split()) or "(empty)"
 
 
 def position_shares(positions: Sequence[int], buckets: int = POSITION_BUCKETS) -> dict[str, float]:

@@ -16,8 +16,9 @@ import torch
 from envs.mdp import SamplingConfig
 from mara.agent_io import save_agent
 from mara.evaluation import (
-    LOSE, MARA, TIE, UPSTREAM_GREEDY, UPSTREAM_SAMPLED, WIN, Judge, add_eval_parser, compare_scores, eval_main,
-    is_refusal, length_judge, parse_judge_spec, position_shares, preference_rate, refusal_judge, run_eval,
+    LOSE, MARA, TIE, UPSTREAM_GREEDY, UPSTREAM_SAMPLED, WIN, EvalResult, Judge, add_eval_parser, compare_scores,
+    eval_main, is_refusal, length_judge, parse_judge_spec, pick_examples, position_shares, preference_rate,
+    refusal_judge, run_eval,
 )
 from mara.generation import AlignedGenerator
 from mara.networks import Actor
@@ -209,6 +210,7 @@ def test_mara_eval_end_to_end(eval_inputs, capsys):
     assert "length (helpful)" in md and "wordcost (harmless)" in md
     assert "ALSO the training reward" in md and "not the training reward" in md  # agent records its reward
     assert "also the judge 'length'" in md  # best-of-N picked by a judge is flagged
+    assert "## Examples: MARA vs. upstream-greedy (outcome by length)" in md
 
 
 def test_mara_eval_refuses_bad_judges_clearly(eval_inputs):
@@ -258,3 +260,40 @@ def test_without_judges_the_projects_default_judge_is_used(monkeypatch):
     for name, judge in judges.items():
         assert judge.name == name and judge.role == "overall" and not judge.lower_is_better
         assert judge.source.startswith(f"{built[0].kind}:")
+
+
+def test_a_judge_is_recognised_as_the_training_reward_by_any_path_to_it(tmp_path, monkeypatch):
+    """The agent records its reward with an absolute path; a judge named by a relative path to
+    the same head is still flagged as the training reward (not independent evidence)."""
+    head = tmp_path / "heads" / "reward.safetensors"
+    head.parent.mkdir()
+    head.write_bytes(b"x")
+    other = tmp_path / "heads" / "judge.safetensors"
+    other.write_bytes(b"x")
+    monkeypatch.chdir(tmp_path)
+    scorer = FunctionScorer(LENGTH)
+    result = EvalResult(judges=[], systems=[MARA], records=[], comparisons=[], refusal_rates={},
+                        mean_scores={}, accepted_positions={}, seconds={},
+                        training_reward=[f"embedding-bt:{head}"])
+    same = Judge("reward", scorer, "overall", source="embedding-bt:heads/reward.safetensors")
+    different = Judge("judge", scorer, "overall", source="embedding-bt:heads/judge.safetensors")
+    other_kind = Judge("fn", scorer, "overall", source="function:heads/reward.safetensors")
+    assert result.judge_is_training_reward(same) is True
+    assert result.judge_is_training_reward(different) is False
+    assert result.judge_is_training_reward(other_kind) is False
+    # the shipped agent records its reward relative to the project, whatever the current folder
+    shipped = EvalResult(judges=[], systems=[MARA], records=[], comparisons=[], refusal_rates={},
+                         mean_scores={}, accepted_positions={}, seconds={},
+                         training_reward=["embedding-bt:mara/data/reward_head.safetensors"])
+    installed = Judge("reward", scorer, "overall", source=f"embedding-bt:{ROOT / 'mara/data/reward_head.safetensors'}")
+    assert shipped.judge_is_training_reward(installed) is True
+
+
+def test_examples_show_wins_and_losses_where_the_answers_differ():
+    def record(i, mara, upstream, outcome):
+        return {"prompt_set": "p", "index": i, "prompt": f"q{i}", "answers": {MARA: mara, UPSTREAM_GREEDY: upstream},
+                "outcomes": {"j": {UPSTREAM_GREEDY: outcome}}}
+    records = [record(0, "same", "same", TIE), record(1, "a", "b", WIN), record(2, "a", "b", WIN),
+               record(3, "a", "b", WIN), record(4, "a", "b", LOSE), record(5, "a", "b", TIE)]
+    picked = [r["index"] for r in pick_examples(records, UPSTREAM_GREEDY, "j", per_outcome=2)]
+    assert picked == [1, 2, 4]  # two wins, the one loss; never an identical pair
