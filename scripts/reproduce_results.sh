@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduces docs/RESULTS.md: trains the SmolLM2-135M agent and evaluates it against the
-# upstream model's greedy answers. About 3 hours of training on 2 CPU cores, then ~15 min
+# upstream model's greedy answers. About 2 hours of training on 2 CPU cores, then ~15 min
 # of evaluation. Needs ../shared/data (the project's public data folder) and the project
 # installed (bash scripts/install.sh).
 #   bash scripts/reproduce_results.sh [RUN_NAME]
