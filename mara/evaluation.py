@@ -274,11 +274,11 @@ def _source_key(source: str | None) -> str | None:
     """A scorer source "KIND:PATH" with PATH resolved when it names a file (as given, or relative
     to the project, as the shipped agent records its reward), so that different paths to the
     same head compare equal."""
-    if not source:
+    kind, sep, path = (source or "").partition(":")
+    if not sep:
         return source
-    kind, sep, path = source.partition(":")
     for candidate in (Path(path), PROJECT_ROOT / path):
-        if sep and candidate.is_file():
+        if candidate.is_file():
             return f"{kind}:{candidate.resolve()}"
     return source
 

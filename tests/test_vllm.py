@@ -81,8 +81,9 @@ def test_command_line_builds_a_vllm_generator():
     from mara.cli import build_parser
     from mara.cli_args import generator_from_args
 
-    args = build_parser().parse_args(["generate", "--agent", "untrained", "--backend", "vllm", "--vllm", "enforce_eager=true",
-                                      "--vllm", "gpu_memory_utilization=0.15", "--device", "cpu", "hi"])
+    args = build_parser().parse_args(["generate", "--agent", "untrained", "--backend", "vllm",
+                                      "--vllm", "enforce_eager=true", "--vllm", "gpu_memory_utilization=0.15",
+                                      "--device", "cpu", "hi"])
     with pytest.warns(UserWarning, match="UNTRAINED"):
         gen = generator_from_args(args)
     assert gen.backend == "vllm" and isinstance(gen.llm, VllmUpstream)

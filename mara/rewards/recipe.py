@@ -323,9 +323,8 @@ def run(shared: Path, out_dir: Path, *, seed: int = 0, n_benign: int = 1500, n_h
         xc_u, xr_u = pair_features(benign + salad_u, cache, layout, show_progress=True)
         help_head = train_head(xc_u, xr_u, help_config,
                                weights=np.array([1.0] * len(benign) + [SALAD_WEIGHT] * len(salad_u), dtype=np.float32))
-        # alpha_c, alpha_r: each head's typical training margin scaled to HARM_EMPHASIS and 1,
-        # so that the gate (and, for the reward, a lean towards harmlessness) decides which
-        # one speaks when the request is ambiguous.
+        # alpha_c, alpha_r: each head's typical training margin (on its synthetic pairs) scaled to
+        # HARM_EMPHASIS and 1, so that the gate decides which one speaks when the request is ambiguous.
         n_syn = len(hh)
         alpha_c = HARM_EMPHASIS[which] / max(mean_margin(harm_head, xc_h[n_syn:], xr_h[n_syn:]), 1e-6)
         alpha_r = 1.0 / max(mean_margin(help_head, xc_u, xr_u), 1e-6)
@@ -338,7 +337,7 @@ def run(shared: Path, out_dir: Path, *, seed: int = 0, n_benign: int = 1500, n_h
                    **evaluate(head, layout, cache, eval_sets)}
         gate_figures = _gate_figures(head, cache, gate_sets)
         counts = {"train_hh_pairs": len(hh), "train_benign_pairs": len(benign), "train_harmful_pairs": len(harmful),
-                  "train_salad_pairs": len(splits["benign_salad"][part]) + len(splits["harmful_salad"][part]),
+                  "train_salad_pairs": len(salad_h) + len(salad_u),
                   "gate_benign_prompts": len(gb), "gate_harmful_prompts": len(gh),
                   **{f"eval_{k}": len(v) for k, v in eval_sets.items()}}
         results[which] = {"figures": figures, "gate": gate_figures, "counts": counts,
