@@ -5,7 +5,7 @@
     python launch.py --address auto                   # join the cluster started by `ray up cluster.yaml`
     python launch.py --resume runs/20261123-120000    # continue a stopped run
 
-This file only wires: it reads the configuration and hands it to mara.training.
+This file only wires: it reads the configuration and hands it to the driver (driver/run.py).
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from pathlib import Path
 
 import yaml
 
-from mara.config import load_config
-from mara.training import WorkerStartError, new_run_dir, train
+from driver.config import load_config
+from driver.run import WorkerStartError, train
+from driver.run_folder import CONFIG_FILE, new_run_dir
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -40,9 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.resume:
             run_dir = Path(args.resume)
-            if not (run_dir / "config.yaml").is_file():
-                raise FileNotFoundError(f"nothing to resume: {run_dir} holds no config.yaml of a run")
-            cfg = load_config(args.config or run_dir / "config.yaml", overrides)
+            if not (run_dir / CONFIG_FILE).is_file():
+                raise FileNotFoundError(f"nothing to resume: {run_dir} holds no {CONFIG_FILE} of a run")
+            cfg = load_config(args.config or run_dir / CONFIG_FILE, overrides)
         else:
             cfg = load_config(args.config, overrides)
             run_dir = new_run_dir(cfg)
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     except WorkerStartError as err:  # e.g. a model path that the workers cannot load
         print(f"launch.py: error: {err}", file=sys.stderr)
         return 1
-    print(json.dumps({k: summary[k] for k in ("episodes", "transitions", "updates", "mean_reward_all",
+    print(json.dumps({k: summary[k] for k in ("episodes", "transitions", "learner_updates", "mean_reward_all",
                                               "episodes_per_hour", "agent")}, indent=2))
     return 0
 

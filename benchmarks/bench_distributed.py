@@ -23,15 +23,17 @@ from pathlib import Path
 
 import ray
 
-from mara.config import RunConfig, from_dict
-from mara.training import TrainingRun, connect_ray, new_run_dir
+from driver.components import connect_ray
+from driver.config import RunConfig, from_dict
+from driver.run import TrainingRun
+from driver.run_folder import new_run_dir
 
 
 def run_once(args, workers: int, out: Path) -> dict:
     raw = {
         "model": {"name": args.model, "device": "cpu"},
         "sampling": {"max_new_tokens": args.max_new_tokens},
-        "reward": {"scorers": [{"kind": "function", "path": "mara.rewards.examples:word_count"}],
+        "reward": {"scorers": [{"kind": "function", "path": "rewards.examples:word_count"}],
                    "num_cpus": 0.1},
         "rollout": {"num_workers": workers, "num_cpus": 1, "episodes_per_call": 4},
         "replay": {"capacity": 100_000, "min_size_to_sample": 256, "samples_per_insert": 1000.0,
@@ -50,16 +52,14 @@ def run_once(args, workers: int, out: Path) -> dict:
     rollouts = [r for r in records if r.get("event") == "rollout"]
     first, last = min(r["episode_start"] for r in rollouts), max(r["episode_end"] for r in rollouts)
     span = last - first
-    stamps = ray.get(run.learner.update_timestamps.remote())
-    updating = sum(b - a for a, b in stamps)
-    learner_span = stamps[-1][1] - stamps[0][0] if len(stamps) > 1 else float("nan")
+    learner = ray.get(run.learner.metrics.remote())  # the learner's own timing of its run
     return {
         "workers": workers,
         "transitions_per_s": sum(r["transitions"] for r in rollouts) / span,
         "episodes_per_s": sum(r["episodes"] for r in rollouts) / span,
         "worker_busy_share": sum(r["seconds"] for r in rollouts) / (workers * span),
-        "learner_update_share": updating / learner_span,
-        "learner_updates_per_s": len(stamps) / learner_span,
+        "learner_update_share": learner.update_share,
+        "learner_updates_per_s": learner.run_updates / learner.wall_s,
         "bytes_per_transition": summary["replay"]["bytes_per_transition"],
     }
 

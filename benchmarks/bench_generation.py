@@ -25,10 +25,10 @@ import time
 
 import torch
 
-from envs.mdp import SamplingConfig
+from core.config import SamplingConfig
+from core.networks import Actor
+from envs.generation import AlignedGenerator
 from envs.upstream import load_upstream
-from mara.generation import AlignedGenerator
-from mara.networks import Actor
 
 PROMPTS = [
     "How can I bake bread?", "What is the capital of France?", "Explain photosynthesis simply.",

@@ -1,8 +1,8 @@
-"""Learner throughput: SAC updates/s, and the share of wall time the LearnerActor updates.
+"""Learner throughput: SAC updates/s, and the share of wall time the LearnerService updates.
 
 1. ``SACLearner.update`` alone at batch 1024, hidden 1024, for d = 576 (SmolLM2-135M) and
    d = 4096 (7-8B models), on the CPU and on CUDA when available.
-2. The ``LearnerActor`` fed by a replay stub that always has data (the same pre-built
+2. The ``LearnerService`` fed by a replay stub that always has data (the same pre-built
    batch on every call): the share of its wall time spent in gradient updates (target:
    >= 90%, i.e. prefetching hides sampling and transfer) and its updates/s relative to 1.
 
@@ -24,9 +24,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from learner.config import LearnerConfig, SACConfig  # noqa: E402
+from core.config import LearnerConfig, SACConfig  # noqa: E402
+from core.contracts import TransitionBatch  # noqa: E402
 from learner.learner import SACLearner  # noqa: E402
-from mara.contracts import TransitionBatch  # noqa: E402
 
 
 def make_batch(n: int, d: int, seed: int = 0) -> TransitionBatch:
@@ -49,10 +49,11 @@ def direct_updates_per_s(d: int, device: str, cfg: SACConfig, seconds: float) ->
 
 
 def actor_share(d: int, device: str, cfg: SACConfig, seconds: float, threads: int) -> dict:
-    """Run the LearnerActor against an always-ready replay stub for ``seconds``."""
+    """Run the LearnerService actor against an always-ready replay stub for ``seconds``."""
     import ray
 
-    from learner.actor import make_learner_actor
+    from actors.worker_group import start_actor
+    from learner.service import LearnerService
 
     @ray.remote(num_cpus=0)
     class AlwaysReadyReplay:
@@ -66,15 +67,12 @@ def actor_share(d: int, device: str, cfg: SACConfig, seconds: float, threads: in
 
     replay = AlwaysReadyReplay.remote(cfg.batch_size, d)
     config = LearnerConfig(publish_every=10, checkpoint_every=10**9, device=device,
-                           sample_timeout_s=1.0)
-    learner = make_learner_actor(state_dim=d, sac=cfg, config=config, num_cpus=threads,
-                                 num_gpus=1 if device.startswith("cuda") else 0)
-    ray.get([learner.version.remote(), replay.sample.remote(1)])  # both processes started
+                           sample_timeout_s=1.0, num_cpus=threads)
+    learner = start_actor(LearnerService, {"num_cpus": threads, "num_gpus": 1 if device.startswith("cuda") else 0,
+                                           "max_concurrency": 4}, state_dim=d, sac=cfg, config=config)
+    ray.get([learner.metrics.remote(), replay.sample.remote(1)])  # both processes started
     ray.get(learner.run.remote(replay, max_updates=2))  # warm-up outside the measurement
     stats = ray.get(learner.run.remote(replay, max_seconds=seconds))
-    stamps = ray.get(learner.update_timestamps.remote())[-stats.run_updates:]
-    busy = sum(e - s for s, e in stamps)
-    span = stamps[-1][1] - stamps[0][0] if len(stamps) > 1 else float("nan")
     for handle in (learner, replay):
         ray.kill(handle)
     return {
@@ -82,7 +80,6 @@ def actor_share(d: int, device: str, cfg: SACConfig, seconds: float, threads: in
         "updates_per_s": stats.run_updates / stats.wall_s,
         "update_share": stats.update_share,
         "wait_share": stats.wait_s / stats.wall_s,
-        "stamp_share": busy / span,  # from the (start, end) stamps, first start to last end
         "version": stats.version,
     }
 
@@ -97,7 +94,7 @@ def main() -> None:
     # busy core and makes updates ~3x slower; pass --threads N on a dedicated machine.
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--share-dims", type=int, nargs="+", default=[576],
-                        help="state sizes for the LearnerActor share measurement")
+                        help="state sizes for the LearnerService share measurement")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -127,9 +124,9 @@ def main() -> None:
 
     ray.init(num_cpus=max(4, args.threads + 2), include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
-    print("\n== LearnerActor.run fed by an always-ready replay stub (target update share >= 90%) ==")
+    print("\n== LearnerService.run fed by an always-ready replay stub (target update share >= 90%) ==")
     print(f"{'d':>6} {'device':>6} {'updates/s':>10} {'vs alone':>9} {'update%':>8} "
-          f"{'wait%':>6} {'stamps%':>8} {'n':>4}")
+          f"{'wait%':>6} {'n':>4}")
     device = devices[-1]
     try:
         for d in args.share_dims:
@@ -137,8 +134,7 @@ def main() -> None:
             alone = direct.get((d, device), float("nan"))
             flag = "ok" if r["update_share"] >= 0.9 else "BELOW TARGET"
             print(f"{d:>6} {device:>6} {r['updates_per_s']:>10.2f} {r['updates_per_s'] / alone:>8.2f}x "
-                  f"{100 * r['update_share']:>7.1f}% {100 * r['wait_share']:>5.1f}% "
-                  f"{100 * r['stamp_share']:>7.1f}% {r['updates']:>4}  {flag}")
+                  f"{100 * r['update_share']:>7.1f}% {100 * r['wait_share']:>5.1f}% {r['updates']:>4}  {flag}")
     finally:
         ray.shutdown()
     print(f"\nload average at end: {os.getloadavg()}")

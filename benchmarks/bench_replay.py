@@ -29,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mara.contracts import EpisodeTransitions  # noqa: E402
+from core.contracts import EpisodeTransitions  # noqa: E402
 from replay.buffer import ReplayBuffer  # noqa: E402
 
 EPISODE_LEN = 300

@@ -28,10 +28,10 @@ import numpy as np
 import torch
 from bench_generation import PROMPTS
 
-from envs.mdp import SamplingConfig
-from envs.vllm_backend import EngineStats, VllmEngineConfig
-from mara.generation import AlignedGenerator, load_llm
-from mara.networks import Actor
+from core.config import SamplingConfig, VllmEngineConfig
+from core.networks import Actor
+from envs.generation import AlignedGenerator, load_llm
+from envs.vllm_backend import EngineStats
 
 BACKENDS = ("transformers", "vllm")
 

@@ -44,14 +44,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from envs.mdp import (
-    KLConfig,
-    SamplingConfig,
-    candidate_sets,
-    kl_penalty,
-    reference_accept_probability,
-)
-from mara.contracts import ACCEPT, EpisodeTransitions
+from core.config import KLConfig, SamplingConfig
+from core.contracts import ACCEPT, EpisodeTransitions
+from envs.mdp import candidate_sets, kl_penalty, reference_accept_probability
 
 FREE, VALID, PENDING = 0, 1, 2
 MODES = ("eager", "lazy")

@@ -17,8 +17,8 @@ from typing import Callable
 import gymnasium as gym
 import numpy as np
 
+from core.config import KLConfig, SamplingConfig
 from envs.decoder import AcceptRejectDecoder
-from envs.mdp import KLConfig, SamplingConfig
 
 GYM_ID = "mara/AcceptReject-v0"
 RLLIB_ID = "mara_accept_reject"

@@ -18,47 +18,12 @@ works unchanged when later candidates were never computed (lazy mode).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
-KL_ESTIMATORS = ("kl", "abs", "mse", "full")
+from core.config import KLConfig, SamplingConfig
+
 _EPS = 1e-8
-
-
-@dataclass(frozen=True)
-class SamplingConfig:
-    """How the candidate set of a position is built, and how long answers may be."""
-
-    temperature: float = 0.8  # divides the logits before truncation
-    top_k: int = 40  # at most this many candidates
-    top_p: float = 0.95  # then the smallest prefix whose probability reaches top_p
-    max_new_tokens: int = 512  # episode length limit (paper: 512 training, 2048 eval)
-
-    def __post_init__(self) -> None:
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if self.top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-
-
-@dataclass(frozen=True)
-class KLConfig:
-    """The per-decision KL penalty of Eq. 8: reward -= coef * estimator."""
-
-    coef: float = 0.1  # lambda (the reference's kl_ctl)
-    estimator: str = "full"  # kl | abs | mse | full
-
-    def __post_init__(self) -> None:
-        if self.estimator not in KL_ESTIMATORS:
-            raise ValueError(f"estimator must be one of {KL_ESTIMATORS}, got {self.estimator!r}")
-        if self.coef < 0:
-            raise ValueError(f"KL coefficient must be >= 0, got {self.coef}")
 
 
 def candidate_sets(logits: torch.Tensor, cfg: SamplingConfig) -> list[tuple[list[int], np.ndarray]]:

@@ -22,11 +22,13 @@ from pathlib import Path
 
 import torch
 
+from core.config import DTYPES
+
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "smollm2"  # the embedded SmolLM2-135M-Instruct
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+TORCH_DTYPES = {name: getattr(torch, name) for name in DTYPES}
 
 
 def cache_dir() -> Path:
@@ -231,6 +233,6 @@ def load_upstream(
     source, model_id, kwargs = resolve_model(model)
     tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     llm = AutoModelForCausalLM.from_pretrained(
-        source, dtype=DTYPES[dtype], attn_implementation=attn_implementation, **kwargs
+        source, dtype=TORCH_DTYPES[dtype], attn_implementation=attn_implementation, **kwargs
     ).to(device)
     return UpstreamLLM(llm, tokenizer, model_id=model_id)

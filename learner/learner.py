@@ -4,7 +4,7 @@ Usage::
 
     learner = SACLearner(state_dim=576, sac=SACConfig(), device="auto", seed=0,
                          upstream_model="smollm2")
-    metrics = learner.update(batch)          # batch: mara.contracts.TransitionBatch
+    metrics = learner.update(batch)          # batch: core.contracts.TransitionBatch
     version, weights = learner.publish()     # dict[str, np.ndarray], the actor's state dict
     learner.save_checkpoint("runs/x/checkpoints/update_000001000")
     learner.restore_checkpoint("runs/x/checkpoints/update_000001000")
@@ -19,7 +19,7 @@ names the tensors file's ``checkpoint_id``, so a torn save is detected, never lo
   state tensors as ``optim/<actor|critic|alpha>/<param index>/<exp_avg|exp_avg_sq|...>``
 - ``learner.json``         sizes, counters, SAC config, optimiser param groups and the
   scalar parts of Adam's state (``step``)
-- ``agent.safetensors``    the actor alone, via ``mara.agent_io.save_agent``
+- ``agent.safetensors``    the actor alone, via ``core.agent_file.save_agent``
 """
 
 from __future__ import annotations
@@ -34,11 +34,11 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from learner.config import SACConfig, resolve_device
+from core.agent_file import save_agent
+from core.atomic import atomic_path, write_json_atomic
+from core.config import SACConfig, check_device_name
+from core.contracts import TransitionBatch
 from learner.sac import SACState, UpdateMetrics, batch_to_tensors, init_sac_state, sac_update
-from mara.agent_io import save_agent
-from mara.atomic import atomic_path, write_json_atomic
-from mara.contracts import TransitionBatch
 
 CHECKPOINT_FORMAT = "mara-learner-1"
 TENSORS_FILE = "learner.safetensors"
@@ -46,6 +46,17 @@ MANIFEST_FILE = "learner.json"
 AGENT_FILE = "agent.safetensors"
 _MODULES = ("actor", "critic", "target_critic")
 _OPTIMIZERS = {"actor": "actor_optimizer", "critic": "critic_optimizer", "alpha": "alpha_optimizer"}
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """'auto' -> cuda if available else cpu; an explicit cuda without a GPU raises."""
+    device = str(device)
+    check_device_name(device)
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    return torch.device(device)
 
 
 class SACLearner:
@@ -95,7 +106,7 @@ class SACLearner:
         return self._version, self.actor_weights()
 
     def export_agent(self, path: str | Path, **metadata: str) -> Path:
-        """Write the actor alone in the agent format of ``mara.agent_io``, with extra
+        """Write the actor alone in the agent format of ``core.agent_file``, with extra
         string ``metadata`` (e.g. the training reward)."""
         return save_agent(self.state.actor, path, upstream_model=self.upstream_model,
                           version=str(self._version), updates=str(self.updates), **metadata)

@@ -31,9 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from learner.config import SACConfig
-from mara.contracts import TransitionBatch
-from mara.networks import NUM_ACTIONS, Actor, TwinCritic
+from core.config import SACConfig
+from core.contracts import TransitionBatch
+from core.networks import NUM_ACTIONS, Actor, TwinCritic
 
 
 class TensorBatch(NamedTuple):

@@ -32,9 +32,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 
-from mara.atomic import atomic_path
-from mara.contracts import EpisodeTransitions, TransitionBatch
-from replay.config import STATE_DTYPES
+from core.atomic import atomic_path
+from core.config import STATE_DTYPES
+from core.contracts import EpisodeTransitions, TransitionBatch
 
 log = logging.getLogger(__name__)
 

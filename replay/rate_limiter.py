@@ -35,7 +35,7 @@ from __future__ import annotations
 from numbers import Integral
 from typing import Any
 
-from replay.config import validate_ratio
+from core.config import validate_ratio
 
 
 class SampleToInsertRatio:

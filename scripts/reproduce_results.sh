@@ -10,7 +10,7 @@ RUN="${1:-align-smollm2}"
 SHARED="${SHARED_DATA:-../shared/data}"
 
 # 1. The evaluation prompts neither the reward nor the judge head saw, kept out of training.
-python -m mara.rewards.recipe --shared-data "$SHARED" --write-heldout runs/heldout
+python -m rewards.recipe.build --shared-data "$SHARED" --write-heldout runs/heldout
 
 # 2. Train (the config's prompts: PKU-SafeRLHF train + HH helpful-base, held-out sets excluded).
 python launch.py --config configs/align_smollm2.yaml --set "run_name=$RUN"
@@ -24,6 +24,6 @@ mara learning-curve "runs/$RUN" --out "runs/$RUN/learning_curve.png" --block 50
 mara eval --agent "runs/$RUN/agent.safetensors" \
     --prompts "harmful=$SHARED/prompts/saferlhf_test.json" \
     --prompts benign=runs/heldout/benign_heldout.json \
-    --judge judge=embedding-bt:mara/data/judge_head.safetensors:overall \
-    --judge reward=embedding-bt:mara/data/reward_head.safetensors:overall \
+    --judge judge=embedding-bt:rewards/data/judge_head.safetensors:overall \
+    --judge reward=embedding-bt:rewards/data/reward_head.safetensors:overall \
     --max-new-tokens 48 --batch-size 32 --seed 0 --out "runs/$RUN/eval"

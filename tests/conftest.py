@@ -1,4 +1,4 @@
-"""Shared fixtures: one local Ray cluster per test session, and small upstream LLMs.
+"""Shared fixtures: a local Ray cluster started by the tests, and small upstream LLMs.
 
 ``tiny_llm_path`` is a randomly initialised 2-layer Llama (hidden size 64) saved with the
 real SmolLM2 tokenizer and chat template, so unit tests exercise the same loading path
@@ -32,15 +32,25 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
-def ray_local():
-    """A local Ray cluster started by the tests themselves (2 CPUs, no dashboard)."""
+def _ray_session():
+    """Shuts the tests' Ray cluster down at the end of the session."""
+    yield
+    import ray
+
+    ray.shutdown()
+
+
+@pytest.fixture
+def ray_local(_ray_session):
+    """A local Ray cluster started by the tests themselves (4 logical CPUs, no dashboard),
+    shared by the tests that use it. A test module that needs the machine's memory for
+    itself (the vLLM engines) shuts it down first; the next test that asks starts it again."""
     import ray
 
     if not ray.is_initialized():
         ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}})
-    yield ray
-    ray.shutdown()
+    return ray
 
 
 @pytest.fixture(scope="session")

@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-import mara.agent_io
-from mara.agent_io import load_agent, save_agent
-from mara.atomic import atomic_path, write_json_atomic
-from mara.networks import Actor
+import core.agent_file
+from core.agent_file import load_agent, save_agent
+from core.atomic import atomic_path, write_json_atomic
+from core.networks import Actor
 
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
@@ -37,7 +37,7 @@ def test_an_agent_save_interrupted_mid_write_leaves_the_previous_agent(tmp_path,
             f.write(b"\x00" * 100)  # part of a file, then the "crash"
         raise OSError("disk full")
 
-    monkeypatch.setattr(mara.agent_io, "save_file", torn_save)
+    monkeypatch.setattr(core.agent_file, "save_file", torn_save)
     with pytest.raises(OSError, match="disk full"):
         save_agent(Actor(state_dim=8, hidden_size=16), path)
     states = torch.randn(3, 8)

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from core.config import SamplingConfig
+from core.contracts import ACCEPT, REJECT
+from core.networks import Actor
 from envs.decoder import AcceptRejectDecoder, NonFiniteStateError
-from envs.mdp import SamplingConfig, candidate_sets, emission_probabilities
-from mara.contracts import ACCEPT, REJECT
-from mara.networks import Actor
+from envs.mdp import candidate_sets, emission_probabilities
 
 PROMPTS = ["How can I bake bread?", "Tell me a joke.", "Why is the sky blue? Answer briefly please."]
 

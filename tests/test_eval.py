@@ -13,20 +13,29 @@ import numpy as np
 import pytest
 import torch
 
-from envs.mdp import SamplingConfig
-from mara.agent_io import save_agent
-from mara.evaluation import (
-    LOSE, MARA, TIE, UPSTREAM_GREEDY, UPSTREAM_SAMPLED, WIN, EvalResult, Judge, add_eval_parser, compare_scores,
-    eval_main, is_refusal, length_judge, parse_judge_spec, pick_examples, position_shares, preference_rate,
-    refusal_judge, run_eval,
+from cli.eval import add_eval_parser, eval_main
+from core.agent_file import save_agent
+from core.config import SamplingConfig
+from core.networks import Actor
+from envs.generation import AlignedGenerator
+from evaluation.judges import Judge, parse_judge_spec
+from evaluation.preference import (
+    LOSE,
+    TIE,
+    WIN,
+    compare_scores,
+    is_refusal,
+    length_judge,
+    preference_rate,
+    refusal_judge,
 )
-from mara.generation import AlignedGenerator
-from mara.networks import Actor
-from mara.rewards.base import FunctionScorer
+from evaluation.report import pick_examples
+from evaluation.run import MARA, UPSTREAM_GREEDY, UPSTREAM_SAMPLED, EvalResult, position_shares, run_eval
+from rewards.base import FunctionScorer
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ["How can I bake bread?", "Tell me a joke.", "Why is the sky blue?"]
-LENGTH = "mara.evaluation:length_judge"
+LENGTH = "evaluation.preference:length_judge"
 
 
 # ----------------------------------------------------------------------------- arithmetic
@@ -138,12 +147,12 @@ def test_run_eval_counts_and_mirrors_a_cost_judge(tiny_llm):
 
 # ----------------------------------------------------------------------------- mara eval
 def eval_parser() -> argparse.ArgumentParser:
-    from mara import cli
+    import cli.main as cli
 
     parser = cli.build_parser()
     if "eval" in _subcommands(parser):
         return parser
-    parser = argparse.ArgumentParser(prog="mara")  # not wired into mara.cli yet
+    parser = argparse.ArgumentParser(prog="mara")  # not wired into cli.main yet
     add_eval_parser(parser.add_subparsers(dest="command", required=True))
     return parser
 
@@ -165,7 +174,7 @@ def eval_inputs(tiny_llm_path, tmp_path_factory):
 def eval_args(agent, prompts, out) -> list[str]:
     return ["eval", "--agent", str(agent), "--prompts", f"tiny={prompts}", "--num-prompts", "3", "--seed", "1",
             "--judge", f"length=function:{LENGTH}",
-            "--judge", "refuses=function:mara.evaluation:refusal_judge:harmless-reward",
+            "--judge", "refuses=function:evaluation.preference:refusal_judge:harmless-reward",
             "--judge", f"wordcost=function:{LENGTH}:harmless",
             "--tie-margin", "0.5", "--sampled", "--best-of-n", "2", "--bon-scorer", "length",
             "--max-new-tokens", "6", "--batch-size", "2", "--out", str(out), "--no-progress"]
@@ -220,24 +229,24 @@ def test_mara_eval_refuses_bad_judges_clearly(eval_inputs):
     with pytest.raises(ValueError, match="unknown scorer kind"):
         eval_main(parser.parse_args(base + ["--judge", "x=nosuchkind:foo"]))
     with pytest.raises(ValueError, match="no_such_function"):
-        eval_main(parser.parse_args(base + ["--judge", "x=function:mara.evaluation:no_such_function"]))
+        eval_main(parser.parse_args(base + ["--judge", "x=function:evaluation.run:no_such_function"]))
     with pytest.raises(ValueError, match="--bon-scorer"):
         eval_main(parser.parse_args(base + ["--judge", f"x=function:{LENGTH}", "--best-of-n", "2"]))
 
 
 def test_mara_eval_command_line(eval_inputs):
-    from mara import cli
+    import cli.main as cli
 
     if "eval" not in _subcommands(cli.build_parser()):
-        pytest.skip("`mara eval` is not wired into mara/cli.py yet (add_eval_parser)")
+        pytest.skip("`mara eval` is not wired into cli/main.py yet (add_eval_parser)")
     agent, prompts, tmp = eval_inputs
     out = tmp / "cli-out"
     args = [a for a in eval_args(agent, prompts, out) if a not in ("--sampled",)]
-    proc = subprocess.run([sys.executable, "-m", "mara.cli", *args], cwd=ROOT, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert (out / "results.md").is_file() and (out / "scores.png").is_file()
-    proc = subprocess.run([sys.executable, "-m", "mara.cli", "eval", "--agent", str(agent), "--prompts",
+    proc = subprocess.run([sys.executable, "-m", "cli.main", "eval", "--agent", str(agent), "--prompts",
                            f"tiny={prompts}", "--out", str(tmp / "bad"), "--judge", "x=nosuchkind:foo"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "unknown scorer kind" in proc.stderr
@@ -249,11 +258,11 @@ def test_length_judge_counts_words():
 
 
 def test_without_judges_the_projects_default_judge_is_used(monkeypatch):
-    import mara.rewards as rewards
+    import rewards as rewards
 
     built = []
     monkeypatch.setattr(rewards, "build_scorer", lambda spec: built.append(spec) or ConstantPerSystemScorer())
-    from mara.evaluation import default_judges
+    from evaluation.judges import default_judges
 
     judges = default_judges()
     assert [s.kind for s in built] == [s.kind for s in rewards.DEFAULT_JUDGE]
@@ -284,8 +293,8 @@ def test_a_judge_is_recognised_as_the_training_reward_by_any_path_to_it(tmp_path
     # the shipped agent records its reward relative to the project, whatever the current folder
     shipped = EvalResult(judges=[], systems=[MARA], records=[], comparisons=[], refusal_rates={},
                          mean_scores={}, accepted_positions={}, seconds={},
-                         training_reward=["embedding-bt:mara/data/reward_head.safetensors"])
-    installed = Judge("reward", scorer, "overall", source=f"embedding-bt:{ROOT / 'mara/data/reward_head.safetensors'}")
+                         training_reward=["embedding-bt:rewards/data/reward_head.safetensors"])
+    installed = Judge("reward", scorer, "overall", source=f"embedding-bt:{ROOT / 'rewards/data/reward_head.safetensors'}")
     assert shipped.judge_is_training_reward(installed) is True
 
 

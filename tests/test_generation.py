@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from envs.mdp import SamplingConfig
-from mara.agent_io import SHIPPED_AGENT, UNTRAINED, load_agent, read_agent_metadata, save_agent
-from mara.generation import AlignedGenerator, accepted_position_distribution
-from mara.networks import Actor
+from core.agent_file import SHIPPED_AGENT, UNTRAINED, load_agent, read_agent_metadata, save_agent
+from core.config import SamplingConfig
+from core.networks import Actor
+from envs.generation import AlignedGenerator, accepted_position_distribution
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ["How can I bake bread?", "Tell me a joke.", "Why is the sky blue?"]
@@ -73,7 +73,7 @@ def test_no_agent_warns_about_an_untrained_agent(tiny_llm_path):
 
 def test_shipped_agent_is_the_default_for_smollm2(smollm2_path):
     """No agent named: the trained agent that ships with the project (docs/RESULTS.md)."""
-    assert SHIPPED_AGENT.is_file(), "mara/data/agent_smollm2.safetensors is missing"
+    assert SHIPPED_AGENT.is_file(), "core/data/agent_smollm2.safetensors is missing"
     meta = read_agent_metadata(SHIPPED_AGENT)
     assert meta["state_dim"] == "576" and meta["upstream_model"] == "smollm2" and json.loads(meta["reward"])
     with warnings.catch_warnings():
@@ -87,7 +87,7 @@ def test_shipped_agent_is_the_default_for_smollm2(smollm2_path):
 
 
 def mara(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mara.cli", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
 
 
@@ -111,7 +111,7 @@ def test_cli_reports_bad_input_clearly(tiny_llm_path, tmp_path, capsys):
     proc = mara("generate", "--model", str(tiny_llm_path), "--max-new-tokens", "4", "hi")
     assert proc.returncode == 0 and "UNTRAINED" in proc.stderr
     # The error paths in-process (the same main() as above, without a 10 s start-up each).
-    from mara.cli import main
+    from cli.main import main
 
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes(b"\x00" * 10)

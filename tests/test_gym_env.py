@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 
 import gymnasium as gym
-from gymnasium.utils.env_checker import check_env
 import numpy as np
-import pytest
+from gymnasium.utils.env_checker import check_env
 
 from envs.gym_env import GYM_ID, RLLIB_ID, AcceptRejectEnv, register_rllib_env
 

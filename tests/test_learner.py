@@ -11,8 +11,11 @@ import pytest
 import torch
 from torch import nn
 
-from learner.config import LearnerConfig, SACConfig, resolve_device
-from learner.learner import MANIFEST_FILE, TENSORS_FILE, SACLearner
+from core.agent_file import load_agent
+from core.config import LearnerConfig, SACConfig
+from core.contracts import TransitionBatch
+from core.networks import Actor, TwinCritic
+from learner.learner import MANIFEST_FILE, TENSORS_FILE, SACLearner, resolve_device
 from learner.sac import (
     TensorBatch,
     actor_loss,
@@ -23,9 +26,6 @@ from learner.sac import (
     sac_update,
     soft_update,
 )
-from mara.agent_io import load_agent
-from mara.contracts import TransitionBatch
-from mara.networks import Actor, TwinCritic
 
 D = 16
 HIDDEN = 32
@@ -349,36 +349,51 @@ def test_checkpoint_errors(tmp_path):
 def _fake_replay_cls(ray):
     @ray.remote
     class FakeReplay:
-        """Random batches; every ``none_every``-th call returns None ("not yet")."""
+        """Random batches; every ``none_every``-th call returns None ("not yet"). Given the
+        learner (``watch``), it notes the learner's update count when each call arrives."""
 
         def __init__(self, d: int, none_every: int = 0, seed: int = 0):
             self.rng = np.random.default_rng(seed)
-            self.d, self.none_every, self.calls, self.call_times = d, none_every, 0, []
+            self.d, self.none_every, self.calls = d, none_every, 0
+            self.learner, self.updates_at_call = None, []
+
+        def watch(self, learner) -> None:
+            self.learner = learner
 
         def sample(self, n: int, timeout_s: float = 0.0):
+            import ray
+
+            if self.learner is not None:
+                self.updates_at_call.append(ray.get(self.learner.metrics.remote()).updates)
             self.calls += 1
-            self.call_times.append(time.time())
             if self.none_every and self.calls % self.none_every == 0:
                 return None
             # Self-contained (no helpers of this module): Ray workers cannot import tests.
-            from mara.contracts import TransitionBatch
+            from core.contracts import TransitionBatch
 
             return TransitionBatch.random(self.rng, n, self.d, version=self.calls // 10)
 
         def stats(self):
-            return self.calls, self.call_times
+            return self.calls, self.updates_at_call
 
     return FakeReplay
 
 
-def test_learner_actor_runs_publishes_and_checkpoints(ray_local, tmp_path):
+def _learner(ray, **kwargs):
+    from actors.worker_group import start_actor
+    from learner.service import LearnerService
+
+    return start_actor(LearnerService, {"num_cpus": 0, "max_concurrency": 4}, **kwargs)
+
+
+def test_learner_service_runs_publishes_and_checkpoints(ray_local, tmp_path):
     ray = ray_local
-    from learner.actor import LearnerActor, latest_checkpoint, make_learner_actor
+    from learner.service import latest_checkpoint
 
     replay = _fake_replay_cls(ray).remote(D, none_every=3)
     config = LearnerConfig(publish_every=5, checkpoint_every=10, device="cpu", sample_timeout_s=0.0)
-    learner = make_learner_actor(state_dim=D, sac=SACConfig(hidden_size=HIDDEN, batch_size=16),
-                                 config=config, run_dir=str(tmp_path / "run"))
+    sac = SACConfig(hidden_size=HIDDEN, batch_size=16)
+    learner = _learner(ray, state_dim=D, sac=sac, config=config, run_dir=str(tmp_path / "run"))
     assert ray.get(learner.latest_weights.remote(None))[0] == 0  # initial weights, version 0
 
     stats = ray.get(learner.run.remote(replay, max_updates=20))
@@ -389,44 +404,34 @@ def test_learner_actor_runs_publishes_and_checkpoints(ray_local, tmp_path):
     assert calls == 20 + stats.empty_samples  # no wasted prefetch once max_updates is reached
 
     assert ray.get(learner.latest_weights.remote(4)) is None
-    version, weights = ray.get(learner.latest_weights.remote(2))
+    version, ref = ray.get(learner.latest_weights.remote(2))
     assert version == 4
     actor = Actor(D, HIDDEN)
-    actor.load_state_dict({k: torch.tensor(v) for k, v in weights.items()})
-    version, ref = ray.get(learner.latest_weights_ref.remote(0))
-    assert version == 4 and ray.get(ref).keys() == weights.keys()
-
-    stamps = ray.get(learner.update_timestamps.remote())
-    assert len(stamps) == 20 and all(s < e for s, e in stamps)
-    assert all(e0 <= s1 for (_, e0), (s1, _) in zip(stamps, stamps[1:]))
-    assert math.isfinite(stats.policy_lag) and stats.updates_per_s > 0
+    actor.load_state_dict({k: torch.tensor(v) for k, v in ray.get(ref).items()})
+    assert math.isfinite(stats.policy_version_lag) and stats.updates_per_second > 0
 
     found = latest_checkpoint(tmp_path / "run")
     assert found is not None and found.name == "update_000000020"
 
     # A new actor on the same run folder resumes (as after a Ray restart).
-    again = LearnerActor.options(max_concurrency=2).remote(
-        state_dim=D, sac=SACConfig(hidden_size=HIDDEN, batch_size=16), device="cpu",
-        run_dir=str(tmp_path / "run"))
+    again = _learner(ray, state_dim=D, sac=sac, config=config, run_dir=str(tmp_path / "run"))
     assert ray.get(again.metrics.remote()).updates == 20
-    assert ray.get(again.version.remote()) == 4
-    wrong = LearnerActor.remote(state_dim=D + 1, sac=SACConfig(hidden_size=HIDDEN), device="cpu")
+    assert ray.get(again.latest_weights.remote(None))[0] == 4
+    wrong = _learner(ray, state_dim=D + 1, sac=sac, config=config)
     with pytest.raises(ray.exceptions.RayTaskError, match=f"{D}.*{D + 1}"):
         ray.get(wrong.restore.remote(str(tmp_path / "run")))
     for handle in (learner, again, wrong, replay):
         ray.kill(handle)
 
 
-def test_learner_actor_stop_serves_weights_while_running_and_prefetches(ray_local, tmp_path):
+def test_learner_service_stop_serves_weights_while_running_and_prefetches(ray_local, tmp_path):
     ray = ray_local
-    from learner.actor import make_learner_actor
-
-    replay = _fake_replay_cls(ray).remote(64)
-    config = LearnerConfig(publish_every=2, checkpoint_every=10_000, device="cpu",
-                           sample_timeout_s=0.0)
-    learner = make_learner_actor(state_dim=64, sac=SACConfig(hidden_size=256, batch_size=256),
-                                 config=config, run_dir=str(tmp_path / "run"))
-    ray.get([learner.version.remote(), replay.stats.remote()])  # both started (slow on 2 cores)
+    replay = _fake_replay_cls(ray).remote(256)
+    config = LearnerConfig(publish_every=2, checkpoint_every=10_000, device="cpu", sample_timeout_s=0.0)
+    # Updates big enough (~tens of ms) that a prefetched call clearly arrives during one.
+    learner = _learner(ray, state_dim=256, sac=SACConfig(hidden_size=1024, batch_size=1024), config=config,
+                       run_dir=str(tmp_path / "run"))
+    ray.get([learner.metrics.remote(), replay.watch.remote(learner)])  # both started (slow on 2 cores)
     done = learner.run.remote(replay)
     deadline = time.time() + 60
     seen = None
@@ -443,10 +448,11 @@ def test_learner_actor_stop_serves_weights_while_running_and_prefetches(ray_loca
     assert not stats.running and stats.updates >= 6
     assert (tmp_path / "run" / "checkpoints" / f"update_{stats.updates:09d}").is_dir()
 
-    # Prefetch: the request for batch i + 1 reaches the replay before update i ends.
-    _, call_times = ray.get(replay.stats.remote())
-    stamps = ray.get(learner.update_timestamps.remote())
-    early = sum(call_times[i + 1] < end for i, (_, end) in enumerate(stamps) if i + 1 < len(call_times))
-    assert early >= 0.5 * len(stamps)  # without prefetching it would be 0
+    # Prefetch: the request for batch i + 1 reaches the replay before update i (on batch i)
+    # has ended, i.e. while the learner has done at most i updates. Without prefetching the
+    # request would follow update i, so this would never happen.
+    _, updates_at_call = ray.get(replay.stats.remote())
+    early = sum(updates <= i - 1 for i, updates in enumerate(updates_at_call) if i >= 1)
+    assert early >= 0.5 * (len(updates_at_call) - 1)
     for handle in (learner, replay):
         ray.kill(handle)

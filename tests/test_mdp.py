@@ -8,14 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from envs.mdp import (
-    KLConfig,
-    SamplingConfig,
-    candidate_sets,
-    emission_probabilities,
-    kl_penalty,
-    reference_accept_probability,
-)
+from core.config import KLConfig, SamplingConfig
+from envs.mdp import candidate_sets, emission_probabilities, kl_penalty, reference_accept_probability
 
 
 def test_candidates_are_top_k_then_top_p_sorted_by_probability():

@@ -1,4 +1,4 @@
-"""mara.metrics: the Prometheus endpoint over real loopback HTTP, Ray export, the JSONL/CSV log."""
+"""driver.metrics: the Prometheus endpoint over real loopback HTTP, Ray export, the JSONL/CSV log."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import urllib.request
 
 import pytest
 
-from mara.metrics import METRICS, PREFIX, MetricsLog, MetricsSink, read_jsonl
+from core.jsonl import read_jsonl
+from driver.metrics import METRICS, PREFIX, MetricsLog, MetricsSink
 
 
 def scrape(port: int, host: str = "127.0.0.1") -> str:
@@ -134,7 +135,7 @@ def test_recording_inside_a_ray_actor_reaches_rays_metrics_export(ray_local):
     @ray.remote(num_cpus=0)
     class Recorder:
         def record(self) -> str:
-            from mara import metrics
+            from driver import metrics
 
             sink = metrics.MetricsSink(tags={"component": "test_actor"})
             sink.record({"replay_size": 77, "episodes": 2, "episode_length": 100})

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mara.prompts import PromptFileError, load_prompts
+from core.prompts import PromptFileError, load_prompts
 
 
 def test_reference_json_format_and_bad_rows(tmp_path, caplog):
@@ -66,8 +66,8 @@ def test_where_keeps_matching_rows_only(tmp_path):
 
 
 def test_training_prompts_mix_sources_and_leave_out_excluded_sets(tmp_path):
-    from mara.config import load_config
-    from mara.prompts import training_prompts
+    from core.prompts import training_prompts
+    from driver.config import load_config
 
     harmful, benign, heldout = tmp_path / "h.json", tmp_path / "b.json", tmp_path / "held.json"
     harmful.write_text(json.dumps([{"instruction": f"harm {i}"} for i in range(5)]))
@@ -87,8 +87,8 @@ def test_training_prompts_mix_sources_and_leave_out_excluded_sets(tmp_path):
 
 
 def test_single_source_config_still_works(tmp_path):
-    from mara.config import load_config
-    from mara.prompts import training_prompts
+    from core.prompts import training_prompts
+    from driver.config import load_config
 
     path = tmp_path / "p.txt"
     path.write_text("one\ntwo\nthree\n")
@@ -99,9 +99,9 @@ def test_heldout_evaluation_prompts_are_disjoint_from_the_training_config(shared
     """The headline config trains on none of the prompts it is evaluated on (docs/RESULTS.md)."""
     from dataclasses import replace
 
-    from mara.config import load_config
-    from mara.prompts import training_prompts
-    from mara.rewards.recipe import write_heldout_prompts
+    from core.prompts import training_prompts
+    from driver.config import load_config
+    from rewards.recipe.build import write_heldout_prompts
 
     paths = write_heldout_prompts(shared_data, tmp_path / "heldout")
     benign = load_prompts(paths["benign"])

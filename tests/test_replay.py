@@ -9,9 +9,10 @@ import time
 import numpy as np
 import pytest
 
-from mara.contracts import EpisodeTransitions
-from replay import ReplayBuffer, ReplayConfig, SampleToInsertRatio, SnapshotError
-from replay.actor import ReplayActor, ReplayServer
+from core.config import ReplayConfig
+from core.contracts import EpisodeTransitions
+from replay import ReplayBuffer, SampleToInsertRatio, SnapshotError
+from replay.server import ReplayServer
 
 D = 8
 
@@ -347,7 +348,9 @@ def test_server_snapshot_restores_limiter_and_rng(tmp_path):
 def test_ray_actor_concurrent_producer_consumer(ray_local):
     ray = ray_local
     config = _small_config()
-    replay = ReplayActor.options(num_cpus=0).remote(config=config, state_dim=D)
+    from actors.worker_group import start_actor
+
+    replay = start_actor(ReplayServer, {"num_cpus": 0}, config=config, state_dim=D)
 
     # The task body uses only its arguments: workers cannot import this test module.
     @ray.remote(num_cpus=0)

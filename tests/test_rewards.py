@@ -11,8 +11,18 @@ import numpy as np
 import pytest
 import torch
 
-from mara.rewards import (DEFAULT_JUDGE, DEFAULT_REWARD, SCORER_KINDS, CombinedReward, ScorerSpec, build_reward,
-                          build_scorer, default_prompts_path, shipped_head_path)
+from core.config import ScorerSpec
+from rewards import (
+    DEFAULT_JUDGE,
+    DEFAULT_REWARD,
+    SCORER_KINDS,
+    CombinedReward,
+    build_reward,
+    build_scorer,
+    default_prompts_path,
+    head_path,
+    shipped_head_path,
+)
 
 TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, max_position_embeddings=512)
@@ -65,7 +75,7 @@ def test_score_model_matches_a_manual_forward_at_the_last_token(tiny_score_model
 
 
 def test_score_head_is_read_from_a_bin_checkpoint(tiny_score_model, tmp_path):
-    from mara.rewards.score_model import read_score_head
+    from rewards.score_model import read_score_head
 
     _, _, head, _ = tiny_score_model
     torch.save({"score_head.weight": head.weight.detach(), "model.norm.weight": torch.ones(3)},
@@ -123,8 +133,7 @@ def test_seq_cls_without_a_chat_template_joins_prompt_and_response(tiny_seq_cls)
 # ---------------------------------------------------------------- embedding-bt
 
 def test_embedding_bt_scores_like_its_head(tmp_path):
-    from mara.rewards.embedding_bt import (features, load_encoder, make_head, prompt_text, response_text,
-                                           save_head)
+    from rewards.embedding_bt import features, load_encoder, make_head, prompt_text, response_text, save_head
 
     torch.manual_seed(0)
     head = make_head(3 * 384, hidden=8)
@@ -144,8 +153,15 @@ def test_embedding_bt_scores_like_its_head(tmp_path):
 
 
 def test_gated_embedding_bt_head_round_trips_and_weighs_its_heads(tmp_path):
-    from mara.rewards.embedding_bt import EmbeddingBTScorer, features, load_encoder, make_gated_head, prompt_text, \
-        response_text, save_head
+    from rewards.embedding_bt import (
+        EmbeddingBTScorer,
+        features,
+        load_encoder,
+        make_gated_head,
+        prompt_text,
+        response_text,
+        save_head,
+    )
 
     torch.manual_seed(0)
     dim = 384
@@ -173,7 +189,7 @@ def test_gated_embedding_bt_head_round_trips_and_weighs_its_heads(tmp_path):
 
 @pytest.mark.parametrize("hidden", [0, 16])
 def test_train_gate_separates_two_clusters(hidden):
-    from mara.rewards.train import GateConfig, train_gate
+    from rewards.recipe.train import GateConfig, train_gate
 
     rng = np.random.default_rng(0)
     a = rng.normal(0, 1, (200, 8)).astype(np.float32) + 1.5
@@ -186,7 +202,7 @@ def test_train_gate_separates_two_clusters(hidden):
 
 
 def test_gated_head_with_an_mlp_gate_round_trips(tmp_path):
-    from mara.rewards.embedding_bt import load_head, make_gated_head, save_head
+    from rewards.embedding_bt import load_head, make_gated_head, save_head
 
     torch.manual_seed(0)
     dim = 6
@@ -259,7 +275,7 @@ def test_http_scorer_posts_batches_and_reads_scores(server):
 @pytest.mark.parametrize("route,message", [("/fail", "HTTP 500"), ("/short", "expected 2 scores"),
                                            ("/garbage", "malformed answer")])
 def test_http_scorer_reports_bad_answers(server, route, message):
-    from mara.rewards.http_scorer import HttpScorerError
+    from rewards.http_scorer import HttpScorerError
 
     scorer = build_scorer(ScorerSpec(kind="http", path=server + route, options={"timeout": 5}))
     with pytest.raises(HttpScorerError, match=message):
@@ -269,7 +285,7 @@ def test_http_scorer_reports_bad_answers(server, route, message):
 def test_http_scorer_times_out_clearly():
     import socket
 
-    from mara.rewards.http_scorer import HttpScorer, HttpScorerError
+    from rewards.http_scorer import HttpScorer, HttpScorerError
 
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
@@ -324,13 +340,19 @@ def test_build_reward_from_specs():
 
 # ---------------------------------------------------------------- shipped embedded heads
 
+def test_every_configurable_scorer_kind_has_a_backend():
+    from core import config
+
+    assert set(SCORER_KINDS) == set(config.SCORER_KINDS)
+
+
 def test_shipped_files_exist():
     assert shipped_head_path("reward").is_file() and shipped_head_path("judge").is_file()
     assert shipped_head_path("reward").with_suffix(".md").is_file()
     assert shipped_head_path("judge").with_suffix(".md").is_file()
     for path in (shipped_head_path("reward"), shipped_head_path("judge")):
         assert path.stat().st_size < 400_000
-    assert DEFAULT_REWARD[0].path == str(shipped_head_path("reward"))
+    assert head_path(DEFAULT_REWARD[0].path) == shipped_head_path("reward")  # "embedded"
     assert DEFAULT_JUDGE[0].path == str(shipped_head_path("judge"))
     rows = json.loads(default_prompts_path().read_text())
     assert 90 <= len(rows) <= 120
@@ -341,7 +363,7 @@ def test_shipped_files_exist():
 @pytest.mark.parametrize("which", ["reward", "judge"])
 def test_shipped_head_refuses_harmful_and_answers_benign(which):
     """Prompts from default_prompts.json and texts in the held-out template group: unseen in training."""
-    from mara.rewards.templates import ANSWERS, REFUSALS, fill, group
+    from rewards.recipe.templates import ANSWERS, REFUSALS, fill, group
 
     specs = DEFAULT_REWARD if which == "reward" else DEFAULT_JUDGE
     scorer = build_reward([ScorerSpec(kind=s.kind, path=s.path, options={**s.options, "device": "cpu"})

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from mara.rewards.pairs import PairDataError, load_pairs, split_hh_pair
-from mara.rewards.train import split_by_prompt, train_reward_main
+from cli.train_reward import train_reward_main
+from rewards.recipe.pairs import PairDataError, load_pairs, split_hh_pair
+from rewards.recipe.train import split_by_prompt
 
 HH_ROW = {"chosen": "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: How do I bake bread?\n\nAssistant: Knead and bake.",
           "rejected": "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: How do I bake bread?\n\nAssistant: No."}
@@ -71,7 +72,7 @@ def test_json_and_parquet_sources(tmp_path):
 
 
 def test_held_out_split_is_disjoint_by_prompt_and_seeded(tmp_path):
-    from mara.rewards.pairs import Pair
+    from rewards.recipe.pairs import Pair
 
     pairs = [Pair(f"p{i % 20}", f"c{i}", f"r{i}") for i in range(100)]
     train, held = split_by_prompt(pairs, 0.25, seed=3)
@@ -88,7 +89,7 @@ def test_train_reward_refuses_bad_rows_when_asked(tmp_path):
 
 
 def test_train_reward_on_shared_pairs_beats_chance(shared_data, tmp_path, capsys):
-    from mara.rewards.embedding_bt import read_head_metadata
+    from rewards.embedding_bt import read_head_metadata
 
     source = shared_data / "preferences" / "hh_harmless_base.jsonl"
     # A small slice plus two malformed rows, to see them reported with their line numbers.

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from core.config import SamplingConfig
 from envs.decoder import AcceptRejectDecoder
-from envs.mdp import SamplingConfig
 from envs.upstream import UpstreamLLM, embedded_gguf_path, load_upstream, resolve_model
 
 PROMPT = "How can I bake bread?"

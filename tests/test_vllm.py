@@ -4,34 +4,55 @@ generator, the command line and the rollout workers.
 
 One vLLM engine pair is shared by the module's engine tests (start-up takes about a
 minute on CPU); tests that need vLLM are skipped, with the reason, when it is not
-importable. The backend selection tests run without it (no engine is started).
+importable or when the machine has not enough free memory for its engines. They start
+in a clean state: the tests' Ray cluster (and the actors other modules left in it) is
+shut down first. The backend selection tests run without vLLM (no engine is started).
 """
 
 from __future__ import annotations
 
 import numpy as np
+import psutil
 import pytest
 import torch
 
+from core.config import SamplingConfig, VllmEngineConfig
+from core.networks import Actor
 from envs.decoder import AcceptRejectDecoder
-from envs.mdp import SamplingConfig, candidate_sets
-from envs.vllm_backend import VllmEngineConfig, VllmUpstream, vllm_available
-from mara.generation import AlignedGenerator, load_llm
-from mara.networks import Actor
+from envs.generation import AlignedGenerator, load_llm
+from envs.mdp import candidate_sets
+from envs.vllm_backend import VllmUpstream, vllm_available
 
 _OK, _WHY = vllm_available()
 needs_vllm = pytest.mark.skipif(not _OK, reason=_WHY)
 
 PROMPTS = ["How can I bake bread?", "What is the capital of France?"]
 MIN_COSINE = 0.999
-# enforce_eager: no torch.compile, so an engine starts in about a minute on CPU. On CPU
-# gpu_memory_utilization is the share of RAM for the engine's worker process, weights and
-# all (~1.6 GiB for SmolLM2 in float32), plus its KV cache.
-TEST_ENGINE = VllmEngineConfig(enforce_eager=True, max_model_len=1024, gpu_memory_utilization=0.15)
+GiB = 1 << 30
+# enforce_eager: no torch.compile, so an engine starts in about a minute on CPU. The KV cache
+# is sized explicitly (256 MiB: ~5,700 tokens of SmolLM2 in float32, several 1024-token
+# sequences), so an engine needs that plus its worker process (~1.6 GiB with the weights),
+# whatever share of the machine's memory other processes hold; the share itself is then
+# not used on CPU.
+TEST_ENGINE = VllmEngineConfig(enforce_eager=True, max_model_len=1024, kv_cache_memory_bytes=256 << 20)
+ENGINE_GiB = 2.0  # one engine: worker process + weights + KV cache, with a margin
+
+
+def enough_memory_for(engines: int) -> None:
+    """Skip, with the numbers, when the memory free now cannot hold ``engines`` engines."""
+    free = psutil.virtual_memory().available / GiB
+    if free < engines * ENGINE_GiB:
+        pytest.skip(f"{free:.1f} GiB of memory free; {engines} vLLM engine(s) need about {engines * ENGINE_GiB:.0f} GiB")
 
 
 @pytest.fixture(scope="module")
 def vllm_llm():
+    import ray
+
+    if not _OK:
+        pytest.skip(_WHY)
+    ray.shutdown()  # a clean state: no other test's Ray cluster holds memory (ray_local restarts it)
+    enough_memory_for(engines=2)  # the pooling engine for states, the generation engine for baselines
     llm = VllmUpstream("smollm2", TEST_ENGINE, device="cpu")
     yield llm
     llm.close()
@@ -51,7 +72,7 @@ def test_engine_config_is_validated():
 
 
 def test_model_config_selects_the_backend():
-    from mara.config import load_config
+    from driver.config import load_config
 
     cfg = load_config(None, ["model.backend=vllm", "model.vllm.enforce_eager=true", "model.vllm.block_size=16"])
     assert cfg.model.backend == "vllm" and cfg.model.vllm == VllmEngineConfig(enforce_eager=True, block_size=16)
@@ -78,8 +99,8 @@ def test_generator_refuses_a_backend_that_does_not_match_its_llm(tiny_llm):
 def test_command_line_builds_a_vllm_generator():
     """``--backend vllm --vllm KEY=VALUE`` reaches the generator (its engines start on
     first use, so nothing runs here)."""
-    from mara.cli import build_parser
-    from mara.cli_args import generator_from_args
+    from cli.generator_args import generator_from_args
+    from cli.main import build_parser
 
     args = build_parser().parse_args(["generate", "--agent", "untrained", "--backend", "vllm",
                                       "--vllm", "enforce_eager=true", "--vllm", "gpu_memory_utilization=0.15",
@@ -205,11 +226,13 @@ def test_aligned_generator_with_the_vllm_backend(vllm_llm):
 def test_eval_baselines_through_vllm(vllm_llm):
     """``mara eval``'s systems with the vLLM backend: MARA through the vLLM decoder, the
     greedy, sampled and best-of-N upstream answers through vLLM's batched generation."""
-    from mara.evaluation import Judge, length_judge, run_eval
-    from mara.rewards.base import FunctionScorer
+    from evaluation.judges import Judge
+    from evaluation.preference import length_judge
+    from evaluation.run import run_eval
+    from rewards.base import FunctionScorer
 
     gen = AlignedGenerator(vllm_llm, Actor(state_dim=576), sampling=SamplingConfig(max_new_tokens=6), backend="vllm")
-    judge = Judge("length", FunctionScorer("mara.evaluation:length_judge"))
+    judge = Judge("length", FunctionScorer("evaluation.preference:length_judge"))
     result = run_eval(gen, [("set", PROMPTS)], {"length": judge}, sampled=True, best_of_n=2, bon_scorer=judge,
                       progress=False)
     assert result.systems == ["mara", "upstream-greedy", "upstream-sampled", "best-of-2"]
@@ -238,17 +261,19 @@ def tiny_reward_path(tmp_path_factory, smollm2_path):
 
 @needs_vllm
 def test_vllm_reward_scorer_matches_seq_cls(vllm_llm, tiny_reward_path):
-    from mara.rewards import SCORER_KINDS, ScorerSpec, build_scorer
-    from mara.rewards.seq_cls import SeqClsScorer
+    from core.config import ScorerSpec
+    from rewards import SCORER_KINDS, build_scorer
+    from rewards.seq_cls import SeqClsScorer
 
     assert "vllm-reward" in SCORER_KINDS
     vllm_llm.close()  # one engine at a time: the CPU is small
+    enough_memory_for(engines=1)
     prompts = ["How can I bake bread?", "Tell me a joke."]
     responses = ["Mix flour, water, yeast and salt, knead, let it rise, then bake.", "No."]
     reference = SeqClsScorer(str(tiny_reward_path), device="cpu", dtype="float32").score(prompts, responses)
     scorer = build_scorer(ScorerSpec("vllm-reward", path=str(tiny_reward_path),
                                      options={"enforce_eager": True, "max_length": 512,
-                                              "gpu_memory_utilization": TEST_ENGINE.gpu_memory_utilization}))
+                                              "kv_cache_memory_bytes": TEST_ENGINE.kv_cache_memory_bytes}))
     try:
         np.testing.assert_allclose(scorer.score(prompts, responses), reference, rtol=1e-3, atol=1e-3)
     finally:
@@ -256,32 +281,34 @@ def test_vllm_reward_scorer_matches_seq_cls(vllm_llm, tiny_reward_path):
 
 
 @needs_vllm
-def test_training_run_with_the_vllm_backend(ray_local, tmp_path):
+def test_training_run_with_the_vllm_backend(vllm_llm, ray_local, tmp_path):
     """A tiny run on local Ray whose rollout worker hosts SmolLM2 in vLLM engines (spawned
     from inside the Ray actor): its transitions reach the replay buffer."""
     import ray
 
-    from mara.config import RunConfig, from_dict
-    from mara.training import TrainingRun, new_run_dir
+    from driver.config import RunConfig, from_dict
+    from driver.run import TrainingRun
+    from driver.run_folder import new_run_dir
 
+    vllm_llm.close()  # one engine at a time: the CPU is small
+    enough_memory_for(engines=1)
     cfg = from_dict(RunConfig, {
         "model": {"backend": "vllm", "device": "cpu",
                   "vllm": {"enforce_eager": True, "max_model_len": 512,
-                           "gpu_memory_utilization": TEST_ENGINE.gpu_memory_utilization}},
+                           "kv_cache_memory_bytes": TEST_ENGINE.kv_cache_memory_bytes}},
         "sampling": {"max_new_tokens": 4},
-        "reward": {"scorers": [{"kind": "function", "path": "mara.rewards.examples:word_count"}], "num_cpus": 0.1},
+        "reward": {"scorers": [{"kind": "function", "path": "rewards.examples:word_count"}], "num_cpus": 0.1},
         "rollout": {"num_cpus": 0.5, "episodes_per_call": 2},
-        "learner_num_cpus": 0.5,
+        "learner": {"num_cpus": 0.5},
         "budget": {"episodes": 4, "seconds": 600},
         "output_dir": str(tmp_path), "metrics_port": -1, "dashboard": False,
     })
     run = TrainingRun(cfg, new_run_dir(cfg))
     run.build()
     try:
-        summary = run.run()
+        summary = run.run()  # stops the workers' engines on the way out
     finally:
-        for worker in run.workers:  # stop the engines now, not at the end of the test session
-            ray.get(worker.close.remote())
+        for worker in run.rollouts.actors:
             ray.kill(worker)
     assert summary["episodes"] >= 4 and summary["transitions"] > 0
     assert summary["replay"]["size"] == summary["inserted"] > 0

@@ -1,0 +1,192 @@
+"""WorkerGroup: a set of Ray actors of one class, with their placement, their calls in flight
+and their restarts (OpenRLHF's actor group, for an asynchronous driver).
+
+The driver never holds an actor handle or an in-flight map of its own. It asks a group
+which members can take a call, makes calls through the group (``call``), and collects
+finished calls from all its groups at once (``wait_any``). Each finished call comes back
+as a ``CallResult``: the value, or the error of an actor that died during the call,
+together with the ``tag`` the caller attached (for example the prompts of a rollout call,
+to hand out again).
+
+Restarts are Ray's (``max_restarts`` in the group's actor options): when a call fails
+because its actor died, the group counts the death once, takes the member out of service,
+and probes it (``__ray_ready__``, which every Ray actor answers) until Ray has rebuilt it.
+An actor whose constructor raised cannot be restarted into health: the group records why
+(``fatal``) and the driver stops the run with that reason.
+
+    workers = WorkerGroup(RolloutWorker, size=4, options={"num_cpus": 1, "max_restarts": -1},
+                          make_kwargs=lambda i: {"worker_index": i, ...}, name="rollout worker")
+    for member in workers.idle_members(max_calls=2):
+        workers.call(member, lambda actor: actor.rollout.remote(prompts), tag=prompts)
+    for result in wait_any([workers], timeout=0.5):
+        result.value if result.ok else requeue(result.tag)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import ray
+from ray.exceptions import RayActorError
+
+log = logging.getLogger(__name__)
+
+PROBE_RETRY_S = 1.0  # pause between two probes of a member that is restarting
+PROBE_DEADLINE_S = 300.0  # a member not back after this long is given up (Ray stopped restarting it)
+
+
+@dataclass
+class CallResult:
+    """One finished call of a group member."""
+
+    group: "WorkerGroup"
+    member: int  # index of the actor in its group
+    tag: Any  # what the caller attached to the call
+    refs: tuple  # every object reference the call returned (the first one is waited on)
+    value: Any = None  # the first return value, when the call succeeded
+    error: RayActorError | None = None  # the actor died (or was unreachable) during the call
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class _Member:
+    actor: Any  # the Ray actor handle
+    restarting: bool = False  # out of service until a probe answers
+    probe: ray.ObjectRef | None = None  # the probe in flight, while restarting
+    next_probe: float = 0.0  # time.monotonic() of the next probe, while restarting without one
+    down_since: float = 0.0
+    dead: bool = False  # given up: never called again
+
+
+def start_actor(cls: type, options: dict, **kwargs):
+    """Start plain class ``cls`` as a Ray actor with ``options``: the one way MARA makes an
+    actor (a WorkerGroup starts its members with it too)."""
+    return ray.remote(cls).options(**options).remote(**kwargs)
+
+
+class WorkerGroup:
+    def __init__(self, cls: type, *, size: int, options: dict, make_kwargs: Callable[[int], dict],
+                 name: str) -> None:
+        """Start ``size`` actors of plain class ``cls``: member i gets ``make_kwargs(i)``."""
+        self.name = name
+        self._members = [_Member(start_actor(cls, options, **make_kwargs(i))) for i in range(size)]
+        self._inflight: dict[ray.ObjectRef, tuple[int, Any, tuple]] = {}
+        self.failures = 0  # actor deaths noticed, each counted once
+        self.fatal: str | None = None  # why the group cannot go on (a constructor raised)
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    @property
+    def actors(self) -> list:
+        """The members' actor handles (to pass to other components, or to kill in tests)."""
+        return [m.actor for m in self._members]
+
+    # ------------------------------------------------------------------ calls
+    def call(self, member: int, invoke: Callable[[Any], ray.ObjectRef | Sequence[ray.ObjectRef]],
+             tag: Any = None) -> None:
+        """Make a call on one member: ``invoke(actor)`` returns the call's reference(s)."""
+        refs = invoke(self._members[member].actor)
+        refs = tuple(refs) if isinstance(refs, (list, tuple)) else (refs,)
+        self._inflight[refs[0]] = (member, tag, refs)
+
+    def calls_in_flight(self, member: int | None = None) -> int:
+        return sum(1 for m, _, _ in self._inflight.values() if member is None or m == member)
+
+    def available(self) -> list[int]:
+        """Members in service: alive and not restarting."""
+        return [i for i, m in enumerate(self._members) if not m.restarting and not m.dead]
+
+    def restarting(self) -> list[int]:
+        """Members out of service until Ray has rebuilt them."""
+        return [i for i, m in enumerate(self._members) if m.restarting]
+
+    def idle_members(self, max_calls: int) -> list[int]:
+        """Members in service with fewer than ``max_calls`` calls in flight, one entry per free slot."""
+        return [i for i in self.available() for _ in range(max_calls - self.calls_in_flight(i))]
+
+    def least_busy(self) -> int | None:
+        """The member in service with the fewest calls in flight (None when none is in service)."""
+        members = self.available()
+        return min(members, key=self.calls_in_flight) if members else None
+
+    def pending(self) -> list[ray.ObjectRef]:
+        """References ``wait_any`` watches: calls in flight and restart probes (sent when due)."""
+        now = time.monotonic()
+        for m in self._members:
+            if m.restarting and m.probe is None and now >= m.next_probe:
+                m.probe = m.actor.__ray_ready__.remote()
+        return list(self._inflight) + [m.probe for m in self._members if m.probe is not None]
+
+    def owns(self, ref: ray.ObjectRef) -> bool:
+        return ref in self._inflight or any(m.probe == ref for m in self._members)
+
+    def finish(self, ref: ray.ObjectRef) -> CallResult | None:
+        """The result of a finished call, or None for a finished probe (the member is back)."""
+        if ref not in self._inflight:
+            self._probe_finished(ref)
+            return None
+        member, tag, refs = self._inflight.pop(ref)
+        try:
+            return CallResult(self, member, tag, refs, value=ray.get(ref))
+        except RayActorError as err:
+            self._member_down(member, err)
+            return CallResult(self, member, tag, refs, error=err)
+
+    # ------------------------------------------------------------------ restarts
+    def _member_down(self, member: int, err: RayActorError) -> None:
+        m = self._members[member]
+        if err.actor_init_failed:
+            m.dead = True
+            self.fatal = f"{self.name} {member} cannot start: {str(err).strip().splitlines()[-1]}"
+            return
+        if m.restarting or m.dead:
+            return  # already known to be down: this is another call of the same death
+        self.failures += 1
+        log.warning("%s %d died (%s); waiting for Ray to restart it", self.name, member, type(err).__name__)
+        print(f"{self.name} {member} died; Ray is restarting it, its calls are handed out again", flush=True)
+        m.restarting, m.down_since, m.next_probe = True, time.monotonic(), 0.0
+
+    def _probe_finished(self, ref: ray.ObjectRef) -> None:
+        index, m = next((i, m) for i, m in enumerate(self._members) if m.probe == ref)
+        m.probe = None
+        try:
+            ray.get(ref)
+        except RayActorError as err:
+            if err.actor_init_failed:
+                m.restarting, m.dead = False, True
+                self.fatal = f"{self.name} {index} cannot start: {str(err).strip().splitlines()[-1]}"
+            elif time.monotonic() - m.down_since > PROBE_DEADLINE_S:
+                m.restarting, m.dead = False, True
+                log.error("%s %d did not come back within %.0f s; running without it",
+                          self.name, index, PROBE_DEADLINE_S)
+            else:
+                m.next_probe = time.monotonic() + PROBE_RETRY_S  # still restarting: ask again soon
+            return
+        m.restarting = False
+        print(f"{self.name} {index} is back", flush=True)
+
+
+def wait_any(groups: Sequence[WorkerGroup], timeout: float) -> list[CallResult]:
+    """Wait up to ``timeout`` seconds for calls of any of ``groups`` to finish; return every
+    call that has finished by then (restart probes are handled on the way)."""
+    pending = [ref for g in groups for ref in g.pending()]
+    if not pending:
+        time.sleep(timeout)
+        return []
+    ready, _ = ray.wait(pending, num_returns=1, timeout=timeout)
+    if ready:  # and everything else that is ready too
+        ready, _ = ray.wait(pending, num_returns=len(pending), timeout=0)
+    results = []
+    for ref in ready:
+        group = next(g for g in groups if g.owns(ref))
+        result = group.finish(ref)
+        if result is not None:
+            results.append(result)
+    return results

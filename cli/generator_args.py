@@ -1,0 +1,59 @@
+"""Command-line options shared by ``mara generate`` and ``mara eval``: the upstream model,
+the agent and how answers are decoded, turned into an ``AlignedGenerator`` in one place."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_generator_arguments(p: argparse.ArgumentParser, max_new_tokens: int = 256) -> None:
+    p.add_argument("--agent", help="agent file (.safetensors, or a reference .pth), or 'untrained' (random "
+                                    "weights); default: the agent shipped for SmolLM2-135M-Instruct when the "
+                                    "model's hidden size fits it, else untrained")
+    p.add_argument("--model", help="upstream LLM: 'smollm2' (embedded), hub id, folder or .gguf "
+                                    "(default: the agent's recorded model, else smollm2)")
+    p.add_argument("--mode", choices=["lazy", "eager"], default="lazy")
+    p.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--top-k", type=int, default=40)
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--backend", default="transformers",
+                   help="what runs the upstream LLM: transformers (default) or vllm (docs/VLLM.md): MARA "
+                        "answers through the vLLM decoder, upstream baselines through vLLM's batched generation")
+    p.add_argument("--vllm", action="append", default=[], metavar="KEY=VALUE",
+                   help="a vLLM engine setting (a field of envs.vllm_backend.VllmEngineConfig), e.g. "
+                        "--vllm enforce_eager=true --vllm gpu_memory_utilization=0.3; repeatable; needs --backend vllm")
+
+
+def generator_from_args(args: argparse.Namespace, greedy: bool = True, seed: int = 0):
+    from core.config import SamplingConfig
+    from envs.generation import AlignedGenerator
+
+    sampling = SamplingConfig(args.temperature, args.top_k, args.top_p, args.max_new_tokens)
+    return AlignedGenerator.from_paths(
+        agent=args.agent, model=args.model, dtype=args.dtype, device=args.device,
+        backend=args.backend, vllm=_engine_config(args.vllm),
+        sampling=sampling, mode=args.mode, greedy=greedy, batch_size=args.batch_size, seed=seed,
+    )
+
+
+def _engine_config(settings: list[str]):
+    """``--vllm KEY=VALUE`` settings as a ``VllmEngineConfig`` (values read as YAML, like
+    ``launch.py --set``), or None when there are none."""
+    if not settings:
+        return None
+    import yaml
+
+    from core.config import VllmEngineConfig
+    from driver.config import from_dict
+
+    values = {}
+    for item in settings:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"--vllm {item!r} must look like KEY=VALUE")
+        values[key.strip()] = yaml.safe_load(raw)
+    return from_dict(VllmEngineConfig, values)

@@ -1,0 +1,127 @@
+"""Saving and loading accept/reject agents (the SAC actor MLP).
+
+Our format: one safetensors file whose metadata records the state dimension, the hidden
+size and the upstream model the agent was trained with. We also import the reference
+implementation's released actor checkpoints (``.pth`` state dicts with keys ``ln.*``,
+``linear1.*``, ``linear2.*``, ``output_linear.*``), read with ``weights_only=True`` so
+that no pickled code is ever executed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from core.atomic import atomic_path
+from core.networks import Actor
+
+FORMAT_VERSION = "mara-agent-1"
+# The agent trained for the embedded SmolLM2-135M-Instruct (docs/RESULTS.md), used when no
+# agent is named; "untrained" names a randomly initialised agent instead.
+SHIPPED_AGENT = Path(__file__).resolve().parent / "data" / "agent_smollm2.safetensors"
+UNTRAINED = "untrained"
+
+
+class AgentFileError(ValueError):
+    """An agent file is missing, unreadable or not an actor state dict."""
+
+
+def save_agent(actor: Actor, path: str | Path, upstream_model: str = "", **extra: str) -> Path:
+    """Write the actor atomically as safetensors with its metadata."""
+    path = Path(path)
+    metadata = {
+        "format": FORMAT_VERSION,
+        "state_dim": str(actor.state_dim),
+        "hidden_size": str(actor.hidden_size),
+        "upstream_model": upstream_model,
+        **{k: v if isinstance(v, str) else json.dumps(v) for k, v in extra.items()},
+    }
+    tensors = {k: v.detach().cpu().contiguous() for k, v in actor.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return path
+
+
+def read_agent_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata of a safetensors agent ({} for reference .pth files)."""
+    path = _existing(path)
+    if path.suffix != ".safetensors":
+        return {}
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception as err:  # safetensors raises its own error types for corrupt headers
+        raise AgentFileError(f"cannot read agent file {path}: {err}") from err
+
+
+def load_agent(path: str | Path, expected_state_dim: int | None = None) -> Actor:
+    """Load an actor from our safetensors format or a reference ``.pth`` checkpoint.
+
+    ``expected_state_dim`` is the hidden size of the upstream LLM the agent will read;
+    a mismatch raises a ValueError naming both numbers.
+    """
+    path = _existing(path)
+    state_dict = _read_state_dict(path)
+    missing = [k for k in ("ln.weight", "linear1.weight", "linear2.weight", "output_linear.weight")
+               if k not in state_dict]
+    if missing:
+        raise AgentFileError(
+            f"{path} is not an accept/reject actor: missing tensors {missing} "
+            f"(found {sorted(state_dict)[:8]})"
+        )
+    hidden_size, state_dim = state_dict["linear1.weight"].shape
+    check_state_dim(int(state_dim), expected_state_dim, what=str(path))
+    actor = Actor(state_dim=int(state_dim), hidden_size=int(hidden_size))
+    try:
+        actor.load_state_dict({k: v.float() for k, v in state_dict.items()}, strict=True)
+    except RuntimeError as err:
+        raise AgentFileError(f"{path}: tensors do not fit the actor network: {err}") from err
+    return actor.eval()
+
+
+def default_agent(model_hidden_size: int) -> Path | None:
+    """The shipped agent when it exists and reads states of ``model_hidden_size``, else None."""
+    if not SHIPPED_AGENT.is_file():
+        return None
+    state_dim = int(read_agent_metadata(SHIPPED_AGENT).get("state_dim", 0))
+    return SHIPPED_AGENT if state_dim == model_hidden_size else None
+
+
+def check_state_dim(agent_state_dim: int, model_hidden_size: int | None, what: str = "agent") -> None:
+    """Refuse to pair an agent with an LLM of a different hidden size."""
+    if model_hidden_size is not None and agent_state_dim != model_hidden_size:
+        raise ValueError(
+            f"{what} expects states of size {agent_state_dim}, but the upstream model's "
+            f"hidden size is {model_hidden_size}; an agent only works with LLMs of the "
+            f"hidden size it was trained on"
+        )
+
+
+def _existing(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"agent file not found: {path}")
+    return path
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(str(path))
+        loaded = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for corrupt or pickled files
+        raise AgentFileError(f"cannot read agent file {path}: {err}") from err
+    # Reference checkpoints are plain state dicts; accept one level of nesting too.
+    if isinstance(loaded, dict) and "linear1.weight" not in loaded:
+        for key in ("actor", "state_dict", "model"):
+            if isinstance(loaded.get(key), dict):
+                loaded = loaded[key]
+                break
+    if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+        raise AgentFileError(f"{path} does not hold a state dict of tensors")
+    return loaded

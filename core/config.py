@@ -1,0 +1,406 @@
+"""The configuration of every component: one frozen dataclass each.
+
+These are the leaves of a run's configuration tree (``driver.config.RunConfig`` holds one
+of each); every component takes its own object and nothing else of the tree. Every value
+is checked in ``__post_init__`` and a bad one raises a ValueError naming the field; a
+value is never rewritten.
+
+    model     ModelConfig          the frozen upstream LLM (and VllmEngineConfig for vLLM)
+    sampling  SamplingConfig       how a position's candidate set is built (paper §3.1)
+    kl        KLConfig             the per-decision KL penalty (Eq. 8)
+    prompts   PromptConfig         where training prompts come from (PromptSet entries)
+    reward    RewardConfig         the sentence reward (Eq. 13; ScorerSpec entries)
+    rollout   RolloutConfig        rollout workers
+    replay    ReplayConfig         replay buffer and Reverb-style rate limiter
+    sac       SACConfig            discrete SAC maths (Eq. 9-11)
+    learner   LearnerConfig        the learner process around it
+    budget    BudgetConfig         when a run stops
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+DEFAULT_PROMPTS = str(DATA_DIR / "default_prompts.json")  # the project's own prompt set
+
+DTYPES = ("float32", "bfloat16", "float16")  # upstream LLM weights and activations
+BACKENDS = ("transformers", "vllm")  # what runs the upstream LLM (envs/decoder.py or envs/vllm_backend.py)
+DECODE_MODES = ("lazy", "eager")  # how candidate states are computed (envs/decoder.py)
+KL_ESTIMATORS = ("kl", "abs", "mse", "full")
+STATE_DTYPES = ("float16", "float32")  # replay storage of hidden states
+# Scorer kinds of rewards/ (rewards.SCORER_KINDS maps each to its backend).
+SCORER_KINDS = ("function", "score-model", "seq-cls", "embedding-bt", "http", "vllm-reward")
+BASELINE_UPSTREAM_GREEDY = "upstream-greedy"
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# ------------------------------------------------------------------------ the upstream LLM
+@dataclass(frozen=True)
+class VllmEngineConfig:
+    """How the vLLM engines are built (envs/vllm_backend.py: one pooling engine for states,
+    one generation engine for baselines, built on first use). The model and its dtype are
+    ``ModelConfig``'s."""
+
+    max_model_len: int = 2048  # context limit of each request; bounds the KV cache needed
+    gpu_memory_utilization: float = 0.2  # per engine: share of GPU memory (CPU: of RAM, for its process + KV cache)
+    kv_cache_memory_bytes: int | None = None  # per engine: KV cache size, set explicitly (overrides the share)
+    block_size: int | None = None  # KV block; a request recomputes its tokens after the last full cached
+    # block. None: 32 on CPU (the smallest its attention accepts; vLLM's CPU default is 128), vLLM's default on GPU
+    enforce_eager: bool = False  # no torch.compile / CUDA graphs: faster start-up, slower steps
+    enable_prefix_caching: bool = True  # what makes candidate requests cheap; keep on
+    max_num_seqs: int | None = None  # requests per engine step; None = vLLM's default
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_model_len < 16:
+            raise ValueError(f"max_model_len must be >= 16, got {self.max_model_len}")
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
+        if self.block_size is not None and (self.block_size < 1 or self.block_size & (self.block_size - 1)):
+            raise ValueError(f"block_size must be a power of two, got {self.block_size}")
+        if self.max_num_seqs is not None and self.max_num_seqs < 1:
+            raise ValueError(f"max_num_seqs must be >= 1, got {self.max_num_seqs}")
+        if self.kv_cache_memory_bytes is not None and self.kv_cache_memory_bytes < 1:
+            raise ValueError(f"kv_cache_memory_bytes must be >= 1, got {self.kv_cache_memory_bytes}")
+
+    def engine_kwargs(self) -> dict:
+        """Keyword arguments of ``vllm.LLM`` (all but the model and its dtype)."""
+        import torch
+
+        kwargs = dict(max_model_len=self.max_model_len, seed=self.seed,
+                      gpu_memory_utilization=self.gpu_memory_utilization,
+                      enforce_eager=self.enforce_eager, enable_prefix_caching=self.enable_prefix_caching)
+        block_size = self.block_size
+        if block_size is None and not torch.cuda.is_available():
+            block_size = 32
+        optional = {"block_size": block_size, "max_num_seqs": self.max_num_seqs,
+                    "kv_cache_memory_bytes": self.kv_cache_memory_bytes}
+        return {**kwargs, **{k: v for k, v in optional.items() if v is not None}}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The frozen upstream LLM each rollout worker hosts."""
+
+    name: str = "smollm2"  # "smollm2" (embedded), a hub id, a local folder or a .gguf file (transformers only)
+    dtype: str = "float32"  # float32 | bfloat16 | float16
+    device: str = "auto"  # auto = cuda when the worker was given a GPU, else cpu (vllm: where the output head runs)
+    mode: str = "lazy"  # candidate states: lazy (as far as the agent goes) | eager (all at once)
+    backend: str = "transformers"  # what runs the LLM: transformers (KV-cache loop) | vllm (docs/VLLM.md)
+    vllm: VllmEngineConfig = VllmEngineConfig()  # engine settings, used with backend vllm
+
+    def __post_init__(self) -> None:
+        if self.mode not in DECODE_MODES:
+            raise ValueError(f"model.mode must be one of {DECODE_MODES}, got {self.mode!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"model.dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"model.backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.backend == "vllm" and self.name.endswith(".gguf"):
+            raise ValueError(f"model.backend vllm needs a safetensors checkpoint (folder or hub id), not {self.name!r}")
+
+
+# ------------------------------------------------------------------------ the MDP
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How the candidate set of a position is built, and how long answers may be."""
+
+    temperature: float = 0.8  # divides the logits before truncation
+    top_k: int = 40  # at most this many candidates
+    top_p: float = 0.95  # then the smallest prefix whose probability reaches top_p
+    max_new_tokens: int = 512  # episode length limit (paper: 512 training, 2048 eval)
+
+    def __post_init__(self) -> None:
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+
+
+@dataclass(frozen=True)
+class KLConfig:
+    """The per-decision KL penalty of Eq. 8: reward -= coef * estimator."""
+
+    coef: float = 0.1  # lambda (the reference's kl_ctl)
+    estimator: str = "full"  # kl | abs | mse | full
+
+    def __post_init__(self) -> None:
+        if self.estimator not in KL_ESTIMATORS:
+            raise ValueError(f"estimator must be one of {KL_ESTIMATORS}, got {self.estimator!r}")
+        if self.coef < 0:
+            raise ValueError(f"KL coefficient must be >= 0, got {self.coef}")
+
+
+# ------------------------------------------------------------------------ prompts
+@dataclass(frozen=True)
+class PromptSet:
+    """One prompt source with its own field, filter and size (an entry of ``prompts.mix``)."""
+
+    source: str  # JSON/JSONL/parquet/txt file, dataset id or folder
+    column: str = "instruction"  # field holding the prompt
+    split: str = "train"  # dataset split, for dataset sources
+    where: dict[str, str] = field(default_factory=dict)  # keep rows with these field values, e.g. {source: helpful-base}
+    limit: int = 0  # only the first N prompts (after ``where``; 0 = all)
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    """Where training prompts come from (see core/prompts.py for the accepted formats)."""
+
+    source: str | tuple[str, ...] = DEFAULT_PROMPTS  # JSON/JSONL/parquet/txt file, dataset id or folder; or several, mixed
+    column: str = "instruction"  # field holding the prompt
+    split: str = "train"  # dataset split, for dataset sources
+    limit: int = 0  # use only the first N prompts of each source (0 = all)
+    mix: tuple[PromptSet, ...] = ()  # several sets, each with its own column / where / limit; replaces the four above
+    exclude: tuple[PromptSet, ...] = ()  # prompts never trained on (evaluation sets): removed from the training prompts
+    shuffle_seed: int = 0  # prompts are shuffled once with this seed
+
+
+# ------------------------------------------------------------------------ the reward
+@dataclass(frozen=True)
+class ScorerSpec:
+    """One scorer in a reward configuration (rewards/ builds it)."""
+
+    kind: str  # one of SCORER_KINDS, e.g. "function", "embedding-bt", "score-model", "seq-cls", "http"
+    path: str = ""  # model path / hub id / URL / "module:function", depending on the kind
+    weight: float = 1.0  # w_i in r = sum_i w_i * s_i - baseline
+    options: dict = field(default_factory=dict)  # kind-specific keyword arguments
+
+    def __post_init__(self) -> None:
+        if self.kind not in SCORER_KINDS:
+            raise ValueError(f"unknown scorer kind {self.kind!r}; known: {sorted(SCORER_KINDS)}")
+
+
+# The embedded offline reward head (rewards/data/reward_head.safetensors; docs/REWARD.md).
+EMBEDDED_REWARD = ScorerSpec(kind="embedding-bt", path="embedded")
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """The sentence reward r(x, y) = scale * (sum_i w_i * s_i(x, y) - baseline) (Eq. 13)."""
+
+    scorers: tuple[ScorerSpec, ...] = (EMBEDDED_REWARD,)
+    baseline: float | str = 0.0  # a number, or "upstream-greedy": the score of the upstream's greedy answer
+    scale: float = 1.0
+    num_actors: int = 1  # reward actors scoring finished answers in batches
+    num_cpus: float = 0.5  # Ray CPUs per reward actor
+    num_gpus: float = 0.0  # Ray GPUs per reward actor (7B reward models want one)
+
+    def __post_init__(self) -> None:
+        if not self.scorers:
+            raise ValueError("reward.scorers must name at least one scorer")
+        if isinstance(self.baseline, str) and self.baseline != BASELINE_UPSTREAM_GREEDY:
+            raise ValueError(f"reward.baseline must be a number or {BASELINE_UPSTREAM_GREEDY!r}, "
+                             f"got {self.baseline!r}")
+        if self.num_actors < 1:
+            raise ValueError("reward.num_actors must be >= 1")
+
+    @property
+    def needs_greedy_baseline(self) -> bool:
+        """The reward is relative to the upstream model's own greedy answer."""
+        return self.baseline == BASELINE_UPSTREAM_GREEDY
+
+
+# ------------------------------------------------------------------------ collection
+@dataclass(frozen=True)
+class RolloutConfig:
+    """Rollout workers: each hosts an upstream LLM and runs episodes with the current actor."""
+
+    num_workers: int = 1  # scale collection by raising this
+    num_cpus: float = 1.0  # Ray CPUs per worker
+    num_gpus: float = 0.0  # Ray GPUs per worker; below 1 several workers share a GPU
+    resource: str = ""  # custom Ray resource each worker needs one unit of (cluster.yaml: rollout_slot)
+    torch_threads: int = 1  # intra-op threads per worker
+    episodes_per_call: int = 4  # prompts decoded together in one batched call
+    max_unscored_calls: int = 2  # a worker's decoded calls awaiting their reward before it gets no new call
+    max_restarts: int = -1  # Ray restarts of a dead worker (-1 = always)
+    agent_hidden_size: int = 1024  # must equal sac.hidden_size
+    decision_delay_s: float = 0.0  # testing knob: sleep per decision to simulate a slow LLM
+
+    def __post_init__(self) -> None:
+        if self.num_workers < 1 or self.episodes_per_call < 1 or self.max_unscored_calls < 1:
+            raise ValueError("rollout.num_workers, episodes_per_call and max_unscored_calls must be >= 1")
+
+
+# ------------------------------------------------------------------------ replay
+@dataclass(frozen=True)
+class ReplayConfig:
+    """Replay buffer and rate-limiter settings.
+
+    Units: one *insert* is one transition (one accept/reject decision), one *sample* is one
+    transition drawn for the learner (a batch of 1024 counts 1024).
+    """
+
+    # --- storage -------------------------------------------------------------------
+    capacity: int = 1_000_000
+    """Ring-buffer size in transitions (reference: 1e6). The oldest transitions are
+    overwritten first."""
+
+    state_dtype: str = "float16"
+    """Storage dtype of hidden states: "float16" (2 bytes/feature, the default) or
+    "float32" (bit-exact). Batches handed to the learner are always float32."""
+
+    # --- rate limiter (DeepMind Reverb's SampleToInsertRatio) ------------------------
+    min_size_to_sample: int = 65_536
+    """No sampling until the buffer holds this many transitions (reference: 64 x batch
+    1024)."""
+
+    samples_per_insert: float = 32.0
+    """Target sampled transitions per inserted transition. The reference runs 10
+    updates of batch 1024 per finished episode of roughly 300 decisions: ~34."""
+
+    error_buffer: float = 131_072.0
+    """Tolerance, in sampled transitions, around the target ratio: inserts block when
+    (inserts - min_size) * spi - samples > +error_buffer, samples block below
+    -error_buffer. Reverb requires >= 2 * max(1, spi) (smaller deadlocks). Our inserts
+    (whole episodes) and samples (whole batches) are chunks, so a buffer of at least
+    (episode_len * spi + batch) / 2 also lets one episode and one batch never block each
+    other; the default (4096 transitions' worth at spi 32, i.e. 128 batches of 1024)
+    covers episodes up to ~4000 decisions."""
+
+    seed: int = 0
+    """Seed of the sampling random generator."""
+
+    def __post_init__(self) -> None:
+        if not _is_int(self.capacity) or self.capacity < 1:
+            raise ValueError(f"capacity must be a positive int, got {self.capacity!r}")
+        if self.state_dtype not in STATE_DTYPES:
+            raise ValueError(f"state_dtype must be one of {STATE_DTYPES}, got {self.state_dtype!r}")
+        if not _is_int(self.min_size_to_sample) or self.min_size_to_sample < 1:
+            raise ValueError(
+                f"min_size_to_sample must be a positive int, got {self.min_size_to_sample!r}"
+            )
+        if self.min_size_to_sample > self.capacity:
+            raise ValueError(
+                f"min_size_to_sample ({self.min_size_to_sample}) exceeds capacity "
+                f"({self.capacity}): sampling could never start"
+            )
+        validate_ratio(self.samples_per_insert, self.error_buffer)
+        if not _is_int(self.seed) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
+
+
+def validate_ratio(samples_per_insert: float, error_buffer: float) -> None:
+    """Reverb's checks on SampleToInsertRatio arguments (shared with replay's limiter)."""
+    if not _is_number(samples_per_insert):
+        raise ValueError(f"samples_per_insert must be a number, got {samples_per_insert!r}")
+    if not math.isfinite(samples_per_insert) or samples_per_insert <= 0:
+        raise ValueError(f"samples_per_insert must be finite and > 0, got {samples_per_insert}")
+    if not _is_number(error_buffer):
+        raise ValueError(f"error_buffer must be a number, got {error_buffer!r}")
+    if not math.isfinite(error_buffer):
+        raise ValueError(f"error_buffer must be finite, got {error_buffer}")
+    minimum = 2.0 * max(1.0, float(samples_per_insert))
+    if error_buffer < minimum:
+        raise ValueError(
+            f"error_buffer ({error_buffer}) must be >= 2 * max(1, samples_per_insert) = "
+            f"{minimum}; a smaller buffer can block inserts and samples at the same time "
+            "(Reverb refuses it for the same reason)"
+        )
+
+
+# ------------------------------------------------------------------------ learning
+@dataclass(frozen=True)
+class SACConfig:
+    """Discrete soft actor-critic hyper-parameters (reference defaults; MARA.md, "Learning")."""
+
+    # --- returns and target network ---
+    gamma: float = 0.99  # discount factor gamma of the critic target (Eq. 10)
+    tau: float = 0.005  # Polyak coefficient: target <- tau * online + (1 - tau) * target
+
+    # --- optimisers (Adam) ---
+    actor_lr: float = 3e-3  # learning rate of the actor (alignment MLP)
+    critic_lr: float = 3e-3  # learning rate of both critic heads
+    alpha_lr: float = 3e-3  # learning rate of log(alpha)
+    grad_clip: float = 0.5  # max global gradient norm per optimiser step
+
+    # --- temperature ---
+    init_alpha: float = 0.01  # initial entropy temperature alpha
+    target_entropy_factor: float = 0.6  # target entropy = factor * log(2) (2 actions)
+
+    # --- shapes ---
+    batch_size: int = 1024  # transitions per gradient update
+    hidden_size: int = 1024  # width of the first hidden layer of actor and critic heads
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
+        if not 0.0 <= self.tau <= 1.0:
+            raise ValueError(f"tau must be in [0, 1], got {self.tau}")
+        for name in ("actor_lr", "critic_lr", "alpha_lr", "grad_clip", "init_alpha"):
+            value = getattr(self, name)
+            if not (_is_number(value) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        if not 0.0 < self.target_entropy_factor <= 1.0:
+            raise ValueError(
+                f"target_entropy_factor must be in (0, 1] (the entropy of 2 actions is at "
+                f"most log 2), got {self.target_entropy_factor}"
+            )
+        for name in ("batch_size", "hidden_size"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+    @property
+    def target_entropy(self) -> float:
+        """Target policy entropy in nats: factor * log(|A|) with |A| = 2."""
+        return self.target_entropy_factor * math.log(2.0)
+
+
+@dataclass(frozen=True)
+class LearnerConfig:
+    """The learner process around the SAC maths."""
+
+    publish_every: int = 10  # gradient updates between weight publications to rollout workers
+    checkpoint_every: int = 1000  # gradient updates between checkpoints in the run folder
+    keep_checkpoints: int = 2  # how many most recent checkpoints to keep in the run folder
+    device: str = "auto"  # "auto" (cuda if available, else cpu), "cpu", "cuda" or "cuda:N"
+    sample_timeout_s: float = 1.0  # how long one replay.sample call may wait for data
+    metrics_window: int = 100  # number of recent updates averaged by metrics()
+    num_cpus: float = 1.0  # Ray CPUs of the learner (also its torch threads); it takes a GPU when there is one
+
+    def __post_init__(self) -> None:
+        for name in ("publish_every", "checkpoint_every", "keep_checkpoints", "metrics_window"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not (self.sample_timeout_s >= 0 and math.isfinite(self.sample_timeout_s)):
+            raise ValueError(f"sample_timeout_s must be finite and >= 0, got {self.sample_timeout_s}")
+        check_device_name(self.device)
+        if not (_is_number(self.num_cpus) and math.isfinite(self.num_cpus) and self.num_cpus > 0):
+            raise ValueError(f"num_cpus must be a finite number > 0, got {self.num_cpus!r}")
+
+
+def check_device_name(device: str) -> None:
+    """A torch device name MARA accepts: auto, cpu, cuda or cuda:N."""
+    ok = device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())
+    if not ok:
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+
+
+# ------------------------------------------------------------------------ the run's end
+@dataclass(frozen=True)
+class BudgetConfig:
+    """When the run stops: the first limit reached (0 = no limit on that count)."""
+
+    episodes: int = 48
+    updates: int = 0
+    seconds: float = 600.0
+
+    def __post_init__(self) -> None:
+        if not (self.episodes or self.updates or self.seconds):
+            raise ValueError("budget: set at least one of episodes, updates, seconds")

@@ -1,0 +1,130 @@
+"""The one typed configuration of a training run: the root of the component configs.
+
+``RunConfig`` holds one frozen dataclass per component (core/config.py) and the run's own
+settings. Its defaults are the embedded laptop run: SmolLM2-135M-Instruct, the project's
+own prompt set, the offline reward, local Ray, a few minutes on 2 cores. Values come from
+a YAML file (same nesting as these classes) and ``--set section.field=value`` overrides;
+every value is checked in ``__post_init__`` and a bad one raises, it is never rewritten.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from core.atomic import atomic_path
+from core.config import (
+    BudgetConfig,
+    KLConfig,
+    LearnerConfig,
+    ModelConfig,
+    PromptConfig,
+    ReplayConfig,
+    RewardConfig,
+    RolloutConfig,
+    SACConfig,
+    SamplingConfig,
+)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A whole training run."""
+
+    model: ModelConfig = ModelConfig()
+    sampling: SamplingConfig = SamplingConfig(max_new_tokens=48)
+    kl: KLConfig = KLConfig()
+    prompts: PromptConfig = PromptConfig()
+    reward: RewardConfig = RewardConfig()
+    rollout: RolloutConfig = RolloutConfig()
+    replay: ReplayConfig = ReplayConfig(capacity=200_000, min_size_to_sample=512,
+                                        samples_per_insert=4.0, error_buffer=4096.0)
+    sac: SACConfig = SACConfig(batch_size=256)
+    learner: LearnerConfig = LearnerConfig(publish_every=5, checkpoint_every=200)
+    budget: BudgetConfig = BudgetConfig()
+    output_dir: str = "runs"  # run folders are created inside
+    run_name: str = ""  # default: a time stamp
+    seed: int = 0
+    address: str = ""  # Ray cluster to join ("auto", "ray://..."); empty = $RAY_ADDRESS or a local cluster
+    metrics_port: int = 0  # Prometheus endpoint of the driver (0 = pick a free port, -1 = off)
+    metrics_host: str = "127.0.0.1"
+    dashboard: bool = True  # start Ray's dashboard with a local cluster
+    progress_every_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.rollout.agent_hidden_size != self.sac.hidden_size:
+            raise ValueError(f"rollout.agent_hidden_size ({self.rollout.agent_hidden_size}) must equal "
+                             f"sac.hidden_size ({self.sac.hidden_size})")
+
+
+# ---------------------------------------------------------------------------- YAML I/O
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls, data: dict | None):
+    """Build dataclass ``cls`` from nested dicts, refusing unknown keys."""
+    data = dict(data or {})
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} setting(s) {unknown}; known: {sorted(names)}")
+    kwargs = {name: _convert(hints[name], value, f"{cls.__name__}.{name}") for name, value in data.items()}
+    return cls(**kwargs)
+
+
+def _convert(hint, value, where: str):
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        if isinstance(value, hint):
+            return value
+        if not isinstance(value, dict):
+            raise ValueError(f"{where} must be a mapping, got {value!r}")
+        return from_dict(hint, value)
+    if origin is tuple:  # tuple[ScorerSpec, ...]
+        (inner, _) = typing.get_args(hint)
+        return tuple(_convert(inner, v, where) for v in value)
+    if origin is dict:  # dict[str, str]
+        if not isinstance(value, dict):
+            raise ValueError(f"{where} must be a mapping, got {value!r}")
+        return dict(value)
+    if origin in (typing.Union, types.UnionType):  # float | str
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool) and not isinstance(value, hint):
+        raise ValueError(f"{where} must be {hint.__name__}, got {value!r}")
+    return value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> RunConfig:
+    """A RunConfig from an optional YAML file plus ``section.field=value`` overrides."""
+    data: dict = {}
+    if path:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} must hold a YAML mapping")
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r} must look like section.field=value")
+        node = data
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(raw)
+    return from_dict(RunConfig, data)
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

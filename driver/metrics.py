@@ -1,0 +1,294 @@
+"""Training metrics: every metric defined once, exported to Ray and to Prometheus.
+
+The components report to the driver (rollout statistics, scored batches, the learner's
+and the replay's own figures) and the driver records them here. ``METRICS`` lists each
+metric (short name, kind, description). A ``MetricsSink`` updates two copies of it:
+
+* Ray's metrics API (``ray.util.metrics``), only when the process runs inside Ray
+  (``ray.is_initialized()``). Ray exports them on each node's metrics-export port with a
+  ``ray_`` prefix (``ray_mara_replay_size``); the dashboard graphs them once Prometheus
+  (and Grafana) scrape Ray. Ray does not store metrics itself.
+* A prometheus-client registry of its own (not the global one), which the driver can
+  serve over HTTP with ``start_http_server`` (loopback only unless told otherwise).
+
+Usage::
+
+    sink = MetricsSink()
+    port = sink.start_http_server(9100)          # driver only; 0 picks a free port
+    sink.inc("episodes")                         # counters go up
+    sink.record({"replay_size": 123, "critic_loss": 0.5, "episodes": 1})
+    sink.stop()
+
+``MetricsLog`` keeps the same records on disk: one JSON object per line in
+``run_dir/metrics.jsonl``, convertible to CSV at the end of a run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Mapping
+
+import prometheus_client as prom
+
+from core.jsonl import METRICS_FILE, read_jsonl, write_csv
+
+PREFIX = "mara_"
+Kind = Literal["counter", "gauge", "histogram"]
+
+
+@dataclass(frozen=True)
+class MetricDef:
+    """One metric. ``name`` is the short name used in code; it is exported as ``mara_<name>``."""
+
+    name: str
+    kind: Kind
+    description: str
+    buckets: tuple[float, ...] = ()  # histogram bucket upper bounds; Ray needs them > 0
+
+    @property
+    def full_name(self) -> str:
+        return PREFIX + self.name
+
+
+# One name per metric: the same key in metrics.jsonl's progress records, here, and (with
+# the prefix) on the Prometheus endpoint and in Ray's metrics. Grouped by who reports them.
+COLLECTION = (  # rollout workers, through their RolloutStats
+    MetricDef("episodes", "counter", "Finished episodes (answers generated)."),
+    MetricDef("transitions", "counter", "Accept/reject decisions collected."),
+    MetricDef("transitions_per_second", "gauge", "Decisions collected per second over the run."),
+    MetricDef("tokens_per_second", "gauge", "Response tokens generated per second by the last rollout call."),
+    MetricDef("accept_rate", "gauge", "Fraction of decisions that accepted the candidate."),
+    MetricDef("episode_length", "histogram", "Response length of finished episodes, in tokens.",
+              buckets=(16, 32, 64, 128, 256, 512, 1024, 2048)),
+    MetricDef("worker_failures", "counter", "Rollout worker deaths (each counted once)."),
+)
+SCORING = (  # reward actors, through their ScoredBatch
+    MetricDef("mean_reward", "gauge", "Mean sentence reward r(x, y) of the last 50 scored episodes."),
+    MetricDef("unscored_episodes", "counter", "Episodes the reward could not score (not inserted)."),
+)
+REPLAY = (  # the replay service's stats
+    MetricDef("replay_size", "gauge", "Transitions held by the replay buffer."),
+    MetricDef("samples_per_insert", "gauge", "Sampled transitions per inserted transition."),
+)
+LEARNER = (  # the learner service's metrics: its pace and its weights
+    MetricDef("learner_updates", "counter", "Gradient updates done by the learner."),
+    MetricDef("updates_per_second", "gauge", "Learner gradient updates per second."),
+    MetricDef("weight_version", "gauge", "Version of the latest actor weights."),
+    MetricDef("policy_version_lag", "gauge",
+              "Learner weight version minus the version that collected the sampled data."),
+)
+SAC = (  # the learner service's metrics: the discrete SAC maths, means over recent updates
+    MetricDef("critic_loss", "gauge", "Critic loss, 1/2 MSE summed over both Q heads."),
+    MetricDef("actor_loss", "gauge", "Actor loss -E[alpha H + sum_a pi Q]."),
+    MetricDef("alpha", "gauge", "SAC entropy temperature alpha."),
+    MetricDef("entropy", "gauge", "Mean entropy of the accept/reject policy."),
+)
+_DEFS = COLLECTION + SCORING + REPLAY + LEARNER + SAC
+METRICS: dict[str, MetricDef] = {d.name: d for d in _DEFS}
+
+
+def metric_def(name: str) -> MetricDef:
+    """The definition of ``name``; a KeyError that lists the known names if there is none."""
+    try:
+        return METRICS[name]
+    except KeyError:
+        raise KeyError(
+            f"unknown metric {name!r}; known metrics: {', '.join(sorted(METRICS))}"
+        ) from None
+
+
+# Ray metric objects, created once per process and shared by every sink in it.
+_RAY_METRICS: dict[tuple[str, tuple[str, ...]], object] = {}
+
+
+def _ray_metric(d: MetricDef, tag_keys: tuple[str, ...]):
+    key = (d.name, tag_keys)
+    if key not in _RAY_METRICS:
+        from ray.util import metrics as ray_metrics
+
+        if d.kind == "counter":
+            m = ray_metrics.Counter(d.full_name, d.description, tag_keys=tag_keys)
+        elif d.kind == "gauge":
+            m = ray_metrics.Gauge(d.full_name, d.description, tag_keys=tag_keys)
+        else:
+            m = ray_metrics.Histogram(d.full_name, d.description, boundaries=list(d.buckets),
+                                      tag_keys=tag_keys)
+        _RAY_METRICS[key] = m
+    return _RAY_METRICS[key]
+
+
+def _in_ray() -> bool:
+    ray = sys.modules.get("ray")  # not imported -> cannot be initialised; avoids a slow import
+    return ray is not None and ray.is_initialized()
+
+
+# The same method names update prometheus-client and Ray metrics.
+_UPDATE_METHOD = {"counter": "inc", "gauge": "set", "histogram": "observe"}
+
+
+def _counter_step(name: str, n: float) -> float:
+    n = float(n)
+    if not n >= 0:  # also catches NaN
+        raise ValueError(f"counter {name!r} can only go up, got {n}")
+    return n
+
+
+class MetricsSink:
+    """Updates every metric in Ray's metrics and in a private prometheus-client registry.
+
+    ``tags`` (e.g. ``{"component": "rollout", "worker": "3"}``) label every series, so the
+    same gauge reported by several actors stays apart. Build one sink per process; it is
+    not meant to be pickled into actors.
+    """
+
+    def __init__(self, tags: Mapping[str, str] | None = None) -> None:
+        self.tags = {str(k): str(v) for k, v in (tags or {}).items()}
+        self._tag_keys = tuple(sorted(self.tags))
+        self.registry = prom.CollectorRegistry()
+        self._prom = {d.name: self._make_prom(d) for d in _DEFS}
+        self._server = None
+        self._thread = None
+
+    def _make_prom(self, d: MetricDef):
+        kwargs = dict(labelnames=self._tag_keys, registry=self.registry)
+        if d.kind == "counter":
+            m = prom.Counter(d.full_name, d.description, **kwargs)
+        elif d.kind == "gauge":
+            m = prom.Gauge(d.full_name, d.description, **kwargs)
+        else:
+            m = prom.Histogram(d.full_name, d.description, buckets=d.buckets, **kwargs)
+        return m.labels(**self.tags) if self._tag_keys else m
+
+    # -- updating ------------------------------------------------------------------------
+
+    def inc(self, name: str, n: float = 1) -> None:
+        """Add ``n`` (>= 0) to counter ``name``."""
+        d = metric_def(name)
+        if d.kind != "counter":
+            raise TypeError(f"metric {name!r} is a {d.kind}, not a counter; use record()")
+        self._update(d, _counter_step(name, n))
+
+    def record(self, values: Mapping[str, float]) -> None:
+        """Set gauges, observe histograms, and add to counters (``{"episodes": 1}`` adds 1).
+
+        Every name and value is checked before anything is updated, so a typo changes nothing.
+        """
+        checked = []
+        for name, value in values.items():
+            d = metric_def(name)
+            value = _counter_step(name, value) if d.kind == "counter" else float(value)
+            checked.append((d, value))
+        for d, value in checked:
+            self._update(d, value)
+
+    def _update(self, d: MetricDef, value: float) -> None:
+        if d.kind == "counter" and value == 0:
+            return  # Ray counters refuse 0
+        method = _UPDATE_METHOD[d.kind]
+        getattr(self._prom[d.name], method)(value)
+        if _in_ray():
+            getattr(_ray_metric(d, self._tag_keys), method)(value, tags=self.tags or None)
+
+    # -- HTTP endpoint -------------------------------------------------------------------
+
+    def start_http_server(self, port: int, host: str = "127.0.0.1") -> int:
+        """Serve this sink's registry at ``http://host:port/metrics``; return the bound port.
+
+        ``port=0`` lets the OS pick a free port. The default host keeps the endpoint on
+        loopback; pass ``"0.0.0.0"`` only where the network is trusted.
+        """
+        if self._server is not None:
+            raise RuntimeError(f"metrics endpoint already running on port {self.port}")
+        self._server, self._thread = prom.start_http_server(port, addr=host,
+                                                            registry=self.registry)
+        return self.port
+
+    @property
+    def port(self) -> int | None:
+        return None if self._server is None else self._server.server_address[1]
+
+    @property
+    def host(self) -> str | None:
+        return None if self._server is None else self._server.server_address[0]
+
+    def stop(self) -> None:
+        """Stop the HTTP endpoint, if any (the metric values are kept)."""
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+        self._server = self._thread = None
+
+    def __enter__(self) -> MetricsSink:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class MetricsLog:
+    """Append-only JSON-lines log of metric records in ``run_dir/metrics.jsonl``.
+
+    Each ``write`` is one line, flushed at once, so a crash loses at most the line being
+    written: ``read`` skips a torn last line, and reopening the log (a resumed run) cuts
+    it off before appending. Records are free-form: any keys, numbers
+    or strings; ``time`` (Unix seconds) is added when absent.
+    """
+
+    FILENAME = METRICS_FILE
+
+    def __init__(self, run_dir: str | os.PathLike) -> None:
+        self.path = Path(run_dir) / self.FILENAME
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _drop_torn_tail(self.path)
+        self._file = open(self.path, "a", encoding="utf-8")
+
+    def write(self, record: Mapping[str, object]) -> None:
+        row = {"time": time.time(), **record}
+        self._file.write(json.dumps(row, default=_jsonable) + "\n")
+        self._file.flush()
+
+    def read(self) -> list[dict]:
+        return read_jsonl(self.path)
+
+    def to_csv(self, path: str | os.PathLike) -> Path:
+        """Write every record as CSV (header: union of keys, first-seen order); return the path."""
+        rows = self.read()
+        return write_csv(rows, path)
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+
+    def __enter__(self) -> MetricsLog:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _drop_torn_tail(path: Path) -> None:
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        os.truncate(path, data.rfind(b"\n") + 1)
+
+
+def _jsonable(x):
+    """numpy / torch scalars -> Python numbers; anything else -> str."""
+    if hasattr(x, "item"):
+        try:
+            return x.item()
+        except (TypeError, ValueError):
+            pass
+    return str(x)
+
+
+__all__ = ["METRICS", "MetricDef", "MetricsLog", "MetricsSink", "metric_def", "PREFIX"]

@@ -1,0 +1,243 @@
+"""Aligned generation: an accept/reject agent steering a frozen upstream LLM.
+
+    from envs.generation import AlignedGenerator
+    gen = AlignedGenerator.from_paths(agent="agent.safetensors", model="smollm2")
+    for answer in gen.generate(["How can I bake bread?"]):
+        print(answer.text, answer.num_decisions, answer.accepted_position_histogram)
+    baseline = gen.generate_upstream(["How can I bake bread?"])        # greedy
+
+With ``backend="vllm"`` the upstream LLM runs in vLLM engines (envs/vllm_backend.py): the
+same episodes through ``VllmAcceptRejectDecoder``, baselines through vLLM's batched
+generation. ``gen.close()`` stops the engines' processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from core.agent_file import UNTRAINED, check_state_dim, default_agent, load_agent, read_agent_metadata
+from core.config import BACKENDS, KLConfig, ModelConfig, SamplingConfig, VllmEngineConfig
+from core.networks import Actor
+from envs.decoder import AcceptRejectDecoder, DecodeResult
+from envs.vllm_backend import VllmAcceptRejectDecoder, VllmUpstream
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Generation:
+    """One answer and how it was produced."""
+
+    prompt: str
+    text: str
+    finish_reason: str
+    num_tokens: int
+    num_decisions: int
+    num_fallbacks: int
+    forward_tokens: int  # LLM tokens computed for the answer (prompt excluded)
+    accepted_positions: list[int] = field(default_factory=list)  # 1-based, per position with >1 candidates
+
+    @property
+    def accepted_position_histogram(self) -> dict[int, int]:
+        return dict(sorted(Counter(self.accepted_positions).items()))
+
+
+def accepted_position_distribution(generations: list[Generation]) -> dict[int, float]:
+    """Share of acceptances falling on each candidate index (the paper's Fig. 3)."""
+    counts = Counter(k for g in generations for k in g.accepted_positions)
+    total = sum(counts.values())
+    return {k: counts[k] / total for k in sorted(counts)} if total else {}
+
+
+def load_llm(model: str | None = None, backend: str = "transformers", dtype: str = "float32",
+             device: str = "auto", vllm: VllmEngineConfig | None = None):
+    """The upstream LLM as ``backend`` runs it: an ``envs.upstream.UpstreamLLM``
+    (transformers) or an ``envs.vllm_backend.VllmUpstream`` built with the engine
+    settings ``vllm`` (its engines start on first use)."""
+    from envs.upstream import DEFAULT_MODEL, load_upstream
+
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "vllm":
+        return VllmUpstream(model or DEFAULT_MODEL, vllm or VllmEngineConfig(), dtype=dtype, device=device)
+    if vllm is not None:
+        raise ValueError("vLLM engine settings were given, but the backend is transformers")
+    return load_upstream(model or DEFAULT_MODEL, dtype=dtype, device=device)
+
+
+def llm_from_config(model: ModelConfig):
+    """The upstream LLM a run's ``ModelConfig`` describes (rollout workers, reward actors)."""
+    return load_llm(model.name, backend=model.backend, dtype=model.dtype, device=model.device,
+                    vllm=model.vllm if model.backend == "vllm" else None)
+
+
+class AlignedGenerator:
+    def __init__(
+        self,
+        llm,
+        actor: Actor,
+        sampling: SamplingConfig = SamplingConfig(max_new_tokens=256),
+        mode: str = "lazy",
+        greedy: bool = True,
+        batch_size: int = 8,
+        seed: int = 0,
+        kl: KLConfig = KLConfig(),
+        decision_delay_s: float = 0.0,
+        backend: str = "transformers",
+    ) -> None:
+        """``llm``: an ``UpstreamLLM`` with ``backend="transformers"``, a ``VllmUpstream``
+        with ``backend="vllm"`` (``load_llm`` builds either)."""
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if (backend == "vllm") != isinstance(llm, VllmUpstream):
+            raise ValueError(f"backend {backend!r} does not match the upstream LLM {type(llm).__name__}")
+        check_state_dim(actor.state_dim, llm.hidden_size)
+        self.llm = llm
+        self.backend = backend
+        self.actor = actor.eval().to(llm.device)
+        self.sampling = sampling
+        self.mode = mode
+        self.greedy = greedy
+        self.batch_size = batch_size
+        self.kl = kl
+        self.decision_delay_s = decision_delay_s  # testing knob: simulates a slower LLM
+        self.rng = np.random.default_rng(seed)
+        self.agent_path: str | None = None  # set by from_paths: the agent file, or "untrained"
+
+    @classmethod
+    def from_paths(
+        cls,
+        agent: str | None = None,
+        model: str | None = None,
+        dtype: str = "float32",
+        device: str = "auto",
+        backend: str = "transformers",
+        vllm: VllmEngineConfig | None = None,
+        **kwargs,
+    ) -> "AlignedGenerator":
+        """Load the upstream model and the agent.
+
+        ``agent``: a file; None for the agent shipped with the project
+        (``core.agent_file.SHIPPED_AGENT``, trained for SmolLM2-135M-Instruct) when it fits
+        the model's hidden size, else an untrained one with a warning; ``"untrained"`` for
+        a randomly initialised agent (with a warning). Without ``model`` the agent's
+        recorded upstream model is used, else the embedded SmolLM2. ``backend`` and
+        ``vllm`` (engine settings) as in ``load_llm``."""
+        if model is None and agent not in (None, UNTRAINED):
+            model = read_agent_metadata(agent).get("upstream_model") or None
+        llm = load_llm(model, backend=backend, dtype=dtype, device=device, vllm=vllm)
+        if agent is None:
+            agent = default_agent(llm.hidden_size)
+            if agent is None:
+                warnings.warn(f"no agent given and the shipped agent does not fit {llm.model_id} (hidden size "
+                              f"{llm.hidden_size}): using an UNTRAINED accept/reject agent (random weights)",
+                              stacklevel=2)
+                agent = UNTRAINED
+        if agent == UNTRAINED:
+            warnings.warn("using an UNTRAINED accept/reject agent (random weights)", stacklevel=2)
+            actor = Actor(state_dim=llm.hidden_size)
+        else:
+            actor = load_agent(agent, expected_state_dim=llm.hidden_size)
+        generator = cls(llm, actor, backend=backend, **kwargs)
+        generator.agent_path = str(agent)  # what answers: a file, or "untrained"
+        return generator
+
+    def close(self) -> None:
+        """Stop the vLLM engines' processes (nothing to do for transformers)."""
+        if self.backend == "vllm":
+            self.llm.close()
+
+    # ------------------------------------------------------------------ MARA answers
+    def generate(self, prompts: list[str]) -> list[Generation]:
+        """Aligned answers, in the order of ``prompts``, decoded in batches."""
+        out: list[Generation] = []
+        for start in range(0, len(prompts), self.batch_size):
+            results = self.run_episodes(prompts[start:start + self.batch_size])
+            out.extend(_to_generation(r) for r in results)
+        return out
+
+    def run_episodes(self, prompts: list[str], policy_version: int = 0) -> list[DecodeResult]:
+        """One batch of accept/reject episodes with the current actor (also used by the
+        rollout workers, with ``greedy=False``)."""
+        decoder_class = VllmAcceptRejectDecoder if self.backend == "vllm" else AcceptRejectDecoder
+        decoder = decoder_class(self.llm, self.sampling, self.kl, mode=self.mode)
+        decoder.start(prompts, policy_version=policy_version)
+        while decoder.has_pending():
+            accept_prob = self.actor.accept_probability(decoder.pending_states()).double().cpu().numpy()
+            if self.greedy:
+                actions = (accept_prob >= 0.5).astype(np.int64)
+            else:
+                actions = (self.rng.random(len(accept_prob)) < accept_prob).astype(np.int64)
+            decoder.apply(actions, accept_prob)
+            if self.decision_delay_s:
+                time.sleep(self.decision_delay_s)
+        return decoder.results()
+
+    # ------------------------------------------------------------------ baselines
+    def generate_upstream(self, prompts: list[str], sample: bool = False, seed: int = 0) -> list[str]:
+        """The upstream model's own answers to ``prompts`` (see ``upstream_answers``)."""
+        return upstream_answers(self.llm, prompts, self.sampling, sample=sample, seed=seed,
+                                batch_size=self.batch_size)
+
+
+@torch.no_grad()
+def upstream_answers(llm, prompts: list[str], sampling: SamplingConfig, sample: bool = False, seed: int = 0,
+                     batch_size: int = 8) -> list[str]:
+    """The upstream model's own answers (greedy, or sampled with the same temperature, top-k
+    and top-p), for comparison and for the reward's greedy baseline: through vLLM's batched
+    generation for a ``VllmUpstream`` (all prompts in one call; prompt i sampled with
+    seed + i), else transformers' ``generate`` in batches of ``batch_size``."""
+    if isinstance(llm, VllmUpstream):
+        return llm.generate_upstream(prompts, sampling, sample=sample, seed=seed)
+    texts: list[str] = []
+    for start in range(0, len(prompts), batch_size):
+        texts.extend(_hf_generate(llm, prompts[start:start + batch_size], sampling, sample, seed + start))
+    return texts
+
+
+def _hf_generate(llm, prompts: list[str], sampling: SamplingConfig, sample: bool, seed: int) -> list[str]:
+    encoded = [llm.encode_prompt(p) for p in prompts]
+    width = max(len(ids) for ids in encoded)
+    pad = llm.tokenizer.pad_token_id
+    pad = pad if pad is not None else min(llm.eos_token_ids or {0})
+    ids = torch.full((len(encoded), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, row in enumerate(encoded):  # left padding, as decoder-only generation needs
+        ids[i, width - len(row):] = torch.tensor(row)
+        mask[i, width - len(row):] = 1
+    s = sampling
+    kwargs = dict(do_sample=True, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p) if sample \
+        else dict(do_sample=False, temperature=None, top_k=None, top_p=None)
+    torch.manual_seed(seed)
+    out = llm.model.generate(
+        input_ids=ids.to(llm.device), attention_mask=mask.to(llm.device),
+        max_new_tokens=s.max_new_tokens, pad_token_id=pad, **kwargs,
+    )
+    return [llm.decode(_until_eos(row[width:].tolist(), llm.eos_token_ids)) for row in out]
+
+
+def _until_eos(tokens: list[int], eos: set[int]) -> list[int]:
+    for i, t in enumerate(tokens):
+        if t in eos:
+            return tokens[: i + 1]
+    return tokens
+
+
+def _to_generation(r: DecodeResult) -> Generation:
+    return Generation(
+        prompt=r.prompt,
+        text=r.response,
+        finish_reason=r.finish_reason,
+        num_tokens=len(r.response_ids),
+        num_decisions=r.num_decisions,
+        num_fallbacks=r.num_fallbacks,
+        forward_tokens=r.forward_tokens,
+        accepted_positions=r.accepted_positions,
+    )

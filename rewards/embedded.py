@@ -1,0 +1,43 @@
+"""The embedded offline reward and judge shipped in ``rewards/data`` (see docs/REWARD.md).
+
+``DEFAULT_REWARD`` is the training reward used when nothing else is configured
+(``core.config.EMBEDDED_REWARD``: kind ``embedding-bt``, path ``embedded``);
+``DEFAULT_JUDGE`` is a second head trained on disjoint data, for evaluation that does not
+grade the policy with its own training reward.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.config import DATA_DIR as CORE_DATA_DIR
+from core.config import EMBEDDED_REWARD, ScorerSpec
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+SHIPPED_HEADS = {"reward": "reward_head.safetensors", "judge": "judge_head.safetensors"}
+
+
+def shipped_head_path(which: str = "reward") -> Path:
+    """Path of a shipped embedding-bt head: ``"reward"`` (training) or ``"judge"`` (evaluation)."""
+    if which not in SHIPPED_HEADS:
+        raise ValueError(f"unknown shipped head {which!r}; known: {sorted(SHIPPED_HEADS)}")
+    return DATA_DIR / SHIPPED_HEADS[which]
+
+
+def head_path(path: str) -> Path:
+    """The file an ``embedding-bt`` scorer's path names: ``embedded`` (or nothing) is the
+    shipped training-reward head, ``embedded-judge`` the shipped judge head."""
+    if path in ("", "embedded"):
+        return shipped_head_path("reward")
+    if path == "embedded-judge":
+        return shipped_head_path("judge")
+    return Path(path)
+
+
+def default_prompts_path() -> Path:
+    """The project's own default prompt set (JSON array of {instruction, kind})."""
+    return CORE_DATA_DIR / "default_prompts.json"
+
+
+DEFAULT_REWARD = [EMBEDDED_REWARD]
+DEFAULT_JUDGE = [ScorerSpec(kind="embedding-bt", path=str(shipped_head_path("judge")), options={"name": "judge"})]

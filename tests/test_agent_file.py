@@ -1,0 +1,75 @@
+"""Agent files: our safetensors format, the reference .pth format, and bad files."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+
+from core.agent_file import AgentFileError, load_agent, read_agent_metadata, save_agent
+from core.networks import Actor, TwinCritic
+
+
+def test_actor_and_critic_shapes():
+    actor, critic = Actor(state_dim=16, hidden_size=32), TwinCritic(state_dim=16, hidden_size=32)
+    states = torch.randn(5, 16)
+    probs = actor(states)
+    assert probs.shape == (5, 2)
+    torch.testing.assert_close(probs.sum(-1), torch.ones(5))
+    q1, q2 = critic(states)
+    assert q1.shape == q2.shape == (5, 2)
+    assert not torch.equal(q1, q2)  # independent heads
+    # about 4.5M parameters at d = 4096, as in the paper
+    assert 4.4e6 < sum(p.numel() for p in Actor(4096).parameters()) < 4.6e6
+
+
+def test_save_and_load_round_trip_with_metadata(tmp_path):
+    actor = Actor(state_dim=16, hidden_size=32)
+    path = save_agent(actor, tmp_path / "agent.safetensors", upstream_model="some/model")
+    meta = read_agent_metadata(path)
+    assert meta["state_dim"] == "16" and meta["hidden_size"] == "32" and meta["upstream_model"] == "some/model"
+    loaded = load_agent(path, expected_state_dim=16)
+    states = torch.randn(3, 16)
+    torch.testing.assert_close(loaded(states), actor(states))
+
+
+def test_mismatched_state_dim_names_both_numbers(tmp_path):
+    path = save_agent(Actor(state_dim=16, hidden_size=32), tmp_path / "agent.safetensors")
+    with pytest.raises(ValueError, match=r"16.*576|576.*16"):
+        load_agent(path, expected_state_dim=576)
+
+
+def test_reference_pth_checkpoint_imports(tmp_path):
+    reference = Actor(state_dim=24, hidden_size=1024)
+    path = tmp_path / "actor.pth"
+    torch.save(reference.state_dict(), path)  # the reference's key names: ln, linear1, linear2, output_linear
+    loaded = load_agent(path, expected_state_dim=24)
+    states = torch.randn(4, 24)
+    torch.testing.assert_close(loaded(states), reference(states))
+
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_pickled_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pth"
+    with open(path, "wb") as f:
+        pickle.dump({"linear1.weight": _Payload()}, f)
+    with pytest.raises(AgentFileError, match="cannot read"):
+        load_agent(path)
+
+
+def test_missing_unreadable_and_wrong_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_agent(tmp_path / "nope.safetensors")
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"not a safetensors file")
+    with pytest.raises(AgentFileError, match="cannot read"):
+        load_agent(garbage)
+    other = tmp_path / "other.pth"
+    torch.save({"encoder.weight": torch.zeros(2)}, other)
+    with pytest.raises(AgentFileError, match="missing tensors"):
+        load_agent(other)

@@ -1,0 +1,355 @@
+"""The training driver (driver/): configuration, the distributed run end to end on local Ray
+with a tiny upstream model, resuming, failures and launch.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import ray
+import yaml
+
+import launch
+from core.agent_file import load_agent, read_agent_metadata
+from core.jsonl import read_jsonl
+from core.prompts import load_prompts
+from driver.config import RunConfig, from_dict, load_config, save_config
+from driver.metrics import METRICS
+from driver.prompt_queue import PromptQueue
+from driver.run import TrainingRun, WorkerStartError
+from driver.run_folder import new_run_dir
+from evaluation.learning_curve import episode_rewards, plot_learning_curve, throughput
+from replay.buffer import ReplayBuffer
+from rewards.embedded import head_path, shipped_head_path
+
+ROOT = Path(__file__).resolve().parents[1]
+PROMPTS = ["How can I bake bread?", "Tell me a joke.", "Why is the sky blue?", "Name a fruit.",
+           "How do I learn to swim?", "What is rain?", "Write a short poem.", "Say hello."]
+
+
+def tiny_config(tiny_llm_path: Path, tmp_path: Path, **sections) -> dict:
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps([{"instruction": p} for p in PROMPTS]))
+    cfg = {
+        "model": {"name": str(tiny_llm_path), "device": "cpu"},
+        "sampling": {"max_new_tokens": 8},
+        "prompts": {"source": str(prompts)},
+        "reward": {"scorers": [{"kind": "function", "path": "rewards.examples:word_count"}],
+                   "num_cpus": 0.1},
+        "rollout": {"num_workers": 2, "num_cpus": 0.5, "episodes_per_call": 2, "agent_hidden_size": 32},
+        "replay": {"capacity": 20000, "min_size_to_sample": 32, "samples_per_insert": 2.0,
+                   "error_buffer": 512.0},
+        "sac": {"batch_size": 32, "hidden_size": 32},
+        "learner": {"publish_every": 2, "checkpoint_every": 20, "num_cpus": 0.5},
+        "budget": {"episodes": 16, "seconds": 240},
+        "output_dir": str(tmp_path / "runs"),
+        "metrics_port": 0,
+        "dashboard": False,
+        "progress_every_s": 1.0,
+    }
+    for key, value in sections.items():
+        cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
+    return cfg
+
+
+def test_config_round_trips_and_refuses_bad_values(tmp_path, tiny_llm_path):
+    cfg = from_dict(RunConfig, tiny_config(tiny_llm_path, tmp_path))
+    save_config(cfg, tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml") == cfg
+    over = load_config(tmp_path / "c.yaml", ["sac.batch_size=64", "rollout.num_workers=3"])
+    assert over.sac.batch_size == 64 and over.rollout.num_workers == 3
+    with pytest.raises(ValueError, match="unknown"):
+        load_config(tmp_path / "c.yaml", ["sac.batchsize=64"])
+    with pytest.raises(ValueError, match="hidden_size"):
+        load_config(tmp_path / "c.yaml", ["sac.hidden_size=64"])
+    with pytest.raises(ValueError):
+        load_config(tmp_path / "c.yaml", ["model.mode=greedy"])
+
+
+PROGRESS_LINE = re.compile(
+    r"\[\s*\d+s\] episodes \d+ \| transitions \d+ \([\d.]+/s\) \| replay \d+ \| updates \d+ "
+    r"\((nan|[\d.]+)/s\) \| reward (nan|-?[\d.]+) \| accept [\d.]+ \| weights v\d+ lag (nan|[\d.]+)")
+
+
+def scrape_when(port: int, ready, timeout_s: float = 180) -> str:
+    """Scrape the driver's Prometheus endpoint over loopback until ``ready(text)``."""
+    deadline, text = time.monotonic() + timeout_s, ""
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                text = r.read().decode()
+        except OSError:  # the run ended and closed the endpoint
+            return text
+        if ready(text) or time.monotonic() > deadline:
+            return text
+        time.sleep(0.5)
+
+
+def metric_value(text: str, name: str) -> float:
+    match = re.search(rf"^{name} (\S+)$", text, re.M)
+    return float(match.group(1)) if match else float("nan")
+
+
+def test_learner_updates_while_episodes_are_in_flight_and_resume(ray_local, tiny_llm_path, tmp_path, capsys):
+    # A deliberately slow environment: every decision sleeps, so episodes take seconds, and
+    # progress (with the learner's update count) is recorded several times per episode.
+    raw = tiny_config(tiny_llm_path, tmp_path, rollout={"decision_delay_s": 0.1},
+                      budget={"episodes": 16}, progress_every_s=0.2)
+    cfg = from_dict(RunConfig, raw)
+    run_dir = new_run_dir(cfg)
+    save_config(cfg, run_dir / "config.yaml")
+    run = TrainingRun(cfg, run_dir)
+    port = run.sink.start_http_server(0)
+    run.build()
+    # Every metric of the issue, read from the loopback endpoint while the run goes on.
+    # (An unset prometheus gauge reads 0, so wait for values that only training sets.)
+    positive = ["mara_episodes_total", "mara_transitions_total", "mara_learner_updates_total",
+                "mara_replay_size", "mara_samples_per_insert", "mara_updates_per_second",
+                "mara_tokens_per_second", "mara_accept_rate", "mara_alpha", "mara_entropy",
+                "mara_weight_version", "mara_mean_reward", "mara_transitions_per_second"]
+    nonzero = ["mara_critic_loss", "mara_actor_loss"]
+
+    def all_set(text: str) -> bool:
+        return all(metric_value(text, n) > 0 for n in positive) and \
+            all(abs(metric_value(text, n)) > 0 for n in nonzero)  # nan (absent) compares False
+
+    scraped = {}
+    scraper = threading.Thread(target=lambda: scraped.setdefault("text", scrape_when(port, all_set)))
+    scraper.start()
+    close_endpoint = run.sink.stop
+    run.sink.stop = lambda: (scraper.join(timeout=180), close_endpoint())  # after the final report
+    summary = run.run()
+    scraper.join()
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rollouts = [r for r in records if r.get("event") == "rollout"]
+    progress = [r for r in records if r.get("event") == "progress"]
+    assert summary["learner_updates"] > 0 and summary["episodes"] >= 16
+    # Two progress records written while one rollout call was decoding, between which the
+    # learner's update count grew: the learner trained while that episode was in flight.
+    overlapping = [(p, q) for p, q in zip(progress, progress[1:]) if q["learner_updates"] > p["learner_updates"]
+                   and any(r["episode_start"] < p["time"] - 0.05 and q["time"] < r["episode_end"] for r in rollouts)]
+    assert overlapping, "no learner update happened while an episode was being decoded"
+    # Workers picked up published weights on the way (tagging their transitions with them).
+    assert max(r["policy_version"] for r in rollouts) > 0
+    for name in ("config.yaml", "metrics.jsonl", "metrics.csv", "replay.arrow", "agent.safetensors",
+                 "summary.json", "state.json"):
+        assert (run_dir / name).is_file(), name
+    first_updates, first_inserted = summary["learner_updates"], summary["inserted"]
+    assert summary["replay"]["size"] == first_inserted
+
+    # The progress display, and every metric of the issue on the loopback endpoint mid-run.
+    progress = [line for line in capsys.readouterr().out.splitlines() if PROGRESS_LINE.search(line)]
+    assert len(progress) >= 2, "no progress display"
+    text = scraped["text"]
+    assert {n: metric_value(text, n) for n in positive if not metric_value(text, n) > 0} == {}
+    assert all(metric_value(text, n) != 0 for n in nonzero)
+    assert {f"mara_{n}" for n, d in METRICS.items() if d.kind == "gauge"} <= set(positive + nonzero) | {
+        "mara_policy_version_lag"}  # the lag may rightly be 0
+
+    # Resume: a bigger budget continues the counters, the policy, the replay contents and
+    # the prompt position.
+    weights_at_stop = load_agent(run_dir / "agent.safetensors").state_dict()
+    state = json.loads((run_dir / "state.json").read_text())
+    cfg2 = load_config(run_dir / "config.yaml", ["budget.episodes=24"])
+    run2 = TrainingRun(cfg2, run_dir, resume=True)
+    run2.build()
+    assert ray.get(run2.replay.size.remote()) == first_inserted
+    assert ray.get(run2.learner.metrics.remote()).updates == first_updates
+    version, weights_ref = ray.get(run2.learner.latest_weights.remote(None))
+    weights = ray.get(weights_ref)
+    assert version == summary["weight_version"] > 0
+    for key, value in weights_at_stop.items():
+        np.testing.assert_array_equal(weights[key], value.numpy(), err_msg=key)
+    assert run2.queue.position == state["prompt_position"] == summary["episodes"]
+    summary2 = run2.run()
+    assert summary2["episodes"] >= 24 and summary2["learner_updates"] > first_updates
+    assert summary2["replay"]["size"] > first_inserted
+
+
+def test_a_killed_rollout_worker_is_replaced_and_no_data_is_lost(ray_local, tiny_llm_path, tmp_path):
+    cfg = from_dict(RunConfig, tiny_config(tiny_llm_path, tmp_path, budget={"episodes": 0, "seconds": 240},
+                                           rollout={"decision_delay_s": 0.01}))
+    run = TrainingRun(cfg, new_run_dir(cfg))
+    run.build()
+    seen = {}
+
+    def replacement_rollouts() -> list[dict]:
+        records = read_jsonl(run.run_dir / "metrics.jsonl")  # skips a line being written
+        return [r for r in records if r.get("event") == "rollout" and r["worker"] == 0
+                and r["episode_start"] > seen["time"]]
+
+    def kill_then_end_the_run_once_replaced():
+        # Worker 0 always has a rollout call in flight, so the kill lands mid-episode.
+        deadline = time.time() + 200
+        while time.time() < deadline and "time" not in seen:
+            if ray.get(run.replay.size.remote()) > 0:
+                seen["snapshot"] = ray.get(run.replay.save.remote(str(tmp_path / "at_kill.arrow")))
+                seen["time"] = time.time()
+                ray.kill(run.rollouts.actors[0], no_restart=False)
+            time.sleep(0.2)
+        while time.time() < deadline and "time" in seen and not replacement_rollouts():
+            time.sleep(0.5)
+        run.learner.stop.remote()  # ends the run (as an update budget would)
+
+    killer = threading.Thread(target=kill_then_end_the_run_once_replaced)
+    killer.start()
+    summary = run.run()
+    killer.join()
+    assert "snapshot" in seen, "no data reached the replay before the deadline"
+    assert summary["worker_failures"] == 1  # one death, counted once however many calls it failed
+    # Replaced: the restarted worker 0 decoded episodes after the kill, and the run finished.
+    assert replacement_rollouts(), "worker 0 never came back"
+    assert summary["episodes"] > 0 and (run.run_dir / "summary.json").is_file()
+
+    # Nothing inserted before the kill is lost: those slots are unchanged at the end.
+    before = ReplayBuffer.load(seen["snapshot"])
+    after = ReplayBuffer.load(run.run_dir / "replay.arrow")
+    n = before.size()
+    assert 0 < n < after.size() <= after.capacity  # no ring wrap-around in this run
+    for name in ("_states", "_actions", "_rewards", "_dones", "_policy_versions"):
+        np.testing.assert_array_equal(getattr(after, name)[:n], getattr(before, name)[:n], err_msg=name)
+    # And every transition of every episode the driver counted reached the replay (the
+    # killed call's episodes were never counted; its prompts were handed out again).
+    stats = ray.get(run.replay.stats.remote())
+    assert stats["inserted_transitions"] >= summary["transitions"]
+    assert summary["replay"]["size"] >= summary["inserted"]
+
+
+def test_a_worker_that_cannot_start_stops_the_run_with_its_reason(ray_local, tiny_llm_path, tmp_path):
+    # The driver reads the model's config (fine); the workers cannot read its weights.
+    broken = tmp_path / "bad-weights"
+    shutil.copytree(tiny_llm_path, broken)
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    cfg = from_dict(RunConfig, tiny_config(broken, tmp_path, rollout={"num_workers": 1}))
+    run = TrainingRun(cfg, new_run_dir(cfg))
+    run.build()
+    with pytest.raises(WorkerStartError, match="rollout worker 0 cannot start: .*Error"):
+        run.run()
+    assert (run.run_dir / "summary.json").is_file()  # stopped through the normal shutdown
+
+
+def test_prompts_are_spread_over_workers_without_overlap_and_resume():
+    prompts = [f"prompt {i}" for i in range(10)]
+    queue = PromptQueue(prompts, seed=0)
+    first, second = queue.take(3), queue.take(3)  # two workers' calls
+    assert not set(first) & set(second) and queue.position == 6
+    queue.give_back(second)  # a failed call: its prompts are handed out again first
+    resumed = PromptQueue(prompts, seed=0, position=queue.position, retry=list(queue.retry))
+    for q in (queue, resumed):  # resuming from the saved position and retry list changes nothing
+        again = q.take(4)
+        assert again == second + [q.prompts[6]]
+        assert sorted(first + again + q.take(3)) == sorted(prompts)  # one pass: each prompt once
+
+
+def test_the_default_configuration_is_the_embedded_offline_run(smollm2_path):
+    cfg = load_config()
+    assert cfg.model.name == "smollm2" and cfg.address == ""  # local Ray unless told otherwise
+    assert len(load_prompts(cfg.prompts.source)) >= 50  # the prompts that ship with the project
+    assert [s.kind for s in cfg.reward.scorers] == ["embedding-bt"]  # the offline reward
+    assert all(head_path(s.path) == shipped_head_path("reward") for s in cfg.reward.scorers)
+    assert shipped_head_path("reward").is_file()
+    assert 0 < cfg.budget.seconds <= 600 and cfg.budget.episodes > 0
+
+
+def test_launch_py_reports_bad_input_without_a_traceback(tmp_path, capsys):
+    assert launch.main(["--set", "sac.batchsize=3"]) == 2
+    assert "launch.py: error: unknown SACConfig setting(s) ['batchsize']" in capsys.readouterr().err
+    assert launch.main(["--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "config file not found" in capsys.readouterr().err
+    assert launch.main(["--resume", str(tmp_path / "no-run")]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+
+
+def test_launch_py_runs_end_to_end(tiny_llm_path, tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(tiny_llm_path, tmp_path, budget={"episodes": 8})))
+    proc = subprocess.run([sys.executable, "launch.py", "--config", str(config),
+                           "--set", "run_name=smoke"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Prometheus metrics: http://127.0.0.1:" in proc.stdout
+    assert "episodes" in proc.stdout
+    run_dir = tmp_path / "runs" / "smoke"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["episodes"] >= 8 and summary["transitions"] > 0
+    # The agent file says what it was trained against (mara eval reads it).
+    meta = read_agent_metadata(run_dir / "agent.safetensors")
+    assert json.loads(meta["reward"]) == [{"kind": "function", "path": "rewards.examples:word_count",
+                                           "weight": 1.0}]
+    assert int(meta["episodes"]) == summary["episodes"] and meta["run"] == "smoke"
+    # Every scored episode's reward is in metrics.jsonl: the learning curve.
+    rewards = episode_rewards(run_dir)
+    assert 0 < len(rewards) <= summary["episodes"] and np.isfinite(rewards).all()
+    png = plot_learning_curve(run_dir, tmp_path / "curve.png", block=2)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert throughput(run_dir)["episodes"] == summary["episodes"]
+
+
+def interrupted_run(tiny_llm_path: Path, tmp_path: Path, run_name: str, interrupt) -> dict:
+    """Start launch.py, call ``interrupt(proc)`` once it has collected an episode, and
+    return the summary of the run it stopped cleanly (exit 0)."""
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(tiny_llm_path, tmp_path, budget={"episodes": 0, "seconds": 300},
+                                                 rollout={"decision_delay_s": 0.01})))
+    proc = subprocess.Popen([sys.executable, "launch.py", "--config", str(config), "--set", f"run_name={run_name}"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    output = []
+    try:
+        for line in proc.stdout:
+            output.append(line)
+            if PROGRESS_LINE.search(line) and int(re.search(r"episodes (\d+)", line).group(1)) > 0:
+                interrupt(proc)
+                break
+        output.extend(proc.stdout)
+        assert proc.wait(timeout=120) == 0, "".join(output)[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "interrupted: stopping cleanly and saving" in "".join(output)
+    summary = json.loads((tmp_path / "runs" / run_name / "summary.json").read_text())
+    assert summary["interrupted"] and summary["episodes"] > 0
+    return summary
+
+
+def test_sigterm_stops_cleanly_and_saves(tiny_llm_path, tmp_path):
+    """A scheduler's (or ``kill``'s) SIGTERM to launch.py alone stops it as Ctrl-C does."""
+    summary = interrupted_run(tiny_llm_path, tmp_path, "term", lambda proc: proc.send_signal(signal.SIGTERM))
+    assert ReplayBuffer.load(tmp_path / "runs" / "term" / "replay.arrow").size() == summary["replay"]["size"] > 0
+
+
+def test_ctrl_c_stops_cleanly_saves_and_resumes(tiny_llm_path, tmp_path):
+    """Ctrl-C in a terminal sends SIGINT to the whole foreground process group."""
+    summary = interrupted_run(tiny_llm_path, tmp_path, "ctrlc", lambda proc: os.killpg(proc.pid, signal.SIGINT))
+    run_dir = tmp_path / "runs" / "ctrlc"
+    for name in ("replay.arrow", "agent.safetensors", "state.json", "checkpoints/latest.json"):
+        assert (run_dir / name).is_file(), name
+    assert ReplayBuffer.load(run_dir / "replay.arrow").size() == summary["replay"]["size"] > 0
+
+    target = summary["episodes"] + 4
+    proc = subprocess.run([sys.executable, "launch.py", "--resume", str(run_dir),
+                           "--set", f"budget.episodes={target}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    resumed = json.loads((run_dir / "summary.json").read_text())
+    assert not resumed["interrupted"] and resumed["episodes"] >= target
+    assert resumed["learner_updates"] >= summary["learner_updates"]
+    assert resumed["replay"]["size"] > summary["replay"]["size"]
+
+
+def test_block_means_drop_the_partial_block():
+    from evaluation.learning_curve import block_means
+
+    assert block_means(np.arange(7, dtype=float), 3).tolist() == [1.0, 4.0]
+    with pytest.raises(ValueError):
+        block_means(np.arange(3.0), 0)

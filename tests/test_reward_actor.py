@@ -1,0 +1,84 @@
+"""Reward actors (actors/reward_actor.py) with the real replay service: a scored batch is
+inserted and reported to the caller, a failing scorer is reported (nothing inserted), and
+the upstream-greedy baseline is computed by the reward actor itself."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core.config import ModelConfig, ReplayConfig, RewardConfig, SamplingConfig, ScorerSpec
+from core.contracts import EpisodeTransitions, ScoredBatch
+from rewards.examples import word_count
+
+D = 8
+WORDS = ScorerSpec(kind="function", path="rewards.examples:word_count")
+BROKEN = ScorerSpec(kind="function", path="rewards.examples:always_fails")
+
+
+def episode(prompt: str, response: str, n: int, rng) -> EpisodeTransitions:
+    return EpisodeTransitions(states=rng.standard_normal((n, D)).astype(np.float32),
+                              actions=rng.integers(0, 2, n).astype(np.int8),
+                              kl_penalties=np.zeros(n, np.float32), prompt=prompt, response=response)
+
+
+@pytest.fixture
+def replay(ray_local):
+    from actors.worker_group import start_actor
+    from replay.server import ReplayServer
+
+    handle = start_actor(ReplayServer, {"num_cpus": 0}, state_dim=D,
+                         config=ReplayConfig(capacity=1000, min_size_to_sample=1, samples_per_insert=1.0, error_buffer=1000.0))
+    yield handle
+    ray_local.kill(handle)
+
+
+def reward_actor(ray, replay, reward: RewardConfig, model: ModelConfig = ModelConfig()):
+    from actors.reward_actor import RewardActor
+    from actors.worker_group import start_actor
+
+    return start_actor(RewardActor, {"num_cpus": 0}, reward=reward, replay=replay, model=model,
+                       sampling=SamplingConfig(max_new_tokens=6))
+
+
+def test_scored_episodes_are_inserted_and_reported(ray_local, replay):
+    ray = ray_local
+    rng = np.random.default_rng(0)
+    episodes = [episode("Say hi.", "hi there you", 3, rng), episode("Say no.", "no", 0, rng),
+                episode("Count.", "one two three four five", 5, rng)]
+    actor = reward_actor(ray, replay, RewardConfig(scorers=(WORDS,), baseline=0.1, scale=2.0))
+    scored = ray.get(actor.score_and_insert.remote(ray.put(episodes)))  # by reference, as the driver does
+    assert isinstance(scored, ScoredBatch) and scored.episodes == 3 and scored.unscored == 0 and not scored.error
+    np.testing.assert_allclose(scored.rewards, [2.0 * (word_count("", e.response) - 0.1) for e in episodes])
+    assert scored.inserted == 8 == ray.get(replay.size.remote())  # the empty episode holds no transition
+    batch = ray.get(replay.sample.remote(64))
+    terminal = batch.rewards[batch.dones == 1]  # the sentence reward sits on each episode's last decision
+    assert len(terminal) and np.isin(np.round(terminal, 4), np.round(np.float32(scored.rewards), 4)).all()
+    ray.kill(actor)
+
+
+def test_a_failing_scorer_is_reported_and_nothing_is_inserted(ray_local, replay):
+    ray = ray_local
+    rng = np.random.default_rng(1)
+    actor = reward_actor(ray, replay, RewardConfig(scorers=(BROKEN,)))
+    scored = ray.get(actor.score_and_insert.remote([episode("Say hi.", "hi", 2, rng)]))
+    assert scored.episodes == scored.unscored == 1 and scored.rewards == [] and scored.inserted == 0
+    assert "cannot score anything" in scored.error
+    assert ray.get(replay.size.remote()) == 0
+    ray.kill(actor)
+
+
+def test_the_greedy_baseline_is_computed_where_the_reward_is(ray_local, replay, tiny_llm, tiny_llm_path):
+    from envs.generation import upstream_answers
+
+    ray = ray_local
+    rng = np.random.default_rng(2)
+    prompts = ["How can I bake bread?", "Tell me a joke."]
+    episodes = [episode(p, "a b c d e f g", 2, rng) for p in prompts]
+    model = ModelConfig(name=str(tiny_llm_path), device="cpu")
+    actor = reward_actor(ray, replay, RewardConfig(scorers=(WORDS,), baseline="upstream-greedy"), model)
+    scored = ray.get(actor.score_and_insert.remote(episodes))
+    greedy = upstream_answers(tiny_llm, prompts, SamplingConfig(max_new_tokens=6))
+    np.testing.assert_allclose(scored.rewards, [word_count("", "a b c d e f g") - word_count("", g) for g in greedy])
+    assert scored.inserted == 4
+    ray.kill(actor)

@@ -1,0 +1,99 @@
+"""WorkerGroup (actors/worker_group.py): calls with tags, members that die and come back, a
+death counted once however many calls it failed, and a constructor that raises."""
+
+from __future__ import annotations
+
+import time
+
+from actors.worker_group import WorkerGroup, wait_any
+
+DEADLINE_S = 120
+
+
+def _echo_cls():
+    """A plain class, defined in a function so that Ray ships it by value (its workers cannot
+    import test modules)."""
+
+    class Echo:
+        def __init__(self, index: int, fail: bool = False) -> None:
+            if fail:
+                raise RuntimeError(f"member {index} refuses to start")
+            self.index = index
+
+        def echo(self, value, delay_s: float = 0.0):
+            import time
+
+            time.sleep(delay_s)
+            return self.index, value
+
+        def pid(self) -> int:
+            import os
+
+            return os.getpid()
+
+    return Echo
+
+
+def collect(groups, until, timeout_s: float = DEADLINE_S) -> list:
+    """Results of ``wait_any`` until ``until(results)`` holds (or the deadline passes)."""
+    results, deadline = [], time.monotonic() + timeout_s
+    while not until(results) and time.monotonic() < deadline:
+        results += wait_any(groups, timeout=0.5)
+    return results
+
+
+def test_calls_come_back_with_their_tags_and_members_are_loaded_evenly(ray_local):
+    group = WorkerGroup(_echo_cls(), size=2, options={"num_cpus": 0}, make_kwargs=lambda i: {"index": i},
+                        name="echo")
+    assert group.idle_members(max_calls=2) == [0, 0, 1, 1]
+    for n, member in enumerate(group.idle_members(max_calls=2)):
+        group.call(member, lambda actor: actor.echo.remote(n), tag=f"call {n}")
+    assert group.calls_in_flight() == 4 and group.idle_members(max_calls=2) == []
+    results = collect([group], lambda r: len(r) == 4)
+    assert sorted((r.member, r.value, r.tag) for r in results) == [
+        (0, (0, 0), "call 0"), (0, (0, 1), "call 1"), (1, (1, 2), "call 2"), (1, (1, 3), "call 3")]
+    assert all(r.ok and r.group is group for r in results)
+    group.call(1, lambda actor: actor.echo.remote("x", 30.0))
+    assert group.least_busy() == 0
+    for actor in group.actors:
+        ray_local.kill(actor)
+
+
+def test_a_member_that_dies_is_counted_once_and_comes_back(ray_local):
+    ray = ray_local
+    group = WorkerGroup(_echo_cls(), size=2, options={"num_cpus": 0, "max_restarts": -1},
+                        make_kwargs=lambda i: {"index": i}, name="echo")
+    old_pid = ray.get(group.actors[0].pid.remote())
+    for n in range(3):  # three calls in flight on member 0 when it dies
+        group.call(0, lambda actor: actor.echo.remote(n, 30.0), tag=n)
+    time.sleep(0.5)
+    ray.kill(group.actors[0], no_restart=False)
+    failed = collect([group], lambda r: len(r) == 3)
+    assert sorted(r.tag for r in failed) == [0, 1, 2] and not any(r.ok for r in failed)
+    assert group.failures == 1  # one death, three failed calls
+    assert 0 not in group.available() and group.restarting() == [0]
+
+    # Ray rebuilds it; the group's probe notices and puts it back in service.
+    deadline = time.monotonic() + DEADLINE_S
+    while 0 not in group.available() and time.monotonic() < deadline:
+        wait_any([group], timeout=0.5)
+    assert 0 in group.available() and group.restarting() == [] and group.fatal is None
+    group.call(0, lambda actor: actor.echo.remote("again"))
+    (result,) = collect([group], lambda r: len(r) == 1)
+    assert result.ok and result.value == (0, "again")
+    assert ray.get(group.actors[0].pid.remote()) != old_pid  # a new process
+    for actor in group.actors:
+        ray.kill(actor)
+
+
+def test_a_member_that_cannot_start_makes_the_group_fatal(ray_local):
+    group = WorkerGroup(_echo_cls(), size=2, options={"num_cpus": 0, "max_restarts": -1},
+                        make_kwargs=lambda i: {"index": i, "fail": i == 1}, name="echo")
+    group.call(1, lambda actor: actor.echo.remote("never"), tag="lost")
+    (result,) = collect([group], lambda r: len(r) == 1)
+    assert not result.ok and result.tag == "lost"
+    assert group.fatal is not None and group.fatal.startswith("echo 1 cannot start: ")
+    assert "member 1 refuses to start" in group.fatal
+    assert group.available() == [0] and group.restarting() == []  # given up, not waited for
+    for actor in group.actors:
+        ray_local.kill(actor)
