@@ -24,7 +24,7 @@ def add_generator_arguments(p: argparse.ArgumentParser, max_new_tokens: int = 25
                    help="what runs the upstream LLM: transformers (default) or vllm (docs/VLLM.md): MARA "
                         "answers through the vLLM decoder, upstream baselines through vLLM's batched generation")
     p.add_argument("--vllm", action="append", default=[], metavar="KEY=VALUE",
-                   help="a vLLM engine setting (a field of envs.vllm_backend.VllmEngineConfig), e.g. "
+                   help="a vLLM engine setting (a field of core.config.VllmEngineConfig), e.g. "
                         "--vllm enforce_eager=true --vllm gpu_memory_utilization=0.3; repeatable; needs --backend vllm")
 
 
