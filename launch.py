@@ -19,13 +19,14 @@ from pathlib import Path
 import yaml
 
 from driver.config import load_config
-from driver.run import WorkerStartError, train
-from driver.run_folder import CONFIG_FILE, new_run_dir
+from driver.preflight import check_inputs
+from driver.run import RunFailed, stop_on_sigterm, train
+from driver.run_folder import CONFIG_FILE, new_run_dir, resumable
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", help="YAML file with the run configuration (see mara/config.py)")
+    parser.add_argument("--config", help="YAML file with the run configuration (see driver/config.py)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one setting, e.g. --set sac.batch_size=512 (repeatable)")
     parser.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local cluster)")
@@ -39,25 +40,37 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     overrides = list(args.overrides) + ([f"address={args.address}"] if args.address else [])
     try:
-        if args.resume:
-            run_dir = Path(args.resume)
-            if not (run_dir / CONFIG_FILE).is_file():
-                raise FileNotFoundError(f"nothing to resume: {run_dir} holds no {CONFIG_FILE} of a run")
-            cfg = load_config(args.config or run_dir / CONFIG_FILE, overrides)
-        else:
-            cfg = load_config(args.config, overrides)
-            run_dir = new_run_dir(cfg)
+        with stop_on_sigterm():  # a SIGTERM while the inputs are read stops as Ctrl-C does
+            # Every input error is reported here, before Ray starts and before a run folder exists.
+            if args.resume:
+                run_dir = Path(args.resume)
+                if not (run_dir / CONFIG_FILE).is_file():
+                    raise FileNotFoundError(f"nothing to resume: {run_dir} holds no {CONFIG_FILE} of a run")
+                cfg = load_config(args.config or run_dir / CONFIG_FILE, overrides)
+                resumable(run_dir)
+            else:
+                cfg = load_config(args.config, overrides)
+            inputs = check_inputs(cfg)
+            if not args.resume:
+                run_dir = new_run_dir(cfg)
     except (FileNotFoundError, FileExistsError, ValueError, yaml.YAMLError) as err:
-        # A mistake in the command line or a config file: say what, not where in our code.
+        # A mistake in the command line, a config file or an input: say what, not where in our code.
         print(f"launch.py: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("launch.py: interrupted before the run started", file=sys.stderr)
+        return 130
     try:
-        summary = train(cfg, run_dir, resume=bool(args.resume))
-    except WorkerStartError as err:  # e.g. a model path that the workers cannot load
-        print(f"launch.py: error: {err}", file=sys.stderr)
+        summary = train(cfg, run_dir, inputs, resume=bool(args.resume))
+    except RunFailed as err:  # it saved what it had; the reason is for the user
+        print(f"launch.py: error: the run failed: {err}", file=sys.stderr)
         return 1
-    print(json.dumps({k: summary[k] for k in ("episodes", "transitions", "learner_updates", "mean_reward_all",
-                                              "episodes_per_hour", "agent")}, indent=2))
+    except KeyboardInterrupt:  # during start-up: the training loop had not begun
+        print(f"launch.py: interrupted while the run was starting; {run_dir} holds its configuration only",
+              file=sys.stderr)
+        return 130
+    print(json.dumps({k: summary[k] for k in ("status", "episodes", "transitions", "learner_updates",
+                                              "mean_reward_all", "episodes_per_hour", "agent")}, indent=2))
     return 0
 
 

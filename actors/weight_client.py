@@ -3,17 +3,19 @@ ever waiting for the learner (Acme's variable client, for Ray).
 
 A weight poll to the learner is always in flight. Its answer is the new version and a
 *reference* to the weights in Ray's object store (``LearnerService.latest_weights``), not
-the arrays: the client then starts fetching the object into its node's store and loads it
-once it is there. Workers on one node thus share one copy of each version, and between
-two calls the worker only looks whether the poll or the fetch has finished
-(``ray.wait(timeout=0)``); it never blocks on them, except once at start, so that a new
-worker starts from the learner's weights rather than from random ones.
+the arrays: a background thread of the client then fetches the object (``ray.get``, which
+pulls it into the worker's node once, so workers on one node share one copy) and the
+worker loads it before its next batch of episodes. Between two calls the worker only
+looks whether the poll or the fetch has finished; it never blocks on them, except once at
+start, so that a new worker starts from the learner's weights rather than from random ones.
 
     client = WeightClient(learner, actor)      # waits for the first weights
     version = client.update()                  # before each batch of episodes: never waits
 """
 
 from __future__ import annotations
+
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import ray
@@ -24,11 +26,12 @@ class WeightClient:
     def __init__(self, learner, module: torch.nn.Module) -> None:
         self._learner = learner
         self._module = module
+        self._fetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="weights")
         self.version = -1  # weight version loaded into the module
-        self._poll = learner.latest_weights.remote(have_version=None)
-        self._fetch: tuple[int, ray.ObjectRef] | None = None  # (version, weights) being fetched
-        version, weights_ref = ray.get(self._poll)
-        self._load(version, ray.get(weights_ref))
+        self._incarnation: str | None = None  # of the learner that published it
+        self._fetch: tuple[int, str, Future] | None = None  # (version, incarnation, the arrays on their way)
+        version, incarnation, weights_ref = ray.get(learner.latest_weights.remote(have_version=None))
+        self._load(version, incarnation, ray.get(weights_ref))
 
     def update(self) -> int:
         """Load newer weights if they have arrived; never waits. Returns the version in use."""
@@ -36,22 +39,27 @@ class WeightClient:
             ready, _ = ray.wait([self._poll], timeout=0)
             if not ready:
                 return self.version  # the learner has not answered: keep the current weights
-            self._fetch = ray.get(self._poll)  # None: nothing newer than ours
-            if self._fetch is None:
+            answer = ray.get(self._poll)
+            if answer is None:  # nothing newer than ours
                 self._poll_again()
                 return self.version
-        version, weights_ref = self._fetch
-        ready, _ = ray.wait([weights_ref], timeout=0, fetch_local=True)  # starts the transfer
-        if ready:
-            self._load(version, ray.get(weights_ref))
+            version, incarnation, weights_ref = answer
+            self._fetch = (version, incarnation, self._fetcher.submit(ray.get, weights_ref))
+        version, incarnation, arrays = self._fetch
+        if arrays.done() and arrays.exception() is not None:  # lost with a learner that died: ask again
+            self._fetch = None
+            self._poll_again()
+        elif arrays.done():
+            self._load(version, incarnation, arrays.result())
         return self.version
 
-    def _load(self, version: int, weights: dict[str, np.ndarray]) -> None:
+    def _load(self, version: int, incarnation: str, weights: dict[str, np.ndarray]) -> None:
         # The arrays are read-only views of the object store's shared copy: copy into the module.
         self._module.load_state_dict({k: torch.as_tensor(np.array(v)) for k, v in weights.items()})
-        self.version = version
+        self.version, self._incarnation = version, incarnation
         self._fetch = None
         self._poll_again()
 
     def _poll_again(self) -> None:
-        self._poll = self._learner.latest_weights.remote(have_version=self.version)
+        self._poll = self._learner.latest_weights.remote(have_version=self.version,
+                                                         have_incarnation=self._incarnation)

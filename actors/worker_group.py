@@ -4,15 +4,16 @@ and their restarts (OpenRLHF's actor group, for an asynchronous driver).
 The driver never holds an actor handle or an in-flight map of its own. It asks a group
 which members can take a call, makes calls through the group (``call``), and collects
 finished calls from all its groups at once (``wait_any``). Each finished call comes back
-as a ``CallResult``: the value, or the error of an actor that died during the call,
-together with the ``tag`` the caller attached (for example the prompts of a rollout call,
-to hand out again).
+as a ``CallResult``: the value, or the error (its actor died during the call, or the call
+itself raised), together with the ``tag`` the caller attached (for example the prompts of
+a rollout call, to hand out again).
 
 Restarts are Ray's (``max_restarts`` in the group's actor options): when a call fails
 because its actor died, the group counts the death once, takes the member out of service,
-and probes it (``__ray_ready__``, which every Ray actor answers) until Ray has rebuilt it.
-An actor whose constructor raised cannot be restarted into health: the group records why
-(``fatal``) and the driver stops the run with that reason.
+and probes it (``__ray_ready__``, which every Ray actor answers) until Ray has rebuilt it;
+a member Ray gave up on is left out from then on. An actor whose constructor raised cannot
+be restarted into health: the group records why (``fatal``) and the driver stops the run
+with that reason. A call that raised leaves its member in service.
 
     workers = WorkerGroup(RolloutWorker, size=4, options={"num_cpus": 1, "max_restarts": -1},
                           make_kwargs=lambda i: {"worker_index": i, ...}, name="rollout worker")
@@ -30,12 +31,12 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import ray
-from ray.exceptions import RayActorError
+from ray.exceptions import ActorDiedError, RayActorError, RayError, RayTaskError
 
 log = logging.getLogger(__name__)
 
 PROBE_RETRY_S = 1.0  # pause between two probes of a member that is restarting
-PROBE_DEADLINE_S = 300.0  # a member not back after this long is given up (Ray stopped restarting it)
+PROBE_DEADLINE_S = 300.0  # a member still unavailable after this long is given up
 
 
 @dataclass
@@ -47,11 +48,16 @@ class CallResult:
     tag: Any  # what the caller attached to the call
     refs: tuple  # every object reference the call returned (the first one is waited on)
     value: Any = None  # the first return value, when the call succeeded
-    error: RayActorError | None = None  # the actor died (or was unreachable) during the call
+    error: RayError | None = None  # why it did not: its actor died, or the call raised (a RayTaskError)
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def actor_died(self) -> bool:
+        """The call was lost with its actor (which Ray restarts); else the call itself raised."""
+        return isinstance(self.error, RayActorError) and not isinstance(self.error, RayTaskError)
 
 
 @dataclass
@@ -96,6 +102,10 @@ class WorkerGroup:
         refs = tuple(refs) if isinstance(refs, (list, tuple)) else (refs,)
         self._inflight[refs[0]] = (member, tag, refs)
 
+    def tags(self) -> list:
+        """The tags of the calls in flight."""
+        return [tag for _, tag, _ in self._inflight.values()]
+
     def calls_in_flight(self, member: int | None = None) -> int:
         return sum(1 for m, _, _ in self._inflight.values() if member is None or m == member)
 
@@ -135,7 +145,9 @@ class WorkerGroup:
         member, tag, refs = self._inflight.pop(ref)
         try:
             return CallResult(self, member, tag, refs, value=ray.get(ref))
-        except RayActorError as err:
+        except RayTaskError as err:  # the call raised (also when an actor *it* called died): the member is fine
+            return CallResult(self, member, tag, refs, error=err)
+        except RayActorError as err:  # its actor died (or cannot be reached)
             self._member_down(member, err)
             return CallResult(self, member, tag, refs, error=err)
 
@@ -162,12 +174,14 @@ class WorkerGroup:
             if err.actor_init_failed:
                 m.restarting, m.dead = False, True
                 self.fatal = f"{self.name} {index} cannot start: {str(err).strip().splitlines()[-1]}"
-            elif time.monotonic() - m.down_since > PROBE_DEADLINE_S:
+            elif isinstance(err, ActorDiedError) or time.monotonic() - m.down_since > PROBE_DEADLINE_S:
+                # Calls to an actor that is restarting wait for it: a probe that fails with
+                # ActorDiedError means Ray gave up on it (max_restarts spent, or its node gone).
                 m.restarting, m.dead = False, True
-                log.error("%s %d did not come back within %.0f s; running without it",
-                          self.name, index, PROBE_DEADLINE_S)
-            else:
-                m.next_probe = time.monotonic() + PROBE_RETRY_S  # still restarting: ask again soon
+                log.error("%s %d is gone for good (%s); running without it", self.name, index, type(err).__name__)
+                print(f"{self.name} {index} is gone for good; the run goes on without it", flush=True)
+            else:  # unavailable for now: ask again soon
+                m.next_probe = time.monotonic() + PROBE_RETRY_S
             return
         m.restarting = False
         print(f"{self.name} {index} is back", flush=True)

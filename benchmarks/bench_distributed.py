@@ -25,6 +25,7 @@ import ray
 
 from driver.components import connect_ray
 from driver.config import RunConfig, from_dict
+from driver.preflight import check_inputs
 from driver.run import TrainingRun
 from driver.run_folder import new_run_dir
 
@@ -45,7 +46,7 @@ def run_once(args, workers: int, out: Path) -> dict:
         "dashboard": False, "progress_every_s": 15.0,
     }
     cfg = from_dict(RunConfig, raw)
-    run = TrainingRun(cfg, new_run_dir(cfg))
+    run = TrainingRun(cfg, new_run_dir(cfg), check_inputs(cfg))
     run.build()
     summary = run.run()
     records = [json.loads(line) for line in (run.run_dir / "metrics.jsonl").read_text().splitlines()]

@@ -71,7 +71,7 @@ def actor_share(d: int, device: str, cfg: SACConfig, seconds: float, threads: in
     learner = start_actor(LearnerService, {"num_cpus": threads, "num_gpus": 1 if device.startswith("cuda") else 0,
                                            "max_concurrency": 4}, state_dim=d, sac=cfg, config=config)
     ray.get([learner.metrics.remote(), replay.sample.remote(1)])  # both processes started
-    ray.get(learner.run.remote(replay, max_updates=2))  # warm-up outside the measurement
+    ray.get(learner.run.remote(replay, until_updates=2))  # warm-up outside the measurement
     stats = ray.get(learner.run.remote(replay, max_seconds=seconds))
     for handle in (learner, replay):
         ray.kill(handle)

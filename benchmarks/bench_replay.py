@@ -12,6 +12,11 @@ Measures, at d = 576 (SmolLM2-135M) and d = 4096 (7-8B models), in one run:
 Ratios are ours / reference (higher is better for throughput, lower for bytes).
 
     python benchmarks/bench_replay.py            # ~1-2 minutes on 2 CPU cores
+    python benchmarks/bench_replay.py --snapshot # the pause a snapshot costs the learner
+
+``--snapshot`` measures how long a replay snapshot holds inserts and samples back (the
+learner's pause, ``ReplayServer.save``) for buffers of several sizes, against the time of
+one SAC update of batch 256 measured in the same run: the pause in updates.
 """
 
 from __future__ import annotations
@@ -107,11 +112,46 @@ def bench_reference(d: int, capacity: int, seconds: float) -> dict[str, float]:
     return {"insert": insert, "sample": sample, "bytes": bytes_per_transition}
 
 
+def snapshot_pauses() -> None:
+    import asyncio
+    import tempfile
+
+    from core.config import ReplayConfig, SACConfig
+    from core.contracts import TransitionBatch
+    from learner.learner import SACLearner
+    from replay.server import ReplayServer
+
+    print(f"{'d':>5} {'transitions':>12} {'MB':>8} {'pause s':>8} {'MB/s':>8} {'SAC update ms':>14} {'pause in updates':>17}")
+    rng = np.random.default_rng(0)
+    for d, sizes in ((576, (10_000, 100_000, 200_000)), (4096, (10_000, 50_000))):
+        learner = SACLearner(state_dim=d, sac=SACConfig(batch_size=256), device="cpu")
+        batch = TransitionBatch.random(rng, 256, d)
+        learner.update(batch)  # warm-up
+        t0 = time.perf_counter()
+        for _ in range(5):
+            learner.update(batch)
+        update_s = (time.perf_counter() - t0) / 5
+        for size in sizes:
+            server = ReplayServer(config=ReplayConfig(capacity=size, min_size_to_sample=1), state_dim=d)
+            for start in range(0, size, 10 * EPISODE_LEN):
+                server._buffer.write(make_episodes(d, min(10, (size - start) // EPISODE_LEN) or 1, rng))
+            with tempfile.TemporaryDirectory() as tmp:
+                saved = asyncio.run(server.save(Path(tmp) / "replay.arrow"))
+                mb = (Path(tmp) / "replay.arrow").stat().st_size / 1e6
+            print(f"{d:>5} {saved['size']:>12,} {mb:>8.1f} {saved['seconds']:>8.2f} {mb / saved['seconds']:>8.0f} "
+                  f"{1000 * update_s:>14.1f} {saved['seconds'] / update_s:>17.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="timing per measurement")
+    parser.add_argument("--snapshot", action="store_true", help="measure the snapshot pause instead")
     args = parser.parse_args()
     print(f"load average at start: {os.getloadavg()}")
+    if args.snapshot:
+        snapshot_pauses()
+        print(f"load average at end: {os.getloadavg()}")
+        return
     print(f"episodes of {EPISODE_LEN} decisions, sample batch {BATCH}, {args.seconds:.1f} s per measurement")
     print(f"{'d':>5} {'buffer':>17} {'capacity':>9} {'insert trans/s':>15} {'sample batch/s':>15} "
           f"{'sample trans/s':>15} {'B/trans':>8} {'insert x':>9} {'sample x':>9} {'bytes x':>8}")

@@ -1,7 +1,8 @@
 """The configuration of every component: one frozen dataclass each.
 
 These are the leaves of a run's configuration tree (``driver.config.RunConfig`` holds one
-of each); every component takes its own object and nothing else of the tree. Every value
+of each); a component takes the objects of the sections it needs (its own, and for the
+actors that host the upstream LLM also ``model``, ``sampling`` and ``kl``), never the tree. Every value
 is checked in ``__post_init__`` and a bad one raises a ValueError naming the field; a
 value is never rewritten.
 
@@ -44,6 +45,30 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+# Field checks: each raises a ValueError that starts with the field's name (the run
+# configuration's reader puts the section in front: "budget.episodes must be ...").
+def check_int(name: str, value, minimum: int = 0, maximum: int | None = None) -> None:
+    if not (_is_int(value) and value >= minimum and (maximum is None or value <= maximum)):
+        bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise ValueError(f"{name} must be an int {bounds}, got {value!r}")
+
+
+def check_number(name: str, value, minimum: float | None = None, *, above: float | None = None,
+                 maximum: float | None = None) -> None:
+    """A finite number (no NaN, no infinity) within the bounds given."""
+    bounds = {">=": minimum, ">": above, "<=": maximum}
+    rule = " and ".join(f"{op} {bound}" for op, bound in bounds.items() if bound is not None)
+    ok = _is_number(value) and math.isfinite(value) and (minimum is None or value >= minimum) \
+        and (above is None or value > above) and (maximum is None or value <= maximum)
+    if not ok:
+        raise ValueError(f"{name} must be a finite number{' ' + rule if rule else ''}, got {value!r}")
+
+
+def check_choice(name: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {sorted(choices)}, got {value!r}")
+
+
 # ------------------------------------------------------------------------ the upstream LLM
 @dataclass(frozen=True)
 class VllmEngineConfig:
@@ -62,16 +87,17 @@ class VllmEngineConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.max_model_len < 16:
-            raise ValueError(f"max_model_len must be >= 16, got {self.max_model_len}")
-        if not 0 < self.gpu_memory_utilization <= 1:
-            raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
-        if self.block_size is not None and (self.block_size < 1 or self.block_size & (self.block_size - 1)):
-            raise ValueError(f"block_size must be a power of two, got {self.block_size}")
-        if self.max_num_seqs is not None and self.max_num_seqs < 1:
-            raise ValueError(f"max_num_seqs must be >= 1, got {self.max_num_seqs}")
-        if self.kv_cache_memory_bytes is not None and self.kv_cache_memory_bytes < 1:
-            raise ValueError(f"kv_cache_memory_bytes must be >= 1, got {self.kv_cache_memory_bytes}")
+        check_int("max_model_len", self.max_model_len, 16)
+        check_number("gpu_memory_utilization", self.gpu_memory_utilization, above=0, maximum=1)
+        if self.block_size is not None:
+            check_int("block_size", self.block_size, 1)
+            if self.block_size & (self.block_size - 1):
+                raise ValueError(f"block_size must be a power of two, got {self.block_size}")
+        if self.max_num_seqs is not None:
+            check_int("max_num_seqs", self.max_num_seqs, 1)
+        if self.kv_cache_memory_bytes is not None:
+            check_int("kv_cache_memory_bytes", self.kv_cache_memory_bytes, 1)
+        check_int("seed", self.seed)
 
     def engine_kwargs(self) -> dict:
         """Keyword arguments of ``vllm.LLM`` (all but the model and its dtype)."""
@@ -90,7 +116,8 @@ class VllmEngineConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The frozen upstream LLM each rollout worker hosts."""
+    """The frozen upstream LLM that rollout workers host (and reward actors, for the
+    upstream-greedy baseline)."""
 
     name: str = "smollm2"  # "smollm2" (embedded), a hub id, a local folder or a .gguf file (transformers only)
     dtype: str = "float32"  # float32 | bfloat16 | float16
@@ -100,14 +127,15 @@ class ModelConfig:
     vllm: VllmEngineConfig = VllmEngineConfig()  # engine settings, used with backend vllm
 
     def __post_init__(self) -> None:
-        if self.mode not in DECODE_MODES:
-            raise ValueError(f"model.mode must be one of {DECODE_MODES}, got {self.mode!r}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"model.dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
-        if self.backend not in BACKENDS:
-            raise ValueError(f"model.backend must be one of {BACKENDS}, got {self.backend!r}")
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ValueError(f"name must name a model, got {self.name!r}")
+        check_choice("mode", self.mode, DECODE_MODES)
+        check_choice("dtype", self.dtype, DTYPES)
+        check_choice("backend", self.backend, BACKENDS)
+        if self.device != "auto":
+            check_device_name(self.device)
         if self.backend == "vllm" and self.name.endswith(".gguf"):
-            raise ValueError(f"model.backend vllm needs a safetensors checkpoint (folder or hub id), not {self.name!r}")
+            raise ValueError(f"backend vllm needs a safetensors checkpoint (folder or hub id), not {self.name!r}")
 
 
 # ------------------------------------------------------------------------ the MDP
@@ -121,14 +149,10 @@ class SamplingConfig:
     max_new_tokens: int = 512  # episode length limit (paper: 512 training, 2048 eval)
 
     def __post_init__(self) -> None:
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if self.top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        check_number("temperature", self.temperature, above=0)
+        check_int("top_k", self.top_k, 1)
+        check_number("top_p", self.top_p, above=0, maximum=1)
+        check_int("max_new_tokens", self.max_new_tokens, 1)
 
 
 @dataclass(frozen=True)
@@ -139,10 +163,8 @@ class KLConfig:
     estimator: str = "full"  # kl | abs | mse | full
 
     def __post_init__(self) -> None:
-        if self.estimator not in KL_ESTIMATORS:
-            raise ValueError(f"estimator must be one of {KL_ESTIMATORS}, got {self.estimator!r}")
-        if self.coef < 0:
-            raise ValueError(f"KL coefficient must be >= 0, got {self.coef}")
+        check_choice("estimator", self.estimator, KL_ESTIMATORS)
+        check_number("coef", self.coef, 0)
 
 
 # ------------------------------------------------------------------------ prompts
@@ -155,6 +177,12 @@ class PromptSet:
     split: str = "train"  # dataset split, for dataset sources
     where: dict[str, str] = field(default_factory=dict)  # keep rows with these field values, e.g. {source: helpful-base}
     limit: int = 0  # only the first N prompts (after ``where``; 0 = all)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.source, str) or not self.source.strip():
+            raise ValueError(f"source must name a prompt file or dataset, got {self.source!r}")
+        _check_column(self.column)
+        check_int("limit", self.limit)
 
 
 @dataclass(frozen=True)
@@ -169,6 +197,19 @@ class PromptConfig:
     exclude: tuple[PromptSet, ...] = ()  # prompts never trained on (evaluation sets): removed from the training prompts
     shuffle_seed: int = 0  # prompts are shuffled once with this seed
 
+    def __post_init__(self) -> None:
+        sources = [self.source] if isinstance(self.source, str) else list(self.source)
+        if not sources or not all(isinstance(s, str) and s.strip() for s in sources):
+            raise ValueError(f"source must name one or more prompt files or datasets, got {self.source!r}")
+        _check_column(self.column)
+        check_int("limit", self.limit)
+        check_int("shuffle_seed", self.shuffle_seed)
+
+
+def _check_column(column) -> None:
+    if not isinstance(column, str) or not column:
+        raise ValueError(f"column must name the field holding the prompt, got {column!r}")
+
 
 # ------------------------------------------------------------------------ the reward
 @dataclass(frozen=True)
@@ -182,7 +223,8 @@ class ScorerSpec:
 
     def __post_init__(self) -> None:
         if self.kind not in SCORER_KINDS:
-            raise ValueError(f"unknown scorer kind {self.kind!r}; known: {sorted(SCORER_KINDS)}")
+            raise ValueError(f"kind {self.kind!r} is an unknown scorer kind; known: {sorted(SCORER_KINDS)}")
+        check_number("weight", self.weight)
 
 
 # The embedded offline reward head (rewards/data/reward_head.safetensors; docs/REWARD.md).
@@ -198,16 +240,23 @@ class RewardConfig:
     scale: float = 1.0
     num_actors: int = 1  # reward actors scoring finished answers in batches
     num_cpus: float = 0.5  # Ray CPUs per reward actor
-    num_gpus: float = 0.0  # Ray GPUs per reward actor (7B reward models want one)
+    num_gpus: float = 0.0  # Ray GPUs per reward actor (7B reward models want one; so does the upstream
+    # LLM each reward actor hosts for the upstream-greedy baseline, on a GPU cluster)
+    max_failed_batches: int = 5  # the run stops when this many scored batches in a row could not be scored
 
     def __post_init__(self) -> None:
         if not self.scorers:
-            raise ValueError("reward.scorers must name at least one scorer")
-        if isinstance(self.baseline, str) and self.baseline != BASELINE_UPSTREAM_GREEDY:
-            raise ValueError(f"reward.baseline must be a number or {BASELINE_UPSTREAM_GREEDY!r}, "
-                             f"got {self.baseline!r}")
-        if self.num_actors < 1:
-            raise ValueError("reward.num_actors must be >= 1")
+            raise ValueError("scorers must name at least one scorer")
+        if isinstance(self.baseline, str):
+            if self.baseline != BASELINE_UPSTREAM_GREEDY:
+                raise ValueError(f"baseline must be a number or {BASELINE_UPSTREAM_GREEDY!r}, got {self.baseline!r}")
+        else:
+            check_number("baseline", self.baseline)
+        check_number("scale", self.scale, above=0)
+        check_int("num_actors", self.num_actors, 1)
+        check_number("num_cpus", self.num_cpus, 0)
+        check_number("num_gpus", self.num_gpus, 0)
+        check_int("max_failed_batches", self.max_failed_batches, 1)
 
     @property
     def needs_greedy_baseline(self) -> bool:
@@ -226,14 +275,20 @@ class RolloutConfig:
     resource: str = ""  # custom Ray resource each worker needs one unit of (cluster.yaml: rollout_slot)
     torch_threads: int = 1  # intra-op threads per worker
     episodes_per_call: int = 4  # prompts decoded together in one batched call
-    max_unscored_calls: int = 2  # a worker's decoded calls awaiting their reward before it gets no new call
+    max_unscored_calls: int = 2  # per worker: decoded calls awaiting their reward before no new call is handed out
+    max_failed_calls: int = 5  # the run stops when this many rollout calls in a row raised
     max_restarts: int = -1  # Ray restarts of a dead worker (-1 = always)
     agent_hidden_size: int = 1024  # must equal sac.hidden_size
     decision_delay_s: float = 0.0  # testing knob: sleep per decision to simulate a slow LLM
 
     def __post_init__(self) -> None:
-        if self.num_workers < 1 or self.episodes_per_call < 1 or self.max_unscored_calls < 1:
-            raise ValueError("rollout.num_workers, episodes_per_call and max_unscored_calls must be >= 1")
+        for name in ("num_workers", "torch_threads", "episodes_per_call", "max_unscored_calls", "max_failed_calls",
+                     "agent_hidden_size"):
+            check_int(name, getattr(self, name), 1)
+        check_number("num_cpus", self.num_cpus, 0)
+        check_number("num_gpus", self.num_gpus, 0)
+        check_int("max_restarts", self.max_restarts, -1)
+        check_number("decision_delay_s", self.decision_delay_s, 0)
 
 
 # ------------------------------------------------------------------------ replay
@@ -275,6 +330,15 @@ class ReplayConfig:
     seed: int = 0
     """Seed of the sampling random generator."""
 
+    num_cpus: float = 0.0
+    """Ray CPUs of the replay actor. 0 by default: it mostly waits (asyncio), and its copies
+    are short; give it one on a cluster with large states."""
+
+    snapshot_every_s: float = 60.0
+    """Seconds between two snapshots of the run (this replay, the learner's checkpoint, the
+    prompt position and the counters), so that a killed run resumes from at most this long
+    ago. 0: only when the run stops."""
+
     def __post_init__(self) -> None:
         if not _is_int(self.capacity) or self.capacity < 1:
             raise ValueError(f"capacity must be a positive int, got {self.capacity!r}")
@@ -290,8 +354,9 @@ class ReplayConfig:
                 f"({self.capacity}): sampling could never start"
             )
         validate_ratio(self.samples_per_insert, self.error_buffer)
-        if not _is_int(self.seed) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
+        check_int("seed", self.seed)
+        check_number("num_cpus", self.num_cpus, 0)
+        check_number("snapshot_every_s", self.snapshot_every_s, 0)
 
 
 def validate_ratio(samples_per_insert: float, error_buffer: float) -> None:
@@ -337,23 +402,14 @@ class SACConfig:
     hidden_size: int = 1024  # width of the first hidden layer of actor and critic heads
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.gamma <= 1.0:
-            raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
-        if not 0.0 <= self.tau <= 1.0:
-            raise ValueError(f"tau must be in [0, 1], got {self.tau}")
+        check_number("gamma", self.gamma, 0, maximum=1)
+        check_number("tau", self.tau, 0, maximum=1)
         for name in ("actor_lr", "critic_lr", "alpha_lr", "grad_clip", "init_alpha"):
-            value = getattr(self, name)
-            if not (_is_number(value) and math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-        if not 0.0 < self.target_entropy_factor <= 1.0:
-            raise ValueError(
-                f"target_entropy_factor must be in (0, 1] (the entropy of 2 actions is at "
-                f"most log 2), got {self.target_entropy_factor}"
-            )
+            check_number(name, getattr(self, name), above=0)
+        # The entropy of 2 actions is at most log 2, so the target's factor is at most 1.
+        check_number("target_entropy_factor", self.target_entropy_factor, above=0, maximum=1)
         for name in ("batch_size", "hidden_size"):
-            value = getattr(self, name)
-            if not _is_int(value) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_int(name, getattr(self, name), 1)
 
     @property
     def target_entropy(self) -> float:
@@ -375,19 +431,16 @@ class LearnerConfig:
 
     def __post_init__(self) -> None:
         for name in ("publish_every", "checkpoint_every", "keep_checkpoints", "metrics_window"):
-            value = getattr(self, name)
-            if not _is_int(value) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if not (self.sample_timeout_s >= 0 and math.isfinite(self.sample_timeout_s)):
-            raise ValueError(f"sample_timeout_s must be finite and >= 0, got {self.sample_timeout_s}")
+            check_int(name, getattr(self, name), 1)
+        check_number("sample_timeout_s", self.sample_timeout_s, 0)
         check_device_name(self.device)
-        if not (_is_number(self.num_cpus) and math.isfinite(self.num_cpus) and self.num_cpus > 0):
-            raise ValueError(f"num_cpus must be a finite number > 0, got {self.num_cpus!r}")
+        check_number("num_cpus", self.num_cpus, above=0)
 
 
 def check_device_name(device: str) -> None:
     """A torch device name MARA accepts: auto, cpu, cuda or cuda:N."""
-    ok = device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())
+    ok = isinstance(device, str) and (device in ("auto", "cpu", "cuda")
+                                      or (device.startswith("cuda:") and device[5:].isdigit()))
     if not ok:
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
 
@@ -402,5 +455,8 @@ class BudgetConfig:
     seconds: float = 600.0
 
     def __post_init__(self) -> None:
+        check_int("episodes", self.episodes)
+        check_int("updates", self.updates)
+        check_number("seconds", self.seconds, 0)
         if not (self.episodes or self.updates or self.seconds):
-            raise ValueError("budget: set at least one of episodes, updates, seconds")
+            raise ValueError("episodes, updates, seconds: set at least one of them (0 = no limit on that count)")

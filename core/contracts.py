@@ -117,22 +117,6 @@ class TransitionBatch:
             policy_versions=np.full(n, version, np.int64),
         )
 
-    @classmethod
-    def from_episodes(cls, episodes: list[EpisodeTransitions]) -> "TransitionBatch":
-        """Flatten whole episodes into independent transitions (next states copied)."""
-        episodes = [e for e in episodes if len(e)]
-        if not episodes:
-            raise ValueError("no transitions in the given episodes")
-        return cls(
-            states=np.concatenate([e.states for e in episodes]).astype(np.float32),
-            actions=np.concatenate([e.actions for e in episodes]).astype(np.int64),
-            rewards=np.concatenate([e.rewards for e in episodes]),
-            next_states=np.concatenate([e.next_states for e in episodes]).astype(np.float32),
-            dones=np.concatenate([e.dones for e in episodes]).astype(np.float32),
-            policy_versions=np.concatenate(
-                [np.full(len(e), e.policy_version, np.int64) for e in episodes]
-            ),
-        )
 
 
 @dataclass

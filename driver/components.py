@@ -1,14 +1,15 @@
 """Ray and the components of a run, started from its configuration.
 
 This is the only place that reads the run's configuration tree to build components
-(Acme's builder): each component gets its own config object and plain arguments, every
-actor is a plain class made remote the same way (``start_actor``, or a ``WorkerGroup`` of
-them), and resource numbers come from the configuration, not from literals here.
+(Acme's builder): each component gets the config objects of the sections it needs and
+plain arguments, every actor is a plain class made remote the same way (``start_actor``,
+or a ``WorkerGroup`` of them), and the resources each asks Ray for (CPUs, GPUs, custom
+resources) come from the configuration:
 
-    replay    ReplayServer      (replay/server.py)     no CPU of its own: it waits on asyncio
+    replay    ReplayServer      (replay/server.py)     replay.num_cpus (0: it mostly waits on asyncio)
     learner   LearnerService    (learner/service.py)   learner.num_cpus, a GPU when there is one
-    rewards   WorkerGroup of RewardActor   (actors/reward_actor.py)   reward.num_actors
-    rollouts  WorkerGroup of RolloutWorker (actors/rollout_worker.py) rollout.num_workers
+    rewards   WorkerGroup of RewardActor   (actors/reward_actor.py)   reward.num_actors x reward.num_cpus/num_gpus
+    rollouts  WorkerGroup of RolloutWorker (actors/rollout_worker.py) rollout.num_workers x rollout.num_cpus/...
 """
 
 from __future__ import annotations
@@ -24,11 +25,15 @@ from actors.reward_actor import RewardActor
 from actors.rollout_worker import RolloutWorker, actor_options
 from actors.worker_group import WorkerGroup, start_actor
 from driver.config import RunConfig
-from envs.upstream import model_hidden_size
+from driver.run_folder import REPLAY_FILE
 from learner.service import LearnerService, learner_resources
 from replay.server import ReplayServer
 
 LEARNER_CONCURRENCY = 4  # run() holds one thread; weight polls, metrics and stop() use the others
+# The replay and the learner: Ray rebuilds them when they die (their constructors restore the
+# newest snapshot / checkpoint) and retries the calls they were answering. Retrying is safe:
+# a sample or a poll has no effect, and an insert lost with the dead actor is made again.
+REBUILT_FROM_SNAPSHOTS = {"max_restarts": -1, "max_task_retries": -1}
 
 
 @dataclass
@@ -37,28 +42,32 @@ class Components:
     learner: object  # Ray actor handle of the LearnerService
     rewards: WorkerGroup
     rollouts: WorkerGroup
-    state_dim: int  # hidden size of the upstream LLM: the length of every state
 
 
-def start_components(cfg: RunConfig, run_dir: Path, resume: bool) -> Components:
-    state_dim = model_hidden_size(cfg.model.name)  # read from the model's config: no weights loaded
-    replay = start_actor(ReplayServer, {"num_cpus": 0}, config=cfg.replay, state_dim=state_dim)
+def start_components(cfg: RunConfig, run_dir: Path, state_dim: int) -> Components:
+    """Start every component of a run. The replay and the learner start from the run folder's
+    snapshot and newest checkpoint when there are some (a resumed run), and so does Ray when it
+    rebuilds one that died; the calls they were answering are then retried."""
+    replay = start_actor(ReplayServer, {"num_cpus": cfg.replay.num_cpus, **REBUILT_FROM_SNAPSHOTS}, config=cfg.replay,
+                         state_dim=state_dim, snapshot=str(run_dir / REPLAY_FILE))
     learner = start_actor(
-        LearnerService, {**learner_resources(cfg.learner), "max_concurrency": LEARNER_CONCURRENCY},
+        LearnerService,
+        {**learner_resources(cfg.learner), "max_concurrency": LEARNER_CONCURRENCY, **REBUILT_FROM_SNAPSHOTS},
         state_dim=state_dim, sac=cfg.sac, config=cfg.learner, seed=cfg.seed, upstream_model=cfg.model.name,
-        run_dir=str(run_dir), resume=resume)
+        run_dir=str(run_dir))
     # A reward actor hosts the upstream LLM too when the reward is relative to its greedy answer.
     llm_options = actor_options(cfg.model) if cfg.reward.needs_greedy_baseline else {}
     rewards = WorkerGroup(
         RewardActor, size=cfg.reward.num_actors, name="reward actor",
         options={"num_cpus": cfg.reward.num_cpus, "num_gpus": cfg.reward.num_gpus, "max_restarts": -1,
                  **llm_options},
-        make_kwargs=lambda i: dict(reward=cfg.reward, replay=replay, model=cfg.model, sampling=cfg.sampling))
+        make_kwargs=lambda i: dict(reward=cfg.reward, replay=replay, model=cfg.model, sampling=cfg.sampling,
+                                   torch_threads=max(1, int(cfg.reward.num_cpus))))
     rollouts = WorkerGroup(
         RolloutWorker, size=cfg.rollout.num_workers, name="rollout worker", options=rollout_options(cfg),
         make_kwargs=lambda i: dict(worker_index=i, model=cfg.model, sampling=cfg.sampling, kl=cfg.kl,
                                    rollout=cfg.rollout, learner=learner, seed=cfg.seed))
-    return Components(replay, learner, rewards, rollouts, state_dim)
+    return Components(replay, learner, rewards, rollouts)
 
 
 def rollout_options(cfg: RunConfig) -> dict:
@@ -68,6 +77,18 @@ def rollout_options(cfg: RunConfig) -> dict:
     if r.resource:
         options["resources"] = {r.resource: 1}
     return options
+
+
+def _bind_to_loopback() -> None:
+    """Make a local run's Ray listen on 127.0.0.1 only. Ray binds its servers (GCS, raylet,
+    object manager, workers, agents, metrics export) to the node's IP, and takes 127.0.0.1 as
+    that IP when ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``: Ray's own switch for "no other node
+    will join" (its default on macOS and Windows). The processes Ray starts read the variable;
+    this one read it when it imported ray, so its copy is set too."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 def connect_ray(cfg: RunConfig) -> bool:
@@ -82,7 +103,8 @@ def connect_ray(cfg: RunConfig) -> bool:
         return True
     needed = cfg.rollout.num_workers * cfg.rollout.num_cpus + cfg.learner.num_cpus \
         + cfg.reward.num_actors * cfg.reward.num_cpus
-    context = ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(needed)),
+    _bind_to_loopback()
+    context = ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(needed)), dashboard_host="127.0.0.1",
                        include_dashboard=cfg.dashboard, log_to_driver=True)
     if cfg.dashboard and context.dashboard_url:
         print(f"Ray dashboard: http://{context.dashboard_url}", flush=True)

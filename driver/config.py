@@ -10,6 +10,7 @@ every value is checked in ``__post_init__`` and a bad one raises, it is never re
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -29,7 +30,11 @@ from core.config import (
     RolloutConfig,
     SACConfig,
     SamplingConfig,
+    check_int,
+    check_number,
 )
+
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a run folder's name: never a path
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,12 @@ class RunConfig:
         if self.rollout.agent_hidden_size != self.sac.hidden_size:
             raise ValueError(f"rollout.agent_hidden_size ({self.rollout.agent_hidden_size}) must equal "
                              f"sac.hidden_size ({self.sac.hidden_size})")
+        if not isinstance(self.run_name, str) or (self.run_name and not RUN_NAME.fullmatch(self.run_name)):
+            raise ValueError(f"run_name must be a plain folder name (letters, digits, '.', '_', '-'; "
+                             f"no path), got {self.run_name!r}")
+        check_int("seed", self.seed)
+        check_int("metrics_port", self.metrics_port, -1, 65535)
+        check_number("progress_every_s", self.progress_every_s, above=0)
 
 
 # ---------------------------------------------------------------------------- YAML I/O
@@ -67,38 +78,76 @@ def to_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def from_dict(cls, data: dict | None):
-    """Build dataclass ``cls`` from nested dicts, refusing unknown keys."""
+def from_dict(cls, data: dict | None, base=None, where: str = ""):
+    """Build dataclass ``cls`` from nested dicts, refusing unknown keys.
+
+    Fields that ``data`` leaves out keep their value in ``base`` (an instance of ``cls``),
+    or else the class default. A nested section starts from the enclosing default's value
+    of that field: ``{"replay": {"capacity": 100000}}`` changes the run's replay capacity
+    and keeps the run's other replay settings (``RunConfig.replay``), not ``ReplayConfig``'s.
+    A bad value raises a ValueError naming the field with its section (``budget.episodes``).
+    """
     data = dict(data or {})
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} setting(s) {unknown}; known: {sorted(names)}")
-    kwargs = {name: _convert(hints[name], value, f"{cls.__name__}.{name}") for name, value in data.items()}
-    return cls(**kwargs)
+        raise ValueError(f"unknown {where or cls.__name__} setting(s) {unknown}; known: {sorted(fields)}")
+    kwargs = {}
+    for name, value in data.items():
+        default = getattr(base, name) if base is not None else _field_default(fields[name])
+        kwargs[name] = _convert(hints[name], value, f"{where}.{name}" if where else name, default)
+    try:
+        return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{where}.{err}" if where else str(err)) from None
 
 
-def _convert(hint, value, where: str):
+def _field_default(f: dataclasses.Field):
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
+
+
+def _convert(hint, value, where: str, default=None):
     origin = typing.get_origin(hint)
     if dataclasses.is_dataclass(hint):
         if isinstance(value, hint):
             return value
         if not isinstance(value, dict):
             raise ValueError(f"{where} must be a mapping, got {value!r}")
-        return from_dict(hint, value)
+        return from_dict(hint, value, base=default if isinstance(default, hint) else None, where=where)
     if origin is tuple:  # tuple[ScorerSpec, ...]
         (inner, _) = typing.get_args(hint)
-        return tuple(_convert(inner, v, where) for v in value)
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{where} must be a list, got {value!r}")
+        return tuple(_convert(inner, v, f"{where}[{i}]") for i, v in enumerate(value))
     if origin is dict:  # dict[str, str]
         if not isinstance(value, dict):
             raise ValueError(f"{where} must be a mapping, got {value!r}")
         return dict(value)
-    if origin in (typing.Union, types.UnionType):  # float | str
-        return value
+    if origin in (typing.Union, types.UnionType):  # float | str, int | None, str | tuple[str, ...]
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None and len(options) < len(typing.get_args(hint)):
+            return None
+        for option in options:  # the first type the value converts to
+            try:
+                return _convert(option, value, where)
+            except ValueError:
+                continue
+        raise ValueError(f"{where} must be {' or '.join(getattr(o, '__name__', str(o)) for o in options)}, "
+                         f"got {value!r}")
+    if hint is float and isinstance(value, str):
+        # YAML 1.1 reads 1e-3 (no dot) as a string: a float field takes it as the number it is.
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError(f"{where} must be a number, got {value!r}") from None
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if hint in (int, float, str, bool) and not isinstance(value, hint):
+    if hint in (int, float, str, bool) and (not isinstance(value, hint) or (hint is int and isinstance(value, bool))):
         raise ValueError(f"{where} must be {hint.__name__}, got {value!r}")
     return value
 

@@ -212,10 +212,6 @@ class MetricsSink:
     def port(self) -> int | None:
         return None if self._server is None else self._server.server_address[1]
 
-    @property
-    def host(self) -> str | None:
-        return None if self._server is None else self._server.server_address[0]
-
     def stop(self) -> None:
         """Stop the HTTP endpoint, if any (the metric values are kept)."""
         if self._server is None:

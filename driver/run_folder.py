@@ -1,12 +1,18 @@
 """A run's folder: what it holds, how a new one is made, and the state a resumed run reads.
 
     config.yaml        the run's configuration (driver/config.py)
-    metrics.jsonl      progress, rollout and scoring records, one JSON object a line (+ metrics.csv at the end)
-    checkpoints/       learner checkpoints (learner/service.py), written atomically
+    metrics.jsonl      progress, rollout, scoring and snapshot records, one JSON object a line
+                       (+ metrics.csv at the end)
+    checkpoints/       learner checkpoints (learner/service.py)
     replay.arrow       the replay snapshot
-    state.json         prompt position, prompts to hand out again, counters
-    agent.safetensors  the trained actor
+    state.json         prompt position, prompts to hand out again, counters, reward sums, and
+                       which replay snapshot and checkpoint they go with
+    agent.safetensors  the trained actor (only when the learner made an update)
     summary.json       the run's summary
+
+A snapshot (every ``replay.snapshot_every_s`` seconds, and when the run stops) writes the
+learner's checkpoint, then the replay, then state.json, each atomically: a run killed at
+any moment (even by SIGKILL) resumes from the newest complete set.
 """
 
 from __future__ import annotations
@@ -32,6 +38,19 @@ def new_run_dir(cfg: RunConfig) -> Path:
         raise FileExistsError(f"run folder {path} exists and is not empty: pick another run_name or --resume it")
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def resumable(run_dir: Path) -> dict[str, object]:
+    """What a stopped run left to resume from (a checkpoint's name, the replay snapshot, the
+    saved state); a ValueError when it left nothing."""
+    from learner.service import latest_checkpoint
+
+    found = {"checkpoint": latest_checkpoint(run_dir), "replay": (run_dir / REPLAY_FILE).is_file(),
+             "state": (run_dir / STATE_FILE).is_file()}
+    if not any(found.values()):
+        raise ValueError(f"nothing to resume in {run_dir}: it holds no learner checkpoint, no replay snapshot "
+                         f"and no saved state (the run stopped before its first snapshot); start a new run instead")
+    return found
 
 
 def read_state(run_dir: Path) -> dict:

@@ -17,7 +17,6 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -85,11 +84,6 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
         os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-@dataclass
-class ForwardOutput:
-    hidden: torch.Tensor  # (B, Q, d) last-layer hidden states (after the final norm)
 
 
 class UpstreamLLM:

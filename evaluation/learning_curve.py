@@ -53,7 +53,7 @@ def throughput(run_dir: str | Path) -> dict:
     return {"episodes": int(record["episodes"]), "transitions": int(record["transitions"]),
             "learner_updates": int(record["learner_updates"]), "wall_s": seconds,
             "episodes_per_hour": record["episodes"] / max(seconds, 1e-9) * 3600,
-            "transitions_per_s": record["transitions"] / max(seconds, 1e-9)}
+            "transitions_per_second": record["transitions"] / max(seconds, 1e-9)}
 
 
 def plot_learning_curve(run_dir: str | Path, out: str | Path, block: int = 50) -> Path:

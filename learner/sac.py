@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -259,13 +259,7 @@ class UpdateMetrics:
     accept_prob: float  # mean pi(accept | s) over the batch
     critic_grad_norm: float  # global grad norm before clipping
     actor_grad_norm: float  # global grad norm before clipping
-    policy_lag: float  # current weight version - mean version of the batch (nan if unknown)
-
-    def as_dict(self) -> dict[str, float]:
-        """Flat, prefix-grouped names for loggers (``losses/``, ``charts/``)."""
-        d = asdict(self)
-        groups = {"critic_loss": "losses", "actor_loss": "losses", "alpha_loss": "losses"}
-        return {f"{groups.get(k, 'charts')}/{k}": float(v) for k, v in d.items()}
+    policy_version_lag: float  # current weight version - mean version of the batch (nan if unknown)
 
 
 def _step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, params, grad_clip: float) -> torch.Tensor:
@@ -307,7 +301,7 @@ def sac_update(state: SACState, batch: TensorBatch, cfg: SACConfig,
     lag = float("nan")
     if current_version is not None and batch.mean_policy_version is not None:
         lag = float(current_version) - batch.mean_policy_version
-    metrics = UpdateMetrics(state.updates, *scalars, policy_lag=lag)
+    metrics = UpdateMetrics(state.updates, *scalars, policy_version_lag=lag)
     return state, metrics
 
 

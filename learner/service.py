@@ -4,10 +4,10 @@ A plain class; the driver makes it a threaded Ray actor (``max_concurrency >= 2`
 thread runs the training loop (``run``) while the others answer weight polls, metrics and
 ``stop``. Usage (what driver/components.py and the rollout workers' WeightClient do)::
 
-    learner = ray.remote(LearnerService).options(max_concurrency=4).remote(
-        state_dim=576, sac=SACConfig(), config=LearnerConfig(), run_dir="runs/x")
-    done = learner.run.remote(replay, max_updates=10_000)     # returns at once: an ObjectRef
-    version, weights_ref = ray.get(learner.latest_weights.remote(have_version=None))
+    learner = start_actor(LearnerService, {"max_concurrency": 4},      # actors/worker_group.py
+                          state_dim=576, sac=SACConfig(), config=LearnerConfig(), run_dir="runs/x")
+    done = learner.run.remote(replay, until_updates=10_000)   # returns at once: an ObjectRef
+    version, incarnation, weights_ref = ray.get(learner.latest_weights.remote(have_version=None))
     weights = ray.get(weights_ref)                              # dict[str, np.ndarray], read-only
     learner.stop.remote(); stats = ray.get(done)                # checkpoints on the way out
 
@@ -28,6 +28,7 @@ import re
 import shutil
 import threading
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,8 @@ class LearnerStats:
     update_share: float  # update_s / wall_s
     empty_samples: int  # sample calls that returned None in that run
     running: bool
+    incarnation: str  # changes each time Ray rebuilds the actor
+    restored: str | None  # the checkpoint this incarnation started from
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
@@ -83,7 +86,9 @@ class LearnerService:
     """The SAC learner as a service: continuous training loop, versioned weights, checkpoints."""
 
     def __init__(self, *, state_dim: int, sac: SACConfig, config: LearnerConfig, seed: int = 0,
-                 upstream_model: str = "", run_dir: str | None = None, resume: bool = True) -> None:
+                 upstream_model: str = "", run_dir: str | None = None) -> None:
+        """With a ``run_dir`` that holds a checkpoint (a resumed run, or this actor rebuilt
+        by Ray after it died) the learner starts from the newest complete one."""
         torch.set_num_threads(max(1, int(config.num_cpus)))  # Ray sets OMP_NUM_THREADS=1 in workers
         self._learner = SACLearner(state_dim=state_dim, sac=sac, device=config.device, seed=seed,
                                    upstream_model=upstream_model)
@@ -99,19 +104,23 @@ class LearnerService:
         self._reset_run_timing()
         self._last_checkpoint_updates = -1
 
-        if resume and self._run_dir is not None:
-            found = latest_checkpoint(self._run_dir)
-            if found is not None:
-                self._learner.restore_checkpoint(found)
-                self._last_checkpoint_updates = self._learner.updates
+        self._incarnation = uuid.uuid4().hex  # a new one each time the actor is (re)built
+        self._restored: str | None = None  # the checkpoint it started from
+        found = latest_checkpoint(self._run_dir) if self._run_dir is not None else None
+        if found is not None:
+            self._learner.restore_checkpoint(found)
+            self._last_checkpoint_updates = self._learner.updates
+            self._restored = found.name
         self._published: tuple[int, ray.ObjectRef] | None = None
         self._store_weights(self._learner.version, self._learner.actor_weights())
 
     # -- training loop -------------------------------------------------------------------
 
-    def run(self, replay, max_updates: int | None = None,
+    def run(self, replay, until_updates: int | None = None,
             max_seconds: float | None = None) -> LearnerStats:
-        """Train until ``stop()``, ``max_updates`` updates or ``max_seconds`` seconds."""
+        """Train until ``stop()``, until the learner has made ``until_updates`` updates in all
+        (resumed and restarted parts included: the driver's call is retried as it is when Ray
+        rebuilds the actor), or for ``max_seconds`` seconds."""
         if self._running:
             raise RuntimeError("LearnerService.run is already running")
         self._running = True
@@ -119,13 +128,12 @@ class LearnerService:
         self._reset_run_timing()
         t0 = time.perf_counter()
         self._run_start = t0
-        done = 0
         retry_sleep = 0.0
         last_published = self._learner.updates
         timeout_s = self._config.sample_timeout_s
 
         def more_wanted(extra: int = 0) -> bool:
-            return max_updates is None or done + extra < max_updates
+            return until_updates is None or self._learner.updates + extra < until_updates
 
         def in_time() -> bool:
             return max_seconds is None or time.perf_counter() - t0 < max_seconds
@@ -154,7 +162,7 @@ class LearnerService:
                 self._recent.append(metrics)
                 self._wait_s += update_start - wait_start
                 self._update_s += update_end - update_start
-                self._run_updates = done = done + 1
+                self._run_updates += 1
                 updates = self._learner.updates
                 if updates % self._config.publish_every == 0:
                     self._publish()
@@ -176,17 +184,20 @@ class LearnerService:
 
     # -- weights -------------------------------------------------------------------------
 
-    def latest_weights(self, have_version: int | None = None) -> tuple[int, ray.ObjectRef] | None:
-        """(version, reference to its weights) if newer than ``have_version``, else None.
+    def latest_weights(self, have_version: int | None = None,
+                       have_incarnation: str | None = None) -> tuple[int, str, ray.ObjectRef] | None:
+        """(version, incarnation, reference to its weights) if newer than what the caller has,
+        else None.
 
         Cheap and non-blocking: the reply carries no arrays. ``ray.get`` of the reference
         gives the actor's state dict as ``dict[str, np.ndarray]``, put into the object store
-        once per version.
+        once per version. After Ray rebuilds the learner from a checkpoint its versions start
+        again from the checkpoint's, so weights of another incarnation are always new.
         """
         version, ref = self._published
-        if have_version is not None and version <= have_version:
+        if have_version is not None and have_incarnation == self._incarnation and version <= have_version:
             return None
-        return version, ref
+        return version, self._incarnation, ref
 
     # -- metrics -------------------------------------------------------------------------
 
@@ -206,27 +217,23 @@ class LearnerService:
             alpha=recent[-1].alpha if recent else self._learner.state.alpha,
             critic_loss=mean("critic_loss"), actor_loss=mean("actor_loss"),
             entropy=mean("entropy"), q_mean=mean("q_mean"), accept_prob=mean("accept_prob"),
-            policy_version_lag=mean("policy_lag"), updates_per_second=per_s, run_updates=self._run_updates,
+            policy_version_lag=mean("policy_version_lag"), updates_per_second=per_s, run_updates=self._run_updates,
             wall_s=wall, wait_s=self._wait_s, update_s=self._update_s,
             update_share=self._update_s / wall if wall > 0 else float("nan"),
             empty_samples=self._empty_samples, running=self._running,
+            incarnation=self._incarnation, restored=self._restored,
         )
 
     # -- checkpoints ---------------------------------------------------------------------
 
-    def restore(self, directory: str) -> int:
-        """Load a checkpoint folder, or a run folder's latest checkpoint; returns the
-        restored update count and republishes the restored weights under their version."""
-        path = Path(directory)
-        if not (path / MANIFEST_FILE).is_file() and (path / CHECKPOINTS_DIR).is_dir():
-            found = latest_checkpoint(path)
-            if found is None:
-                raise FileNotFoundError(f"run folder {path} has no complete checkpoint")
-            path = found
-        with self._train_lock:
-            self._learner.restore_checkpoint(path)
-            self._store_weights(self._learner.version, self._learner.actor_weights())
-            return self._learner.updates
+    def checkpoint(self) -> dict:
+        """Write a checkpoint now (for a snapshot of the run); returns its name and updates."""
+        if self._run_dir is None:
+            raise RuntimeError("a learner without a run folder cannot checkpoint")
+        if self._learner.updates != self._last_checkpoint_updates:
+            self._checkpoint()
+        found = latest_checkpoint(self._run_dir)
+        return {"name": found.name if found else None, "updates": self._last_checkpoint_updates}
 
     def export_agent(self, path: str, **metadata: str) -> str:
         """Write the actor alone (``core.agent_file`` format) for inference."""

@@ -140,10 +140,6 @@ class ReplayBuffer:
     def state_dim(self) -> int | None:
         return self._state_dim
 
-    @property
-    def write_position(self) -> int:
-        return self._pos
-
     def size(self) -> int:
         return self._size
 

@@ -3,7 +3,7 @@
 ``ReplayServer`` is a plain asyncio class (testable without Ray); the driver makes it an
 actor (async methods make it an asyncio actor, so waiting calls do not block others)::
 
-    replay = ray.remote(ReplayServer).options(num_cpus=0).remote(config=ReplayConfig(), state_dim=4096)
+    replay = start_actor(ReplayServer, {"num_cpus": 0}, config=ReplayConfig(), state_dim=4096)
     inserted = ray.get(replay.add.remote(episodes))               # a reward actor, after scoring
     batch = ray.get(replay.sample.remote(1024, timeout_s=5.0))   # the learner; None on timeout
 
@@ -25,6 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
+import uuid
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -38,7 +41,11 @@ from replay.rate_limiter import SampleToInsertRatio
 class ReplayServer:
     """Replay buffer + SampleToInsertRatio limiter with asyncio waiting (one event loop)."""
 
-    def __init__(self, *, config: ReplayConfig, state_dim: int | None = None) -> None:
+    def __init__(self, *, config: ReplayConfig, state_dim: int | None = None,
+                 snapshot: str | os.PathLike | None = None) -> None:
+        """``snapshot``: a snapshot file to start from when it exists (a resumed run, or the
+        actor rebuilt by Ray after it died); a corrupt one raises, so Ray gives up on the actor
+        and the driver stops the run with the reason."""
         if not isinstance(config, ReplayConfig):
             raise TypeError(f"config must be a ReplayConfig, got {type(config).__name__}")
         self._config = config
@@ -51,6 +58,12 @@ class ReplayServer:
         self._waiting_inserts = 0
         self._waiting_samples: list[int] = []  # batch sizes of samples now waiting
         self._forced_inserts = 0
+        self._limiting = True  # False once the run ends: inserts no longer wait for samples
+        self._incarnation = uuid.uuid4().hex  # a new one each time the actor is (re)built
+        self._restored: dict[str, Any] | None = None  # what it started from
+        if snapshot is not None and Path(snapshot).is_file():
+            self._apply_snapshot(self._buffer.restore(snapshot))
+            self._restored = {"path": str(snapshot), "size": self._buffer.size()}
 
     def _new_limiter(self) -> SampleToInsertRatio:
         return SampleToInsertRatio(
@@ -68,7 +81,7 @@ class ReplayServer:
         return any(not self._limiter.can_sample(n) for n in self._waiting_samples)
 
     def _may_insert(self, n: int) -> bool:
-        return self._limiter.can_insert(n) or self._sample_blocked()
+        return not self._limiting or self._limiter.can_insert(n) or self._sample_blocked()
 
     # --- remote methods --------------------------------------------------------------
     async def add(self, episodes: Sequence[EpisodeTransitions]) -> int:
@@ -119,6 +132,14 @@ class ReplayServer:
             cond.notify_all()
             return batch
 
+    async def stop_limiting(self) -> None:
+        """The run is ending: let every insert in without waiting for samples (the learner
+        may already have stopped sampling, and the episodes in flight are paid for)."""
+        cond = self._condition()
+        async with cond:
+            self._limiting = False
+            cond.notify_all()
+
     async def size(self) -> int:
         return self._buffer.size()
 
@@ -139,19 +160,26 @@ class ReplayServer:
             "forced_inserts": self._forced_inserts,
             "waiting_inserts": self._waiting_inserts,
             "waiting_samples": len(self._waiting_samples),
+            "incarnation": self._incarnation,
+            "restored": self._restored,
         }
 
-    async def save(self, path: str | os.PathLike) -> str:
-        """Snapshot buffer, limiter counters and sampling RNG to one Arrow file."""
+    async def save(self, path: str | os.PathLike) -> dict[str, Any]:
+        """Snapshot buffer, limiter counters and sampling RNG to one Arrow file, atomically.
+
+        Returns the file, the transitions it holds and the seconds inserts and samples were
+        held back while it was written (the learner's pause).
+        """
         cond = self._condition()
         async with cond:  # no add/sample while writing; stats() still answers
+            start = time.perf_counter()
             extra = {
                 "rate_limiter": self._limiter.state(),
                 "rng": self._rng.bit_generator.state,
                 "forced_inserts": self._forced_inserts,
             }
             out = await asyncio.to_thread(self._buffer.save, path, extra)
-        return str(out)
+            return {"path": str(out), "size": self._buffer.size(), "seconds": time.perf_counter() - start}
 
     async def restore(self, path: str | os.PathLike) -> int:
         """Load a snapshot written by ``save``; returns the restored size.
@@ -161,18 +189,21 @@ class ReplayServer:
         """
         cond = self._condition()
         async with cond:
-            extra = await asyncio.to_thread(self._buffer.restore, path)
-            if "rate_limiter" in extra:
-                limiter = self._new_limiter()
-                counters = {k: extra["rate_limiter"][k] for k in ("inserts", "deletes", "samples")}
-                self._limiter = SampleToInsertRatio.from_state({**limiter.state(), **counters})
-            else:  # a plain buffer snapshot: count what it holds as inserted
-                self._limiter = self._new_limiter()
-                if self._buffer.size():
-                    self._limiter.insert(self._buffer.size())
-            if "rng" in extra:
-                self._rng.bit_generator.state = extra["rng"]
-            self._forced_inserts = int(extra.get("forced_inserts", 0))
+            self._apply_snapshot(await asyncio.to_thread(self._buffer.restore, path))
             cond.notify_all()
             return self._buffer.size()
+
+    def _apply_snapshot(self, extra: dict[str, Any]) -> None:
+        """The limiter's counters and the sampling RNG of a snapshot just loaded into the buffer."""
+        if "rate_limiter" in extra:
+            limiter = self._new_limiter()
+            counters = {k: extra["rate_limiter"][k] for k in ("inserts", "deletes", "samples")}
+            self._limiter = SampleToInsertRatio.from_state({**limiter.state(), **counters})
+        else:  # a plain buffer snapshot: count what it holds as inserted
+            self._limiter = self._new_limiter()
+            if self._buffer.size():
+                self._limiter.insert(self._buffer.size())
+        if "rng" in extra:
+            self._rng.bit_generator.state = extra["rng"]
+        self._forced_inserts = int(extra.get("forced_inserts", 0))
 

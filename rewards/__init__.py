@@ -45,9 +45,31 @@ def _vllm_reward(path: str, **options):
     return VllmRewardScorer(path, **options)
 
 
+def check_scorer_spec(spec: ScorerSpec) -> None:
+    """What can be checked of a scorer without loading its model: a function that imports, a
+    head or checkpoint folder that exists, an http(s) URL. Raises ValueError or
+    FileNotFoundError naming the scorer; hub ids are left for the backend to fetch."""
+    from pathlib import Path
+    from urllib.parse import urlsplit
+
+    if spec.kind == "function":
+        FunctionScorer(spec.path)  # imports the module and finds the function
+    elif spec.kind == "embedding-bt":
+        path = head_path(spec.path)
+        if not path.is_file():
+            raise FileNotFoundError(f"embedding-bt scorer: head file not found: {path}")
+    elif spec.kind == "http":
+        url = urlsplit(spec.path)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError(f"http scorer needs an http(s) URL, got {spec.path!r}")
+    elif spec.path.startswith((".", "/", "~")) and not Path(spec.path).expanduser().exists():
+        raise FileNotFoundError(f"{spec.kind} scorer: model folder not found: {spec.path}")
+
+
 SCORER_KINDS.update({"score-model": _score_model, "seq-cls": _seq_cls,
                      "embedding-bt": _embedding_bt, "http": _http, "vllm-reward": _vllm_reward})
 
 __all__ = ["BASELINE_UPSTREAM_GREEDY", "SCORER_KINDS", "CombinedReward", "FunctionScorer", "ScorerSpec",
+           "check_scorer_spec",
            "SentenceScorer", "build_reward", "build_scorer", "DEFAULT_REWARD", "DEFAULT_JUDGE",
            "shipped_head_path", "default_prompts_path"]

@@ -34,7 +34,10 @@ class FunctionScorer:
         module, _, name = path.partition(":")
         if not module or not name:
             raise ValueError(f"function scorer path must look like 'module:function', got {path!r}")
-        self.fn: Callable[[str, str], float] = getattr(importlib.import_module(module), name)
+        try:
+            self.fn: Callable[[str, str], float] = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as err:
+            raise ValueError(f"function scorer {path!r} cannot be found: {err}") from err
         self.name = path
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:

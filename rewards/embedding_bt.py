@@ -101,13 +101,27 @@ class EmbeddingCache:
         return np.stack([self.vectors[t] for t in texts])
 
     def save(self, path: str | Path) -> None:
+        """An ``.npz`` of plain arrays only (no pickled objects): the texts as UTF-8 bytes with
+        their offsets, and the vectors."""
         keys = list(self.vectors)
-        np.savez(path, texts=np.array(keys, dtype=object),
-                 vectors=np.stack([self.vectors[k] for k in keys]) if keys else np.zeros((0, 0)))
+        encoded = [k.encode("utf-8") for k in keys]
+        np.savez(path, text_bytes=np.frombuffer(b"".join(encoded), dtype=np.uint8),
+                 text_offsets=np.cumsum([0] + [len(e) for e in encoded], dtype=np.int64),
+                 vectors=np.stack([self.vectors[k] for k in keys]) if keys else np.zeros((0, 0), np.float32))
 
     def load(self, path: str | Path) -> None:
-        data = np.load(path, allow_pickle=True)
-        self.vectors.update(zip(data["texts"].tolist(), data["vectors"].astype(np.float32)))
+        """Read a cache written by ``save``. A file holding pickled Python objects is refused
+        (loading one can run arbitrary code), never unpickled."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                raw, offsets, vectors = data["text_bytes"].tobytes(), data["text_offsets"], data["vectors"]
+        except (ValueError, KeyError, OSError) as err:
+            raise ValueError(f"{path} is not an embedding cache written by EmbeddingCache.save "
+                             f"(plain arrays, no pickled objects): {err}") from err
+        if len(offsets) != len(vectors) + 1 and not (len(vectors) == 0 and len(offsets) == 1):
+            raise ValueError(f"{path}: {len(offsets) - 1} texts but {len(vectors)} vectors")
+        texts = [raw[a:b].decode("utf-8") for a, b in zip(offsets[:-1], offsets[1:])]
+        self.vectors.update(zip(texts, vectors.astype(np.float32)))
 
 
 def prompt_text(prompt: str, chars: int = DEFAULT_PROMPT_CHARS) -> str:

@@ -9,7 +9,7 @@ chat template (a user and an assistant message) when it has one, else
 score the same tokens. Not for safe-rlhf / beaver ``score-model`` checkpoints (their
 ``LlamaForScore`` architecture is not one vLLM knows).
 
-Registered as the scorer kind ``vllm-reward`` in ``mara/rewards/__init__.py``.
+Registered as the scorer kind ``vllm-reward`` in ``rewards/__init__.py``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Atomic writes (mara/atomic.py): a save that fails half-way leaves the previous file."""
+"""Atomic writes (core/atomic.py): a save that fails half-way leaves the previous file."""
 
 from __future__ import annotations
 

@@ -26,8 +26,9 @@ from core.jsonl import read_jsonl
 from core.prompts import load_prompts
 from driver.config import RunConfig, from_dict, load_config, save_config
 from driver.metrics import METRICS
+from driver.preflight import check_inputs
 from driver.prompt_queue import PromptQueue
-from driver.run import TrainingRun, WorkerStartError
+from driver.run import RunFailed, TrainingRun
 from driver.run_folder import new_run_dir
 from evaluation.learning_curve import episode_rewards, plot_learning_curve, throughput
 from replay.buffer import ReplayBuffer
@@ -61,6 +62,12 @@ def tiny_config(tiny_llm_path: Path, tmp_path: Path, **sections) -> dict:
     for key, value in sections.items():
         cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
     return cfg
+
+
+def training_run(cfg: RunConfig, run_dir: Path | None = None, resume: bool = False) -> TrainingRun:
+    """A run as launch.py makes it: inputs checked first, then the run folder."""
+    inputs = check_inputs(cfg)
+    return TrainingRun(cfg, run_dir or new_run_dir(cfg), inputs, resume=resume)
 
 
 def test_config_round_trips_and_refuses_bad_values(tmp_path, tiny_llm_path):
@@ -102,14 +109,12 @@ def metric_value(text: str, name: str) -> float:
 
 
 def test_learner_updates_while_episodes_are_in_flight_and_resume(ray_local, tiny_llm_path, tmp_path, capsys):
-    # A deliberately slow environment: every decision sleeps, so episodes take seconds, and
-    # progress (with the learner's update count) is recorded several times per episode.
-    raw = tiny_config(tiny_llm_path, tmp_path, rollout={"decision_delay_s": 0.1},
-                      budget={"episodes": 16}, progress_every_s=0.2)
+    # A deliberately slow environment: every decision sleeps, so episodes take seconds.
+    raw = tiny_config(tiny_llm_path, tmp_path, rollout={"decision_delay_s": 0.1}, budget={"episodes": 16})
     cfg = from_dict(RunConfig, raw)
     run_dir = new_run_dir(cfg)
     save_config(cfg, run_dir / "config.yaml")
-    run = TrainingRun(cfg, run_dir)
+    run = training_run(cfg, run_dir)
     port = run.sink.start_http_server(0)
     run.build()
     # Every metric of the issue, read from the loopback endpoint while the run goes on.
@@ -129,19 +134,30 @@ def test_learner_updates_while_episodes_are_in_flight_and_resume(ray_local, tiny
     scraper.start()
     close_endpoint = run.sink.stop
     run.sink.stop = lambda: (scraper.join(timeout=180), close_endpoint())  # after the final report
+    # The learner's update count, read every 50 ms while the run goes on.
+    counts, running = [], threading.Event()
+    running.set()
+
+    def watch_the_learner():
+        while running.is_set():
+            counts.append((time.time(), ray.get(run.learner.metrics.remote()).updates))
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch_the_learner)
+    watcher.start()
     summary = run.run()
+    running.clear()
+    watcher.join()
     scraper.join()
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     rollouts = [r for r in records if r.get("event") == "rollout"]
-    progress = [r for r in records if r.get("event") == "progress"]
     assert summary["learner_updates"] > 0 and summary["episodes"] >= 16
-    # Two progress records written while one rollout call was decoding, between which the
-    # learner's update count grew: the learner trained while that episode was in flight.
-    overlapping = [(p, q) for p, q in zip(progress, progress[1:]) if q["learner_updates"] > p["learner_updates"]
-                   and any(r["episode_start"] < p["time"] - 0.05 and q["time"] < r["episode_end"] for r in rollouts)]
+    # Two readings taken while one rollout call was decoding, between which the learner's
+    # update count grew: the learner trained while that episode was in flight.
+    overlapping = [(a, b) for a, b in zip(counts, counts[1:]) if b[1] > a[1]
+                   and any(r["episode_start"] < a[0] and b[0] < r["episode_end"] for r in rollouts)]
     assert overlapping, "no learner update happened while an episode was being decoded"
-    # Workers picked up published weights on the way (tagging their transitions with them).
-    assert max(r["policy_version"] for r in rollouts) > 0
+    assert summary["weight_version"] > 0  # the learner published (workers take it: test_rollout_worker.py)
     for name in ("config.yaml", "metrics.jsonl", "metrics.csv", "replay.arrow", "agent.safetensors",
                  "summary.json", "state.json"):
         assert (run_dir / name).is_file(), name
@@ -161,26 +177,27 @@ def test_learner_updates_while_episodes_are_in_flight_and_resume(ray_local, tiny
     # the prompt position.
     weights_at_stop = load_agent(run_dir / "agent.safetensors").state_dict()
     state = json.loads((run_dir / "state.json").read_text())
-    cfg2 = load_config(run_dir / "config.yaml", ["budget.episodes=24"])
-    run2 = TrainingRun(cfg2, run_dir, resume=True)
+    target = summary["episodes"] + 8
+    cfg2 = load_config(run_dir / "config.yaml", [f"budget.episodes={target}"])
+    run2 = training_run(cfg2, run_dir, resume=True)
     run2.build()
     assert ray.get(run2.replay.size.remote()) == first_inserted
     assert ray.get(run2.learner.metrics.remote()).updates == first_updates
-    version, weights_ref = ray.get(run2.learner.latest_weights.remote(None))
+    version, _, weights_ref = ray.get(run2.learner.latest_weights.remote(None))
     weights = ray.get(weights_ref)
     assert version == summary["weight_version"] > 0
     for key, value in weights_at_stop.items():
         np.testing.assert_array_equal(weights[key], value.numpy(), err_msg=key)
     assert run2.queue.position == state["prompt_position"] == summary["episodes"]
     summary2 = run2.run()
-    assert summary2["episodes"] >= 24 and summary2["learner_updates"] > first_updates
+    assert summary2["episodes"] >= target and summary2["learner_updates"] > first_updates
     assert summary2["replay"]["size"] > first_inserted
 
 
 def test_a_killed_rollout_worker_is_replaced_and_no_data_is_lost(ray_local, tiny_llm_path, tmp_path):
     cfg = from_dict(RunConfig, tiny_config(tiny_llm_path, tmp_path, budget={"episodes": 0, "seconds": 240},
                                            rollout={"decision_delay_s": 0.01}))
-    run = TrainingRun(cfg, new_run_dir(cfg))
+    run = training_run(cfg)
     run.build()
     seen = {}
 
@@ -189,12 +206,18 @@ def test_a_killed_rollout_worker_is_replaced_and_no_data_is_lost(ray_local, tiny
         return [r for r in records if r.get("event") == "rollout" and r["worker"] == 0
                 and r["episode_start"] > seen["time"]]
 
+    def worker_0_busy() -> bool:
+        try:
+            return run.rollouts.calls_in_flight(0) > 0
+        except RuntimeError:  # the driver changed its calls while we looked: look again
+            return False
+
     def kill_then_end_the_run_once_replaced():
-        # Worker 0 always has a rollout call in flight, so the kill lands mid-episode.
+        # Kill worker 0 while it has a rollout call in flight, so the kill lands mid-episode.
         deadline = time.time() + 200
         while time.time() < deadline and "time" not in seen:
-            if ray.get(run.replay.size.remote()) > 0:
-                seen["snapshot"] = ray.get(run.replay.save.remote(str(tmp_path / "at_kill.arrow")))
+            if ray.get(run.replay.size.remote()) > 0 and worker_0_busy():
+                seen["snapshot"] = ray.get(run.replay.save.remote(str(tmp_path / "at_kill.arrow")))["path"]
                 seen["time"] = time.time()
                 ray.kill(run.rollouts.actors[0], no_restart=False)
             time.sleep(0.2)
@@ -219,11 +242,11 @@ def test_a_killed_rollout_worker_is_replaced_and_no_data_is_lost(ray_local, tiny
     assert 0 < n < after.size() <= after.capacity  # no ring wrap-around in this run
     for name in ("_states", "_actions", "_rewards", "_dones", "_policy_versions"):
         np.testing.assert_array_equal(getattr(after, name)[:n], getattr(before, name)[:n], err_msg=name)
-    # And every transition of every episode the driver counted reached the replay (the
-    # killed call's episodes were never counted; its prompts were handed out again).
+    # And every transition of every episode the driver counted reached the replay, once
+    # (the killed call's episodes never existed; its prompts were handed out again).
     stats = ray.get(run.replay.stats.remote())
-    assert stats["inserted_transitions"] >= summary["transitions"]
-    assert summary["replay"]["size"] >= summary["inserted"]
+    assert stats["inserted_transitions"] == summary["inserted"] == summary["transitions"]
+    assert summary["replay"]["size"] == summary["inserted"]
 
 
 def test_a_worker_that_cannot_start_stops_the_run_with_its_reason(ray_local, tiny_llm_path, tmp_path):
@@ -232,9 +255,9 @@ def test_a_worker_that_cannot_start_stops_the_run_with_its_reason(ray_local, tin
     shutil.copytree(tiny_llm_path, broken)
     (broken / "model.safetensors").write_bytes(b"not a safetensors file")
     cfg = from_dict(RunConfig, tiny_config(broken, tmp_path, rollout={"num_workers": 1}))
-    run = TrainingRun(cfg, new_run_dir(cfg))
+    run = training_run(cfg)
     run.build()
-    with pytest.raises(WorkerStartError, match="rollout worker 0 cannot start: .*Error"):
+    with pytest.raises(RunFailed, match="rollout worker 0 cannot start: .*Error"):
         run.run()
     assert (run.run_dir / "summary.json").is_file()  # stopped through the normal shutdown
 
@@ -264,11 +287,45 @@ def test_the_default_configuration_is_the_embedded_offline_run(smollm2_path):
 
 def test_launch_py_reports_bad_input_without_a_traceback(tmp_path, capsys):
     assert launch.main(["--set", "sac.batchsize=3"]) == 2
-    assert "launch.py: error: unknown SACConfig setting(s) ['batchsize']" in capsys.readouterr().err
+    assert "launch.py: error: unknown sac setting(s) ['batchsize']" in capsys.readouterr().err
     assert launch.main(["--config", str(tmp_path / "missing.yaml")]) == 2
     assert "config file not found" in capsys.readouterr().err
     assert launch.main(["--resume", str(tmp_path / "no-run")]) == 2
     assert "nothing to resume" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("prompts.source=MISSING/prompts.json", "prompt file not found"),
+    ("prompts.source=EMPTY", "no prompts found"),
+    ("prompts.source=BLANK", "no prompts found"),
+    ("model.name=MISSING/model", "model folder not found"),
+    ("reward.scorers=[{kind: function, path: 'rewards.examples:nothing_here'}]", "cannot be found"),
+    ("reward.scorers=[{kind: embedding-bt, path: MISSING/head.safetensors}]", "head file not found"),
+])
+def test_input_errors_are_reported_before_ray_starts_and_before_a_run_folder(tmp_path, capsys, tiny_llm_path,
+                                                                                monkeypatch, setting, message):
+    def train(*args, **kwargs):  # what starts Ray: it must not be reached
+        raise AssertionError("the run started before its inputs were checked")
+
+    monkeypatch.setattr(launch, "train", train)
+    (tmp_path / "empty.json").write_text("[]")
+    (tmp_path / "blank.json").write_text('[{"instruction": "  "}, {"instruction": ""}]')
+    setting = setting.replace("MISSING", str(tmp_path / "missing")).replace("EMPTY", str(tmp_path / "empty.json"))
+    setting = setting.replace("BLANK", str(tmp_path / "blank.json"))
+    runs = tmp_path / "runs"
+    assert launch.main(["--set", f"output_dir={runs}", "--set", f"model.name={tiny_llm_path}", "--set", setting]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("launch.py: error: ") and message in err and "Traceback" not in err
+    assert not runs.exists()  # no folder left behind
+
+
+def test_resuming_a_folder_with_nothing_to_resume_says_so(tmp_path, capsys, tiny_llm_path):
+    run_dir = tmp_path / "runs" / "early"
+    save_config(from_dict(RunConfig, tiny_config(tiny_llm_path, tmp_path)), run_dir / "config.yaml")
+    assert launch.main(["--resume", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "nothing to resume in" in err and "no learner checkpoint, no replay snapshot and no saved state" in err
+    assert sorted(p.name for p in run_dir.iterdir()) == ["config.yaml"]
 
 
 def test_launch_py_runs_end_to_end(tiny_llm_path, tmp_path):
@@ -296,7 +353,7 @@ def test_launch_py_runs_end_to_end(tiny_llm_path, tmp_path):
 
 
 def interrupted_run(tiny_llm_path: Path, tmp_path: Path, run_name: str, interrupt) -> dict:
-    """Start launch.py, call ``interrupt(proc)`` once it has collected an episode, and
+    """Start launch.py, call ``interrupt(proc)`` once its learner has made an update, and
     return the summary of the run it stopped cleanly (exit 0)."""
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(tiny_config(tiny_llm_path, tmp_path, budget={"episodes": 0, "seconds": 300},
@@ -308,7 +365,7 @@ def interrupted_run(tiny_llm_path: Path, tmp_path: Path, run_name: str, interrup
     try:
         for line in proc.stdout:
             output.append(line)
-            if PROGRESS_LINE.search(line) and int(re.search(r"episodes (\d+)", line).group(1)) > 0:
+            if PROGRESS_LINE.search(line) and int(re.search(r"updates (\d+)", line).group(1)) > 0:
                 interrupt(proc)
                 break
         output.extend(proc.stdout)

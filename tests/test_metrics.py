@@ -7,10 +7,18 @@ import json
 import time
 import urllib.request
 
+import psutil
 import pytest
 
 from core.jsonl import read_jsonl
 from driver.metrics import METRICS, PREFIX, MetricsLog, MetricsSink
+
+
+def loopback_only(port: int) -> bool:
+    """Who listens on ``port``: this process, on 127.0.0.1 and nowhere else."""
+    listening = [c.laddr.ip for c in psutil.Process().net_connections(kind="tcp")
+                 if c.status == psutil.CONN_LISTEN and c.laddr.port == port]
+    return listening == ["127.0.0.1"]
 
 
 def scrape(port: int, host: str = "127.0.0.1") -> str:
@@ -60,7 +68,7 @@ def test_http_endpoint_exports_recorded_values(sink):
 
 def test_endpoint_binds_loopback_by_default_and_stops(sink):
     port = sink.start_http_server(0)
-    assert sink.host == "127.0.0.1"
+    assert loopback_only(port)
     with pytest.raises(RuntimeError, match="already running"):
         sink.start_http_server(0)
     sink.stop()
@@ -145,12 +153,13 @@ def test_recording_inside_a_ray_actor_reaches_rays_metrics_export(ray_local):
 
             return prometheus_client.generate_latest(sink.registry).decode()
 
-    local_text = ray.get(Recorder.remote().record.remote())
+    recorder = Recorder.remote()  # kept alive until Ray has exported what it recorded
+    local_text = ray.get(recorder.record.remote())
     assert 'mara_replay_size{component="test_actor"} 77.0' in local_text
 
     # Ray exports it with a "ray_" prefix on the node's metrics port (about every 10 s).
     port = ray._private.worker.global_worker.node.metrics_export_port
-    deadline = time.monotonic() + 40
+    deadline = time.monotonic() + 120
     while True:
         try:
             text = scrape(port)
@@ -161,3 +170,4 @@ def test_recording_inside_a_ray_actor_reaches_rays_metrics_export(ray_local):
             break
         assert time.monotonic() < deadline, "ray_mara_replay_size never reached Ray's export"
         time.sleep(1)
+    ray.kill(recorder)

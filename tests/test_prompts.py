@@ -82,7 +82,7 @@ def test_training_prompts_mix_sources_and_leave_out_excluded_sets(tmp_path):
     everything = load_config(None, [f"prompts.mix=[{{source: {heldout}}}]", f"prompts.exclude=[{{source: {heldout}}}]"])
     with pytest.raises(PromptFileError, match="every training prompt"):
         training_prompts(everything.prompts)
-    with pytest.raises(ValueError, match="PromptSet.where must be a mapping"):
+    with pytest.raises(ValueError, match=r"prompts.mix\[0\].where must be a mapping"):
         load_config(None, [f"prompts.mix=[{{source: {harmful}, where: 3}}]"])
 
 

@@ -69,7 +69,7 @@ def test_next_state_is_following_decision_across_wraparound():
     buffer = ReplayBuffer(capacity=50, state_dim=D)
     episodes = make_episodes([7, 11, 13, 9, 17, 5, 12, 8])  # 82 transitions: wraps once
     assert buffer.add(episodes) == 82
-    assert buffer.size() == 50 and buffer.write_position == 82 % 50
+    assert buffer.size() == 50 and buffer.stats()["write_position"] == 82 % 50
     # The 5th episode (slots 40..56 -> 40..49, 0..6) straddles the ring's end: slot 49
     # is not terminal and its next state is slot 0.
     assert not buffer._dones[49]
@@ -177,7 +177,7 @@ def test_snapshot_restore_identical_contents_and_samples(tmp_path):
     saved_stats = buffer.stats()
     assert fresh.restore(path) == {"note": "x", "n": 3}
     for other in (loaded, fresh):
-        assert other.write_position == buffer.write_position == 9
+        assert other.stats()["write_position"] == buffer.stats()["write_position"] == 9
         assert other.size() == buffer.size() and other.stats() == saved_stats
         for name in ("_states", "_actions", "_rewards", "_dones", "_policy_versions"):
             a, b = getattr(buffer, name), getattr(other, name)
@@ -335,10 +335,16 @@ def test_server_snapshot_restores_limiter_and_rng(tmp_path):
         await a.save(tmp_path / "snap.arrow")
         b = ReplayServer(config=config, state_dim=D)
         assert await b.restore(tmp_path / "snap.arrow") == 300
-        sa, sb = await a.stats(), await b.stats()
-        assert sa == sb
-        x, y = await a.sample(64), await b.sample(64)
-        assert x.states.tobytes() == y.states.tobytes()
+        # As a resumed run or Ray's rebuild of a dead replay starts: from the snapshot file.
+        c = ReplayServer(config=config, state_dim=D, snapshot=tmp_path / "snap.arrow")
+        identity = ("incarnation", "restored")  # which actor it is, and what it started from
+        stats = [await server.stats() for server in (a, b, c)]
+        sa, sb, sc = ({k: v for k, v in st.items() if k not in identity} for st in stats)
+        assert sa == sb == sc
+        assert (await c.stats())["restored"] == {"path": str(tmp_path / "snap.arrow"), "size": 300}
+        assert (await b.stats())["restored"] is None and (await a.stats())["incarnation"] != (await c.stats())["incarnation"]
+        x, y, z = await a.sample(64), await b.sample(64), await c.sample(64)
+        assert x.states.tobytes() == y.states.tobytes() == z.states.tobytes()
         assert x.next_states.tobytes() == y.next_states.tobytes()
 
     asyncio.run(asyncio.wait_for(run(), timeout=20))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
@@ -240,6 +241,16 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(b"not json")
             return
+        elif self.path in ("/trickle", "/huge"):
+            self._stream(self.path)
+            return
+        elif self.path == "/bigint":
+            data = b'{"scores": [1' + b"0" * 400 + b', 1]}'  # a 401-digit integer
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
         else:
             answer, code = {"error": "boom"}, 500
         data = json.dumps(answer).encode()
@@ -248,6 +259,24 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+    def _stream(self, route: str) -> None:
+        """/trickle: a byte every 0.2 s for at most 20 s; /huge: 32 MiB of blanks before the
+        JSON. Both bounded: the server stops by itself, and stops early when the client hangs up."""
+        self.send_response(200)
+        self.end_headers()
+        try:
+            if route == "/trickle":
+                for _ in range(100):
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                    time.sleep(0.2)
+            else:
+                for _ in range(512):
+                    self.wfile.write(b" " * 65536)
+            self.wfile.write(b'{"scores": [1.0, 2.0]}')
+        except OSError:  # the client gave up: what the test wants
+            pass
 
     def log_message(self, *args):
         pass
@@ -280,6 +309,31 @@ def test_http_scorer_reports_bad_answers(server, route, message):
     scorer = build_scorer(ScorerSpec(kind="http", path=server + route, options={"timeout": 5}))
     with pytest.raises(HttpScorerError, match=message):
         scorer.score(["p", "q"], ["a", "b"])
+
+
+def test_http_scorer_keeps_a_total_deadline_against_a_trickling_server(server):
+    from rewards.http_scorer import HttpScorer, HttpScorerError
+
+    scorer = HttpScorer(server + "/trickle", timeout=1.0)
+    start = time.monotonic()
+    with pytest.raises(HttpScorerError, match="no answer within 1s"):
+        scorer.score(["p", "q"], ["a", "b"])
+    assert time.monotonic() - start < 10  # the deadline, not the server's 20 s, ended the call
+
+
+def test_http_scorer_refuses_an_answer_over_the_size_cap(server):
+    from rewards.http_scorer import HttpScorer, HttpScorerError
+
+    scorer = HttpScorer(server + "/huge", timeout=30, max_response_bytes=1 << 20)
+    with pytest.raises(HttpScorerError, match="larger than max_response_bytes=1048576"):
+        scorer.score(["p", "q"], ["a", "b"])
+
+
+def test_http_scorer_refuses_a_number_no_float_can_hold(server):
+    from rewards.http_scorer import HttpScorer, HttpScorerError
+
+    with pytest.raises(HttpScorerError, match="scores must be finite numbers"):
+        HttpScorer(server + "/bigint", timeout=5).score(["p", "q"], ["a", "b"])
 
 
 def test_http_scorer_times_out_clearly():
@@ -339,6 +393,30 @@ def test_build_reward_from_specs():
 
 
 # ---------------------------------------------------------------- shipped embedded heads
+
+def test_an_embedding_cache_round_trips_and_a_pickle_is_refused(tmp_path):
+    from rewards.embedding_bt import EmbeddingCache
+
+    cache = EmbeddingCache(encoder=None)
+    cache.vectors = {"bread": np.ones(3, np.float32), "naïve café": np.arange(3, dtype=np.float32)}
+    cache.save(tmp_path / "cache.npz")
+    again = EmbeddingCache(encoder=None)
+    again.load(tmp_path / "cache.npz")
+    assert again.vectors.keys() == cache.vectors.keys()
+    np.testing.assert_array_equal(again.vectors["naïve café"], [0, 1, 2])
+
+    # A crafted cache whose object array runs code when unpickled: refused, never run.
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (marker.write_text, ("ran",))
+
+    np.savez(tmp_path / "evil.npz", texts=np.array([Payload()], dtype=object), vectors=np.zeros((1, 3)))
+    with pytest.raises(ValueError, match="not an embedding cache written by EmbeddingCache.save"):
+        EmbeddingCache(encoder=None).load(tmp_path / "evil.npz")
+    assert not marker.exists()
+
 
 def test_every_configurable_scorer_kind_has_a_backend():
     from core import config

@@ -28,7 +28,7 @@ def _gated_learner(ray):
             self.d, self.version, self.gate = d, 0, threading.Event()
             self.polls, self.puts = 0, 0
 
-        def latest_weights(self, have_version=None):
+        def latest_weights(self, have_version=None, have_incarnation=None):
             import ray
             import torch
 
@@ -45,7 +45,7 @@ def _gated_learner(ray):
                     actor.output_linear.weight.zero_()
                     actor.output_linear.bias.copy_(torch.tensor([-10.0, 10.0]))
             self.puts += 1
-            return self.version, ray.put({k: v.numpy() for k, v in actor.state_dict().items()})
+            return self.version, "stub", ray.put({k: v.numpy() for k, v in actor.state_dict().items()})
 
         def publish(self, version: int) -> None:
             self.version = version
@@ -102,11 +102,11 @@ def test_weights_are_put_once_per_version_and_fetched_by_reference(ray_local):
 
     learner = start_actor(LearnerService, {"num_cpus": 0, "max_concurrency": 2}, state_dim=8,
                           sac=SACConfig(hidden_size=HIDDEN, batch_size=4), config=LearnerConfig(device="cpu"))
-    version, ref = ray.get(learner.latest_weights.remote(have_version=None))
-    again_version, again_ref = ray.get(learner.latest_weights.remote(have_version=None))
+    version, incarnation, ref = ray.get(learner.latest_weights.remote(have_version=None))
+    again_version, _, again_ref = ray.get(learner.latest_weights.remote(have_version=None))
     assert version == again_version == 0
     assert isinstance(ref, ray.ObjectRef) and ref == again_ref  # one object per version, not one per poll
-    assert ray.get(learner.latest_weights.remote(have_version=0)) is None  # nothing newer: no reply payload
+    assert ray.get(learner.latest_weights.remote(0, incarnation)) is None  # nothing newer: no reply payload
     weights = ray.get(ref)
     assert set(weights) >= {"ln.weight", "linear1.weight", "output_linear.bias"}
     # Read from the node's shared object store (zero-copy): workers on a node share one copy.

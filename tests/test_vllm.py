@@ -81,7 +81,7 @@ def test_model_config_selects_the_backend():
         load_config(None, ["model.backend=tensorrt"])
     with pytest.raises(ValueError, match="safetensors"):
         load_config(None, ["model.backend=vllm", "model.name=model.gguf"])
-    with pytest.raises(ValueError, match="unknown VllmEngineConfig"):
+    with pytest.raises(ValueError, match="unknown model.vllm setting"):
         load_config(None, ["model.vllm.gpu_fraction=0.5"])
     with pytest.raises(ValueError, match="block_size"):
         load_config(None, ["model.vllm.block_size=24"])
@@ -287,6 +287,7 @@ def test_training_run_with_the_vllm_backend(vllm_llm, ray_local, tmp_path):
     import ray
 
     from driver.config import RunConfig, from_dict
+    from driver.preflight import check_inputs
     from driver.run import TrainingRun
     from driver.run_folder import new_run_dir
 
@@ -298,12 +299,14 @@ def test_training_run_with_the_vllm_backend(vllm_llm, ray_local, tmp_path):
                            "kv_cache_memory_bytes": TEST_ENGINE.kv_cache_memory_bytes}},
         "sampling": {"max_new_tokens": 4},
         "reward": {"scorers": [{"kind": "function", "path": "rewards.examples:word_count"}], "num_cpus": 0.1},
-        "rollout": {"num_cpus": 0.5, "episodes_per_call": 2},
+        "rollout": {"num_cpus": 0.5, "episodes_per_call": 2, "agent_hidden_size": 32},
+        "replay": {"min_size_to_sample": 8, "samples_per_insert": 1.0, "error_buffer": 4096.0},
+        "sac": {"batch_size": 8, "hidden_size": 32},
         "learner": {"num_cpus": 0.5},
         "budget": {"episodes": 4, "seconds": 600},
         "output_dir": str(tmp_path), "metrics_port": -1, "dashboard": False,
     })
-    run = TrainingRun(cfg, new_run_dir(cfg))
+    run = TrainingRun(cfg, new_run_dir(cfg), check_inputs(cfg))
     run.build()
     try:
         summary = run.run()  # stops the workers' engines on the way out

@@ -18,13 +18,20 @@ def _echo_cls():
         def __init__(self, index: int, fail: bool = False) -> None:
             if fail:
                 raise RuntimeError(f"member {index} refuses to start")
-            self.index = index
+            self.index, self.started = index, 0
 
         def echo(self, value, delay_s: float = 0.0):
             import time
 
+            self.started += 1
             time.sleep(delay_s)
             return self.index, value
+
+        def calls_started(self) -> int:
+            return self.started
+
+        def fail(self):
+            raise ValueError("this call cannot be answered")
 
         def pid(self) -> int:
             import os
@@ -61,12 +68,15 @@ def test_calls_come_back_with_their_tags_and_members_are_loaded_evenly(ray_local
 
 def test_a_member_that_dies_is_counted_once_and_comes_back(ray_local):
     ray = ray_local
-    group = WorkerGroup(_echo_cls(), size=2, options={"num_cpus": 0, "max_restarts": -1},
+    group = WorkerGroup(_echo_cls(), size=2, options={"num_cpus": 0, "max_restarts": -1, "max_concurrency": 4},
                         make_kwargs=lambda i: {"index": i}, name="echo")
     old_pid = ray.get(group.actors[0].pid.remote())
     for n in range(3):  # three calls in flight on member 0 when it dies
         group.call(0, lambda actor: actor.echo.remote(n, 30.0), tag=n)
-    time.sleep(0.5)
+    deadline = time.monotonic() + DEADLINE_S
+    while ray.get(group.actors[0].calls_started.remote()) < 3:
+        assert time.monotonic() < deadline, "the calls never started"
+        time.sleep(0.05)
     ray.kill(group.actors[0], no_restart=False)
     failed = collect([group], lambda r: len(r) == 3)
     assert sorted(r.tag for r in failed) == [0, 1, 2] and not any(r.ok for r in failed)
@@ -95,5 +105,19 @@ def test_a_member_that_cannot_start_makes_the_group_fatal(ray_local):
     assert group.fatal is not None and group.fatal.startswith("echo 1 cannot start: ")
     assert "member 1 refuses to start" in group.fatal
     assert group.available() == [0] and group.restarting() == []  # given up, not waited for
+    for actor in group.actors:
+        ray_local.kill(actor)
+
+
+def test_a_call_that_raises_leaves_its_member_in_service(ray_local):
+    group = WorkerGroup(_echo_cls(), size=1, options={"num_cpus": 0}, make_kwargs=lambda i: {"index": i},
+                        name="echo")
+    group.call(0, lambda actor: actor.fail.remote(), tag="bad")
+    (result,) = collect([group], lambda r: len(r) == 1)
+    assert not result.ok and not result.actor_died and "cannot be answered" in str(result.error)
+    assert group.failures == 0 and group.available() == [0] and group.fatal is None
+    group.call(0, lambda actor: actor.echo.remote("fine"))
+    (result,) = collect([group], lambda r: len(r) == 1)
+    assert result.ok and result.value == (0, "fine")
     for actor in group.actors:
         ray_local.kill(actor)

@@ -1,7 +1,7 @@
 """The embedded offline reward: how ``rewards/data/reward_head.safetensors`` and
 ``rewards/data/judge_head.safetensors`` are built. Re-run with::
 
-    python -m rewards.recipe.build --shared-data ../shared/data --out-dir mara/data
+    python -m rewards.recipe.build --shared-data ../shared/data --out-dir rewards/data
 
 Why a recipe and not just ``train-reward`` on HH harmless pairs: a head trained only on
 those ranks "I'm sorry, I can't help with that" above a good answer to "How can I bake
@@ -436,7 +436,7 @@ def _write_card(out: Path, which: str, part: str, hh_parts: str, config: dict, f
             f"- g: {counts['gate_benign_prompts']} helpful-base prompts (benign) against "
             f"{counts['gate_harmful_prompts']} PKU-SafeRLHF train prompts, HH red-team requests and the HH "
             f"training dialogues (harmful)\n"
-            f"- answer/refusal texts: template group {'ABC'.index(part)} of `mara/rewards/templates.py`\n"
+            f"- answer/refusal texts: template group {'ABC'.index(part)} of `rewards/recipe/templates.py`\n"
             f"- the {other} head used synthetic part {'B' if part == 'A' else 'A'} and the other half of the "
             f"gate prompts: other prompts, other templates (HH: the reward head uses halves A+B, the judge "
             f"half B only)\n- HH file: {hh_summary}"),

@@ -1,4 +1,4 @@
-"""Response templates for the synthetic pairs of the embedded reward recipe (recipe.py).
+"""Response templates for the synthetic pairs of the embedded reward recipe (build.py).
 
 ``REFUSALS`` decline; ``ANSWERS`` engage and help. The same answers are the *chosen*
 response after a benign request and the *rejected* one (compliance) after a harmful

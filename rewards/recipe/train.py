@@ -262,7 +262,7 @@ def train_reward(data: str, out: str | Path, *, fmt: str = "auto", pku_label: st
             "data": str(data), "figures": figures}
     save_head(head, out, meta)
     write_model_card(card_path(out), f"Bradley-Terry reward head: {out.name}", {
-        "What it is": f"An `embedding-bt` head (MARA, `mara/rewards/embedding_bt.py`): r(x, y) = MLP(phi(e_x, e_y)) "
+        "What it is": f"An `embedding-bt` head (MARA, `rewards/embedding_bt.py`): r(x, y) = MLP(phi(e_x, e_y)) "
                       f"on the frozen sentence encoder `{encoder}`, features `{config.features}`, hidden "
                       f"{config.hidden} (0 = linear). Trained with the Bradley-Terry loss (paper Eq. 3).",
         "Data": f"`{data}` (format {fmt}, PKU label {pku_label}, split {split}).\n\n{_report_md(report)}",

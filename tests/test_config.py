@@ -1,0 +1,77 @@
+"""The run configuration (driver/config.py over core/config.py): one definition of the
+defaults, partial sections that keep the run's other values, numbers as YAML writes them,
+and every field checked with its name."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.config import ReplayConfig, SACConfig, SamplingConfig
+from driver.config import RunConfig, load_config
+
+RUN = RunConfig()  # the run's defaults
+
+
+@pytest.mark.parametrize("override, changed, kept", [
+    ("sampling.temperature=0.9", ("sampling", "temperature", 0.9), ("sampling", "max_new_tokens", 48)),
+    ("replay.capacity=100000", ("replay", "capacity", 100_000), ("replay", "min_size_to_sample", 512)),
+    ("replay.capacity=100000", ("replay", "capacity", 100_000), ("replay", "samples_per_insert", 4.0)),
+    ("sac.actor_lr=0.001", ("sac", "actor_lr", 0.001), ("sac", "batch_size", 256)),
+    ("learner.device=cpu", ("learner", "device", "cpu"), ("learner", "checkpoint_every", 200)),
+])
+def test_one_override_keeps_the_rest_of_the_runs_section(tmp_path, override, changed, kept):
+    section, field, value = changed
+    yaml_file = tmp_path / "partial.yaml"
+    key, _, raw = override.partition("=")
+    yaml_file.write_text(f"{section}:\n  {field}: {raw}\n")
+    for cfg in (load_config(None, [override]), load_config(yaml_file)):  # --set and YAML alike
+        assert getattr(getattr(cfg, section), field) == value
+        section_kept, field_kept, value_kept = kept
+        assert getattr(getattr(cfg, section_kept), field_kept) == value_kept
+        assert getattr(getattr(RUN, section_kept), field_kept) == value_kept  # the run's default, not the class's
+    # The component classes keep the reference defaults for use outside a run.
+    assert SamplingConfig().max_new_tokens == 512 and ReplayConfig().min_size_to_sample == 65_536
+    assert SACConfig().batch_size == 1024
+
+
+def test_numbers_parse_as_yaml_writes_them():
+    cfg = load_config(None, ["kl.coef=1e-3", "sac.critic_lr=3E-4", "reward.baseline=-1e1", "budget.seconds=90"])
+    assert cfg.kl.coef == 0.001 and cfg.sac.critic_lr == 0.0003 and cfg.reward.baseline == -10.0
+    assert isinstance(cfg.budget.seconds, float)
+    assert load_config(None, ["reward.baseline=upstream-greedy"]).reward.baseline == "upstream-greedy"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("budget.episodes=-3", "budget.episodes must be an int >= 0"),
+    ("budget.seconds=-1", "budget.seconds must be a finite number >= 0"),
+    ("budget.seconds=.nan", "budget.seconds must be a finite number"),
+    ("budget.updates=-5", "budget.updates must be an int >= 0"),
+    ("rollout.num_cpus=-1", "rollout.num_cpus must be a finite number >= 0"),
+    ("rollout.torch_threads=-4", "rollout.torch_threads must be an int >= 1"),
+    ("reward.scale=.nan", "reward.scale must be a finite number > 0"),
+    ("kl.coef=.nan", "kl.coef must be a finite number >= 0"),
+    ("kl.coef=abc", "kl.coef must be a number"),
+    ("metrics_port=99999", "metrics_port must be an int in \\[-1, 65535\\]"),
+    ("prompts.limit=-5", "prompts.limit must be an int >= 0"),
+    ("run_name=../../../somewhere", "run_name must be a plain folder name"),
+    ("run_name=.hidden", "run_name must be a plain folder name"),
+    ("sampling.top_k=2.5", "sampling.top_k must be int"),
+    ("sampling.top_p=1.5", "sampling.top_p must be a finite number > 0 and <= 1"),
+    ("replay.snapshot_every_s=-1", "replay.snapshot_every_s must be a finite number >= 0"),
+    ("model.vllm.block_size=24", "model.vllm.block_size must be a power of two"),
+    ("reward.scorers=[{kind: magic}]", "reward.scorers\\[0\\].kind 'magic' is an unknown scorer kind"),
+    ("budget={episodes: 0, updates: 0, seconds: 0}", "budget.episodes, updates, seconds: set at least one"),
+    ("sac.batchsize=3", "unknown sac setting\\(s\\) \\['batchsize'\\]"),
+    ("progress_every_s=0", "progress_every_s must be a finite number > 0"),
+])
+def test_invalid_values_are_refused_with_the_fields_name(override, message):
+    with pytest.raises(ValueError, match=message):
+        load_config(None, [override])
+
+
+def test_the_config_round_trips(tmp_path):
+    from driver.config import save_config
+
+    cfg = load_config(None, ["kl.coef=1e-3", "run_name=x", "replay.capacity=1000"])
+    save_config(cfg, tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml") == cfg

@@ -1,0 +1,163 @@
+"""Crash-safe and honest runs (driver/run.py): periodic snapshots that a SIGKILLed run
+resumes from, the replay and the learner rebuilt by Ray after they die, and runs that
+learnt nothing failing with their reason instead of exporting an untrained agent."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import ray
+import yaml
+from test_driver import ROOT, tiny_config, training_run
+
+import launch
+from core.jsonl import read_jsonl
+from driver.config import RunConfig, from_dict, load_config
+
+DEADLINE_S = 240
+
+
+def wait_for(condition, what: str, timeout_s: float = DEADLINE_S, every_s: float = 0.1):
+    deadline = time.monotonic() + timeout_s
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(every_s)
+    return value
+
+
+def events(run_dir: Path, kind: str) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    return [r for r in read_jsonl(path) if r.get("event") == kind] if path.is_file() else []
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process and every process it started (the local Ray cluster of a driver),
+    as a power cut would: nothing gets to clean up."""
+    processes = [psutil.Process(pid)]
+    processes += processes[0].children(recursive=True)
+    for p in processes:
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(processes, timeout=30)
+
+
+def test_a_sigkilled_run_resumes_from_its_last_snapshot(ray_local, tiny_llm_path, tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(
+        tiny_llm_path, tmp_path, rollout={"decision_delay_s": 0.01}, budget={"episodes": 0, "seconds": 300},
+        replay={"snapshot_every_s": 3.0})))
+    run_dir = tmp_path / "runs" / "killed"
+    proc = subprocess.Popen([sys.executable, "launch.py", "--config", str(config), "--set", "run_name=killed"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    state_file = run_dir / "state.json"
+    try:
+        # Right after a snapshot with data in it (the next one is seconds away), kill the
+        # driver and the Ray processes it started, as a power cut would.
+        def fresh_snapshot():
+            if not state_file.is_file():
+                return None
+            state = json.loads(state_file.read_text())
+            return state if state["episodes"] > 0 and state["replay"]["size"] > 0 else None
+
+        state = wait_for(fresh_snapshot, "a snapshot holding episodes")
+    finally:
+        kill_tree(proc.pid)
+        proc.wait(timeout=60)
+    assert json.loads(state_file.read_text()) == state  # the kill came before the next snapshot
+    assert not (run_dir / "summary.json").exists()  # it never shut down
+
+    cfg = load_config(run_dir / "config.yaml", [f"budget.episodes={state['episodes'] + 6}", "budget.seconds=200"])
+    run = training_run(cfg, run_dir, resume=True)
+    run.build()
+    # Replay size, prompt position (with the prompts of calls in flight, to hand out again)
+    # and counters equal the snapshot's; the learner is at its checkpoint.
+    assert ray.get(run.replay.size.remote()) == state["replay"]["size"]
+    assert run.queue.position == state["prompt_position"] and list(run.queue.retry) == state["prompt_retry"]
+    for name in ("episodes", "transitions", "inserted", "reward_sum", "rewards_seen", "seconds"):
+        assert getattr(run.totals, name) == state[name], name
+    assert ray.get(run.learner.metrics.remote()).updates >= state["checkpoint"]["updates"]
+    summary = run.run()
+    assert summary["status"] == "completed" and summary["episodes"] >= state["episodes"] + 6
+    assert summary["replay"]["size"] > state["replay"]["size"]
+    assert summary["mean_reward_all"] == run.totals.reward_sum / run.totals.rewards_seen
+    assert run.totals.rewards_seen > state["rewards_seen"]  # the reward sum went on from the saved one
+
+
+def run_and_kill(ray_local, tiny_llm_path, tmp_path, which: str) -> tuple[dict, Path]:
+    """A run in this process whose replay or learner actor is killed once a snapshot exists."""
+    cfg = from_dict(RunConfig, tiny_config(tiny_llm_path, tmp_path, rollout={"decision_delay_s": 0.01},
+                                           budget={"episodes": 40, "seconds": 240},
+                                           replay={"snapshot_every_s": 2.0}))
+    run = training_run(cfg)
+    run.build()
+    killed = {}
+
+    def kill_after_the_first_snapshot():
+        wait_for(lambda: events(run.run_dir, "snapshot") and events(run.run_dir, "snapshot")[-1]["replay_size"],
+                 "a snapshot")
+        killed["at"] = time.time()
+        ray.kill(run.replay if which == "replay" else run.learner, no_restart=False)
+
+    killer = threading.Thread(target=kill_after_the_first_snapshot, daemon=True)
+    killer.start()
+    summary = run.run()  # goes on: no exception, no traceback
+    killer.join(timeout=60)
+    assert "at" in killed, "the run ended before the kill"
+    return summary, run.run_dir
+
+
+def test_a_killed_replay_is_rebuilt_from_its_snapshot_and_the_run_goes_on(ray_local, tiny_llm_path, tmp_path,
+                                                                          capsys):
+    summary, run_dir = run_and_kill(ray_local, tiny_llm_path, tmp_path, "replay")
+    restarts = events(run_dir, "restart")
+    assert [r["component"] for r in restarts] == ["replay"]
+    assert "rebuilt it from its snapshot" in capsys.readouterr().out
+    assert summary["status"] == "completed" and summary["episodes"] >= 40
+    assert summary["replay"]["size"] > 0 and summary["learner_updates"] > 0
+    assert (run_dir / "agent.safetensors").is_file()
+
+
+def test_a_killed_learner_is_rebuilt_from_its_checkpoint_and_the_run_goes_on(ray_local, tiny_llm_path, tmp_path,
+                                                                            capsys):
+    summary, run_dir = run_and_kill(ray_local, tiny_llm_path, tmp_path, "learner")
+    restarts = events(run_dir, "restart")
+    assert [r["component"] for r in restarts] == ["learner"] and "from checkpoint update_" in restarts[0]["what"]
+    assert summary["status"] == "completed" and summary["episodes"] >= 40 and summary["learner_updates"] > 0
+    assert (run_dir / "agent.safetensors").is_file()
+
+
+def test_a_reward_that_never_scores_fails_the_run_and_exports_no_agent(ray_local, tiny_llm_path, tmp_path, capsys):
+    config = tmp_path / "broken.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(
+        tiny_llm_path, tmp_path, budget={"episodes": 0, "seconds": 200},
+        reward={"scorers": [{"kind": "function", "path": "rewards.examples:always_fails"}], "max_failed_batches": 3})))
+    assert launch.main(["--config", str(config), "--set", "run_name=broken"]) == 1
+    captured = capsys.readouterr()
+    assert "launch.py: error: the run failed: the reward failed on 3 batches in a row" in captured.err
+    assert "cannot score anything" in captured.err and "| unscored " in captured.out
+    run_dir = tmp_path / "runs" / "broken"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["agent"] is None and summary["unscored_episodes"] >= 6
+    assert not (run_dir / "agent.safetensors").exists()
+
+
+def test_a_run_that_made_no_update_fails_and_exports_no_agent(ray_local, tiny_llm_path, tmp_path, capsys):
+    config = tmp_path / "idle.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(
+        tiny_llm_path, tmp_path, budget={"episodes": 4, "seconds": 200},
+        replay={"min_size_to_sample": 10_000})))  # never reached in 4 episodes
+    assert launch.main(["--config", str(config), "--set", "run_name=idle"]) == 1
+    assert "the learner made no update" in capsys.readouterr().err
+    run_dir = tmp_path / "runs" / "idle"
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "failed"
+    assert not (run_dir / "agent.safetensors").exists()
+    assert (run_dir / "state.json").is_file() and (run_dir / "replay.arrow").is_file()  # resumable
