@@ -124,7 +124,6 @@ class LearnerService:
         if self._running:
             raise RuntimeError("LearnerService.run is already running")
         self._running = True
-        self._stop.clear()
         self._reset_run_timing()
         t0 = time.perf_counter()
         self._run_start = t0
@@ -179,7 +178,9 @@ class LearnerService:
         return self.metrics()
 
     def stop(self) -> None:
-        """Ask ``run`` to finish after the current update (it then checkpoints)."""
+        """Ask ``run`` to finish after the current update (it then checkpoints). It is final: a
+        ``run`` that starts after it (the driver's call, retried by Ray on a rebuilt learner
+        that received the stop first) returns at once."""
         self._stop.set()
 
     # -- weights -------------------------------------------------------------------------

@@ -430,6 +430,20 @@ def test_learner_service_runs_publishes_and_checkpoints(ray_local, tmp_path):
         ray.kill(handle)
 
 
+def test_a_stop_before_run_is_kept(ray_local):
+    """The driver's stop can reach a learner that Ray rebuilt before the retried run does:
+    that run must end at once, not train on forever."""
+    ray = ray_local
+    replay = _fake_replay_cls(ray).remote(D)
+    learner = _learner(ray, state_dim=D, sac=SACConfig(hidden_size=HIDDEN, batch_size=16),
+                       config=LearnerConfig(device="cpu", sample_timeout_s=0.0))
+    ray.get(learner.stop.remote())
+    stats = ray.get(learner.run.remote(replay), timeout=120)
+    assert stats.run_updates == 0 and not stats.running
+    for handle in (learner, replay):
+        ray.kill(handle)
+
+
 def test_learner_service_stop_serves_weights_while_running_and_prefetches(ray_local, tmp_path):
     ray = ray_local
     replay = _fake_replay_cls(ray).remote(256)
