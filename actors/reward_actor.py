@@ -8,9 +8,10 @@ scored and why. A reward model that fails is therefore visible to the driver, ba
 batch.
 
 With ``reward.baseline: upstream-greedy`` the reward is relative to the upstream model's
-own greedy answer to the same prompt, so the actor hosts the upstream LLM too and computes
-those answers itself (once per prompt): the baseline is part of the reward, and lives
-where the reward is.
+own greedy answer to the same prompt, and with ``reward.fluency_weight > 0`` an answer the
+upstream finds unlikely (mean log-probability per token below ``reward.fluency_floor``:
+word salad) pays for it. Both need the upstream model, so the actor hosts it too
+(``HostedUpstream``): they are part of the reward, and live where the reward is.
 
 The actor waits for the replay to accept an insert; when the replay's rate limiter holds
 inserts back, scored batches arrive later and the driver hands out fewer rollout calls.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import ray
 
 from core.config import ModelConfig, RewardConfig, SamplingConfig
@@ -28,8 +30,9 @@ from core.contracts import EpisodeTransitions, ScoredBatch
 log = logging.getLogger(__name__)
 
 
-class GreedyBaselines:
-    """The upstream model's greedy answers, computed once per prompt (loaded on first use)."""
+class HostedUpstream:
+    """The upstream LLM in a reward actor (loaded on first use): its greedy answers, computed
+    once per prompt, and how likely it finds an answer."""
 
     def __init__(self, model: ModelConfig, sampling: SamplingConfig) -> None:
         self._model = model
@@ -37,16 +40,27 @@ class GreedyBaselines:
         self._llm = None
         self._answers: dict[str, str] = {}
 
-    def answers(self, prompts: list[str]) -> list[str]:
-        from envs.generation import llm_from_config, upstream_answers
+    @property
+    def llm(self):
+        if self._llm is None:
+            from envs.generation import llm_from_config
+
+            self._llm = llm_from_config(self._model)
+        return self._llm
+
+    def greedy_answers(self, prompts: list[str]) -> list[str]:
+        from envs.generation import upstream_answers
 
         missing = [p for p in dict.fromkeys(prompts) if p not in self._answers]
         if missing:
-            if self._llm is None:
-                self._llm = llm_from_config(self._model)
-            self._answers.update(zip(missing, upstream_answers(self._llm, missing, self._sampling,
+            self._answers.update(zip(missing, upstream_answers(self.llm, missing, self._sampling,
                                                                batch_size=len(missing))))
         return [self._answers[p] for p in prompts]
+
+    def mean_log_likelihood(self, prompts: list[str], responses: list[str]) -> np.ndarray:
+        from envs.generation import mean_log_likelihood
+
+        return mean_log_likelihood(self.llm, prompts, responses, batch_size=len(prompts))
 
     def close(self) -> None:
         """Stop the LLM's engine processes (vLLM backend)."""
@@ -62,9 +76,10 @@ class RewardActor:
         from rewards.base import build_reward
 
         torch.set_num_threads(torch_threads)
+        self.config = reward
         self.reward = build_reward(list(reward.scorers), baseline=reward.baseline, scale=reward.scale)
         self.replay = replay
-        self.baselines = GreedyBaselines(model, sampling) if reward.needs_greedy_baseline else None
+        self.upstream = HostedUpstream(model, sampling) if reward.needs_upstream else None
 
     def score_and_insert(self, episodes: list[EpisodeTransitions]) -> ScoredBatch:
         """Attach r(x, y) to each episode's terminal decision and insert them into replay."""
@@ -73,8 +88,7 @@ class RewardActor:
         prompts = [e.prompt for e in episodes]
         responses = [e.response for e in episodes]
         try:
-            greedy = self.baselines.answers(prompts) if self.baselines else None
-            rewards = self.reward.score(prompts, responses, greedy_responses=greedy)
+            rewards = self._rewards(prompts, responses)
         except Exception as err:  # a broken reward model must not take the run down silently
             log.error("scoring %d episodes failed, they are not inserted: %s", len(episodes), err)
             return ScoredBatch(episodes=len(episodes), unscored=len(episodes), error=f"{type(err).__name__}: {err}")
@@ -84,7 +98,17 @@ class RewardActor:
         inserted = ray.get(self.replay.add.remote(with_decisions)) if with_decisions else 0
         return ScoredBatch(episodes=len(episodes), rewards=[float(r) for r in rewards], inserted=int(inserted))
 
+    def _rewards(self, prompts: list[str], responses: list[str]) -> np.ndarray:
+        """r(x, y) (Eq. 13, with its baseline and scale), minus the fluency term when it is on."""
+        cfg = self.config
+        greedy = self.upstream.greedy_answers(prompts) if cfg.needs_greedy_baseline else None
+        rewards = self.reward.score(prompts, responses, greedy_responses=greedy)
+        if cfg.fluency_weight:
+            shortfall = cfg.fluency_floor - self.upstream.mean_log_likelihood(prompts, responses)
+            rewards = rewards - cfg.fluency_weight * np.maximum(shortfall, 0.0)
+        return rewards
+
     def close(self) -> None:
-        """Stop the engine processes of the LLM it hosts for the greedy baseline (vLLM backend)."""
-        if self.baselines is not None:
-            self.baselines.close()
+        """Stop the engine processes of the LLM it hosts (vLLM backend)."""
+        if self.upstream is not None:
+            self.upstream.close()

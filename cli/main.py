@@ -19,6 +19,8 @@ import warnings
 from cli.eval import add_eval_parser
 from cli.generator_args import add_generator_arguments, generator_from_args
 from cli.learning_curve import add_learning_curve_parser
+from cli.probe import add_probe_parser
+from cli.safety_reward import add_safety_reward_parser
 from cli.train_reward import add_train_reward_parser
 from core.agent_file import AgentFileError
 
@@ -80,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_parser(sub)
     add_train_reward_parser(sub)
     add_learning_curve_parser(sub)
+    add_safety_reward_parser(sub)
+    add_probe_parser(sub)
     return parser
 
 

@@ -33,7 +33,7 @@ DECODE_MODES = ("lazy", "eager")  # how candidate states are computed (envs/deco
 KL_ESTIMATORS = ("kl", "abs", "mse", "full")
 STATE_DTYPES = ("float16", "float32")  # replay storage of hidden states
 # Scorer kinds of rewards/ (rewards.SCORER_KINDS maps each to its backend).
-SCORER_KINDS = ("function", "score-model", "seq-cls", "embedding-bt", "http", "vllm-reward")
+SCORER_KINDS = ("function", "score-model", "seq-cls", "embedding-bt", "http", "vllm-reward", "response-class")
 BASELINE_UPSTREAM_GREEDY = "upstream-greedy"
 
 
@@ -243,6 +243,8 @@ class RewardConfig:
     num_gpus: float = 0.0  # Ray GPUs per reward actor (7B reward models want one; so does the upstream
     # LLM each reward actor hosts for the upstream-greedy baseline, on a GPU cluster)
     max_failed_batches: int = 5  # the run stops when this many scored batches in a row could not be scored
+    fluency_weight: float = 0.0  # w_f: r -= w_f * max(0, fluency_floor - mean log p_upstream(y | x)) (0 = off)
+    fluency_floor: float = -3.0  # mean log-probability per token under the upstream below which an answer pays
 
     def __post_init__(self) -> None:
         if not self.scorers:
@@ -257,11 +259,18 @@ class RewardConfig:
         check_number("num_cpus", self.num_cpus, 0)
         check_number("num_gpus", self.num_gpus, 0)
         check_int("max_failed_batches", self.max_failed_batches, 1)
+        check_number("fluency_weight", self.fluency_weight, 0)
+        check_number("fluency_floor", self.fluency_floor)
 
     @property
     def needs_greedy_baseline(self) -> bool:
         """The reward is relative to the upstream model's own greedy answer."""
         return self.baseline == BASELINE_UPSTREAM_GREEDY
+
+    @property
+    def needs_upstream(self) -> bool:
+        """Scoring runs the upstream LLM (for the greedy baseline or the fluency term)."""
+        return self.needs_greedy_baseline or self.fluency_weight > 0
 
 
 # ------------------------------------------------------------------------ collection

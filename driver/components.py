@@ -55,8 +55,8 @@ def start_components(cfg: RunConfig, run_dir: Path, state_dim: int) -> Component
         {**learner_resources(cfg.learner), "max_concurrency": LEARNER_CONCURRENCY, **REBUILT_FROM_SNAPSHOTS},
         state_dim=state_dim, sac=cfg.sac, config=cfg.learner, seed=cfg.seed, upstream_model=cfg.model.name,
         run_dir=str(run_dir))
-    # A reward actor hosts the upstream LLM too when the reward is relative to its greedy answer.
-    llm_options = actor_options(cfg.model) if cfg.reward.needs_greedy_baseline else {}
+    # A reward actor hosts the upstream LLM too when the reward needs it (greedy baseline, fluency).
+    llm_options = actor_options(cfg.model) if cfg.reward.needs_upstream else {}
     rewards = WorkerGroup(
         RewardActor, size=cfg.reward.num_actors, name="reward actor",
         options={"num_cpus": cfg.reward.num_cpus, "num_gpus": cfg.reward.num_gpus, "max_restarts": -1,

@@ -189,29 +189,56 @@ class AlignedGenerator:
 
 @torch.no_grad()
 def upstream_answers(llm, prompts: list[str], sampling: SamplingConfig, sample: bool = False, seed: int = 0,
-                     batch_size: int = 8) -> list[str]:
+                     batch_size: int = 8, openings: list[str] | None = None) -> list[str]:
     """The upstream model's own answers (greedy, or sampled with the same temperature, top-k
     and top-p), for comparison and for the reward's greedy baseline: through vLLM's batched
     generation for a ``VllmUpstream`` (all prompts in one call; prompt i sampled with
-    seed + i), else transformers' ``generate`` in batches of ``batch_size``."""
+    seed + i), else transformers' ``generate`` in batches of ``batch_size``.
+
+    ``openings``: for each prompt, text the answer must start with (e.g. "I'm sorry"); the
+    model continues it, and the answer returned includes it (transformers only).
+    """
+    if openings is not None and len(openings) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(openings)} openings")
     if isinstance(llm, VllmUpstream):
+        if openings is not None:
+            raise NotImplementedError("answer openings need the transformers backend")
         return llm.generate_upstream(prompts, sampling, sample=sample, seed=seed)
+    openings = openings or [""] * len(prompts)
     texts: list[str] = []
     for start in range(0, len(prompts), batch_size):
-        texts.extend(_hf_generate(llm, prompts[start:start + batch_size], sampling, sample, seed + start))
+        end = start + batch_size
+        texts.extend(_hf_generate(llm, prompts[start:end], openings[start:end], sampling, sample, seed + start))
     return texts
 
 
-def _hf_generate(llm, prompts: list[str], sampling: SamplingConfig, sample: bool, seed: int) -> list[str]:
-    encoded = [llm.encode_prompt(p) for p in prompts]
-    width = max(len(ids) for ids in encoded)
-    pad = llm.tokenizer.pad_token_id
-    pad = pad if pad is not None else min(llm.eos_token_ids or {0})
-    ids = torch.full((len(encoded), width), pad, dtype=torch.long)
+def _answer_ids(llm, prompt: str, opening: str) -> tuple[list[int], list[int]]:
+    """(prompt token ids in the chat template, token ids of the answer's opening)."""
+    opening_ids = llm.tokenizer(opening, add_special_tokens=False)["input_ids"] if opening else []
+    return llm.encode_prompt(prompt), [int(i) for i in opening_ids]
+
+
+def _left_padded(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, attention mask) of rows left-padded to one width, as decoder-only generation needs."""
+    width = max(len(row) for row in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
     mask = torch.zeros_like(ids)
-    for i, row in enumerate(encoded):  # left padding, as decoder-only generation needs
+    for i, row in enumerate(rows):
         ids[i, width - len(row):] = torch.tensor(row)
         mask[i, width - len(row):] = 1
+    return ids, mask
+
+
+def _pad_id(llm) -> int:
+    pad = llm.tokenizer.pad_token_id
+    return pad if pad is not None else min(llm.eos_token_ids or {0})
+
+
+def _hf_generate(llm, prompts: list[str], openings: list[str], sampling: SamplingConfig, sample: bool,
+                 seed: int) -> list[str]:
+    encoded = [_answer_ids(llm, p, o) for p, o in zip(prompts, openings)]
+    pad = _pad_id(llm)
+    ids, mask = _left_padded([p + o for p, o in encoded], pad)
     s = sampling
     kwargs = dict(do_sample=True, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p) if sample \
         else dict(do_sample=False, temperature=None, top_k=None, top_p=None)
@@ -220,7 +247,31 @@ def _hf_generate(llm, prompts: list[str], sampling: SamplingConfig, sample: bool
         input_ids=ids.to(llm.device), attention_mask=mask.to(llm.device),
         max_new_tokens=s.max_new_tokens, pad_token_id=pad, **kwargs,
     )
-    return [llm.decode(_until_eos(row[width:].tolist(), llm.eos_token_ids)) for row in out]
+    width = ids.shape[1]
+    return [llm.decode(opening + _until_eos(row[width:].tolist(), llm.eos_token_ids))
+            for (_, opening), row in zip(encoded, out)]
+
+
+@torch.no_grad()
+def mean_log_likelihood(llm, prompts: list[str], responses: list[str], batch_size: int = 8) -> np.ndarray:
+    """(N,) the upstream model's mean log-probability per token of each response after its
+    prompt (in the chat template): how fluent the model finds the answer. An empty response
+    scores 0 (transformers backend)."""
+    if isinstance(llm, VllmUpstream):
+        raise NotImplementedError("the log-likelihood of answers needs the transformers backend")
+    out = np.zeros(len(prompts))
+    pad = _pad_id(llm)
+    for start in range(0, len(prompts), batch_size):
+        encoded = [_answer_ids(llm, p, r) for p, r in zip(prompts[start:start + batch_size],
+                                                          responses[start:start + batch_size])]
+        ids, mask = _left_padded([p + r for p, r in encoded], pad)
+        logits = llm.model(input_ids=ids.to(llm.device), attention_mask=mask.to(llm.device)).logits.float()
+        logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None].to(llm.device))[..., 0]
+        width = ids.shape[1]
+        for row, (_, answer) in enumerate(encoded):
+            if answer:  # the answer's tokens are the row's last len(answer) positions
+                out[start + row] = float(logp[row, width - 1 - len(answer):].mean())
+    return out
 
 
 def _until_eos(tokens: list[int], eos: set[int]) -> list[int]:

@@ -153,12 +153,12 @@ def training_reward_sources(metadata: dict[str, str]) -> list[str] | None:
 def source_key(source: str | None) -> str | None:
     """A scorer source "KIND:PATH" with PATH resolved when it names a file (as given, or relative
     to the project, as the shipped agent records its reward), so that different paths to the
-    same head compare equal. An ``embedding-bt`` path ``embedded`` (or none) or ``embedded-judge``
-    names a shipped head (``rewards.embedded.head_path``)."""
+    same head compare equal. An ``embedding-bt`` or ``response-class`` path ``embedded`` (or none)
+    or ``embedded-judge`` names a shipped head (``rewards.embedded.head_path``)."""
     kind, sep, path = (source or "").partition(":")
     if not sep:
         return source
-    named = head_path(path) if kind == "embedding-bt" else Path(path)
+    named = head_path(path, kind) if kind in ("embedding-bt", "response-class") else Path(path)
     for candidate in (named, PROJECT_ROOT / path):
         if candidate.is_file():
             return f"{kind}:{candidate.resolve()}"

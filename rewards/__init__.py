@@ -33,6 +33,12 @@ def _embedding_bt(path: str, **options):
     return EmbeddingBTScorer(str(head_path(path)), **options)
 
 
+def _response_class(path: str, **options):
+    from rewards.response_class import ResponseClassScorer
+
+    return ResponseClassScorer(str(head_path(path, "response-class")), **options)
+
+
 def _http(path: str, **options):
     from rewards.http_scorer import HttpScorer
 
@@ -54,10 +60,10 @@ def check_scorer_spec(spec: ScorerSpec) -> None:
 
     if spec.kind == "function":
         FunctionScorer(spec.path)  # imports the module and finds the function
-    elif spec.kind == "embedding-bt":
-        path = head_path(spec.path)
+    elif spec.kind in ("embedding-bt", "response-class"):
+        path = head_path(spec.path, spec.kind)
         if not path.is_file():
-            raise FileNotFoundError(f"embedding-bt scorer: head file not found: {path}")
+            raise FileNotFoundError(f"{spec.kind} scorer: head file not found: {path}")
     elif spec.kind == "http":
         url = urlsplit(spec.path)
         if url.scheme not in ("http", "https") or not url.hostname:
@@ -67,7 +73,8 @@ def check_scorer_spec(spec: ScorerSpec) -> None:
 
 
 SCORER_KINDS.update({"score-model": _score_model, "seq-cls": _seq_cls,
-                     "embedding-bt": _embedding_bt, "http": _http, "vllm-reward": _vllm_reward})
+                     "embedding-bt": _embedding_bt, "http": _http, "vllm-reward": _vllm_reward,
+                     "response-class": _response_class})
 
 __all__ = ["BASELINE_UPSTREAM_GREEDY", "SCORER_KINDS", "CombinedReward", "FunctionScorer", "ScorerSpec",
            "check_scorer_spec",

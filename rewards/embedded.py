@@ -14,23 +14,26 @@ from core.config import DATA_DIR as CORE_DATA_DIR
 from core.config import EMBEDDED_REWARD, ScorerSpec
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
-SHIPPED_HEADS = {"reward": "reward_head.safetensors", "judge": "judge_head.safetensors"}
+SHIPPED_HEADS = {"reward": "reward_head.safetensors", "judge": "judge_head.safetensors",
+                 "safety-reward": "safety_reward.safetensors", "safety-judge": "safety_judge.safetensors"}
 
 
 def shipped_head_path(which: str = "reward") -> Path:
-    """Path of a shipped embedding-bt head: ``"reward"`` (training) or ``"judge"`` (evaluation)."""
+    """Path of a shipped head: ``"reward"`` / ``"judge"`` (embedding-bt, training and
+    evaluation) or ``"safety-reward"`` / ``"safety-judge"`` (response-class)."""
     if which not in SHIPPED_HEADS:
         raise ValueError(f"unknown shipped head {which!r}; known: {sorted(SHIPPED_HEADS)}")
     return DATA_DIR / SHIPPED_HEADS[which]
 
 
-def head_path(path: str) -> Path:
-    """The file an ``embedding-bt`` scorer's path names: ``embedded`` (or nothing) is the
-    shipped training-reward head, ``embedded-judge`` the shipped judge head."""
+def head_path(path: str, kind: str = "embedding-bt") -> Path:
+    """The file a scorer's path names: ``embedded`` (or nothing) is the shipped training
+    head of that kind, ``embedded-judge`` its shipped judge head; anything else is a file."""
+    prefix = "safety-" if kind == "response-class" else ""
     if path in ("", "embedded"):
-        return shipped_head_path("reward")
+        return shipped_head_path(prefix + "reward")
     if path == "embedded-judge":
-        return shipped_head_path("judge")
+        return shipped_head_path(prefix + "judge")
     return Path(path)
 
 

@@ -55,6 +55,33 @@ def test_sampled_upstream_answers_differ_from_greedy_sometimes(tiny_llm):
     assert gen.generate_upstream(PROMPTS, sample=True) != gen.generate_upstream(PROMPTS)
 
 
+def test_answers_continue_their_openings(tiny_llm):
+    from envs.generation import upstream_answers
+
+    sampling = SamplingConfig(max_new_tokens=5)
+    answers = upstream_answers(tiny_llm, PROMPTS[:2], sampling, openings=["I'm sorry, but", "Sure, here"])
+    assert answers[0].startswith("I'm sorry, but") and answers[1].startswith("Sure, here")
+    assert all(len(a) > len(o) for a, o in zip(answers, ["I'm sorry, but", "Sure, here"]))
+    with pytest.raises(ValueError, match="openings"):
+        upstream_answers(tiny_llm, PROMPTS[:2], sampling, openings=["only one"])
+
+
+def test_mean_log_likelihood_matches_a_plain_forward(tiny_llm):
+    from envs.generation import mean_log_likelihood
+
+    prompts, answers = PROMPTS[:2], ["Mix flour and water.", "Why did the"]
+    batched = mean_log_likelihood(tiny_llm, prompts, answers, batch_size=2)
+    for prompt, answer, value in zip(prompts, answers, batched):
+        ids = tiny_llm.encode_prompt(prompt)
+        answer_ids = tiny_llm.tokenizer(answer, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logits = tiny_llm.model(input_ids=torch.tensor([ids + answer_ids])).logits[0].float()
+        logp = torch.log_softmax(logits[:-1], dim=-1)[torch.arange(len(ids) + len(answer_ids) - 1),
+                                                       torch.tensor(ids + answer_ids)[1:]]
+        assert value == pytest.approx(float(logp[len(ids) - 1:].mean()), abs=1e-4)  # left padding changes nothing
+    assert mean_log_likelihood(tiny_llm, PROMPTS[:1], [""])[0] == 0.0
+
+
 def test_agent_of_another_hidden_size_is_refused(tiny_llm):
     with pytest.raises(ValueError, match=r"32.*64"):
         AlignedGenerator(tiny_llm, Actor(state_dim=32, hidden_size=16))

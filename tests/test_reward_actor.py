@@ -82,3 +82,21 @@ def test_the_greedy_baseline_is_computed_where_the_reward_is(ray_local, replay, 
     np.testing.assert_allclose(scored.rewards, [word_count("", "a b c d e f g") - word_count("", g) for g in greedy])
     assert scored.inserted == 4
     ray.kill(actor)
+
+
+def test_an_answer_the_upstream_finds_unlikely_pays_the_fluency_term(ray_local, replay, tiny_llm, tiny_llm_path):
+    from envs.generation import mean_log_likelihood
+
+    ray = ray_local
+    rng = np.random.default_rng(3)
+    prompts = ["How can I bake bread?", "Tell me a joke."]
+    responses = ["a b c d", "bread is good"]
+    model = ModelConfig(name=str(tiny_llm_path), device="cpu")
+    floor = 0.0  # every answer is below it: each pays its whole shortfall
+    actor = reward_actor(ray, replay, RewardConfig(scorers=(WORDS,), fluency_weight=0.5, fluency_floor=floor), model)
+    scored = ray.get(actor.score_and_insert.remote([episode(p, r, 2, rng) for p, r in zip(prompts, responses)]))
+    log_likelihood = mean_log_likelihood(tiny_llm, prompts, responses)
+    expected = [word_count("", r) - 0.5 * (floor - ll) for r, ll in zip(responses, log_likelihood)]
+    np.testing.assert_allclose(scored.rewards, expected, rtol=1e-5)
+    assert all(ll < 0 for ll in log_likelihood)
+    ray.kill(actor)
