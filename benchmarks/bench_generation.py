@@ -1,16 +1,18 @@
 """Aligned generation speed against plain transformers decoding, measured in one run.
 
-    python benchmarks/bench_generation.py [--prompts 20] [--max-new-tokens 64] [--batch-size 10]
+    python benchmarks/bench_generation.py [--prompts 20] [--max-new-tokens 64] [--batch-sizes 10,32]
                                           [--repeats 3] [--threads 1]
 
 On the embedded SmolLM2-135M-Instruct (CPU, float32), the same prompts and token budget:
 - tokens/s of plain transformers greedy ``generate`` (the baseline, ratio 1.0), through
   ``AlignedGenerator.generate_upstream``; its tokens are counted exactly, up to and
   including each answer's EOS;
-- tokens/s of MARA aligned greedy generation in lazy and eager modes, with two agents:
-  one that accepts the first candidate (the engine's cost floor: the same tokens as the
-  baseline) and an untrained, randomly initialised agent (many rejections);
-- LLM-forward tokens per generated token for each mode (1.0 = plain decoding).
+- tokens/s and decisions (transitions)/s of MARA generation in hybrid, lazy and eager modes,
+  with three agents: one that accepts the first candidate (the engine's cost floor: the
+  same tokens as the baseline), one that accepts each candidate with probability 0.5, its
+  decisions sampled (a training-time agent), and an untrained, randomly initialised agent;
+- LLM-forward tokens and sequential forward steps per generated token (1.0 = plain decoding);
+- all of it at each batch size of ``--batch-sizes``.
 
 The configurations are measured in turns, ``--repeats`` times, and each ratio is taken
 between the summed times of the same rounds, so that a change of load on a shared
@@ -23,6 +25,7 @@ import argparse
 import os
 import time
 
+import numpy as np
 import torch
 
 from core.config import SamplingConfig
@@ -50,6 +53,15 @@ def first_candidate_actor(d: int) -> Actor:
     return actor
 
 
+def coin_actor(d: int) -> Actor:
+    """pi(accept | s) = 0.5 for every state: with sampled decisions, a training-time agent."""
+    actor = Actor(state_dim=d)
+    with torch.no_grad():
+        actor.output_linear.weight.zero_()
+        actor.output_linear.bias.zero_()
+    return actor
+
+
 def count_generated_tokens(llm) -> list[int]:
     """Wrap ``llm.model.generate`` so that every call adds, per answer, the number of new
     tokens up to and including the first EOS (what a user gets; padding is not counted)."""
@@ -71,35 +83,46 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prompts", type=int, default=20)
     parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=10)
+    parser.add_argument("--batch-sizes", default="10,32", help="comma-separated decoder batch sizes")
     parser.add_argument("--repeats", type=int, default=3)
     # 1 by default: on a shared 2-core machine a second OpenMP thread spin-waits for a
     # busy core; pass --threads 2 on an idle machine.
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     print(f"load average at start: {os.getloadavg()}; torch {torch.__version__}, {args.threads} thread(s), "
-          f"{args.prompts} prompts, {args.max_new_tokens} new tokens, batch {args.batch_size}")
+          f"{args.prompts} prompts, {args.max_new_tokens} new tokens, batch sizes {batch_sizes}")
     prompts = (PROMPTS * 10)[: args.prompts]
     llm = load_upstream("smollm2", device="cpu")
     sampling = SamplingConfig(max_new_tokens=args.max_new_tokens)
     torch.manual_seed(0)
-    agents = {"first-candidate agent": first_candidate_actor(llm.hidden_size),
-              "untrained agent": Actor(state_dim=llm.hidden_size)}
+    agents = {"first-candidate agent": (first_candidate_actor(llm.hidden_size), True),
+              "p=0.5 agent (sampled)": (coin_actor(llm.hidden_size), False),
+              "untrained agent": (Actor(state_dim=llm.hidden_size), True)}
     baseline_tokens = count_generated_tokens(llm)
-    generators = {BASELINE: AlignedGenerator(llm, agents["first-candidate agent"], sampling=sampling,
-                                             batch_size=args.batch_size)}
-    for agent_name, actor in agents.items():
-        for mode in ("lazy", "eager"):
-            generators[f"MARA {mode}, {agent_name}"] = AlignedGenerator(
-                llm, actor, sampling=sampling, mode=mode, batch_size=args.batch_size)
+    for batch in batch_sizes:
+        generators = {BASELINE: AlignedGenerator(llm, agents["first-candidate agent"][0], sampling=sampling,
+                                                 batch_size=batch)}
+        for agent_name, (actor, greedy) in agents.items():
+            for mode in ("hybrid", "lazy", "eager"):
+                generators[f"MARA {mode}, {agent_name}"] = AlignedGenerator(
+                    llm, actor, sampling=sampling, mode=mode, greedy=greedy, batch_size=batch)
+        measure(generators, prompts, baseline_tokens, args.repeats, batch)
+    print(f"\nload average at end: {os.getloadavg()}")
 
+
+def measure(generators: dict, prompts: list[str], baseline_tokens: list[int], repeats: int, batch: int) -> None:
+    """Run every configuration ``repeats`` times in turns and print the table."""
     generators[BASELINE].generate_upstream(prompts[:2])  # warm-up
     seconds = {name: 0.0 for name in generators}
     tokens = {name: 0 for name in generators}
     forwards = {name: 0 for name in generators}
-    for _ in range(args.repeats):
+    steps = {name: 0 for name in generators}
+    decisions = {name: 0 for name in generators}
+    for _ in range(repeats):
         for name, gen in generators.items():
+            gen.rng = np.random.default_rng(0)  # the sampled agent makes the same draws each round
             start = time.perf_counter()
             if name == BASELINE:
                 baseline_tokens.clear()
@@ -107,19 +130,22 @@ def main() -> None:
                 seconds[name] += time.perf_counter() - start
                 tokens[name] += sum(baseline_tokens)
                 forwards[name] += sum(baseline_tokens)  # one forward token per generated token
+                steps[name] += sum(baseline_tokens)
             else:
                 answers = gen.generate(prompts)
                 seconds[name] += time.perf_counter() - start
                 tokens[name] += sum(a.num_tokens for a in answers)
                 forwards[name] += sum(a.forward_tokens for a in answers)
+                steps[name] += sum(a.forward_steps for a in answers)
+                decisions[name] += sum(a.num_decisions for a in answers)
 
     base_rate = tokens[BASELINE] / seconds[BASELINE]
-    print(f"\n{'configuration':44s} {'tok/s':>8} {'ratio':>6} {'fwd tok/tok':>11} {'tokens':>7}")
+    print(f"\nbatch {batch}")
+    print(f"{'configuration':44s} {'tok/s':>8} {'ratio':>6} {'trans/s':>8} {'fwd tok/tok':>11} {'steps/tok':>9}")
     for name in generators:
         rate = tokens[name] / seconds[name]
-        print(f"{name:44s} {rate:8.1f} {rate / base_rate:6.2f} {forwards[name] / tokens[name]:11.2f} "
-              f"{tokens[name] // args.repeats:7d}")
-    print(f"\nload average at end: {os.getloadavg()}")
+        print(f"{name:44s} {rate:8.1f} {rate / base_rate:6.2f} {decisions[name] / seconds[name]:8.1f} "
+              f"{forwards[name] / tokens[name]:11.2f} {steps[name] / tokens[name]:9.2f}")
 
 
 if __name__ == "__main__":

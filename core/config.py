@@ -29,7 +29,7 @@ DEFAULT_PROMPTS = str(DATA_DIR / "default_prompts.json")  # the project's own pr
 
 DTYPES = ("float32", "bfloat16", "float16")  # upstream LLM weights and activations
 BACKENDS = ("transformers", "vllm")  # what runs the upstream LLM (envs/decoder.py or envs/vllm_backend.py)
-DECODE_MODES = ("lazy", "eager")  # how candidate states are computed (envs/decoder.py)
+DECODE_MODES = ("hybrid", "lazy", "eager")  # how candidate states are computed (envs/decoder.py)
 KL_ESTIMATORS = ("kl", "abs", "mse", "full")
 STATE_DTYPES = ("float16", "float32")  # replay storage of hidden states
 # Scorer kinds of rewards/ (rewards.SCORER_KINDS maps each to its backend).
@@ -122,7 +122,9 @@ class ModelConfig:
     name: str = "smollm2"  # "smollm2" (embedded), a hub id, a local folder or a .gguf file (transformers only)
     dtype: str = "float32"  # float32 | bfloat16 | float16
     device: str = "auto"  # auto = cuda when the worker was given a GPU, else cpu (vllm: where the output head runs)
-    mode: str = "lazy"  # candidate states: lazy (as far as the agent goes) | eager (all at once)
+    # candidate states: hybrid (first candidate alone, the rest together at the first rejection:
+    # at most 2 forward steps a position) | lazy (one at a time, as far as the agent goes) | eager (all at once)
+    mode: str = "hybrid"
     backend: str = "transformers"  # what runs the LLM: transformers (KV-cache loop) | vllm (docs/VLLM.md)
     vllm: VllmEngineConfig = VllmEngineConfig()  # engine settings, used with backend vllm
 

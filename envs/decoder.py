@@ -15,6 +15,10 @@ forward reuses the KV cache of the prefix, and:
 - ``lazy`` mode feeds candidates one at a time, only as far as the agent goes. When the
   first candidate is accepted this is exactly plain decoding: its forward also yields the
   next position's logits and its KV entries stay in the cache.
+- ``hybrid`` mode (the default) starts a position lazily, with the first candidate alone,
+  and at the first rejection feeds all the remaining candidates in one tree-masked forward,
+  as eager mode does. A position costs one forward step when the agent accepts the first
+  candidate and two whatever else it does (lazy mode: one more per rejection).
 
 Cache bookkeeping. The KV cache has S slots per row. Each slot is FREE (padding or a
 discarded candidate), VALID (prompt or accepted token) or PENDING (a candidate awaiting
@@ -28,7 +32,7 @@ states are computed with transformers.
 
 Usage (the loop that aligned generation and rollout workers run)::
 
-    decoder = AcceptRejectDecoder(llm, sampling, kl, mode="lazy")
+    decoder = AcceptRejectDecoder(llm, sampling, kl, mode="hybrid")
     decoder.start(prompts)
     while decoder.has_pending():
         states = decoder.pending_states()            # (n, d) one per waiting row
@@ -49,7 +53,7 @@ from core.contracts import ACCEPT, EpisodeTransitions
 from envs.mdp import candidate_sets, kl_penalty, reference_accept_probability
 
 FREE, VALID, PENDING = 0, 1, 2
-MODES = ("eager", "lazy")
+MODES = ("hybrid", "lazy", "eager")
 
 
 class NonFiniteStateError(ValueError):
@@ -68,6 +72,7 @@ class DecodeResult:
     accepted_positions: list[int]  # 1-based candidate index accepted at each position with >1 candidates
     num_fallbacks: int  # positions where every candidate but the last was rejected
     forward_tokens: int  # tokens fed through the LLM for this row, prompt excluded
+    forward_steps: list[int]  # per output position, the sequential forward steps that fed its candidates
     decision_points: list[tuple[int, int, int]]  # per decision: (output position, 0-based candidate index, token id)
 
     @property
@@ -100,6 +105,7 @@ class _EpisodeRow:
     accepted_positions: list[int] = field(default_factory=list)
     num_fallbacks: int = 0
     forward_tokens: int = 0
+    forward_steps: list[int] = field(default_factory=list)  # per output position (see DecodeResult)
 
     @property
     def finished(self) -> bool:
@@ -133,7 +139,7 @@ class _AcceptRejectMDP:
         llm,
         sampling: SamplingConfig = SamplingConfig(),
         kl: KLConfig = KLConfig(),
-        mode: str = "lazy",
+        mode: str = "hybrid",
         state_dtype: np.dtype = np.float32,
     ) -> None:
         if mode not in MODES:
@@ -174,7 +180,7 @@ class _AcceptRejectMDP:
     def candidate_states(self, row: int) -> torch.Tensor:
         """(K, d) states of all candidates of a row's current position (eager mode only)."""
         r = self.rows[row]
-        if len(r.cand_hidden) != len(r.cand_ids):
+        if self.mode != "eager" or len(r.cand_hidden) != len(r.cand_ids):
             raise RuntimeError("all candidate states exist only in eager mode")
         return torch.stack([r.cand_hidden[k] for k in range(len(r.cand_ids))]).float()
 
@@ -220,6 +226,21 @@ class _AcceptRejectMDP:
             row.num_fallbacks += 1  # fallback: every other candidate was rejected
         self._visit_candidate(row)
 
+    def _to_compute(self, row: _EpisodeRow, k: int) -> list[int]:
+        """The candidates whose states the next forward computes when candidate k's is
+        needed: k alone (lazy; hybrid at a position's first candidate), or k and every
+        candidate after it (eager at a position's start; hybrid after a rejection)."""
+        if self.mode == "lazy" or (self.mode == "hybrid" and k == 0):
+            return [k]
+        return list(range(k, len(row.cand_ids)))
+
+    def _count_forward(self, row: _EpisodeRow) -> None:
+        """One sequential forward step fed candidates of the row's current position."""
+        position = len(row.response_ids)
+        if len(row.forward_steps) <= position:
+            row.forward_steps += [0] * (position + 1 - len(row.forward_steps))
+        row.forward_steps[position] += 1
+
     def _visit_candidate(self, row: _EpisodeRow) -> None:
         """Make candidate k's state available; the last candidate is accepted at once."""
         if row.k not in row.cand_hidden:
@@ -261,6 +282,7 @@ class _AcceptRejectMDP:
             accepted_positions=list(r.accepted_positions),
             num_fallbacks=r.num_fallbacks,
             forward_tokens=r.forward_tokens,
+            forward_steps=list(r.forward_steps),
             decision_points=list(r.where),
         )
 
@@ -327,12 +349,13 @@ class AcceptRejectDecoder(_AcceptRejectMDP):
         ]
 
     def _schedule(self, row: _Row, k: int) -> None:
-        row.todo_tokens, row.todo_cands = [row.cand_ids[k]], [k]
+        row.todo_cands = self._to_compute(row, k)
+        row.todo_tokens = [row.cand_ids[j] for j in row.todo_cands]
 
     def _discard(self, row: _Row, k: int) -> None:
-        # Lazy mode frees a rejected candidate's slot at once; eager mode frees the
-        # position's slots together when it closes.
-        if self.mode == "lazy":
+        # A rejected candidate's slot is freed at once (its KV entries are never attended
+        # again); eager mode frees the position's slots together when it closes.
+        if self.mode != "eager":
             self._free_slot(row, k)
 
     def _close_position(self, row: _Row, k: int) -> None:
@@ -358,8 +381,8 @@ class AcceptRejectDecoder(_AcceptRejectMDP):
         for row, (ids, probs) in zip(rows, candidate_sets(logits, self.sampling)):
             row.cand_ids, row.ref_probs, row.k = ids, probs, 0
             row.cand_hidden, row.cand_slot = {}, {}
-            which = range(len(ids)) if self.mode == "eager" else [0]
-            row.todo_tokens, row.todo_cands = [ids[j] for j in which], list(which)
+            row.todo_cands = list(range(len(ids))) if self.mode == "eager" else [0]
+            row.todo_tokens = [ids[j] for j in row.todo_cands]
 
     def _free_slot(self, row: _Row, k: int) -> None:
         slot = row.cand_slot.pop(k, None)
@@ -413,12 +436,13 @@ class AcceptRejectDecoder(_AcceptRejectMDP):
 
         for r in fed:
             b, n = r.cache_row, len(r.todo_tokens)
-            r.forward_tokens += 0 if r.todo_is_prompt else n
             if r.todo_is_prompt:
                 r.next_position += n
                 r.todo_tokens, r.todo_is_prompt = [], False
                 self._opening.append((r, hidden[b, n - 1]))
                 continue
+            r.forward_tokens += n
+            self._count_forward(r)
             for j, k in enumerate(r.todo_cands):
                 r.cand_hidden[k] = hidden[b, j]
                 r.cand_slot[k] = past + j

@@ -42,6 +42,7 @@ class Generation:
     num_decisions: int
     num_fallbacks: int
     forward_tokens: int  # LLM tokens computed for the answer (prompt excluded)
+    forward_steps: int = 0  # sequential LLM forward steps that computed its candidates (1 per token = plain decoding)
     accepted_positions: list[int] = field(default_factory=list)  # 1-based, per position with >1 candidates
 
     @property
@@ -84,7 +85,7 @@ class AlignedGenerator:
         llm,
         actor: Actor,
         sampling: SamplingConfig = SamplingConfig(max_new_tokens=256),
-        mode: str = "lazy",
+        mode: str = "hybrid",
         greedy: bool = True,
         batch_size: int = 8,
         seed: int = 0,
@@ -185,6 +186,10 @@ class AlignedGenerator:
         """The upstream model's own answers to ``prompts`` (see ``upstream_answers``)."""
         return upstream_answers(self.llm, prompts, self.sampling, sample=sample, seed=seed,
                                 batch_size=self.batch_size)
+
+    def log_likelihood(self, prompts: list[str], responses: list[str]) -> np.ndarray:
+        """(N,) the upstream's mean log-probability per token of each response (``mean_log_likelihood``)."""
+        return mean_log_likelihood(self.llm, prompts, responses, batch_size=self.batch_size)
 
 
 @torch.no_grad()
@@ -290,5 +295,6 @@ def _to_generation(r: DecodeResult) -> Generation:
         num_decisions=r.num_decisions,
         num_fallbacks=r.num_fallbacks,
         forward_tokens=r.forward_tokens,
+        forward_steps=sum(r.forward_steps),
         accepted_positions=r.accepted_positions,
     )

@@ -20,7 +20,7 @@ one ``LLM.encode`` call, which vLLM schedules with continuous batching.
 Usage::
 
     llm = VllmUpstream("smollm2", VllmEngineConfig(gpu_memory_utilization=0.2))
-    decoder = VllmAcceptRejectDecoder(llm, sampling, kl, mode="lazy")   # same API as
+    decoder = VllmAcceptRejectDecoder(llm, sampling, kl, mode="hybrid") # same API as
     decoder.start(prompts)                                             # AcceptRejectDecoder
     while decoder.has_pending():
         accept_prob = policy(decoder.pending_states())
@@ -301,7 +301,7 @@ class VllmAcceptRejectDecoder(_AcceptRejectMDP):
         return [_Episode(prompt=p, prompt_ids=ids) for p, ids in zip(prompts, prompt_ids)]
 
     def _schedule(self, row: _Episode, k: int) -> None:
-        row.todo = [k]
+        row.todo = self._to_compute(row, k)
 
     def _discard(self, row: _Episode, k: int) -> None:
         pass  # the prefix cache keeps no per-candidate state of ours
@@ -339,6 +339,7 @@ class VllmAcceptRejectDecoder(_AcceptRejectMDP):
                     r.forward_tokens += 1
             for r in rows:
                 if r.todo:
+                    self._count_forward(r)
                     r.todo = []
                     self._visit_candidate(r)
 

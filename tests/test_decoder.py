@@ -11,7 +11,7 @@ import torch
 from core.config import SamplingConfig
 from core.contracts import ACCEPT, REJECT
 from core.networks import Actor
-from envs.decoder import AcceptRejectDecoder, NonFiniteStateError
+from envs.decoder import MODES, AcceptRejectDecoder, NonFiniteStateError
 from envs.mdp import candidate_sets, emission_probabilities
 
 PROMPTS = ["How can I bake bread?", "Tell me a joke.", "Why is the sky blue? Answer briefly please."]
@@ -50,7 +50,7 @@ def hf_greedy(llm, prompt, max_new_tokens):
     return tokens[: ends[0] + 1] if ends else tokens
 
 
-@pytest.mark.parametrize("mode", ["lazy", "eager"])
+@pytest.mark.parametrize("mode", MODES)
 def test_always_accept_reproduces_greedy_decoding(tiny_llm, mode):
     results = run(tiny_llm, PROMPTS, always_accept, mode, max_new_tokens=16)
     for prompt, result in zip(PROMPTS, results):
@@ -67,7 +67,7 @@ def test_always_accept_reproduces_greedy_decoding_smollm2(smollm2):
     assert "Paris" in results[1].response
 
 
-@pytest.mark.parametrize("mode", ["lazy", "eager"])
+@pytest.mark.parametrize("mode", MODES)
 def test_always_reject_picks_the_last_candidate(tiny_llm, mode):
     sampling = SamplingConfig(max_new_tokens=10, top_k=5)
     (result,) = run(tiny_llm, PROMPTS[:1], always_reject, mode, sampling=sampling)
@@ -89,7 +89,7 @@ def llm_with_early_eos(llm, mode):
 
 
 @pytest.mark.parametrize("early_eos", [False, True], ids=["same-length", "rows-end-apart"])
-@pytest.mark.parametrize("mode", ["lazy", "eager"])
+@pytest.mark.parametrize("mode", MODES)
 def test_candidate_states_equal_a_full_forward(tiny_llm, mode, early_eos):
     llm = llm_with_early_eos(tiny_llm, mode) if early_eos else tiny_llm
     results = run(llm, PROMPTS, coin, mode, max_new_tokens=10)
@@ -190,7 +190,51 @@ def test_lazy_mode_feeds_fewer_tokens_than_eager(tiny_llm):
     assert sum(r.forward_tokens for r in eager) > sum(r.forward_tokens for r in lazy)
 
 
-@pytest.mark.parametrize("mode", ["lazy", "eager"])
+def run_scripted(llm, prompts, decisions, mode, sampling):
+    """Episodes where row i's j-th decision is ``decisions[(i + j) % len(decisions)]``: the
+    same decisions per row in every mode, whichever rows a mode has waiting at each call."""
+    decoder = AcceptRejectDecoder(llm, sampling, mode=mode)
+    decoder.start(prompts)
+    made = [0] * len(prompts)
+    while decoder.has_pending():
+        rows = decoder.pending_rows()
+        decoder.apply([decisions[(i + made[i]) % len(decisions)] for i in rows])
+        for i in rows:
+            made[i] += 1
+    return decoder.results()
+
+
+@pytest.mark.parametrize("decisions", [[1], [0], [0, 1], [0, 0, 1, 1, 0], [0, 0, 0, 0, 0, 1]],
+                         ids=["accept", "reject", "alternate", "mixed", "mostly-reject"])
+def test_every_mode_gives_identical_episodes_for_the_same_decisions(tiny_llm, decisions):
+    sampling = SamplingConfig(max_new_tokens=10, top_k=6)
+    runs = {mode: run_scripted(tiny_llm, PROMPTS, decisions, mode, sampling) for mode in MODES}
+    reference = runs["lazy"]
+    for mode, results in runs.items():
+        for a, b in zip(reference, results):
+            assert a.response_ids == b.response_ids, mode
+            assert a.decision_points == b.decision_points, mode
+            np.testing.assert_array_equal(a.episode.actions, b.episode.actions)
+            np.testing.assert_allclose(a.episode.kl_penalties, b.episode.kl_penalties, atol=1e-5, rtol=1e-4)
+            np.testing.assert_allclose(a.episode.states, b.episode.states, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("policy", [always_accept, always_reject, coin], ids=["accept", "reject", "coin"])
+def test_hybrid_mode_runs_at_most_two_forward_steps_per_position(tiny_llm, policy):
+    sampling = SamplingConfig(max_new_tokens=12, top_k=8)
+    results = {mode: run(tiny_llm, PROMPTS, policy, mode, sampling=sampling) for mode in MODES}
+    for hybrid, lazy in zip(results["hybrid"], results["lazy"]):
+        assert len(hybrid.forward_steps) == len(hybrid.response_ids)  # every position counted
+        assert max(hybrid.forward_steps) <= 2
+        # one step where the first candidate was accepted (or was the only one), two otherwise
+        rejected_at = {pos for pos, k, _ in hybrid.decision_points if k > 0}
+        assert [2 if pos in rejected_at else 1 for pos in range(len(hybrid.response_ids))] == hybrid.forward_steps
+    if policy is always_reject:  # lazy pays one step per rejection
+        assert max(max(r.forward_steps) for r in results["lazy"]) > 2
+        assert all(max(r.forward_steps) == 1 for r in results["eager"])
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_rows_advance_in_lockstep_one_forward_per_position(tiny_llm, monkeypatch, mode):
     """Rows that need no decision at a position wait for the others, so a batch costs one
     LLM forward and one output-head call per output position, as plain decoding does."""

@@ -165,7 +165,7 @@ def _run(decoder, prompts):
 
 
 @needs_vllm
-@pytest.mark.parametrize("mode", ["lazy", "eager"])
+@pytest.mark.parametrize("mode", ["hybrid", "lazy", "eager"])
 def test_decoder_takes_the_transformers_path(vllm_llm, smollm2, mode):
     from envs.vllm_backend import VllmAcceptRejectDecoder
 
@@ -178,6 +178,7 @@ def test_decoder_takes_the_transformers_path(vllm_llm, smollm2, mode):
         assert a.accepted_positions == b.accepted_positions
         assert a.finish_reason == b.finish_reason
         assert a.forward_tokens == b.forward_tokens
+        assert a.forward_steps == b.forward_steps
         assert a.num_decisions > 0
         assert cosine(torch.from_numpy(a.episode.states), torch.from_numpy(b.episode.states)).min() >= MIN_COSINE
         np.testing.assert_allclose(a.episode.kl_penalties, b.episode.kl_penalties, atol=1e-4)
