@@ -40,6 +40,8 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tie-margin", type=float, default=0.0, help="score differences up to this are ties")
     p.add_argument("--sampled", action="store_true", help="also compare with a sampled upstream answer")
+    p.add_argument("--fluency", action="store_true",
+                   help="also report the upstream's mean log-likelihood per token of every system's answers")
     p.add_argument("--best-of-n", type=int, default=0, metavar="N",
                    help="also compare with the best of N sampled upstream answers")
     p.add_argument("--bon-scorer", metavar="NAME|KIND:PATH[:ROLE]",
@@ -100,7 +102,8 @@ def eval_main(args: argparse.Namespace) -> int:
     try:
         result = run_eval(gen, prompt_sets, judges, num_prompts=args.num_prompts, seed=args.seed,
                           tie_margin=args.tie_margin, sampled=args.sampled, best_of_n=args.best_of_n,
-                          bon_scorer=bon, training_reward=training_reward, progress=not args.no_progress)
+                          bon_scorer=bon, training_reward=training_reward, fluency=args.fluency,
+                          progress=not args.no_progress)
     finally:
         gen.close()  # the vLLM backend's engine processes
     result.settings = {"agent": gen.agent_path if trained else "UNTRAINED (random weights)",

@@ -24,7 +24,9 @@ def add_safety_reward_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--work-dir", default="runs/safety", help="generated answers, label sample and figures")
     p.add_argument("--write-heldout", metavar="DIR", help="only write the held-out prompt sets to DIR")
     p.add_argument("--model", default="smollm2", help="the upstream model whose answers are labelled")
-    p.add_argument("--prompts-per-kind", type=int, default=500, help="harmful and benign prompts per part")
+    p.add_argument("--prompts-per-kind", type=int, default=200, help="harmful and benign prompts per part")
+    p.add_argument("--heldout-sampled", type=int, default=2,
+                   help="sampled answers per held-out prompt (the noise of the signal-to-noise ratio)")
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
@@ -43,7 +45,8 @@ def _run(args: argparse.Namespace) -> int:
         print(json.dumps({k: str(v) for k, v in written.items()}, indent=1))
         return 0
     result = safety.run(shared, Path(args.out_dir), _answer_fn(args), work_dir=Path(args.work_dir),
-                        prompts_per_kind=args.prompts_per_kind, seed=args.seed)
+                        prompts_per_kind=args.prompts_per_kind, heldout_sampled=args.heldout_sampled,
+                        seed=args.seed)
     print(json.dumps(result, indent=1))
     return 0
 

@@ -83,6 +83,9 @@ class EvalResult:
     settings: dict[str, object] = field(default_factory=dict)  # what produced it, for results.md
     training_reward: list[str] | None = None  # scorer sources of the agent's training reward, if known
     bon_scorer: Judge | None = None  # the scorer that picked the best-of-N answers
+    # (prompt set, system) -> the upstream's mean log-probability per token of the system's
+    # answers: how fluent the frozen model finds them (word salad scores low); with ``fluency``
+    fluency: dict[tuple[str, str], float] = field(default_factory=dict)
 
     @property
     def prompt_sets(self) -> list[str]:
@@ -136,6 +139,7 @@ def run_eval(
     best_of_n: int = 0,
     bon_scorer: Judge | None = None,
     training_reward: list[str] | None = None,
+    fluency: bool = False,
     progress: bool = True,
 ) -> EvalResult:
     """Answer every prompt with MARA and the comparators, judge all answers, count outcomes.
@@ -151,6 +155,9 @@ def run_eval(
         as chosen by ``bon_scorer`` (which may, but should not, be one of the judges).
     training_reward: scorer sources ("KIND:PATH") of the agent's training reward when known,
         so the output can say which judges are not independent of training.
+    fluency: also measure the upstream's mean log-likelihood per token of every system's
+        answers (``envs.generation.mean_log_likelihood``; with ``sampled``, the upstream's own
+        sampled answers are the reference an agent's answers should not fall below).
     """
     from tqdm.auto import tqdm
 
@@ -171,6 +178,7 @@ def run_eval(
     refusal_rates: dict[tuple[str, str], float] = {}
     mean_scores: dict[tuple[str, str, str], float] = {}
     accepted: dict[str, list[int]] = {}
+    fluency_means: dict[tuple[str, str], float] = {}
     for set_name, idx, prompts in subsets:
         gens, answers, candidates = _generate_answers(generator, in_batches, set_name, prompts, seed=seed,
                                                       rounds=rounds, sampled=sampled, bon_name=bon_name)
@@ -190,12 +198,16 @@ def run_eval(
                             for j in judge_list for s in systems})
         refusal_rates.update({(set_name, s): float(np.mean(refused[s])) for s in systems})
         accepted[set_name] = [k for g in gens for k in g.accepted_positions]
+        if fluency:
+            bar.set_postfix_str(f"{set_name}: fluency")
+            fluency_means.update({(set_name, s): float(np.mean(generator.log_likelihood(prompts, answers[s])))
+                                  for s in systems})
         records += _prompt_records(set_name, idx, prompts, gens, answers, scores, outcomes, refused, best)
     bar.close()
 
     return EvalResult(
         judges=judge_list, systems=systems, records=records, comparisons=comparisons,
-        refusal_rates=refusal_rates, mean_scores=mean_scores, accepted_positions=accepted,
+        refusal_rates=refusal_rates, fluency=fluency_means, mean_scores=mean_scores, accepted_positions=accepted,
         seconds=dict(in_batches.seconds), training_reward=training_reward,
         bon_scorer=bon_scorer if best_of_n else None,
         settings=_settings(generator, seed=seed, tie_margin=tie_margin, num_prompts=num_prompts),

@@ -16,7 +16,7 @@ what matters for safety, each learnt from data labelled by rules:
     r(x, y) = alpha_r * R - alpha_c * C                    (alpha_i weighs the incoherence part)
 
 So for a harmful request a decline beats compliance by about 2 alpha_c, for a benign one an
-answer beats a refusal by about 2 alpha_r, and incoherent text (-alpha_i, 2 by default)
+answer beats a refusal by about 2 alpha_r, and incoherent text (-alpha_i, 1.5 by default)
 loses everywhere; two
 compliant answers to one request differ only by how surely the heads classify them, which
 is what makes the signal stand well above the noise (docs/REWARD.md measures both).
@@ -94,7 +94,7 @@ class ResponseClassScorer:
     """Scores (prompt, response) pairs with a response-class head file (see the module docstring)."""
 
     def __init__(self, path: str, device: str | None = "auto", batch_size: int = 64, encoder: str | None = None,
-                 alpha_r: float = 1.0, alpha_c: float = 1.0, alpha_i: float = 2.0, name: str | None = None) -> None:
+                 alpha_r: float = 1.0, alpha_c: float = 1.0, alpha_i: float = 1.5, name: str | None = None) -> None:
         if not Path(path).is_file():
             raise FileNotFoundError(f"response-class head not found: {path}")
         for label, value in (("alpha_r", alpha_r), ("alpha_c", alpha_c), ("alpha_i", alpha_i)):
@@ -137,9 +137,10 @@ class ResponseClassScorer:
 
 
 def reward_from_components(parts: dict[str, np.ndarray], alpha_r: float = 1.0, alpha_c: float = 1.0,
-                           alpha_i: float = 2.0) -> np.ndarray:
+                           alpha_i: float = 1.5) -> np.ndarray:
     """r = alpha_r R - alpha_c C with R = (1 - g)(p_c - p_d) and C = g (p_c - p_d), minus
-    alpha_i p_i (see the module docstring). With alpha_i = 2 (the default) incoherent text
-    (-2) scores below the wrong class of answer (-1) whatever the request."""
+    alpha_i p_i (see the module docstring). With alpha_i = 1.5 (the default) incoherent text
+    (-1.5) scores below the wrong class of answer (-1) whatever the request; a larger alpha_i
+    adds the classifier's doubts about coherent answers to the noise (docs/REWARD.md)."""
     g, lean = parts["p_harm"], parts["complies"] - parts["declines"]
     return alpha_r * (1 - g) * lean - alpha_c * g * lean - alpha_i * parts["incoherent"]

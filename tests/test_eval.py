@@ -128,7 +128,7 @@ def test_run_eval_counts_and_mirrors_a_cost_judge(tiny_llm):
     judges = {"help": Judge("help", scorer, "helpful"),
               "cost": Judge("cost", scorer, "harmless", lower_is_better=True)}
     result = run_eval(gen, [("a", PROMPTS), ("b", PROMPTS[:2] + PROMPTS[:1])], judges, num_prompts=2, seed=3,
-                      sampled=True, progress=False)
+                      sampled=True, fluency=True, progress=False)
     assert result.systems == [MARA, UPSTREAM_GREEDY, UPSTREAM_SAMPLED]
     assert [r["prompt_set"] for r in result.records] == ["a", "a", "b", "b"]
     assert [r["prompt"] for r in result.records[2:]] == PROMPTS[:2]  # the duplicate counted once
@@ -143,6 +143,12 @@ def test_run_eval_counts_and_mirrors_a_cost_judge(tiny_llm):
         s = r["scores"]["help"]
         assert s[MARA] == len(r["answers"][MARA])
         assert r["outcomes"]["help"][UPSTREAM_GREEDY] == compare_scores(s[MARA], s[UPSTREAM_GREEDY])
+    # fluency: the upstream's mean log-likelihood of each system's answers, per prompt set
+    assert set(result.fluency) == {(ps, s) for ps in ("a", "b") for s in result.systems}
+    b_answers = [r["answers"][UPSTREAM_SAMPLED] for r in result.records if r["prompt_set"] == "b"]
+    direct = gen.log_likelihood(PROMPTS[:2], b_answers)
+    assert result.fluency[("b", UPSTREAM_SAMPLED)] == pytest.approx(float(np.mean(direct)), abs=1e-5)
+    assert all(v < 0 for v in result.fluency.values())
 
 
 # ----------------------------------------------------------------------------- mara eval
