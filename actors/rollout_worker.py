@@ -48,13 +48,14 @@ class RolloutWorker:
                                           seed=seed + 1000 * worker_index, kl=kl,
                                           decision_delay_s=rollout.decision_delay_s, backend=model.backend)
         self.worker_index = worker_index
+        self.batch_rows = rollout.batch_rows or None  # None: all of a call's episodes at once
         self.weights = WeightClient(learner, actor)
 
     def rollout(self, prompts: list[str]) -> tuple[RolloutStats, list[EpisodeTransitions]]:
         """Decode one batch of episodes with the newest weights that have arrived."""
         version = self.weights.update()
         start, t0 = time.time(), time.perf_counter()
-        results = self.generator.run_episodes(prompts, policy_version=version)
+        results = self.generator.run_episodes(prompts, policy_version=version, max_rows=self.batch_rows)
         seconds = time.perf_counter() - t0
         episodes = [r.episode for r in results]
         stats = RolloutStats(

@@ -12,7 +12,11 @@ On the embedded SmolLM2-135M-Instruct (CPU, float32), the same prompts and token
   same tokens as the baseline), one that accepts each candidate with probability 0.5, its
   decisions sampled (a training-time agent), and an untrained, randomly initialised agent;
 - LLM-forward tokens and sequential forward steps per generated token (1.0 = plain decoding);
-- all of it at each batch size of ``--batch-sizes``.
+- all of it at each batch size of ``--batch-sizes``;
+- a rollout worker's transitions/s with and without continuous batching: the p=0.5 agent in
+  hybrid mode on ``2 x rows`` prompts, decoded as two calls of ``rows`` episodes each (the
+  batch shrinks as answers end) against one call whose ``rows`` rows are refilled as answers
+  end (``rollout.batch_rows``).
 
 The configurations are measured in turns, ``--repeats`` times, and each ratio is taken
 between the summed times of the same rounds, so that a change of load on a shared
@@ -109,7 +113,34 @@ def main() -> None:
                 generators[f"MARA {mode}, {agent_name}"] = AlignedGenerator(
                     llm, actor, sampling=sampling, mode=mode, greedy=greedy, batch_size=batch)
         measure(generators, prompts, baseline_tokens, args.repeats, batch)
+    measure_continuous_batching(llm, coin_actor(llm.hidden_size), sampling, args.prompts, max(batch_sizes),
+                                args.repeats)
     print(f"\nload average at end: {os.getloadavg()}")
+
+
+def measure_continuous_batching(llm, actor: Actor, sampling: SamplingConfig, n_prompts: int, rows: int,
+                                repeats: int) -> None:
+    """Transitions/s of rollout calls without and with continuous batching (see the docstring)."""
+    gen = AlignedGenerator(llm, actor, sampling=sampling, mode="hybrid", greedy=False)
+    prompts = (PROMPTS * 20)[: max(2 * rows, n_prompts)]
+    calls = {"calls of %d, batch shrinks as answers end" % rows:
+             lambda: [r for start in range(0, len(prompts), rows) for r in gen.run_episodes(prompts[start:start + rows])],
+             "one call, %d rows refilled (continuous)" % rows: lambda: gen.run_episodes(prompts, max_rows=rows)}
+    seconds = {name: 0.0 for name in calls}
+    transitions = {name: 0 for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            gen.rng = np.random.default_rng(0)
+            start = time.perf_counter()
+            results = call()
+            seconds[name] += time.perf_counter() - start
+            transitions[name] += sum(r.num_decisions for r in results)
+    print(f"\nrollout, {len(prompts)} prompts, p=0.5 agent, hybrid")
+    base = None
+    for name in calls:
+        rate = transitions[name] / seconds[name]
+        base = base or rate
+        print(f"{name:44s} {rate:8.1f} transitions/s  {rate / base:5.2f}x")
 
 
 def measure(generators: dict, prompts: list[str], baseline_tokens: list[int], repeats: int, batch: int) -> None:

@@ -285,7 +285,11 @@ class RolloutConfig:
     num_gpus: float = 0.0  # Ray GPUs per worker; below 1 several workers share a GPU
     resource: str = ""  # custom Ray resource each worker needs one unit of (cluster.yaml: rollout_slot)
     torch_threads: int = 1  # intra-op threads per worker
-    episodes_per_call: int = 4  # prompts decoded together in one batched call
+    episodes_per_call: int = 4  # prompts decoded in one call
+    # episodes in the decoder's batch at once (0 = all of a call's); with fewer, the others
+    # join as episodes end (continuous batching), so the batch stays full until the call's
+    # prompts run out (transformers backend)
+    batch_rows: int = 0
     max_unscored_calls: int = 2  # per worker: decoded calls awaiting their reward before no new call is handed out
     max_failed_calls: int = 5  # the run stops when this many rollout calls in a row raised
     max_restarts: int = -1  # Ray restarts of a dead worker (-1 = always)
@@ -299,6 +303,7 @@ class RolloutConfig:
         check_number("num_cpus", self.num_cpus, 0)
         check_number("num_gpus", self.num_gpus, 0)
         check_int("max_restarts", self.max_restarts, -1)
+        check_int("batch_rows", self.batch_rows, 0)
         check_number("decision_delay_s", self.decision_delay_s, 0)
 
 

@@ -20,6 +20,11 @@ forward reuses the KV cache of the prefix, and:
   as eager mode does. A position costs one forward step when the agent accepts the first
   candidate and two whatever else it does (lazy mode: one more per rejection).
 
+Continuous batching. ``start(prompts, max_rows=B)`` keeps at most B episodes in the KV
+cache: the others wait, and each joins the running batch (its prompt prefilled in the same
+forward as the others' candidates) as soon as an episode ends, so the batch stays full
+until the prompts run out. Episodes are the same as when decoded alone.
+
 Cache bookkeeping. The KV cache has S slots per row. Each slot is FREE (padding or a
 discarded candidate), VALID (prompt or accepted token) or PENDING (a candidate awaiting
 the agent's decision). The attention mask lets new tokens see only VALID slots; FREE
@@ -153,13 +158,18 @@ class _AcceptRejectMDP:
         self.policy_version = 0
 
     # ------------------------------------------------------------------ public API
-    def start(self, prompts: list[str], policy_version: int = 0) -> None:
+    def start(self, prompts: list[str], policy_version: int = 0, max_rows: int | None = None) -> None:
         """Encode the prompts and advance every row to its first decision (or to its end,
-        if no position has two candidates)."""
+        if no position has two candidates). With ``max_rows``, at most that many episodes
+        run at once and the others join as episodes end (continuous batching; the
+        transformers backend, others run every row at once)."""
         if not prompts:
             raise ValueError("no prompts given")
+        if max_rows is not None and (isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1):
+            raise ValueError(f"max_rows must be an integer >= 1, got {max_rows!r}")
         encoded = [self.llm.encode_prompt(p) for p in prompts]  # validates every prompt first
         self.policy_version = policy_version
+        self.max_rows = max_rows or len(prompts)
         self.rows = self._begin(prompts, encoded)
         self._advance()
 
@@ -339,14 +349,14 @@ class AcceptRejectDecoder(_AcceptRejectMDP):
 
     # ------------------------------------------------------------------ MDP hooks
     def _begin(self, prompts: list[str], prompt_ids: list[list[int]]) -> list[_Row]:
-        """One cache row per prompt, its prompt fed by the first (batched) forward."""
+        """One row per prompt; the first ``max_rows`` get a cache row now (their prompts
+        fed by the first batched forward), the others when episodes end (``_admit``)."""
         self._opening = []
         self.cache = self.llm.new_cache()
-        self.slot_state = torch.zeros(len(prompts), 0, dtype=torch.int8)
-        return [
-            _Row(prompt=p, prompt_ids=ids, cache_row=i, todo_tokens=list(ids), todo_is_prompt=True)
-            for i, (p, ids) in enumerate(zip(prompts, prompt_ids))
-        ]
+        self.slot_state = torch.zeros(0, 0, dtype=torch.int8)
+        rows = [_Row(prompt=p, prompt_ids=ids, cache_row=-1) for p, ids in zip(prompts, prompt_ids)]
+        self._waiting_to_join = list(rows)
+        return rows
 
     def _schedule(self, row: _Row, k: int) -> None:
         row.todo_cands = self._to_compute(row, k)
@@ -403,10 +413,26 @@ class AcceptRejectDecoder(_AcceptRejectMDP):
         """
         while not self.has_pending():
             self._open_positions()
+            self._compact()
+            self._admit()
             if not any(r.todo_tokens for r in self.rows):
                 return  # every episode has ended
-            self._compact()
             self._forward_once()
+
+    def _admit(self) -> None:
+        """Give waiting episodes the cache rows that ended episodes left (continuous
+        batching): an empty row (every slot FREE) whose prompt the next forward feeds."""
+        running = sum(1 for r in self.rows if r.cache_row >= 0 and not r.finished)
+        joining = self._waiting_to_join[: max(self.max_rows - running, 0)]
+        if not joining:
+            return
+        del self._waiting_to_join[: len(joining)]
+        first = self.slot_state.shape[0]
+        for i, r in enumerate(joining):
+            r.cache_row, r.todo_tokens, r.todo_is_prompt = first + i, list(r.prompt_ids), True
+        self.slot_state = torch.cat([self.slot_state,
+                                     torch.full((len(joining), self.slot_state.shape[1]), FREE, dtype=torch.int8)])
+        grow_kv(self.cache, len(joining))
 
     def _forward_once(self) -> None:
         batch, past = self.slot_state.shape
@@ -462,7 +488,7 @@ class AcceptRejectDecoder(_AcceptRejectMDP):
 
     def _compact(self) -> None:
         """Squeeze FREE slots out of the cache and drop rows whose episode ended."""
-        live = [r for r in self.rows if not r.finished]
+        live = [r for r in self.rows if r.cache_row >= 0 and not r.finished]
         keep = self.slot_state[[r.cache_row for r in live]] != FREE
         counts = keep.sum(dim=1)
         width = int(counts.max()) if len(live) else 0
@@ -480,8 +506,20 @@ class AcceptRejectDecoder(_AcceptRejectMDP):
         pad_mask = torch.arange(width)[None, :] < (width - counts)[:, None]
         self.slot_state = state.masked_fill(pad_mask, FREE)
         gather_kv(self.cache, rows, index)
+        for r in self.rows:
+            if r.finished:
+                r.cache_row = -1
         for new_row, r in enumerate(live):
             r.cache_row = new_row
+
+
+def grow_kv(cache, rows: int) -> None:
+    """Append ``rows`` empty rows (zeros, which the mask never lets anything attend to)."""
+    for layer in cache.layers:
+        if not getattr(layer, "is_initialized", True) or layer.keys is None or layer.keys.dim() != 4:
+            continue  # not filled by a forward yet: the first forward sizes it
+        layer.keys = torch.cat([layer.keys, layer.keys.new_zeros((rows, *layer.keys.shape[1:]))])
+        layer.values = torch.cat([layer.values, layer.values.new_zeros((rows, *layer.values.shape[1:]))])
 
 
 def gather_kv(cache, rows: torch.Tensor, index: torch.Tensor) -> None:

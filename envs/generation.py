@@ -157,19 +157,21 @@ class AlignedGenerator:
 
     # ------------------------------------------------------------------ MARA answers
     def generate(self, prompts: list[str]) -> list[Generation]:
-        """Aligned answers, in the order of ``prompts``, decoded in batches."""
-        out: list[Generation] = []
-        for start in range(0, len(prompts), self.batch_size):
-            results = self.run_episodes(prompts[start:start + self.batch_size])
-            out.extend(_to_generation(r) for r in results)
-        return out
+        """Aligned answers, in the order of ``prompts``: ``batch_size`` rows decoded at once,
+        a new prompt joining as an answer ends (continuous batching); with vLLM, in batches."""
+        if self.backend == "vllm":
+            return [_to_generation(r) for start in range(0, len(prompts), self.batch_size)
+                    for r in self.run_episodes(prompts[start:start + self.batch_size])]
+        return [_to_generation(r) for r in self.run_episodes(prompts, max_rows=self.batch_size)]
 
-    def run_episodes(self, prompts: list[str], policy_version: int = 0) -> list[DecodeResult]:
-        """One batch of accept/reject episodes with the current actor (also used by the
-        rollout workers, with ``greedy=False``)."""
+    def run_episodes(self, prompts: list[str], policy_version: int = 0,
+                     max_rows: int | None = None) -> list[DecodeResult]:
+        """Accept/reject episodes with the current actor (also used by the rollout workers,
+        with ``greedy=False``); at most ``max_rows`` decoded at once, the rest joining as
+        episodes end (``AcceptRejectDecoder.start``)."""
         decoder_class = VllmAcceptRejectDecoder if self.backend == "vllm" else AcceptRejectDecoder
         decoder = decoder_class(self.llm, self.sampling, self.kl, mode=self.mode)
-        decoder.start(prompts, policy_version=policy_version)
+        decoder.start(prompts, policy_version=policy_version, max_rows=max_rows)
         while decoder.has_pending():
             accept_prob = self.actor.accept_probability(decoder.pending_states()).double().cpu().numpy()
             if self.greedy:

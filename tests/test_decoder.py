@@ -190,18 +190,70 @@ def test_lazy_mode_feeds_fewer_tokens_than_eager(tiny_llm):
     assert sum(r.forward_tokens for r in eager) > sum(r.forward_tokens for r in lazy)
 
 
-def run_scripted(llm, prompts, decisions, mode, sampling):
-    """Episodes where row i's j-th decision is ``decisions[(i + j) % len(decisions)]``: the
-    same decisions per row in every mode, whichever rows a mode has waiting at each call."""
+def run_scripted(llm, prompts, decisions, mode, sampling, max_rows=None, offsets=None):
+    """Episodes where row i's j-th decision is ``decisions[(offsets[i] + j) % len(decisions)]``
+    (offsets[i] = i by default): the same decisions per row in every mode and batching,
+    whichever rows are waiting at each call."""
+    offsets = offsets if offsets is not None else list(range(len(prompts)))
     decoder = AcceptRejectDecoder(llm, sampling, mode=mode)
-    decoder.start(prompts)
+    decoder.start(prompts, max_rows=max_rows)
     made = [0] * len(prompts)
     while decoder.has_pending():
         rows = decoder.pending_rows()
-        decoder.apply([decisions[(i + made[i]) % len(decisions)] for i in rows])
+        decoder.apply([decisions[(offsets[i] + made[i]) % len(decisions)] for i in rows])
         for i in rows:
             made[i] += 1
     return decoder.results()
+
+
+def assert_same_episodes(a, b, label=""):
+    assert a.prompt == b.prompt and a.response_ids == b.response_ids, label
+    assert a.decision_points == b.decision_points and a.finish_reason == b.finish_reason, label
+    np.testing.assert_array_equal(a.episode.actions, b.episode.actions)
+    np.testing.assert_allclose(a.episode.kl_penalties, b.episode.kl_penalties, atol=1e-5, rtol=1e-4)
+    np.testing.assert_allclose(a.episode.states, b.episode.states, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("max_rows", [1, 2, 4])
+def test_continuous_batching_gives_each_prompt_its_episode_alone(tiny_llm, mode, max_rows):
+    """Rows of mixed lengths leave the batch and waiting prompts join it between positions;
+    every prompt gets a complete episode equal to decoding it alone."""
+    prompts = PROMPTS + ["Name a color.", "Count to three.", "What is two plus two?"]
+    sampling = SamplingConfig(max_new_tokens=10, top_k=6)
+    decisions = [0, 1, 1, 0, 0, 1]
+    # One of the first answer's tokens declared EOS, so that answers end at different steps.
+    (first, *_) = run_scripted(tiny_llm, prompts, decisions, mode, sampling)
+    llm = copy.copy(tiny_llm)
+    llm.eos_token_ids = set(tiny_llm.eos_token_ids) | {first.response_ids[3]}
+    batched = run_scripted(llm, prompts, decisions, mode, sampling, max_rows=max_rows)
+    assert len({len(r.response_ids) for r in batched}) > 1  # the rows really ended apart
+    for i, (prompt, result) in enumerate(zip(prompts, batched)):
+        (alone,) = run_scripted(llm, [prompt], decisions, mode, sampling, offsets=[i])
+        assert_same_episodes(alone, result, f"prompt {i}")
+
+
+def test_continuous_batching_keeps_at_most_max_rows_in_the_cache(tiny_llm, monkeypatch):
+    widths = []
+    forward = tiny_llm.forward
+
+    def recording(ids, *args):
+        widths.append(ids.shape[0])
+        return forward(ids, *args)
+
+    monkeypatch.setattr(tiny_llm, "forward", recording)
+    prompts = PROMPTS * 3
+    results = run(tiny_llm, prompts, coin, "hybrid", max_new_tokens=6)
+    assert max(widths) == len(prompts)
+    widths.clear()
+    decoder = AcceptRejectDecoder(tiny_llm, SamplingConfig(max_new_tokens=6), mode="hybrid")
+    decoder.start(prompts, max_rows=4)
+    while decoder.has_pending():
+        decoder.apply(np.ones(len(decoder.pending_rows()), dtype=np.int64))
+    assert len(decoder.results()) == len(prompts) == len(results)
+    assert max(widths) == 4 and all(r.finish_reason for r in decoder.results())
+    with pytest.raises(ValueError, match="max_rows"):
+        decoder.start(prompts, max_rows=0)
 
 
 @pytest.mark.parametrize("decisions", [[1], [0], [0, 1], [0, 0, 1, 1, 0], [0, 0, 0, 0, 0, 1]],
@@ -209,14 +261,9 @@ def run_scripted(llm, prompts, decisions, mode, sampling):
 def test_every_mode_gives_identical_episodes_for_the_same_decisions(tiny_llm, decisions):
     sampling = SamplingConfig(max_new_tokens=10, top_k=6)
     runs = {mode: run_scripted(tiny_llm, PROMPTS, decisions, mode, sampling) for mode in MODES}
-    reference = runs["lazy"]
     for mode, results in runs.items():
-        for a, b in zip(reference, results):
-            assert a.response_ids == b.response_ids, mode
-            assert a.decision_points == b.decision_points, mode
-            np.testing.assert_array_equal(a.episode.actions, b.episode.actions)
-            np.testing.assert_allclose(a.episode.kl_penalties, b.episode.kl_penalties, atol=1e-5, rtol=1e-4)
-            np.testing.assert_allclose(a.episode.states, b.episode.states, atol=1e-4, rtol=0)
+        for a, b in zip(runs["lazy"], results):
+            assert_same_episodes(a, b, mode)
 
 
 @pytest.mark.parametrize("policy", [always_accept, always_reject, coin], ids=["accept", "reject", "coin"])
