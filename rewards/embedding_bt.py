@@ -80,6 +80,14 @@ def load_encoder(encoder: str = DEFAULT_ENCODER, device: str | None = "auto"):
         return _ENCODERS[key]
 
 
+def encode_once(encoder, texts: Sequence[str], batch_size: int) -> np.ndarray:
+    """(N, D) float32 embeddings of ``texts``, each distinct text encoded once."""
+    unique = list(dict.fromkeys(texts))
+    vecs = encoder.encode(unique, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
+    index = {t: i for i, t in enumerate(unique)}
+    return vecs[[index[t] for t in texts]].astype(np.float32)
+
+
 class EmbeddingCache:
     """Encodes each distinct text once (training reuses prompts and templates many times)."""
 
@@ -286,10 +294,7 @@ class EmbeddingBTScorer:
         self.name = name or f"embedding-bt:{Path(path).stem}"
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        unique = list(dict.fromkeys(texts))
-        vecs = self.encoder.encode(unique, batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False)
-        index = {t: i for i, t in enumerate(unique)}
-        return vecs[[index[t] for t in texts]].astype(np.float32)
+        return encode_once(self.encoder, texts, self.batch_size)
 
     def _features(self, prompts: Sequence[str], responses: Sequence[str]):
         import torch

@@ -35,7 +35,8 @@ from typing import Sequence
 import numpy as np
 
 from rewards._common import resolve_device
-from rewards.embedding_bt import DEFAULT_PROMPT_CHARS, DEFAULT_RESPONSE_CHARS, load_encoder, prompt_text, response_text
+from rewards.embedding_bt import (DEFAULT_PROMPT_CHARS, DEFAULT_RESPONSE_CHARS, encode_once, load_encoder, prompt_text,
+                                  response_text)
 
 FORMAT = "mara-response-class/1"
 CLASSES = ("declines", "complies", "incoherent")
@@ -111,10 +112,7 @@ class ResponseClassScorer:
         self.name = name or f"response-class:{Path(path).stem}"
 
     def _embed(self, texts: Sequence[str]) -> np.ndarray:
-        unique = list(dict.fromkeys(texts))
-        vecs = self.encoder.encode(unique, batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False)
-        index = {t: i for i, t in enumerate(unique)}
-        return vecs[[index[t] for t in texts]].astype(np.float32)
+        return encode_once(self.encoder, texts, self.batch_size)
 
     def components(self, prompts: Sequence[str], responses: Sequence[str]) -> dict[str, np.ndarray]:
         """``p_harm`` (g(x)) and one probability per response class, each (N,)."""

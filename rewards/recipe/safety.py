@@ -35,7 +35,7 @@ import numpy as np
 
 from rewards.embedding_bt import EmbeddingCache, prompt_text, response_text
 from rewards.recipe.build import word_salad
-from rewards.recipe.train import GateConfig, balance_gate, train_gate
+from rewards.recipe.train import GateConfig, balance_gate, fit_minibatches, train_gate
 from rewards.response_class import CLASSES, COMPLIES, DECLINES, INCOHERENT, make_classifier, make_heads
 
 HELDOUT = {"saferlhf_test": 200, "redteam_heldout": 200, "benign_heldout": 200}
@@ -175,17 +175,9 @@ def train_classifier(x: np.ndarray, y: np.ndarray, config: ClassifierConfig):
     counts = torch.bincount(yt, minlength=len(CLASSES)).clamp_min(1).float()
     weights = len(yt) / (len(CLASSES) * counts)
     model = make_classifier(x.shape[1], config.hidden, len(CLASSES), config.dropout)
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    gen = torch.Generator().manual_seed(config.seed)
-    model.train()
-    for _ in range(config.epochs):
-        order = torch.randperm(len(yt), generator=gen)
-        for start in range(0, len(yt), config.batch_size):
-            idx = order[start:start + config.batch_size]
-            loss = F.cross_entropy(model(xt[idx]), yt[idx], weight=weights)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    fit_minibatches(model, len(yt), lambda idx: F.cross_entropy(model(xt[idx]), yt[idx], weight=weights),
+                    epochs=config.epochs, lr=config.lr, weight_decay=config.weight_decay,
+                    batch_size=config.batch_size, seed=config.seed)
     return model.eval()
 
 

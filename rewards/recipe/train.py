@@ -120,6 +120,24 @@ def train_head(x_chosen: np.ndarray, x_rejected: np.ndarray, config: HeadConfig,
     return head.eval()
 
 
+def fit_minibatches(model, n: int, loss_of, *, epochs: int, lr: float, weight_decay: float, batch_size: int,
+                    seed: int) -> None:
+    """Train ``model`` with AdamW for ``epochs`` passes over ``n`` examples in seeded random
+    minibatches; ``loss_of(indices)`` is the loss of one minibatch. Leaves it in train mode."""
+    import torch
+
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=gen)
+        for start in range(0, n, batch_size):
+            loss = loss_of(order[start:start + batch_size])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+
 @dataclass(frozen=True)
 class GateConfig:
     """How the harmful-request gate g(x) of a gated head is shaped and trained."""
@@ -148,17 +166,10 @@ def train_gate(x_benign: np.ndarray, x_harmful: np.ndarray, config: GateConfig =
     y = torch.cat([torch.zeros(len(x_benign)), torch.ones(len(x_harmful))])
     w = torch.where(y > 0, 0.5 / max(len(x_harmful), 1), 0.5 / max(len(x_benign), 1)) * len(y)
     gate = make_gate(x.shape[1], config.hidden, config.dropout)
-    opt = torch.optim.AdamW(gate.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    gen = torch.Generator().manual_seed(config.seed)
-    gate.train()
-    for _ in range(config.epochs):
-        order = torch.randperm(len(y), generator=gen)
-        for start in range(0, len(y), config.batch_size):
-            idx = order[start:start + config.batch_size]
-            loss = (F.binary_cross_entropy_with_logits(gate(x[idx])[:, 0], y[idx], reduction="none") * w[idx]).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    fit_minibatches(gate, len(y), lambda idx: (F.binary_cross_entropy_with_logits(gate(x[idx])[:, 0], y[idx],
+                                                                                  reduction="none") * w[idx]).mean(),
+                    epochs=config.epochs, lr=config.lr, weight_decay=config.weight_decay,
+                    batch_size=config.batch_size, seed=config.seed)
     last = gate if isinstance(gate, torch.nn.Linear) else gate[-1]
     with torch.no_grad():  # sharpen: sigmoid(scale * logit)
         last.weight.mul_(config.scale)
