@@ -38,4 +38,4 @@ mara eval --agent "runs/$RUN/agent.safetensors" \
     --prompts "benign=runs/heldout/benign_heldout.json" \
     --judge "judge=response-class:rewards/data/safety_judge.safetensors:overall" \
     --judge "reward=response-class:rewards/data/safety_reward.safetensors:overall" \
-    --sampled --fluency --max-new-tokens 48 --batch-size 32 --seed 0 --out "runs/$RUN/eval"
+    --agent-decisions sampled --sampled --fluency --max-new-tokens 48 --batch-size 32 --seed 0 --out "runs/$RUN/eval"
