@@ -12,7 +12,7 @@ def add_generator_arguments(p: argparse.ArgumentParser, max_new_tokens: int = 25
                                     "model's hidden size fits it, else untrained")
     p.add_argument("--model", help="upstream LLM: 'smollm2' (embedded), hub id, folder or .gguf "
                                     "(default: the agent's recorded model, else smollm2)")
-    p.add_argument("--mode", choices=["hybrid", "lazy", "eager"], default="hybrid")
+    p.add_argument("--mode", choices=["hybrid", "lazy", "eager"], default="lazy")
     p.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--top-k", type=int, default=40)

@@ -122,9 +122,11 @@ class ModelConfig:
     name: str = "smollm2"  # "smollm2" (embedded), a hub id, a local folder or a .gguf file (transformers only)
     dtype: str = "float32"  # float32 | bfloat16 | float16
     device: str = "auto"  # auto = cuda when the worker was given a GPU, else cpu (vllm: where the output head runs)
-    # candidate states: hybrid (first candidate alone, the rest together at the first rejection:
-    # at most 2 forward steps a position) | lazy (one at a time, as far as the agent goes) | eager (all at once)
-    mode: str = "hybrid"
+    # candidate states: lazy (one at a time, as far as the agent goes) | hybrid (first candidate alone,
+    # the rest together at the first rejection: at most 2 forward steps a position) | eager (all at once).
+    # lazy stays the default until benchmarks/bench_generation.py has measured hybrid: on a CPU the
+    # tree forward's extra tokens are not free (a stochastic agent's evaluation was far slower in hybrid)
+    mode: str = "lazy"
     backend: str = "transformers"  # what runs the LLM: transformers (KV-cache loop) | vllm (docs/VLLM.md)
     vllm: VllmEngineConfig = VllmEngineConfig()  # engine settings, used with backend vllm
 

@@ -15,7 +15,7 @@ forward reuses the KV cache of the prefix, and:
 - ``lazy`` mode feeds candidates one at a time, only as far as the agent goes. When the
   first candidate is accepted this is exactly plain decoding: its forward also yields the
   next position's logits and its KV entries stay in the cache.
-- ``hybrid`` mode (the default) starts a position lazily, with the first candidate alone,
+- ``hybrid`` mode starts a position lazily, with the first candidate alone,
   and at the first rejection feeds all the remaining candidates in one tree-masked forward,
   as eager mode does. A position costs one forward step when the agent accepts the first
   candidate and two whatever else it does (lazy mode: one more per rejection).
@@ -144,7 +144,7 @@ class _AcceptRejectMDP:
         llm,
         sampling: SamplingConfig = SamplingConfig(),
         kl: KLConfig = KLConfig(),
-        mode: str = "hybrid",
+        mode: str = "lazy",
         state_dtype: np.dtype = np.float32,
     ) -> None:
         if mode not in MODES:

@@ -85,7 +85,7 @@ class AlignedGenerator:
         llm,
         actor: Actor,
         sampling: SamplingConfig = SamplingConfig(max_new_tokens=256),
-        mode: str = "hybrid",
+        mode: str = "lazy",
         greedy: bool = True,
         batch_size: int = 8,
         seed: int = 0,

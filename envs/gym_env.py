@@ -51,7 +51,7 @@ class AcceptRejectEnv(gym.Env):
         prompts: list[str] | None = None,
         llm=None,
         dtype: str = "float32",
-        mode: str = "hybrid",
+        mode: str = "lazy",
         temperature: float = 0.8,
         top_k: int = 40,
         top_p: float = 0.95,
