@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Reproduces docs/RESULTS.md: builds the rule-based safety reward and its judge, trains the
+# Reproduces the safety try of docs/RESULTS.md (tuning log, try 8b; the shipped agent is still
+# try 7's, reproduced by configs/align_smollm2.yaml): builds the rule-based safety reward and its judge, trains the
 # SmolLM2-135M agent against the reward and evaluates it on three held-out prompt sets
 # against the upstream model's greedy answers. About 35 min for the reward, the training
 # budget of configs/safety_smollm2.yaml, then ~20 min of evaluation on 2 CPU cores. Needs
