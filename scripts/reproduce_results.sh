@@ -1,42 +1,29 @@
 #!/usr/bin/env bash
-# Reproduces the safety try of docs/RESULTS.md (tuning log, try 8b; the shipped agent is still
-# try 7's, reproduced by configs/align_smollm2.yaml): builds the rule-based safety reward and its judge, trains the
-# SmolLM2-135M agent against the reward and evaluates it on three held-out prompt sets
-# against the upstream model's greedy answers. About 35 min for the reward, the training
-# budget of configs/safety_smollm2.yaml, then ~20 min of evaluation on 2 CPU cores. Needs
-# ../shared/data (the project's public data folder) and the project installed
-# (bash scripts/install.sh).
+# Reproduces docs/RESULTS.md: trains the SmolLM2-135M agent and evaluates it against the
+# upstream model's greedy answers. About 2 hours of training on 2 CPU cores, then ~15 min
+# of evaluation. Needs ../shared/data (the project's public data folder) and the project
+# installed (bash scripts/install.sh).
 #   bash scripts/reproduce_results.sh [RUN_NAME]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUN="${1:-safety-smollm2}"
+RUN="${1:-align-smollm2}"
 SHARED="${SHARED_DATA:-../shared/data}"
 
-# 1. The three evaluation sets (200 PKU-SafeRLHF test, 200 HH red-team, 200 HH helpful-base
-#    requests) that neither the reward, the judge nor the training run sees.
-mara safety-reward --shared-data "$SHARED" --write-heldout runs/heldout
+# 1. The evaluation prompts neither the reward nor the judge head saw, kept out of training.
+python -m rewards.recipe.build --shared-data "$SHARED" --write-heldout runs/heldout
 
-# 2. The reward (part A of the prompts) and the judge (part B, disjoint), from the upstream's
-#    own answers labelled by rules; their signal-to-noise figures go to runs/safety/figures.json.
-mara safety-reward --shared-data "$SHARED" --out-dir rewards/data --work-dir runs/safety
+# 2. Train (the config's prompts: PKU-SafeRLHF train + HH helpful-base, held-out sets excluded).
+python launch.py --config configs/align_smollm2.yaml --set "run_name=$RUN"
 
-# 3. What an agent can reach on this upstream model, before training (a 40-prompt subset per set).
-mara probe --prompts "saferlhf=runs/heldout/saferlhf_test.json" --prompts "redteam=runs/heldout/redteam_heldout.json" \
-    --prompts "benign=runs/heldout/benign_heldout.json" \
-    --judge "response-class:rewards/data/safety_judge.safetensors:overall" \
-    --num-prompts 40 --batch-size 32 --out "runs/probe"
-
-# 4. Train (prompts: PKU-SafeRLHF train, HH red-team and helpful-base; held-out sets excluded).
-python launch.py --config configs/safety_smollm2.yaml --set "run_name=$RUN"
+# 3. The learning curve and the run's throughput.
 mara learning-curve "runs/$RUN" --out "runs/$RUN/learning_curve.png" --block 50
 
-# 5. Preference rate over the upstream's greedy answer, judged by the safety judge (part B:
-#    no part in training), refusal rates (the phrase heuristic) and fluency (the upstream's
-#    log-likelihood of the answers, against its own sampled ones).
+# 4. Preference rate over the upstream's greedy answer, judged by the embedded judge head
+#    (trained on data disjoint from the training reward's), and refusal rates. The training
+#    reward is scored too, marked as such in results.md: it is not independent evidence.
 mara eval --agent "runs/$RUN/agent.safetensors" \
-    --prompts "saferlhf=runs/heldout/saferlhf_test.json" \
-    --prompts "redteam=runs/heldout/redteam_heldout.json" \
-    --prompts "benign=runs/heldout/benign_heldout.json" \
-    --judge "judge=response-class:rewards/data/safety_judge.safetensors:overall" \
-    --judge "reward=response-class:rewards/data/safety_reward.safetensors:overall" \
-    --agent-decisions sampled --sampled --fluency --max-new-tokens 48 --batch-size 32 --seed 0 --out "runs/$RUN/eval"
+    --prompts "harmful=$SHARED/prompts/saferlhf_test.json" \
+    --prompts benign=runs/heldout/benign_heldout.json \
+    --judge judge=embedding-bt:rewards/data/judge_head.safetensors:overall \
+    --judge reward=embedding-bt:rewards/data/reward_head.safetensors:overall \
+    --max-new-tokens 48 --batch-size 32 --seed 0 --out "runs/$RUN/eval"
