@@ -37,7 +37,7 @@ states are computed with transformers.
 
 Usage (the loop that aligned generation and rollout workers run)::
 
-    decoder = AcceptRejectDecoder(llm, sampling, kl, mode="hybrid")
+    decoder = AcceptRejectDecoder(llm, sampling, kl, mode="lazy")
     decoder.start(prompts)
     while decoder.has_pending():
         states = decoder.pending_states()            # (n, d) one per waiting row
@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from core.config import KLConfig, SamplingConfig
+from core.config import KLConfig, SamplingConfig, check_int
 from core.contracts import ACCEPT, EpisodeTransitions
 from envs.mdp import candidate_sets, kl_penalty, reference_accept_probability
 
@@ -165,8 +165,8 @@ class _AcceptRejectMDP:
         transformers backend, others run every row at once)."""
         if not prompts:
             raise ValueError("no prompts given")
-        if max_rows is not None and (isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1):
-            raise ValueError(f"max_rows must be an integer >= 1, got {max_rows!r}")
+        if max_rows is not None:
+            check_int("max_rows", max_rows, 1)
         encoded = [self.llm.encode_prompt(p) for p in prompts]  # validates every prompt first
         self.policy_version = policy_version
         self.max_rows = max_rows or len(prompts)

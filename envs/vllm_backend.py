@@ -20,7 +20,7 @@ one ``LLM.encode`` call, which vLLM schedules with continuous batching.
 Usage::
 
     llm = VllmUpstream("smollm2", VllmEngineConfig(gpu_memory_utilization=0.2))
-    decoder = VllmAcceptRejectDecoder(llm, sampling, kl, mode="hybrid") # same API as
+    decoder = VllmAcceptRejectDecoder(llm, sampling, kl, mode="lazy")   # same API as
     decoder.start(prompts)                                             # AcceptRejectDecoder
     while decoder.has_pending():
         accept_prob = policy(decoder.pending_states())
