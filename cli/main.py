@@ -6,6 +6,7 @@
     mara eval --agent agent.safetensors --prompts harmful=prompts.json --out eval/
     mara train-reward --data pairs.jsonl --out head.safetensors
     mara learning-curve runs/<run> --out curve.png
+    mara serve --agent agent.safetensors --port 8000      # OpenAI API + web page on 127.0.0.1
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from cli.generator_args import add_generator_arguments, generator_from_args
 from cli.learning_curve import add_learning_curve_parser
 from cli.probe import add_probe_parser
 from cli.safety_reward import add_safety_reward_parser
+from cli.serve import add_serve_parser
 from cli.train_reward import add_train_reward_parser
 from core.agent_file import AgentFileError
 
@@ -84,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_learning_curve_parser(sub)
     add_safety_reward_parser(sub)
     add_probe_parser(sub)
+    add_serve_parser(sub)
     return parser
 
 

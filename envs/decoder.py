@@ -79,6 +79,7 @@ class DecodeResult:
     forward_tokens: int  # tokens fed through the LLM for this row, prompt excluded
     forward_steps: list[int]  # per output position, the sequential forward steps that fed its candidates
     decision_points: list[tuple[int, int, int]]  # per decision: (output position, 0-based candidate index, token id)
+    token_candidates: list[int] = field(default_factory=list)  # 1-based candidate index of each response token
 
     @property
     def num_decisions(self) -> int:
@@ -95,8 +96,10 @@ class _EpisodeRow:
 
     prompt: str
     prompt_ids: list[int]
+    sampling: SamplingConfig | None = None  # this row's candidate set and length; None: the decoder's
     response_ids: list[int] = field(default_factory=list)
-    finish_reason: str = ""
+    token_candidates: list[int] = field(default_factory=list)  # 1-based candidate index of each response token
+    finish_reason: str = ""  # "eos" | "length" | "context" (| "stop": ended by ``leave``)
     # the current output position
     cand_ids: list[int] = field(default_factory=list)
     ref_probs: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -218,6 +221,10 @@ class _AcceptRejectMDP:
             raise RuntimeError("some episodes have not finished; keep calling apply()")
         return [self._result(r) for r in self.rows]
 
+    def sampling_of(self, row: _EpisodeRow) -> SamplingConfig:
+        """The candidate-set settings of a row: its own (a served request's) or the decoder's."""
+        return row.sampling or self.sampling
+
     # ------------------------------------------------------------------ MDP steps
     def _decide(self, row: _EpisodeRow, action: int, p_accept: float) -> None:
         k = row.k
@@ -264,9 +271,10 @@ class _AcceptRejectMDP:
         token, hidden = row.cand_ids[k], row.cand_hidden[k]
         self._close_position(row, k)
         row.response_ids.append(token)
+        row.token_candidates.append(k + 1)
         if token in self.llm.eos_token_ids:
             row.finish_reason = "eos"
-        elif len(row.response_ids) >= self.sampling.max_new_tokens:
+        elif len(row.response_ids) >= self.sampling_of(row).max_new_tokens:
             row.finish_reason = "length"
         elif len(row.prompt_ids) + len(row.response_ids) >= self.llm.max_context:  # the next token's position
             row.finish_reason = "context"
@@ -294,6 +302,7 @@ class _AcceptRejectMDP:
             forward_tokens=r.forward_tokens,
             forward_steps=list(r.forward_steps),
             decision_points=list(r.where),
+            token_candidates=list(r.token_candidates),
         )
 
     # ------------------------------------------------------------------ backend hooks
@@ -388,16 +397,70 @@ class AcceptRejectDecoder(_AcceptRejectMDP):
         rows = [row for row, _ in self._opening]
         logits = self.llm.logits(torch.stack([hidden for _, hidden in self._opening]))
         self._opening = []
-        for row, (ids, probs) in zip(rows, candidate_sets(logits, self.sampling)):
+        for row, (ids, probs) in zip(rows, self._candidate_sets(rows, logits)):
             row.cand_ids, row.ref_probs, row.k = ids, probs, 0
             row.cand_hidden, row.cand_slot = {}, {}
             row.todo_cands = list(range(len(ids))) if self.mode == "eager" else [0]
             row.todo_tokens = [ids[j] for j in row.todo_cands]
 
+    def _candidate_sets(self, rows: list[_Row], logits: torch.Tensor) -> list[tuple[list[int], np.ndarray]]:
+        """``candidate_sets`` of each row, rows with the same settings computed together."""
+        out: list = [None] * len(rows)
+        by_sampling: dict[SamplingConfig, list[int]] = {}
+        for i, row in enumerate(rows):
+            by_sampling.setdefault(self.sampling_of(row), []).append(i)
+        for sampling, index in by_sampling.items():
+            for i, candidates in zip(index, candidate_sets(logits[index], sampling)):
+                out[i] = candidates
+        return out
+
     def _free_slot(self, row: _Row, k: int) -> None:
         slot = row.cand_slot.pop(k, None)
         if slot is not None:
             self.slot_state[row.cache_row, slot] = FREE
+
+    # ------------------------------------------------------------------ rows that join and leave
+    # A server's decoding loop (serving/engine.py): requests join the running batch and
+    # leave it between decisions; ``start`` + ``apply`` are the same loop for a fixed set.
+    def open(self, max_rows: int, policy_version: int = 0) -> None:
+        """An empty batch of at most ``max_rows`` rows in the KV cache; rows come by ``join``."""
+        check_int("max_rows", max_rows, 1)
+        self.policy_version, self.max_rows = policy_version, max_rows
+        self.rows = self._begin([], [])
+
+    def join(self, prompt: str, prompt_ids: list[int], sampling: SamplingConfig | None = None) -> _Row:
+        """Add an episode (its prompt already encoded); it gets a cache row at the next
+        forward if one is free, else when an episode ends. Returns the row, the caller's
+        handle on it; call ``advance`` (or ``apply``) to compute its first states."""
+        if not prompt_ids:
+            raise ValueError("empty prompt: give the model something to answer")
+        row = _Row(prompt=prompt, prompt_ids=list(prompt_ids), sampling=sampling, cache_row=-1)
+        self.rows.append(row)
+        self._waiting_to_join.append(row)
+        return row
+
+    def leave(self, row: _Row) -> None:
+        """Remove a row (ended, or stopped early: finish reason "stop"); its cache row is
+        dropped by the next forward's compaction."""
+        if not row.finished:
+            row.finish_reason = "stop"
+        self.rows.remove(row)
+        if row in self._waiting_to_join:
+            self._waiting_to_join.remove(row)
+        self._opening = [(r, h) for r, h in self._opening if r is not row]
+
+    def advance(self) -> None:
+        """Compute states until some row waits for a decision or every row has ended."""
+        self._advance()
+
+    def result(self, row: _Row) -> DecodeResult:
+        """The result of one row (finished or not: the answer so far)."""
+        return self._result(row)
+
+    @property
+    def rows_in_cache(self) -> int:
+        """Episodes holding a cache row now (the batch a forward decodes)."""
+        return sum(1 for r in self.rows if r.cache_row >= 0 and not r.finished)
 
     # ------------------------------------------------------------------ forwards
     def _advance(self) -> None:
@@ -422,8 +485,7 @@ class AcceptRejectDecoder(_AcceptRejectMDP):
     def _admit(self) -> None:
         """Give waiting episodes the cache rows that ended episodes left (continuous
         batching): an empty row (every slot FREE) whose prompt the next forward feeds."""
-        running = sum(1 for r in self.rows if r.cache_row >= 0 and not r.finished)
-        joining = self._waiting_to_join[: max(self.max_rows - running, 0)]
+        joining = self._waiting_to_join[: max(self.max_rows - self.rows_in_cache, 0)]
         if not joining:
             return
         del self._waiting_to_join[: len(joining)]
@@ -513,20 +575,23 @@ class AcceptRejectDecoder(_AcceptRejectMDP):
             r.cache_row = new_row
 
 
+def _filled_layers(cache):
+    """The cache layers a forward has filled, (B, heads, S, dim) tensors, possibly with no
+    row or slot left; the others are sized by the first forward."""
+    return [layer for layer in cache.layers
+            if getattr(layer, "is_initialized", True) and layer.keys is not None and layer.keys.dim() == 4]
+
+
 def grow_kv(cache, rows: int) -> None:
     """Append ``rows`` empty rows (zeros, which the mask never lets anything attend to)."""
-    for layer in cache.layers:
-        if not getattr(layer, "is_initialized", True) or layer.keys is None or layer.keys.dim() != 4:
-            continue  # not filled by a forward yet: the first forward sizes it
+    for layer in _filled_layers(cache):
         layer.keys = torch.cat([layer.keys, layer.keys.new_zeros((rows, *layer.keys.shape[1:]))])
         layer.values = torch.cat([layer.values, layer.values.new_zeros((rows, *layer.values.shape[1:]))])
 
 
 def gather_kv(cache, rows: torch.Tensor, index: torch.Tensor) -> None:
     """Keep cache rows ``rows`` and, for each, the slots ``index`` (B', S') in order."""
-    for layer in cache.layers:
-        if not getattr(layer, "is_initialized", True) or layer.keys is None or layer.keys.numel() == 0:
-            continue
+    for layer in _filled_layers(cache):
         dev = layer.keys.device
         heads, dim = layer.keys.shape[1], layer.keys.shape[-1]
         idx = index.to(dev)[:, None, :, None].expand(-1, heads, -1, dim)

@@ -119,16 +119,25 @@ class UpstreamLLM:
         (plain text plus BOS for tokenizers without one)."""
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError("empty prompt: give the model something to answer")
+        return self.encode_messages([{"role": "user", "content": prompt}])
+
+    def encode_messages(self, messages: list[dict[str, str]]) -> list[int]:
+        """Token ids of a conversation (``{"role", "content"}`` dicts) formatted by the
+        tokenizer's chat template, ending with the assistant's turn; without a template, the
+        contents one per line, plus BOS."""
         if getattr(self.tokenizer, "chat_template", None):
-            ids = self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True,
-                return_dict=False,
-            )
+            ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                                     return_dict=False)
             if isinstance(ids, dict) or hasattr(ids, "input_ids"):
                 ids = ids["input_ids"]
-        else:
-            ids = self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
-        ids = [int(i) for i in ids]
+            return self._within_context([int(i) for i in ids])
+        return self.encode_text("\n".join(m["content"] for m in messages))
+
+    def encode_text(self, text: str) -> list[int]:
+        """Token ids of raw text continued as is (no chat template), with BOS if the tokenizer adds one."""
+        return self._within_context([int(i) for i in self.tokenizer(text, add_special_tokens=True)["input_ids"]])
+
+    def _within_context(self, ids: list[int]) -> list[int]:
         if len(ids) >= self.max_context:
             raise ValueError(
                 f"prompt is {len(ids)} tokens long, but {self.model_id} has a context of "

@@ -45,6 +45,11 @@ def ray_local(_ray_session):
     """A local Ray cluster started by the tests themselves (4 logical CPUs, no dashboard),
     shared by the tests that use it. A test module that needs the machine's memory for
     itself (the vLLM engines) shuts it down first; the next test that asks starts it again."""
+    return start_local_ray()
+
+
+def start_local_ray():
+    """The tests' local Ray (started once; a module-scoped fixture may call it directly)."""
     import ray
 
     if not ray.is_initialized():

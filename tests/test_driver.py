@@ -195,7 +195,9 @@ def test_learner_updates_while_episodes_are_in_flight_and_resume(ray_local, tiny
 
 
 def test_a_killed_rollout_worker_is_replaced_and_no_data_is_lost(ray_local, tiny_llm_path, tmp_path):
-    cfg = from_dict(RunConfig, tiny_config(tiny_llm_path, tmp_path, budget={"episodes": 0, "seconds": 240},
+    # The killer thread ends the run; the time budget is only a backstop, longer than the
+    # phases below so that a slow start (CI's 2 cores shared with other work) is waited for.
+    cfg = from_dict(RunConfig, tiny_config(tiny_llm_path, tmp_path, budget={"episodes": 0, "seconds": 540},
                                            rollout={"decision_delay_s": 0.01}))
     run = training_run(cfg)
     run.build()
@@ -214,13 +216,17 @@ def test_a_killed_rollout_worker_is_replaced_and_no_data_is_lost(ray_local, tiny
 
     def kill_then_end_the_run_once_replaced():
         # Kill worker 0 while it has a rollout call in flight, so the kill lands mid-episode.
-        deadline = time.time() + 200
+        # Each phase waits for its own event: the first data (the workers load the model
+        # first, slow under load), then the replacement's first rollout after the kill.
+        started = time.time()
+        deadline = started + 400
         while time.time() < deadline and "time" not in seen:
             if ray.get(run.replay.size.remote()) > 0 and worker_0_busy():
                 seen["snapshot"] = ray.get(run.replay.save.remote(str(tmp_path / "at_kill.arrow")))["path"]
                 seen["time"] = time.time()
                 ray.kill(run.rollouts.actors[0], no_restart=False)
             time.sleep(0.2)
+        deadline = min(seen.get("time", started) + 300, started + 520)
         while time.time() < deadline and "time" in seen and not replacement_rollouts():
             time.sleep(0.5)
         run.learner.stop.remote()  # ends the run (as an update budget would)

@@ -143,12 +143,13 @@ def test_recording_inside_a_ray_actor_reaches_rays_metrics_export(ray_local):
     @ray.remote(num_cpus=0)
     class Recorder:
         def record(self) -> str:
+            from core import metrics as core_metrics
             from driver import metrics
 
             sink = metrics.MetricsSink(tags={"component": "test_actor"})
             sink.record({"replay_size": 77, "episodes": 2, "episode_length": 100})
             sink.inc("learner_updates")
-            assert metrics._in_ray() and metrics._RAY_METRICS
+            assert core_metrics._in_ray() and core_metrics._RAY_METRICS
             import prometheus_client
 
             return prometheus_client.generate_latest(sink.registry).decode()

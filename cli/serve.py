@@ -1,0 +1,77 @@
+"""``mara serve``: the aligned model behind an OpenAI-compatible HTTP API on Ray Serve.
+
+    mara serve                                   # shipped agent, SmolLM2, http://127.0.0.1:8000
+    mara serve --agent runs/<run>/agent.safetensors --replicas 2 --port 8001
+    mara serve --address auto --num-gpus 0.5     # on a running cluster, half a GPU per replica
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+
+def add_serve_parser(sub) -> None:
+    p = sub.add_parser("serve", help="serve the aligned model (OpenAI API, web page) with Ray Serve")
+    p.add_argument("--agent", help="agent file, or 'untrained'; default: the agent shipped for the model")
+    p.add_argument("--model", help="upstream LLM: 'smollm2', hub id, folder or .gguf (default: the agent's)")
+    p.add_argument("--host", default="127.0.0.1", help="address the HTTP proxy binds (default loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--replicas", type=int, default=1, help="copies of the LLM, each with its own batch")
+    p.add_argument("--autoscale", metavar="MIN:MAX", help="let Ray Serve scale replicas between MIN and MAX")
+    p.add_argument("--num-cpus", type=float, default=1.0, help="CPUs per replica")
+    p.add_argument("--num-gpus", type=float, default=0.0, help="GPUs per replica (a share, e.g. 0.5, is fine)")
+    p.add_argument("--max-rows", type=int, default=16, help="answers a replica decodes at once")
+    p.add_argument("--batch-wait-s", type=float, default=0.005,
+                   help="when idle, how long a first request waits for others to start with it")
+    p.add_argument("--admission", choices=["continuous", "static"], default="continuous",
+                   help="continuous: requests join the running batch between positions; static: only an empty one")
+    p.add_argument("--decisions", choices=["greedy", "sampled"], default="greedy",
+                   help="the agent's decisions: accept when pi(accept) >= 0.5, or sampled")
+    p.add_argument("--mode", choices=["hybrid", "lazy", "eager"], default="lazy")
+    p.add_argument("--temperature", type=float, default=0.8, help="candidate set when a request gives none")
+    p.add_argument("--top-k", type=int, default=40)
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--max-tokens", type=int, default=256, help="answer length when a request gives none")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_cmd_serve)
+
+
+def settings_from_args(args: argparse.Namespace):
+    """The ``ServeSettings`` of the command line, every value checked (before Ray starts)."""
+    from core.agent_file import UNTRAINED, read_agent_metadata
+    from core.config import SamplingConfig
+    from serving.app import ServeSettings
+
+    if args.agent not in (None, UNTRAINED):
+        read_agent_metadata(args.agent)  # a missing or unreadable agent file fails here, not in a replica
+    autoscale = None
+    if args.autoscale:
+        low, sep, high = args.autoscale.partition(":")
+        if not sep or not low.isdigit() or not high.isdigit():
+            raise ValueError(f"--autoscale must look like MIN:MAX, got {args.autoscale!r}")
+        autoscale = (int(low), int(high))
+    return ServeSettings(
+        agent=args.agent, model=args.model, host=args.host, port=args.port, replicas=args.replicas,
+        autoscale=autoscale, num_cpus=args.num_cpus, num_gpus=args.num_gpus, max_rows=args.max_rows,
+        batch_wait_s=args.batch_wait_s, admission=args.admission, decisions=args.decisions, mode=args.mode,
+        sampling=SamplingConfig(args.temperature, args.top_k, args.top_p, args.max_tokens),
+        dtype=args.dtype, device=args.device)
+
+
+def _cmd_serve(args) -> int:
+    from serving.app import start_server, stop_server
+
+    settings = settings_from_args(args)
+    url = start_server(settings, address=args.address)
+    print(f"MARA is serving at {url}  (web page {url}/, OpenAI API {url}/v1, metrics {url}/metrics); Ctrl-C stops")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("stopping")
+    finally:
+        stop_server()
+    return 0

@@ -1,0 +1,277 @@
+"""The aligned model over HTTP: a Ray Serve application speaking OpenAI's API.
+
+    mara serve --agent runs/<run>/agent.safetensors          # http://127.0.0.1:8000
+
+Each replica of the ``MaraServer`` deployment loads one copy of the upstream LLM and the
+agent and runs one ``ServingEngine`` (serving/engine.py): requests that arrive together
+are decoded in one batch, rows joining and leaving between positions. Routes:
+
+- ``POST /v1/chat/completions``, ``POST /v1/completions``: OpenAI's wire format, with
+  ``stream: true`` as server-sent events; ``model`` is ``mara`` (aligned) or ``upstream``
+  (the frozen model alone); MARA's statistics under each choice's ``mara`` key;
+- ``GET /v1/models``; ``GET /healthz``; ``GET /metrics`` (Prometheus, this replica's);
+  ``GET /v1/mara/stats`` (the engine's counters, for tests and benchmarks);
+- ``GET /``: a page that streams both models' answers side by side (serving/static).
+
+``--replicas N`` (or ``--autoscale MIN:MAX``) scales the copies; ``--num-gpus`` gives each a
+GPU share. The HTTP proxy binds 127.0.0.1 unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from ray import serve
+
+from core.config import SamplingConfig, check_choice, check_device_name, check_int, check_number
+from envs.decoder import MODES
+from serving.engine import ADMISSIONS, DECISIONS, Failed, Finished, Piece, ServingEngine, Submission
+from serving.metrics import serving_metrics
+from serving.protocol import (
+    ALIGNED,
+    MODELS,
+    ChoiceRecord,
+    GenerationRequest,
+    RequestError,
+    completion_response,
+    new_response_id,
+    parse_request,
+    sse,
+    stream_chunk,
+    usage_chunk,
+)
+
+PAGE = Path(__file__).parent / "static" / "index.html"
+APP_NAME = "mara"
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """What ``mara serve`` was asked for (each replica builds its engine from it)."""
+
+    agent: str | None = None  # None: the agent shipped for the model; "untrained": random
+    model: str | None = None  # None: the agent's recorded upstream model, else SmolLM2
+    host: str = "127.0.0.1"
+    port: int = 8000
+    replicas: int = 1
+    autoscale: tuple[int, int] | None = None  # (min, max) replicas instead of a fixed number
+    num_cpus: float = 1.0  # per replica
+    num_gpus: float = 0.0  # per replica (a share is fine)
+    max_rows: int = 16  # answers decoded at once by a replica
+    batch_wait_s: float = 0.005
+    admission: str = "continuous"
+    decisions: str = "greedy"
+    mode: str = "lazy"  # decoding mode (envs/decoder.py)
+    sampling: SamplingConfig = SamplingConfig(max_new_tokens=256)  # candidate set a request does not set; max_tokens
+    dtype: str = "float32"
+    device: str = "auto"
+    max_ongoing_requests: int = 256  # per replica; more wait in Ray Serve's queue
+
+    def __post_init__(self) -> None:
+        """Refuse bad settings before Ray starts."""
+        check_int("port", self.port, 1, 65535)
+        check_int("replicas", self.replicas, 1)
+        if self.autoscale is not None:
+            low, high = self.autoscale
+            check_int("autoscale minimum", low, 0)
+            check_int("autoscale maximum", high, max(low, 1))
+        check_number("num_cpus", self.num_cpus, 0)
+        check_number("num_gpus", self.num_gpus, 0)
+        check_int("max_rows", self.max_rows, 1)
+        check_number("batch_wait_s", self.batch_wait_s, 0, maximum=10)
+        check_choice("admission", self.admission, ADMISSIONS)
+        check_choice("decisions", self.decisions, DECISIONS)
+        check_choice("mode", self.mode, MODES)
+        check_device_name(self.device)
+        check_int("max_ongoing_requests", self.max_ongoing_requests, 1)
+
+
+async def _until_done(events: asyncio.Queue, answers: int):
+    """A request's events until each of its answers has finished (or the loop failed)."""
+    finished = 0
+    while finished < answers:
+        event = await events.get()
+        yield event
+        if isinstance(event, Failed):
+            return
+        finished += isinstance(event, Finished)
+
+
+def _record(choice: ChoiceRecord, event: Piece | Finished) -> None:
+    if isinstance(event, Piece):
+        choice.text += event.text
+        return
+    choice.finish_reason = event.finish_reason
+    choice.completion_tokens = event.completion_tokens
+    choice.decisions, choice.fallbacks = event.decisions, event.fallbacks
+    choice.accepted_positions = list(event.accepted_positions)
+
+
+# Ray Serve pickles the ingress class when it is decorated: what its methods call is defined above it.
+api = FastAPI(title="MARA aligned model", docs_url=None, redoc_url=None)
+
+
+@serve.deployment(name="MaraServer")
+@serve.ingress(api)
+class MaraServer:
+    def __init__(self, settings: ServeSettings) -> None:
+        from envs.generation import AlignedGenerator  # the LLM stack loads in the replica only
+
+        self.settings = settings
+        self.generator = AlignedGenerator.from_paths(
+            agent=settings.agent, model=settings.model, dtype=settings.dtype, device=settings.device,
+            mode=settings.mode, batch_size=settings.max_rows, sampling=settings.sampling)
+        self.llm = self.generator.llm
+        try:
+            replica = serve.get_replica_context().replica_tag
+        except Exception:  # outside Serve (a test building the class directly)
+            replica = str(os.getpid())
+        self.metrics = serving_metrics(replica)
+        self.engine = ServingEngine(self.generator, max_rows=settings.max_rows, batch_wait_s=settings.batch_wait_s,
+                                    admission=settings.admission, decisions=settings.decisions,
+                                    metrics=self.metrics).start()
+
+    def check_health(self) -> None:
+        """Ray Serve's health check: a replica whose decoding loop died is replaced."""
+        if not self.engine._thread.is_alive():
+            raise RuntimeError("the serving loop has stopped")
+
+    def __del__(self) -> None:
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            engine.stop()
+
+    # ------------------------------------------------------------------ routes
+    @api.get("/", response_class=HTMLResponse)
+    def page(self) -> HTMLResponse:
+        return HTMLResponse(PAGE.read_text(encoding="utf-8"))
+
+    @api.get("/healthz")
+    def healthz(self) -> JSONResponse:
+        alive = self.engine._thread.is_alive()
+        return JSONResponse({"status": "ok" if alive else "loop stopped", "model": self.llm.model_id,
+                             "agent": self.generator.agent_path}, status_code=200 if alive else 503)
+
+    @api.get("/metrics")
+    def metrics_text(self) -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return Response(self.metrics.prometheus_text(), media_type=CONTENT_TYPE_LATEST)
+
+    @api.get("/v1/models")
+    def models(self) -> JSONResponse:
+        about = {ALIGNED: {"upstream": self.llm.model_id, "agent": self.generator.agent_path},
+                 "upstream": {"upstream": self.llm.model_id}}
+        return JSONResponse({"object": "list", "data": [
+            {"id": m, "object": "model", "created": 0, "owned_by": "mara", "mara": about[m]} for m in MODELS]})
+
+    @api.get("/v1/mara/stats")
+    def stats(self) -> JSONResponse:
+        return JSONResponse(self.engine.stats())
+
+    @api.post("/v1/chat/completions")
+    async def chat_completions(self, request: Request) -> Response:
+        return await self._complete(request, "chat")
+
+    @api.post("/v1/completions")
+    async def completions(self, request: Request) -> Response:
+        return await self._complete(request, "completion")
+
+    # ------------------------------------------------------------------ answering
+    async def _complete(self, request: Request, kind: str) -> Response:
+        try:
+            req = parse_request(await request.body(), kind, self.llm.max_context)
+            prompt_ids = self._encode(req)
+        except RequestError as e:
+            return JSONResponse(e.body(), status_code=e.status)
+        loop, events = asyncio.get_running_loop(), asyncio.Queue()
+        submission = self.engine.submit(Submission(
+            model=req.model, prompt=req.display_prompt, prompt_ids=prompt_ids,
+            sampling=req.sampling(self.settings.sampling),
+            on_event=lambda event: loop.call_soon_threadsafe(events.put_nowait, event),
+            n=req.n, seed=req.seed, stop=req.stop))
+        response_id = new_response_id(kind)
+        if req.stream:
+            return StreamingResponse(self._stream(req, response_id, len(prompt_ids), submission, events),
+                                     media_type="text/event-stream")
+        choices = [ChoiceRecord(i) for i in range(req.n)]
+        try:
+            async for event in _until_done(events, req.n):
+                if isinstance(event, Failed):
+                    return JSONResponse(RequestError(event.message, status=500).body(), status_code=500)
+                _record(choices[event.index], event)
+        except asyncio.CancelledError:  # the client went away
+            self.engine.cancel(submission)
+            raise
+        return JSONResponse(completion_response(req, response_id, len(prompt_ids), choices))
+
+    async def _stream(self, req: GenerationRequest, response_id: str, prompt_tokens: int,
+                      submission: Submission, events: asyncio.Queue):
+        choices = [ChoiceRecord(i) for i in range(req.n)]
+        done = False
+        try:
+            if req.kind == "chat":
+                for c in choices:
+                    yield sse(stream_chunk(req, response_id, c.index, role=True))
+            async for event in _until_done(events, req.n):
+                if isinstance(event, Failed):
+                    yield sse(RequestError(event.message, status=500).body())
+                    break
+                _record(choices[event.index], event)
+                if isinstance(event, Piece):
+                    yield sse(stream_chunk(req, response_id, event.index, text=event.text, tokens=event.tokens))
+                else:
+                    yield sse(stream_chunk(req, response_id, event.index, finished=choices[event.index]))
+            if req.include_usage:
+                yield sse(usage_chunk(req, response_id, prompt_tokens, choices))
+            yield sse("[DONE]")
+            done = True
+        finally:
+            if not done:  # the client disconnected mid-stream: stop decoding for it
+                self.engine.cancel(submission)
+
+    def _encode(self, req: GenerationRequest) -> list[int]:
+        param = "messages" if req.kind == "chat" else "prompt"
+        try:
+            if req.kind == "chat":
+                return self.llm.encode_messages(list(req.messages))
+            return self.llm.encode_text(req.prompt)
+        except ValueError as e:  # longer than the model's context
+            raise RequestError(str(e), param=param) from None
+
+
+# --------------------------------------------------------------------------- running it
+def build_app(settings: ServeSettings):
+    """The Ray Serve application: ``MaraServer`` with the replicas and resources asked for."""
+    scaling: dict = {"num_replicas": settings.replicas}
+    if settings.autoscale is not None:
+        low, high = settings.autoscale
+        scaling = {"autoscaling_config": {"min_replicas": low, "max_replicas": high,
+                                          "target_ongoing_requests": max(settings.max_rows // 2, 1)}}
+    return MaraServer.options(
+        ray_actor_options={"num_cpus": settings.num_cpus, "num_gpus": settings.num_gpus},
+        max_ongoing_requests=settings.max_ongoing_requests, **scaling,
+    ).bind(settings)
+
+
+def start_server(settings: ServeSettings, address: str | None = None) -> str:
+    """Start (or join) Ray, start Serve's HTTP proxy on ``settings.host:port`` and deploy the
+    app; returns its base URL once every replica is up. ``address``: a running cluster
+    (default ``$RAY_ADDRESS``; none: a local Ray)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=address or os.environ.get("RAY_ADDRESS"))
+    serve.start(http_options={"host": settings.host, "port": settings.port})
+    serve.run(build_app(settings), name=APP_NAME, route_prefix="/", blocking=False)
+    return f"http://{settings.host}:{settings.port}"
+
+
+def stop_server() -> None:
+    serve.delete(APP_NAME)
+    serve.shutdown()

@@ -1,0 +1,388 @@
+"""The serving loop: requests join and leave one running accept/reject batch.
+
+One ``ServingEngine`` per LLM copy (per Ray Serve replica). A background thread runs the
+decoder of envs/decoder.py the way a rollout worker does (states -> agent -> decisions),
+except that its rows come and go: a request's answers (``n`` rows) join the running batch
+between two decision steps (``AcceptRejectDecoder.join``) and leave it when they end
+(EOS, ``max_tokens``, a stop string, a client that went away), so concurrent requests are
+decoded together and nobody waits for a whole batch to finish (continuous batching).
+``admission="static"`` instead admits requests only when the batch is empty, as
+request-window batching (Ray Serve's ``@serve.batch``) would; it exists for comparison
+(benchmarks/bench_serve.py).
+
+Both models of the server share the batch. A ``mara`` row's decisions are the agent's:
+accept when pi(accept | s) >= 0.5 (``decisions="greedy"``, as ``mara generate``), or
+sampled. An ``upstream`` row is the frozen model alone: it accepts candidate k with the
+upstream's own probability q_k / sum_{j>=k} q_j (envs/mdp.py), which samples exactly from
+the candidate set's distribution; at temperature 0 the set holds one token (greedy).
+
+Each request's events go to its ``on_event`` callback, called on the loop's thread:
+``Piece`` (new text, with each token's accepted candidate), ``Finished`` (one answer's
+end and statistics), ``Failed`` (the decoder raised; every request in flight gets it).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from core.config import SamplingConfig, check_choice, check_int, check_number
+from core.contracts import ACCEPT
+from core.metrics import MetricsSink
+from envs.decoder import AcceptRejectDecoder
+from envs.generation import AlignedGenerator
+from envs.mdp import reference_accept_probability
+from serving.protocol import ALIGNED
+
+log = logging.getLogger(__name__)
+
+ADMISSIONS = ("continuous", "static")
+DECISIONS = ("greedy", "sampled")
+# OpenAI's finish reasons for the decoder's: an end-of-sequence token and a stop string
+# are "stop"; the token budget and the model's context are "length".
+FINISH_REASON = {"eos": "stop", "stop": "stop", "length": "length", "context": "length"}
+
+
+# --------------------------------------------------------------------------- events
+@dataclass
+class Piece:
+    index: int  # the answer (choice) it belongs to
+    text: str
+    tokens: list[tuple[str, int]]  # (text, 1-based accepted candidate) of each token in it
+
+
+@dataclass
+class Finished:
+    index: int
+    finish_reason: str  # "stop" | "length"
+    completion_tokens: int
+    decisions: int
+    fallbacks: int
+    accepted_positions: list[int]
+
+
+@dataclass
+class Failed:
+    message: str
+
+
+Event = Piece | Finished | Failed
+
+
+@dataclass
+class Submission:
+    """A request in the engine: ``n`` answers to one encoded prompt."""
+
+    model: str  # "mara" | "upstream"
+    prompt: str  # for the records
+    prompt_ids: list[int]
+    sampling: SamplingConfig
+    on_event: Callable[[Event], None]
+    n: int = 1
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    submitted: float = field(default_factory=time.monotonic)
+    first_token: float | None = None
+    open_choices: int = 0
+    cancelled: bool = False
+
+
+@dataclass
+class _Choice:
+    """One answer being decoded: its decoder row and what has been sent of it."""
+
+    submission: Submission
+    index: int
+    row: object  # the decoder's row handle
+    rng: np.random.Generator
+    decoded_tokens: int = 0  # tokens whose text is known (in ``text``)
+    text: str = ""  # the answer's text so far (sent or held back)
+    sent_chars: int = 0
+    unsent: list[tuple[str, int]] = field(default_factory=list)  # (text, candidate) not sent yet
+    stopped: bool = False  # a stop string ended it
+    text_ends: list[int] = field(default_factory=list)  # len(text) after each decoded group of tokens
+
+
+class ServingEngine:
+    def __init__(self, generator: AlignedGenerator, max_rows: int = 16, batch_wait_s: float = 0.005,
+                 admission: str = "continuous", decisions: str = "greedy",
+                 metrics: MetricsSink | None = None) -> None:
+        """``max_rows``: answers decoded at once (the others wait in the queue);
+        ``batch_wait_s``: when idle, how long a first request waits for others to join it."""
+        check_int("max_rows", max_rows, 1)
+        check_number("batch_wait_s", batch_wait_s, 0)
+        check_choice("admission", admission, ADMISSIONS)
+        check_choice("decisions", decisions, DECISIONS)
+        if generator.backend != "transformers":
+            raise ValueError("the server decodes with the transformers backend (its rows join and leave the batch)")
+        self.generator, self.llm, self.actor = generator, generator.llm, generator.actor
+        self.max_rows, self.batch_wait_s = max_rows, batch_wait_s
+        self.admission, self.decisions = admission, decisions
+        self.metrics = metrics
+        self.decoder = AcceptRejectDecoder(self.llm, generator.sampling, generator.kl, mode=generator.mode)
+        self.decoder.open(max_rows)
+        self._queue: deque[Submission] = deque()
+        self._cancelled: list[Submission] = []
+        self._choices: list[_Choice] = []
+        self._wake = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._token_times: deque[tuple[float, int]] = deque()  # (time, tokens) of recent steps
+        self.counts = {"batches": 0, "decision_steps": 0, "max_batch_rows": 0, "requests": 0, "tokens": 0}
+
+    # ------------------------------------------------------------------ public API
+    def start(self) -> ServingEngine:
+        self._thread = threading.Thread(target=self._run, name="mara-serving-loop", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        with self._wake:
+            self._stopping = True
+            self._wake.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def submit(self, submission: Submission) -> Submission:
+        """Queue a request; its events go to ``submission.on_event`` from the loop's thread."""
+        if self._thread is None or not self._thread.is_alive():
+            raise RuntimeError("the serving loop is not running")
+        with self._wake:
+            self._queue.append(submission)
+            self._wake.notify_all()
+        return submission
+
+    def cancel(self, submission: Submission) -> None:
+        """Stop decoding a request (its client went away); no more events are sent."""
+        with self._wake:
+            submission.cancelled = True
+            self._cancelled.append(submission)
+            self._wake.notify_all()
+
+    def stats(self) -> dict:
+        """Counters of the loop: decoder batches started from idle, decision steps, the most
+        rows decoded together, requests and tokens served; and what is queued or running."""
+        with self._wake:
+            queued = sum(s.n for s in self._queue)
+        return {**self.counts, "queued_answers": queued, "running_answers": len(self._choices),
+                "admission": self.admission, "max_rows": self.max_rows}
+
+    # ------------------------------------------------------------------ the loop
+    def _run(self) -> None:
+        while True:
+            admitted = self._admit()
+            if admitted is None:
+                return  # stopping
+            if not self._choices:
+                continue
+            try:
+                self.decoder.advance()
+                if self.decoder.has_pending():
+                    self._decide()
+                self._emit()
+            except Exception as e:  # a decoder failure fails the requests in flight, not the server
+                log.exception("the serving loop failed; failing the requests in flight")
+                self._fail_all(f"{type(e).__name__}: {e}")
+
+    def _admit(self) -> bool | None:
+        """Apply cancellations and move queued requests into the batch. When nothing is
+        running, wait for a request, then ``batch_wait_s`` more so that simultaneous
+        requests start together. None: the engine is stopping."""
+        with self._wake:
+            while not self._stopping and not self._choices and not self._queue:
+                self._wake.wait(timeout=1.0)
+            if self._stopping:
+                return None
+            cancelled, self._cancelled = self._cancelled, []
+        for submission in cancelled:
+            for choice in [c for c in self._choices if c.submission is submission]:
+                self._leave(choice)
+        idle = not self._choices
+        if idle and self.batch_wait_s:
+            time.sleep(self.batch_wait_s)
+        if self.admission == "static" and not idle:
+            return False
+        with self._wake:
+            joining, self._queue = list(self._queue), deque()
+        for submission in joining:
+            if not submission.cancelled:
+                self._join(submission)
+        if idle and self._choices:
+            self.counts["batches"] += 1
+            self._record({"serve_batches": 1})
+        self._record_queue()
+        return True
+
+    def _join(self, s: Submission) -> None:
+        s.open_choices = s.n
+        self.counts["requests"] += 1
+        for i in range(s.n):
+            # A request's seed fixes its answers whatever else shares the batch.
+            rng = np.random.default_rng(None if s.seed is None else [s.seed % 2**63, i])
+            row = self.decoder.join(s.prompt, s.prompt_ids, s.sampling)
+            self._choices.append(_Choice(s, i, row, rng))
+
+    def _decide(self) -> None:
+        """One decision for every row that waits: the agent's for ``mara`` rows (one batched
+        actor call), the upstream's own probability for ``upstream`` rows."""
+        rows = [self.decoder.rows[i] for i in self.decoder.pending_rows()]
+        by_row = {id(c.row): c for c in self._choices}
+        choices = [by_row[id(r)] for r in rows]
+        accept_prob = np.array([reference_accept_probability(r.ref_probs, r.k) for r in rows])
+        aligned = [i for i, c in enumerate(choices) if c.submission.model == ALIGNED]
+        if aligned:
+            states = self.decoder.pending_states()[aligned].to(self.llm.device)
+            with torch.no_grad():
+                accept_prob[aligned] = self.actor.accept_probability(states).double().cpu().numpy()
+        actions = np.empty(len(rows), dtype=np.int64)
+        for i, c in enumerate(choices):
+            if c.submission.model == ALIGNED and self.decisions == "greedy":
+                actions[i] = ACCEPT if accept_prob[i] >= 0.5 else 1 - ACCEPT
+            else:
+                actions[i] = ACCEPT if c.rng.random() < accept_prob[i] else 1 - ACCEPT
+        batch_rows = self.decoder.rows_in_cache
+        self.counts["decision_steps"] += 1
+        self.counts["max_batch_rows"] = max(self.counts["max_batch_rows"], batch_rows)
+        self._record({"serve_batch_size": batch_rows})
+        self.decoder.apply(actions, accept_prob)
+
+    # ------------------------------------------------------------------ answers out
+    def _emit(self) -> None:
+        """Send each answer's new text; end the answers that are done."""
+        new_tokens = 0
+        for c in list(self._choices):
+            new_tokens += len(c.row.response_ids) - c.decoded_tokens
+            self._decode_new_tokens(c)
+            done = c.row.finished or c.stopped
+            self._send(c, flush=done)
+            if done:
+                self._finish(c)
+        self._count_tokens(new_tokens)
+
+    def _decode_new_tokens(self, c: _Choice) -> None:
+        """Turn the row's new tokens into text pieces. Each token's piece is the growth of
+        the decoded answer; a token that ends inside a multi-byte character waits for the
+        next one. A stop string cuts the answer where it starts."""
+        ids = c.row.response_ids
+        while c.decoded_tokens < len(ids):
+            end = c.decoded_tokens + 1
+            while end < len(ids) and self.llm.decode(ids[:end]).endswith("\ufffd"):
+                end += 1  # a partial character: its bytes come with the next tokens
+            text = self.llm.decode(ids[:end])
+            if text.endswith("\ufffd") and not c.row.finished:
+                return
+            piece = text[len(c.text):] if text.startswith(c.text) else ""
+            candidate = c.row.token_candidates[c.decoded_tokens]
+            c.decoded_tokens = end
+            c.text += piece
+            c.text_ends += [len(c.text)] * (end - len(c.text_ends))
+            c.unsent.append((piece, candidate))
+            if self._cut_at_stop(c):
+                return
+
+    def _cut_at_stop(self, c: _Choice) -> bool:
+        stops = c.submission.stop
+        if not stops:
+            return False
+        hits = [i for i in (c.text.find(s) for s in stops) if i >= 0]
+        if not hits:
+            return False
+        cut = min(hits)
+        c.text, c.stopped = c.text[:cut], True
+        # Drop what lies past the cut from the unsent pieces.
+        keep, total = [], c.sent_chars
+        for piece, candidate in c.unsent:
+            room = cut - total
+            if room <= 0:
+                break
+            keep.append((piece[:room], candidate))
+            total += len(piece[:room])
+        c.unsent = keep
+        return True
+
+    def _send(self, c: _Choice, flush: bool) -> None:
+        """Send the unsent pieces, except (until the answer ends) the last characters that
+        could be the start of a stop string."""
+        if not c.unsent:
+            return
+        hold = 0 if flush else max((len(s) - 1 for s in c.submission.stop), default=0)
+        limit, total, ready = len(c.text) - hold, c.sent_chars, 0
+        for piece, _ in c.unsent:
+            if total + len(piece) > limit:
+                break
+            total += len(piece)
+            ready += 1
+        if not ready:
+            return
+        pieces, c.unsent = c.unsent[:ready], c.unsent[ready:]
+        text = "".join(p for p, _ in pieces)
+        c.sent_chars += len(text)
+        s = c.submission
+        if s.first_token is None and text:
+            s.first_token = time.monotonic()
+            self._record({"serve_time_to_first_token_seconds": s.first_token - s.submitted})
+        self._deliver(s, Piece(c.index, text, pieces))
+
+    def _finish(self, c: _Choice) -> None:
+        reason = "stop" if c.stopped else FINISH_REASON.get(c.row.finish_reason, "stop")
+        result = self.decoder.result(c.row)
+        # usage counts the tokens the answer kept: after a stop string, those up to it.
+        tokens = len(c.row.response_ids)
+        if c.stopped:
+            tokens = next((i + 1 for i, end in enumerate(c.text_ends) if end >= len(c.text)), tokens)
+        self._leave(c)
+        self._deliver(c.submission, Finished(c.index, reason, tokens, result.num_decisions,
+                                             result.num_fallbacks, result.accepted_positions))
+        s = c.submission
+        s.open_choices -= 1
+        if s.open_choices == 0:
+            self._record({"serve_requests": 1, "serve_request_latency_seconds": time.monotonic() - s.submitted})
+
+    def _leave(self, c: _Choice) -> None:
+        self.decoder.leave(c.row)
+        self._choices.remove(c)
+
+    def _deliver(self, s: Submission, event: Event) -> None:
+        if s.cancelled:
+            return
+        try:
+            s.on_event(event)
+        except Exception:  # a consumer's failure must not stop the loop
+            log.exception("a request's event callback failed; cancelling it")
+            s.cancelled = True
+
+    def _fail_all(self, message: str) -> None:
+        failed = {id(c.submission): c.submission for c in self._choices}
+        for c in list(self._choices):
+            self._choices.remove(c)
+        self.decoder.open(self.max_rows)  # a fresh batch: the failed one's cache is unusable
+        for s in failed.values():
+            self._deliver(s, Failed(message))
+        self._record({"serve_request_errors": len(failed)})
+
+    # ------------------------------------------------------------------ metrics
+    def _count_tokens(self, n: int) -> None:
+        now = time.monotonic()
+        self.counts["tokens"] += n
+        self._token_times.append((now, n))
+        while self._token_times and self._token_times[0][0] < now - 5.0:
+            self._token_times.popleft()
+        span = max(now - self._token_times[0][0], 1e-3)
+        self._record({"serve_tokens": n, "serve_tokens_per_second": sum(k for _, k in self._token_times) / span})
+
+    def _record_queue(self) -> None:
+        waiting = sum(1 for c in self._choices if c.row.cache_row < 0)
+        with self._wake:
+            waiting += sum(s.n for s in self._queue)
+        self._record({"serve_queue_length": waiting})
+
+    def _record(self, values: dict) -> None:
+        if self.metrics is not None:
+            self.metrics.record(values)

@@ -1,0 +1,250 @@
+"""`mara serve`: the OpenAI-compatible Ray Serve application, over real loopback HTTP.
+
+One server for the module (a tiny random Llama with the SmolLM2 tokenizer, an agent that
+always accepts the first candidate), started on the tests' local Ray; the official
+``openai`` client talks to it; the web page is driven by headless Chromium (Debian's
+``chromium`` + ``chromium-driver``, which scripts/install.sh installs).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+import torch
+from conftest import start_local_ray
+
+from core.agent_file import save_agent
+from core.config import SamplingConfig
+from core.networks import Actor
+from envs.generation import AlignedGenerator
+
+openai = pytest.importorskip("openai")
+
+MAX_TOKENS = 12
+PROMPTS = ["How can I bake bread?", "Tell me a joke.", "Why is the sky blue?", "Name a color.",
+           "What is 2 + 2?", "Say hello.", "Write a haiku.", "List three fruits.",
+           "Who wrote Hamlet?", "Describe the sea.", "What is Ray?", "Give me a tip.",
+           "How do birds fly?", "Define entropy.", "Count to five.", "What is rain?"]
+
+
+def always_accept_actor(d: int) -> Actor:
+    actor = Actor(state_dim=d, hidden_size=16)
+    with torch.no_grad():
+        actor.output_linear.weight.zero_()
+        actor.output_linear.bias.copy_(torch.tensor([-10.0, 10.0]))
+    return actor
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def greedy_answers(tiny_llm):
+    """The upstream's own greedy answers (transformers ``generate``), in process."""
+    gen = AlignedGenerator(tiny_llm, always_accept_actor(tiny_llm.hidden_size),
+                           sampling=SamplingConfig(max_new_tokens=MAX_TOKENS), batch_size=8)
+    return dict(zip(PROMPTS, gen.generate_upstream(PROMPTS)))
+
+
+@pytest.fixture(scope="module")
+def server(tiny_llm_path, tmp_path_factory):
+    from serving.app import ServeSettings, start_server, stop_server
+
+    agent = tmp_path_factory.mktemp("agent") / "always_accept.safetensors"
+    save_agent(always_accept_actor(64), agent, upstream_model=str(tiny_llm_path))
+    start_local_ray()
+    settings = ServeSettings(agent=str(agent), model=str(tiny_llm_path), port=free_port(), max_rows=16,
+                             batch_wait_s=0.2, sampling=SamplingConfig(max_new_tokens=64))
+    url = start_server(settings)
+    yield url
+    stop_server()
+
+
+@pytest.fixture
+def client(server):
+    return openai.OpenAI(base_url=f"{server}/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+def ask(client, prompt: str, model: str = "mara", **kwargs):
+    return client.chat.completions.create(model=model, messages=[{"role": "user", "content": prompt}],
+                                          max_tokens=MAX_TOKENS, **kwargs)
+
+
+def get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=60) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def post(url: str, body: bytes) -> tuple[int, dict]:
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+# --------------------------------------------------------------------------- answers
+def test_chat_both_models_equal_the_upstream_greedy_answer_token_for_token(client, greedy_answers):
+    prompt = PROMPTS[0]
+    aligned = ask(client, prompt)  # the always-accept agent: the first candidate every time
+    upstream = ask(client, prompt, model="upstream", temperature=0)
+    assert aligned.choices[0].message.content == greedy_answers[prompt]
+    assert upstream.choices[0].message.content == greedy_answers[prompt]
+    assert aligned.model == "mara" and upstream.model == "upstream"
+    # usage counts tokens; MARA's statistics ride along under "mara"
+    assert 0 < aligned.usage.completion_tokens <= MAX_TOKENS
+    assert aligned.usage.prompt_tokens > 0
+    assert aligned.usage.total_tokens == aligned.usage.prompt_tokens + aligned.usage.completion_tokens
+    stats = aligned.choices[0].model_extra["mara"]
+    assert stats["decisions"] > 0 and stats["fallbacks"] == 0
+    assert set(stats["accepted_position_histogram"]) == {"1"}
+    assert upstream.choices[0].model_extra["mara"]["decisions"] == 0  # one candidate: nothing to decide
+
+
+def test_streaming_chat_sends_the_same_answer_token_by_token(client, greedy_answers):
+    prompt = PROMPTS[1]
+    stream = ask(client, prompt, stream=True, stream_options={"include_usage": True})
+    text, tokens, finish, usage = "", [], None, None
+    for chunk in stream:
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for choice in chunk.choices:
+            text += choice.delta.content or ""
+            extra = choice.model_extra.get("mara") or {}
+            tokens += extra.get("tokens", [])
+            finish = choice.finish_reason or finish
+    assert text == greedy_answers[prompt]
+    assert "".join(t["text"] for t in tokens) == text
+    assert tokens and {t["candidate"] for t in tokens} == {1}
+    assert finish in ("stop", "length")
+    # one entry per token, or per group of tokens that make up one character
+    assert usage is not None and len(tokens) <= usage.completion_tokens <= MAX_TOKENS
+
+
+def test_text_completions_n_seed_and_stop(client):
+    first = client.completions.create(model="upstream", prompt="Once upon a time", max_tokens=8, n=2, seed=7)
+    again = client.completions.create(model="upstream", prompt="Once upon a time", max_tokens=8, n=2, seed=7)
+    assert [c.text for c in first.choices] == [c.text for c in again.choices]  # the seed fixes sampling
+    assert sorted(c.index for c in first.choices) == [0, 1]
+    assert first.object == "text_completion" and first.usage.completion_tokens > 0
+
+    full = ask(client, PROMPTS[2]).choices[0].message.content
+    cut_at = full[len(full) // 2:].strip()[:3] or full[-1]
+    stopped = ask(client, PROMPTS[2], stop=[cut_at]).choices[0]
+    assert stopped.finish_reason == "stop"
+    assert stopped.message.content == full[: full.find(cut_at)]
+
+
+# --------------------------------------------------------------------------- errors
+@pytest.mark.parametrize("kwargs, error, field", [
+    ({"model": "gpt-4"}, "NotFoundError", "model"),
+    ({"messages": []}, "BadRequestError", "messages"),
+    ({"max_tokens": -3}, "BadRequestError", "max_tokens"),
+    ({"max_tokens": 10**9}, "BadRequestError", "max_tokens"),
+    ({"temperature": "hot"}, "BadRequestError", "temperature"),
+    ({"messages": [{"role": "wizard", "content": "hi"}]}, "BadRequestError", "role"),
+    ({"messages": [{"role": "user", "content": "word " * 400}]}, "BadRequestError", "context"),
+], ids=["unknown-model", "no-messages", "negative-max-tokens", "absurd-max-tokens", "wrong-type",
+        "bad-role", "longer-than-context"])
+def test_bad_requests_get_openai_errors_naming_the_field(client, kwargs, error, field):
+    request = {"model": "mara", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, **kwargs}
+    with pytest.raises(getattr(openai, error)) as caught:
+        client.chat.completions.create(**request)
+    assert field in str(caught.value)
+    assert ask(client, "Still there?").choices[0].message.content is not None  # the server keeps serving
+
+
+def test_malformed_json_and_missing_fields_are_4xx_with_an_error_body(server):
+    status, body = post(f"{server}/v1/chat/completions", b"{not json")
+    assert status == 400 and "not valid JSON" in body["error"]["message"]
+    status, body = post(f"{server}/v1/chat/completions", json.dumps({"model": "mara"}).encode())
+    assert status == 400 and body["error"]["param"] == "messages"
+    status, body = post(f"{server}/v1/completions", json.dumps({"model": "mara", "prompt": 3}).encode())
+    assert status == 400 and body["error"]["param"] == "prompt"
+
+
+def test_models_health_and_metrics_routes(server, client):
+    assert sorted(m.id for m in client.models.list().data) == ["mara", "upstream"]
+    status, body = get(f"{server}/healthz")
+    assert status == 200 and json.loads(body)["status"] == "ok"
+    ask(client, PROMPTS[3])
+    status, body = get(f"{server}/metrics")
+    text = body.decode()
+    assert status == 200
+    for name in ("mara_serve_requests_total", "mara_serve_tokens_total", "mara_serve_time_to_first_token_seconds",
+                 "mara_serve_queue_length", "mara_serve_batch_size", "mara_serve_tokens_per_second"):
+        assert name in text, name
+
+
+# --------------------------------------------------------------------------- concurrency
+def test_simultaneous_requests_are_answered_correctly_in_fewer_batches(server, client, greedy_answers):
+    before = json.loads(get(f"{server}/v1/mara/stats")[1])
+    answers: dict[str, str] = {}
+    start = threading.Barrier(len(PROMPTS))
+
+    def one(prompt: str) -> None:
+        start.wait()
+        answers[prompt] = ask(client, prompt).choices[0].message.content
+
+    threads = [threading.Thread(target=one, args=(p,)) for p in PROMPTS]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert answers == greedy_answers  # each answer is its own, decoded in a shared batch
+    after = json.loads(get(f"{server}/v1/mara/stats")[1])
+    batches = after["batches"] - before["batches"]
+    assert after["requests"] - before["requests"] == len(PROMPTS)
+    assert 1 <= batches < len(PROMPTS)
+    assert after["max_batch_rows"] > 1
+
+
+# --------------------------------------------------------------------------- the web page
+def test_the_web_page_streams_both_answers_side_by_side(server, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    if not (chromium and driver_path):
+        pytest.skip("Debian's chromium and chromium-driver are not installed (scripts/install.sh installs them)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                 "--window-size=1200,800"):
+        options.add_argument(flag)
+    browser = webdriver.Chrome(service=Service(driver_path), options=options)
+    try:
+        browser.get(server + "/")
+        browser.find_element(By.ID, "prompt").send_keys("How can I bake bread?")
+        browser.find_element(By.ID, "send").click()
+        WebDriverWait(browser, 120).until(lambda b: all(
+            b.find_element(By.ID, panel).get_attribute("data-done") == "true" for panel in ("upstream", "mara")))
+        for panel in ("upstream", "mara"):
+            text = browser.find_element(By.CSS_SELECTOR, f"#{panel} .text").text
+            stats = browser.find_element(By.CSS_SELECTOR, f"#{panel} .stats").text
+            assert text.strip(), panel
+            assert "decisions" in stats and "Error" not in stats, stats
+        tinted = browser.find_elements(By.CSS_SELECTOR, "#mara .text span.tok")
+        assert tinted and all(t.get_attribute("class") in ("tok c1", "tok c2", "tok c3") for t in tinted)
+        shot = tmp_path / "side_by_side.png"
+        browser.save_screenshot(str(shot))
+        assert shot.stat().st_size > 1000
+    finally:
+        browser.quit()
