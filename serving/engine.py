@@ -103,6 +103,7 @@ class _Choice:
     row: object  # the decoder's row handle
     rng: np.random.Generator
     decoded_tokens: int = 0  # tokens whose text is known (in ``text``)
+    counted_tokens: int = 0  # tokens counted in the metrics
     text: str = ""  # the answer's text so far (sent or held back)
     sent_chars: int = 0
     unsent: list[tuple[str, int]] = field(default_factory=list)  # (text, candidate) not sent yet
@@ -176,18 +177,20 @@ class ServingEngine:
 
     # ------------------------------------------------------------------ the loop
     def _run(self) -> None:
+        """One forward (or one round of decisions) per turn, so that answers stream and
+        requests join and leave between forwards."""
         while True:
-            admitted = self._admit()
-            if admitted is None:
-                return  # stopping
-            if not self._choices:
-                continue
             try:
-                self.decoder.advance()
+                if self._admit() is None:
+                    return  # stopping
+                if not self._choices:
+                    continue
+                if not self.decoder.has_pending():
+                    self.decoder.advance(max_forwards=1)
                 if self.decoder.has_pending():
                     self._decide()
                 self._emit()
-            except Exception as e:  # a decoder failure fails the requests in flight, not the server
+            except Exception as e:  # a failure fails the requests in flight, not the server
                 log.exception("the serving loop failed; failing the requests in flight")
                 self._fail_all(f"{type(e).__name__}: {e}")
 
@@ -210,15 +213,30 @@ class ServingEngine:
         if self.admission == "static" and not idle:
             return False
         with self._wake:
-            joining, self._queue = list(self._queue), deque()
+            joining = self._take_queue(static=self.admission == "static")
         for submission in joining:
-            if not submission.cancelled:
-                self._join(submission)
+            self._join(submission)
         if idle and self._choices:
             self.counts["batches"] += 1
             self._record({"serve_batches": 1})
         self._record_queue()
         return True
+
+    def _take_queue(self, static: bool) -> list[Submission]:
+        """The queued requests that join now: all of them (continuous batching: rows beyond
+        ``max_rows`` wait inside the decoder for a free row), or, static, those that fit in
+        an empty batch of ``max_rows`` (at least one)."""
+        taken, rows = [], 0
+        while self._queue:
+            s = self._queue[0]
+            if s.cancelled:
+                self._queue.popleft()
+                continue
+            if static and taken and rows + s.n > self.max_rows:
+                break
+            taken.append(self._queue.popleft())
+            rows += s.n
+        return taken
 
     def _join(self, s: Submission) -> None:
         s.open_choices = s.n
@@ -251,20 +269,30 @@ class ServingEngine:
         self.counts["decision_steps"] += 1
         self.counts["max_batch_rows"] = max(self.counts["max_batch_rows"], batch_rows)
         self._record({"serve_batch_size": batch_rows})
-        self.decoder.apply(actions, accept_prob)
+        self.decoder.apply(actions, accept_prob, advance=False)
 
     # ------------------------------------------------------------------ answers out
     def _emit(self) -> None:
         """Send each answer's new text; end the answers that are done."""
         new_tokens = 0
         for c in list(self._choices):
-            new_tokens += len(c.row.response_ids) - c.decoded_tokens
+            new_tokens += len(c.row.response_ids) - c.counted_tokens
+            c.counted_tokens = len(c.row.response_ids)
             self._decode_new_tokens(c)
             done = c.row.finished or c.stopped
+            if done:
+                _truncate(c, len(c.text.rstrip()))  # an answer does not end with whitespace
             self._send(c, flush=done)
             if done:
                 self._finish(c)
         self._count_tokens(new_tokens)
+
+    def _text(self, token_ids: list[int]) -> str:
+        """An answer's text so far. Unlike ``llm.decode`` no clean-up of spaces ("do n't"
+        -> "don't") and no strip of the end: each token's text must extend the text before
+        it, or what was streamed could not be taken back."""
+        return self.llm.tokenizer.decode(token_ids, skip_special_tokens=True,
+                                         clean_up_tokenization_spaces=False).lstrip()
 
     def _decode_new_tokens(self, c: _Choice) -> None:
         """Turn the row's new tokens into text pieces. Each token's piece is the growth of
@@ -273,9 +301,10 @@ class ServingEngine:
         ids = c.row.response_ids
         while c.decoded_tokens < len(ids):
             end = c.decoded_tokens + 1
-            while end < len(ids) and self.llm.decode(ids[:end]).endswith("\ufffd"):
+            text = self._text(ids[:end])
+            while text.endswith("\ufffd") and end < len(ids):
                 end += 1  # a partial character: its bytes come with the next tokens
-            text = self.llm.decode(ids[:end])
+                text = self._text(ids[:end])
             if text.endswith("\ufffd") and not c.row.finished:
                 return
             piece = text[len(c.text):] if text.startswith(c.text) else ""
@@ -288,32 +317,22 @@ class ServingEngine:
                 return
 
     def _cut_at_stop(self, c: _Choice) -> bool:
-        stops = c.submission.stop
-        if not stops:
-            return False
-        hits = [i for i in (c.text.find(s) for s in stops) if i >= 0]
+        hits = [i for i in (c.text.find(stop) for stop in c.submission.stop) if i >= 0]
         if not hits:
             return False
-        cut = min(hits)
-        c.text, c.stopped = c.text[:cut], True
-        # Drop what lies past the cut from the unsent pieces.
-        keep, total = [], c.sent_chars
-        for piece, candidate in c.unsent:
-            room = cut - total
-            if room <= 0:
-                break
-            keep.append((piece[:room], candidate))
-            total += len(piece[:room])
-        c.unsent = keep
+        _truncate(c, min(hits))
+        c.stopped = True
         return True
 
     def _send(self, c: _Choice, flush: bool) -> None:
-        """Send the unsent pieces, except (until the answer ends) the last characters that
-        could be the start of a stop string."""
+        """Send the unsent pieces, except (until the answer ends) trailing whitespace and
+        the last characters that could be the start of a stop string."""
         if not c.unsent:
             return
-        hold = 0 if flush else max((len(s) - 1 for s in c.submission.stop), default=0)
-        limit, total, ready = len(c.text) - hold, c.sent_chars, 0
+        limit = len(c.text)
+        if not flush:
+            limit = min(len(c.text.rstrip()), len(c.text) - max((len(s) - 1 for s in c.submission.stop), default=0))
+        total, ready = c.sent_chars, 0
         for piece, _ in c.unsent:
             if total + len(piece) > limit:
                 break
@@ -356,12 +375,15 @@ class ServingEngine:
             s.on_event(event)
         except Exception:  # a consumer's failure must not stop the loop
             log.exception("a request's event callback failed; cancelling it")
-            s.cancelled = True
+            self.cancel(s)
 
     def _fail_all(self, message: str) -> None:
+        """Fail every request running or queued; start again from an empty batch."""
         failed = {id(c.submission): c.submission for c in self._choices}
-        for c in list(self._choices):
-            self._choices.remove(c)
+        with self._wake:
+            failed.update({id(s): s for s in self._queue})
+            self._queue.clear()
+        self._choices.clear()
         self.decoder.open(self.max_rows)  # a fresh batch: the failed one's cache is unusable
         for s in failed.values():
             self._deliver(s, Failed(message))
@@ -374,7 +396,7 @@ class ServingEngine:
         self._token_times.append((now, n))
         while self._token_times and self._token_times[0][0] < now - 5.0:
             self._token_times.popleft()
-        span = max(now - self._token_times[0][0], 1e-3)
+        span = max(now - self._token_times[0][0], 1.0)  # no spike on the first step after idle
         self._record({"serve_tokens": n, "serve_tokens_per_second": sum(k for _, k in self._token_times) / span})
 
     def _record_queue(self) -> None:
@@ -386,3 +408,18 @@ class ServingEngine:
     def _record(self, values: dict) -> None:
         if self.metrics is not None:
             self.metrics.record(values)
+
+
+def _truncate(c: _Choice, length: int) -> None:
+    """Cut an answer's text to ``length`` characters (never into what was sent), and its
+    unsent pieces with it."""
+    length = max(length, c.sent_chars)
+    c.text = c.text[:length]
+    keep, total = [], c.sent_chars
+    for piece, candidate in c.unsent:
+        room = length - total
+        if room <= 0:
+            break
+        keep.append((piece[:room], candidate))
+        total += len(piece[:room])
+    c.unsent = keep

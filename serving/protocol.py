@@ -26,6 +26,7 @@ MODELS = (ALIGNED, UPSTREAM)
 ROLES = ("system", "user", "assistant")
 MAX_CHOICES = 8  # n: more answers per request than this is a mistake, not a use
 MAX_STOPS = 4  # as OpenAI
+GREEDY_BELOW = 1e-3  # temperatures below this are greedy (logits / 1e-40 would overflow)
 
 
 class RequestError(Exception):
@@ -71,10 +72,10 @@ class GenerationRequest:
         """The candidate set of this request's positions and its length limit (the
         server's where the request leaves them out).
 
-        Temperature 0 asks for greedy decoding: a candidate set of the single most likely
+        Temperature 0 (or below ``GREEDY_BELOW``) asks for greedy decoding: a candidate set of the single most likely
         token, so nothing is left to decide (for ``mara`` too)."""
         max_new = self.max_tokens or server.max_new_tokens
-        if self.temperature == 0:
+        if self.temperature is not None and self.temperature < GREEDY_BELOW:
             return SamplingConfig(temperature=1.0, top_k=1, top_p=1.0, max_new_tokens=max_new)
         return SamplingConfig(
             temperature=server.temperature if self.temperature is None else self.temperature,
@@ -90,7 +91,7 @@ def parse_request(body: bytes | str, kind: str, max_context: int) -> GenerationR
     (kind "completion"); ``max_context`` bounds ``max_tokens``."""
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise RequestError(f"the request body is not valid JSON: {e}") from None
     if not isinstance(data, dict):
         raise RequestError(f"the request body must be a JSON object, got {type(data).__name__}")

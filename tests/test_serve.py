@@ -57,14 +57,20 @@ def greedy_answers(tiny_llm):
 
 
 @pytest.fixture(scope="module")
-def server(tiny_llm_path, tmp_path_factory):
-    from serving.app import ServeSettings, start_server, stop_server
+def settings(tiny_llm_path, tmp_path_factory):
+    from serving.app import ServeSettings
 
     agent = tmp_path_factory.mktemp("agent") / "always_accept.safetensors"
     save_agent(always_accept_actor(64), agent, upstream_model=str(tiny_llm_path))
+    return ServeSettings(agent=str(agent), model=str(tiny_llm_path), port=free_port(), max_rows=16,
+                         batch_wait_s=0.2, sampling=SamplingConfig(max_new_tokens=64))
+
+
+@pytest.fixture(scope="module")
+def server(settings):
+    from serving.app import start_server, stop_server
+
     start_local_ray()
-    settings = ServeSettings(agent=str(agent), model=str(tiny_llm_path), port=free_port(), max_rows=16,
-                             batch_wait_s=0.2, sampling=SamplingConfig(max_new_tokens=64))
     url = start_server(settings)
     yield url
     stop_server()
@@ -135,6 +141,17 @@ def test_streaming_chat_sends_the_same_answer_token_by_token(client, greedy_answ
     assert usage is not None and len(tokens) <= usage.completion_tokens <= MAX_TOKENS
 
 
+def test_a_greedy_answer_streams_token_by_token_too(client, greedy_answers):
+    # At temperature 0 no position has a decision to wait for; the answer still streams.
+    prompt = PROMPTS[4]
+    chunks = [c.choices[0].delta.content for c in ask(client, prompt, model="upstream", temperature=0, stream=True)
+              if c.choices and c.choices[0].delta.content]
+    assert "".join(chunks) == greedy_answers[prompt]
+    assert len(chunks) > 1
+    tiny = ask(client, prompt, model="upstream", temperature=1e-40)  # no overflow: greedy too
+    assert tiny.choices[0].message.content == greedy_answers[prompt]
+
+
 def test_text_completions_n_seed_and_stop(client):
     first = client.completions.create(model="upstream", prompt="Once upon a time", max_tokens=8, n=2, seed=7)
     again = client.completions.create(model="upstream", prompt="Once upon a time", max_tokens=8, n=2, seed=7)
@@ -175,6 +192,8 @@ def test_malformed_json_and_missing_fields_are_4xx_with_an_error_body(server):
     assert status == 400 and body["error"]["param"] == "messages"
     status, body = post(f"{server}/v1/completions", json.dumps({"model": "mara", "prompt": 3}).encode())
     assert status == 400 and body["error"]["param"] == "prompt"
+    status, body = post(f"{server}/v1/chat/completions", b"[" * 100_000 + b"]" * 100_000)
+    assert status == 400 and "error" in body
 
 
 def test_models_health_and_metrics_routes(server, client):
@@ -248,3 +267,44 @@ def test_the_web_page_streams_both_answers_side_by_side(server, tmp_path):
         assert shot.stat().st_size > 1000
     finally:
         browser.quit()
+
+
+# --------------------------------------------------------------------------- scaling
+def test_two_replicas_each_hold_a_copy_and_share_the_requests(server, settings, client, greedy_answers):
+    import dataclasses
+
+    from ray import serve
+
+    from serving.app import APP_NAME, build_app
+
+    serve.run(build_app(dataclasses.replace(settings, replicas=2)), name=APP_NAME, route_prefix="/",
+              blocking=False)
+    deployment = serve.status().applications[APP_NAME].deployments["MaraServer"]
+    assert deployment.replica_states.get("RUNNING") == 2
+    seen: set[str] = set()
+    deadline = time.time() + 120  # Serve routes each request to one of the two; wait until both answered
+    while len(seen) < 2 and time.time() < deadline:
+        seen.add(json.loads(get(f"{server}/healthz")[1])["replica"])
+    assert len(seen) == 2
+    answers = [ask(client, p).choices[0].message.content for p in PROMPTS[:4]]
+    assert answers == [greedy_answers[p] for p in PROMPTS[:4]]
+
+
+# --------------------------------------------------------------------------- the command line
+@pytest.mark.parametrize("argv, message", [
+    (["--agent", "missing.safetensors"], "missing.safetensors"),
+    (["--port", "70000"], "port"),
+    (["--replicas", "0"], "replicas"),
+    (["--autoscale", "two"], "MIN:MAX"),
+    (["--max-rows", "0"], "max_rows"),
+    (["--top-p", "1.5"], "top_p"),
+])
+def test_mara_serve_refuses_bad_options_before_starting_ray(argv, message, capsys):
+    import ray
+
+    from cli.main import main
+
+    was_running = ray.is_initialized()
+    assert main(["serve", *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert ray.is_initialized() == was_running  # nothing was started
