@@ -30,10 +30,12 @@ from core.config import (
     RolloutConfig,
     SACConfig,
     SamplingConfig,
+    check_choice,
     check_int,
     check_number,
 )
 
+RUN_MODES = ("async", "sync")
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a run folder's name: never a path
 
 
@@ -60,6 +62,12 @@ class RunConfig:
     metrics_host: str = "127.0.0.1"
     dashboard: bool = True  # start Ray's dashboard with a local cluster
     progress_every_s: float = 5.0
+    # async: collection and learning never wait for each other (the design). sync: the
+    # reference's loop, kept to measure what async buys: a round of one rollout call per
+    # worker, every episode scored and inserted, then sync_updates_per_episode learner
+    # updates per episode while no rollout runs, then the next round.
+    mode: str = "async"
+    sync_updates_per_episode: int = 10  # the reference: 10 updates per finished episode
 
     def __post_init__(self) -> None:
         if self.rollout.agent_hidden_size != self.sac.hidden_size:
@@ -71,6 +79,8 @@ class RunConfig:
         check_int("seed", self.seed)
         check_int("metrics_port", self.metrics_port, -1, 65535)
         check_number("progress_every_s", self.progress_every_s, above=0)
+        check_choice("mode", self.mode, RUN_MODES)
+        check_int("sync_updates_per_episode", self.sync_updates_per_episode, 1)
 
 
 # ---------------------------------------------------------------------------- YAML I/O

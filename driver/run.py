@@ -176,15 +176,23 @@ class TrainingRun:
         seconds_before = self.totals.seconds
         self._updates_reported = self._last_learner_updates  # resumed ones
         # The update budget counts over the whole run, resumed parts included (as episodes do).
-        learner_run = self.learner.run.remote(self.replay, until_updates=cfg.budget.updates or None)
+        sync = cfg.mode == "sync"
+        if sync:  # the driver paces the learner: no rate limiter between inserts and samples
+            ray.get(self.replay.stop_limiting.remote(samples_too=True))
+            learner_run = None
+        else:
+            learner_run = self.learner.run.remote(self.replay, until_updates=cfg.budget.updates or None)
         next_report = time.perf_counter() + cfg.progress_every_s
         snapshot_every = cfg.replay.snapshot_every_s
         next_snapshot = time.perf_counter() + snapshot_every if snapshot_every else float("inf")
         interrupted = False
         try:
             while not self._should_stop(start, seconds_before, learner_run):
-                self._hand_out_rollouts()
-                self._route(wait_any([self.rollouts, self.rewards], timeout=WAIT_S))
+                if sync:
+                    self._sync_round()
+                else:
+                    self._hand_out_rollouts()
+                    self._route(wait_any([self.rollouts, self.rewards], timeout=WAIT_S))
                 if time.perf_counter() >= next_report:
                     self._report(seconds_before + time.perf_counter() - start)
                     next_report = time.perf_counter() + cfg.progress_every_s
@@ -212,6 +220,34 @@ class TrainingRun:
             prompts = self.queue.take(self.cfg.rollout.episodes_per_call)
             self.rollouts.call(member, lambda worker: worker.rollout.options(num_returns=2).remote(prompts),
                                tag=prompts)
+
+    def _sync_round(self) -> None:
+        """One round of the synchronous loop (``mode: sync``): one rollout call per worker;
+        every episode scored and inserted; then ``sync_updates_per_episode`` learner updates
+        per episode of the round, while no rollout runs (the learner starts once the replay
+        holds ``replay.min_size_to_sample`` transitions, as in the asynchronous mode)."""
+        episodes_before = self.totals.episodes
+        for member in self.rollouts.idle_members(1):
+            prompts = self.queue.take(self.cfg.rollout.episodes_per_call)
+            self.rollouts.call(member, lambda worker: worker.rollout.options(num_returns=2).remote(prompts),
+                               tag=prompts)
+        while (self.rollouts.calls_in_flight() or self._unscored_calls()) and not self._component_failure():
+            self._route(wait_any([self.rollouts, self.rewards], timeout=WAIT_S))
+        episodes = self.totals.episodes - episodes_before
+        replay = self._from_component(lambda: ray.get(self.replay.stats.remote()))
+        if not episodes or replay is None or replay["size"] < self.cfg.replay.min_size_to_sample:
+            return
+        start = time.time()
+        target = self._last_learner_updates + self.cfg.sync_updates_per_episode * episodes
+        if self.cfg.budget.updates:
+            target = min(target, self.cfg.budget.updates)
+        stats = self._from_component(lambda: ray.get(self.learner.run.remote(
+            self.replay, until_updates=target, checkpoint_at_end=False)))
+        if stats is None:
+            return
+        self.metrics_log.write({"event": "sync_updates", "start": start, "end": time.time(), "episodes": episodes,
+                                "updates": stats.updates - self._last_learner_updates})
+        self._last_learner_updates = stats.updates
 
     def _unscored_calls(self) -> int:
         return self.rewards.calls_in_flight() + len(self._waiting_for_reward)
@@ -301,6 +337,8 @@ class TrainingRun:
             return True
         if b.seconds and seconds_before + time.perf_counter() - start >= b.seconds:
             return True
+        if learner_run is None:  # sync mode: the driver counts the updates
+            return bool(b.updates) and self._last_learner_updates >= b.updates
         ready, _ = ray.wait([learner_run], timeout=0)
         return bool(ready)  # the learner reached its update budget (or could not go on)
 
@@ -421,7 +459,8 @@ class TrainingRun:
         self.totals.seconds = seconds_before + time.perf_counter() - start
         self._close_llms()
         self.learner.stop.remote()
-        learner_stats = self._from_component(lambda: ray.get(learner_run))
+        # (sync mode has no run in progress; the snapshot below checkpoints the learner)
+        learner_stats = self._from_component(lambda: ray.get(learner_run)) if learner_run is not None else None
         snapshot = self._snapshot()
         final = self._report(self.totals.seconds) or {}
         failure = self.stop_reason or self._nothing_learned(final)

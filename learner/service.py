@@ -117,10 +117,12 @@ class LearnerService:
     # -- training loop -------------------------------------------------------------------
 
     def run(self, replay, until_updates: int | None = None,
-            max_seconds: float | None = None) -> LearnerStats:
+            max_seconds: float | None = None, checkpoint_at_end: bool = True) -> LearnerStats:
         """Train until ``stop()``, until the learner has made ``until_updates`` updates in all
         (resumed and restarted parts included: the driver's call is retried as it is when Ray
-        rebuilds the actor), or for ``max_seconds`` seconds."""
+        rebuilds the actor), or for ``max_seconds`` seconds. A synchronous run calls it once
+        per round of episodes, with ``checkpoint_at_end=False`` (checkpoints then come every
+        ``checkpoint_every`` updates and at the run's end, as in an asynchronous run)."""
         if self._running:
             raise RuntimeError("LearnerService.run is already running")
         self._running = True
@@ -171,7 +173,8 @@ class LearnerService:
         finally:
             if self._learner.updates != last_published:
                 self._publish()
-            if self._run_dir is not None and self._learner.updates != self._last_checkpoint_updates:
+            if checkpoint_at_end and self._run_dir is not None \
+                    and self._learner.updates != self._last_checkpoint_updates:
                 self._checkpoint()
             self._run_end = time.perf_counter()
             self._running = False

@@ -59,6 +59,7 @@ class ReplayServer:
         self._waiting_samples: list[int] = []  # batch sizes of samples now waiting
         self._forced_inserts = 0
         self._limiting = True  # False once the run ends: inserts no longer wait for samples
+        self._ratio_limited_samples = True  # False in a synchronous run: the driver paces the learner
         self._incarnation = uuid.uuid4().hex  # a new one each time the actor is (re)built
         self._restored: dict[str, Any] | None = None  # what it started from
         if snapshot is not None and Path(snapshot).is_file():
@@ -116,12 +117,12 @@ class ReplayServer:
         """``n`` uniformly drawn transitions once the limiter allows, None on timeout."""
         cond = self._condition()
         async with cond:
-            if not self._limiter.can_sample(n):  # also validates n
+            if not self._may_sample(n):  # also validates n
                 self._waiting_samples.append(n)
                 cond.notify_all()  # a blocked insert may now go ahead (see module doc)
                 try:
                     await asyncio.wait_for(
-                        cond.wait_for(lambda: self._limiter.can_sample(n)), timeout_s
+                        cond.wait_for(lambda: self._may_sample(n)), timeout_s
                     )
                 except asyncio.TimeoutError:
                     return None
@@ -132,12 +133,20 @@ class ReplayServer:
             cond.notify_all()
             return batch
 
-    async def stop_limiting(self) -> None:
+    def _may_sample(self, n: int) -> bool:
+        if self._ratio_limited_samples:
+            return self._limiter.can_sample(n)
+        return self._limiter.can_sample(n) or self._buffer.size() >= max(self._config.min_size_to_sample, 1)
+
+    async def stop_limiting(self, samples_too: bool = False) -> None:
         """The run is ending: let every insert in without waiting for samples (the learner
-        may already have stopped sampling, and the episodes in flight are paid for)."""
+        may already have stopped sampling, and the episodes in flight are paid for). With
+        ``samples_too`` (a synchronous run, whose driver decides when the learner updates),
+        samples no longer wait for inserts either, once the buffer holds min_size_to_sample."""
         cond = self._condition()
         async with cond:
             self._limiting = False
+            self._ratio_limited_samples = not samples_too
             cond.notify_all()
 
     async def size(self) -> int:

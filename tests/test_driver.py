@@ -194,6 +194,28 @@ def test_learner_updates_while_episodes_are_in_flight_and_resume(ray_local, tiny
     assert summary2["replay"]["size"] > first_inserted
 
 
+def test_sync_mode_runs_exactly_the_updates_per_episode_and_never_alongside_rollouts(ray_local, tiny_llm_path,
+                                                                                     tmp_path):
+    cfg = from_dict(RunConfig, tiny_config(tiny_llm_path, tmp_path, mode="sync", sync_updates_per_episode=3,
+                                           replay={"min_size_to_sample": 1}, budget={"episodes": 12}))
+    run = training_run(cfg)
+    run.build()
+    summary = run.run()
+    assert summary["status"] == "completed"
+    # Every episode was followed by exactly 3 updates (the replay could sample from the start).
+    assert summary["episodes"] >= 12
+    assert summary["learner_updates"] == 3 * summary["episodes"]
+    records = read_jsonl(run.run_dir / "metrics.jsonl")
+    rounds = [r for r in records if r.get("event") == "sync_updates"]
+    rollouts = [r for r in records if r.get("event") == "rollout"]
+    assert rounds and sum(r["updates"] for r in rounds) == summary["learner_updates"]
+    assert all(r["updates"] == 3 * r["episodes"] for r in rounds)
+    # No rollout decoded while the learner was updating.
+    for u in rounds:
+        for r in rollouts:
+            assert r["episode_end"] <= u["start"] or r["episode_start"] >= u["end"], (r, u)
+
+
 def test_a_killed_rollout_worker_is_replaced_and_no_data_is_lost(ray_local, tiny_llm_path, tmp_path):
     # The killer thread ends the run; the time budget is only a backstop, longer than the
     # phases below so that a slow start (CI's 2 cores shared with other work) is waited for.
