@@ -6,8 +6,8 @@ plain arguments, every actor is a plain class made remote the same way (``start_
 or a ``WorkerGroup`` of them), and the resources each asks Ray for (CPUs, GPUs, custom
 resources) come from the configuration:
 
-    replay    ReplayServer      (replay/server.py)     replay.num_cpus (0: it mostly waits on asyncio)
-    learner   LearnerService    (learner/service.py)   learner.num_cpus, a GPU when there is one
+    replay    ReplayServer      (replay/server.py)     replay.num_cpus (0: it mostly waits on asyncio), head node
+    learner   LearnerService    (learner/service.py)   learner.num_cpus, a GPU when there is one, head node
     rewards   WorkerGroup of RewardActor   (actors/reward_actor.py)   reward.num_actors x reward.num_cpus/num_gpus
     rollouts  WorkerGroup of RolloutWorker (actors/rollout_worker.py) rollout.num_workers x rollout.num_cpus/...
 """
@@ -34,6 +34,9 @@ LEARNER_CONCURRENCY = 4  # run() holds one thread; weight polls, metrics and sto
 # newest snapshot / checkpoint) and retries the calls they were answering. Retrying is safe:
 # a sample or a poll has no effect, and an insert lost with the dead actor is made again.
 REBUILT_FROM_SNAPSHOTS = {"max_restarts": -1, "max_task_retries": -1}
+# The replay and the learner run on the head node: the run folder (snapshots, checkpoints)
+# is there, and a worker node leaving the cluster never takes them with it.
+ON_HEAD = {"resources": {"node:__internal_head__": 0.001}}
 
 
 @dataclass
@@ -48,11 +51,13 @@ def start_components(cfg: RunConfig, run_dir: Path, state_dim: int) -> Component
     """Start every component of a run. The replay and the learner start from the run folder's
     snapshot and newest checkpoint when there are some (a resumed run), and so does Ray when it
     rebuilds one that died; the calls they were answering are then retried."""
-    replay = start_actor(ReplayServer, {"num_cpus": cfg.replay.num_cpus, **REBUILT_FROM_SNAPSHOTS}, config=cfg.replay,
+    replay = start_actor(ReplayServer, {"num_cpus": cfg.replay.num_cpus, **REBUILT_FROM_SNAPSHOTS, **ON_HEAD},
+                         config=cfg.replay,
                          state_dim=state_dim, snapshot=str(run_dir / REPLAY_FILE))
     learner = start_actor(
         LearnerService,
-        {**learner_resources(cfg.learner), "max_concurrency": LEARNER_CONCURRENCY, **REBUILT_FROM_SNAPSHOTS},
+        {**learner_resources(cfg.learner), "max_concurrency": LEARNER_CONCURRENCY, **REBUILT_FROM_SNAPSHOTS,
+         **ON_HEAD},
         state_dim=state_dim, sac=cfg.sac, config=cfg.learner, seed=cfg.seed, upstream_model=cfg.model.name,
         run_dir=str(run_dir))
     # A reward actor hosts the upstream LLM too when the reward needs it (greedy baseline, fluency).
@@ -91,6 +96,14 @@ def _bind_to_loopback() -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False
 
 
+def local_cpus(cfg: RunConfig) -> int:
+    """Logical CPUs of a local Ray: the machine's, or what the actors ask for if more (a
+    laptop run oversubscribes its cores rather than never starting an actor)."""
+    needed = cfg.rollout.num_workers * cfg.rollout.num_cpus + cfg.learner.num_cpus \
+        + cfg.reward.num_actors * cfg.reward.num_cpus + cfg.replay.num_cpus
+    return max(os.cpu_count() or 1, math.ceil(needed))
+
+
 def connect_ray(cfg: RunConfig) -> bool:
     """Join a cluster (``address`` or $RAY_ADDRESS) or start a local one. True if this
     process connected (and must disconnect), False if Ray was already initialised."""
@@ -101,10 +114,8 @@ def connect_ray(cfg: RunConfig) -> bool:
         ray.init(address=address)
         print(f"joined Ray cluster at {address}", flush=True)
         return True
-    needed = cfg.rollout.num_workers * cfg.rollout.num_cpus + cfg.learner.num_cpus \
-        + cfg.reward.num_actors * cfg.reward.num_cpus
     _bind_to_loopback()
-    context = ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(needed)), dashboard_host="127.0.0.1",
+    context = ray.init(num_cpus=local_cpus(cfg), dashboard_host="127.0.0.1",
                        include_dashboard=cfg.dashboard, log_to_driver=True)
     if cfg.dashboard and context.dashboard_url:
         print(f"Ray dashboard: http://{context.dashboard_url}", flush=True)

@@ -205,12 +205,18 @@ def resolve_model(model: str | os.PathLike | None) -> tuple[str, str, dict]:
     return model, model, {}
 
 
-def model_hidden_size(model: str | os.PathLike | None) -> int:
-    """The hidden size of a model, read from its config without loading weights."""
+def model_config(model: str | os.PathLike | None, local_files_only: bool = False):
+    """A model's transformers config, read without loading weights (``local_files_only``:
+    from a folder or the hub cache only, never the network)."""
     from transformers import AutoConfig
 
     source, _, kwargs = resolve_model(model)
-    return int(AutoConfig.from_pretrained(source, **kwargs).hidden_size)
+    return AutoConfig.from_pretrained(source, local_files_only=local_files_only, **kwargs)
+
+
+def model_hidden_size(model: str | os.PathLike | None) -> int:
+    """The hidden size of a model, read from its config without loading weights."""
+    return int(model_config(model).hidden_size)
 
 
 def load_upstream(

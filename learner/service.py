@@ -279,8 +279,9 @@ class LearnerService:
 
 def learner_resources(config: LearnerConfig) -> dict:
     """Ray resources of the learner: its CPUs, and one GPU when ``config.device`` asks for
-    CUDA, or is "auto" and the cluster has a GPU (else none: Ray then hides GPUs from the
-    actor, so "auto" means cpu)."""
+    CUDA, or is "auto" and the head node, where the learner runs, has a GPU (else none: Ray
+    then hides GPUs from the actor, so "auto" means cpu)."""
+    head = [n["Resources"] for n in ray.nodes() if n.get("Alive") and "node:__internal_head__" in n["Resources"]]
     wants_gpu = config.device.startswith("cuda") or (
-        config.device == "auto" and ray.cluster_resources().get("GPU", 0) >= 1)
+        config.device == "auto" and bool(head) and head[0].get("GPU", 0) >= 1)
     return {"num_cpus": config.num_cpus, "num_gpus": 1 if wants_gpu else 0}

@@ -91,6 +91,11 @@ class SnapshotError(ValueError):
     """A replay snapshot file is unreadable, corrupt or does not match the buffer."""
 
 
+def transition_bytes(state_dim: int, state_dtype: str = "float16") -> int:
+    """Bytes the buffer stores per transition: one state plus its scalars."""
+    return state_dim * np.dtype(state_dtype).itemsize + _SCALAR_BYTES
+
+
 class ReplayBuffer:
     """Preallocated ring of ``capacity`` transitions with uniform sampling."""
 
@@ -153,7 +158,7 @@ class ReplayBuffer:
         """
         if self._state_dim is None:
             raise ValueError("state dimension unknown until the first insert")
-        return self._state_dim * self._dtype.itemsize + _SCALAR_BYTES
+        return transition_bytes(self._state_dim, self.state_dtype)
 
     def stats(self) -> dict[str, Any]:
         return {

@@ -1,0 +1,264 @@
+"""``python launch.py --dry-run``: what a run would start, where, and with how much memory.
+
+Resolves the configuration, describes the cluster it would run on, and prints one line
+per kind of actor: how many, which node (type) can take it, its CPUs / GPUs / custom
+resources, and an estimate of its GPU memory; then the replay's memory at capacity. No
+model is loaded and no Ray actor is started: model sizes come from each model's config
+(a local folder or the hub cache, never the network), or, for a few well-known hub models
+that are not cached, from ``KNOWN_MODELS`` (said so in the plan).
+
+The cluster is, in this order: the running cluster named by ``--address`` /
+``$RAY_ADDRESS`` (its live nodes), the node types of a cluster launcher file
+(``--cluster cluster.yaml``: each type up to its ``max_workers``), or this machine.
+
+Estimates (GiB = 2^30 bytes): an LLM's weights are parameters x bytes of its dtype; its KV
+cache is rows x (prompt + new tokens) x layers x 2 x KV heads x head size x bytes, with
+rows = the episodes a worker decodes at once and 512 prompt tokens; the learner holds the
+actor, the twin critic and its target with gradients and Adam's two moments in float32,
+plus two batches of states. The replay stores one state per transition in its dtype plus
+14 bytes (replay/buffer.py).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from driver.components import local_cpus
+from driver.config import RunConfig
+from replay.buffer import transition_bytes
+
+GIB = 2**30
+PROMPT_TOKENS = 512  # prompt length assumed by the KV-cache estimate
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+HEAD = "head"
+
+# (hidden size, parameters, layers, KV heads, head size) of hub models too big to expect in a
+# cache: the paper's upstream models and its reward and cost models (their published configs).
+KNOWN_MODELS = {
+    "meta-llama/Meta-Llama-3-8B-Instruct": (4096, 8.03e9, 32, 8, 128),
+    "meta-llama/Llama-3.1-8B-Instruct": (4096, 8.03e9, 32, 8, 128),
+    "mistralai/Mistral-7B-Instruct-v0.2": (4096, 7.24e9, 32, 8, 128),
+    "PKU-Alignment/beaver-7b-v1.0-reward": (4096, 6.74e9, 32, 32, 128),
+    "PKU-Alignment/beaver-7b-v1.0-cost": (4096, 6.74e9, 32, 32, 128),
+}
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    name: str
+    hidden_size: int
+    parameters: float
+    layers: int
+    kv_heads: int
+    head_size: int
+    source: str  # "its config" or "MARA's table of known models"
+
+    def weight_bytes(self, dtype: str) -> float:
+        return self.parameters * DTYPE_BYTES[dtype]
+
+    def kv_bytes(self, rows: int, tokens: int, dtype: str) -> float:
+        return rows * tokens * self.layers * 2 * self.kv_heads * self.head_size * DTYPE_BYTES[dtype]
+
+
+def model_facts(name: str) -> ModelFacts:
+    """Sizes of a model from its config (folder or hub cache), else from ``KNOWN_MODELS``."""
+    from envs.upstream import model_config
+
+    try:
+        c = model_config(name, local_files_only=True)
+    except (OSError, ValueError) as err:
+        if name in KNOWN_MODELS:
+            return ModelFacts(name, *KNOWN_MODELS[name], source="MARA's table of known models")
+        raise FileNotFoundError(f"model {name!r}: its config is neither local nor in the hub cache, and it is "
+                                f"not one of the models the dry run knows ({', '.join(KNOWN_MODELS)}): {err}") from None
+    d, layers = int(c.hidden_size), int(c.num_hidden_layers)
+    heads = int(getattr(c, "num_attention_heads", 1))
+    kv_heads = int(getattr(c, "num_key_value_heads", None) or heads)
+    head_size = int(getattr(c, "head_dim", None) or d // heads)
+    ff = int(getattr(c, "intermediate_size", 4 * d))
+    vocab = int(getattr(c, "vocab_size", 32000))
+    per_layer = d * heads * head_size * 2 + d * kv_heads * head_size * 2 + 3 * d * ff  # attention + gated MLP
+    embeddings = vocab * d * (1 if getattr(c, "tie_word_embeddings", False) else 2)
+    return ModelFacts(name, d, float(layers * per_layer + embeddings), layers, kv_heads, head_size, "its config")
+
+
+# --------------------------------------------------------------------------- the cluster
+@dataclass
+class NodeKind:
+    """A node of the running cluster, a node type of a cluster file (up to ``count``), or this machine."""
+
+    name: str
+    resources: dict[str, float]
+    count: int = 1
+    is_head: bool = False
+
+
+@dataclass
+class Cluster:
+    source: str
+    kinds: list[NodeKind] = field(default_factory=list)
+
+
+def describe_cluster(cfg: RunConfig, cluster_file: str | None = None) -> Cluster:
+    import ray
+
+    address = cfg.address or os.environ.get("RAY_ADDRESS", "")
+    if ray.is_initialized():  # this process is connected already (a notebook, a test)
+        return _cluster_from_nodes("the connected Ray cluster", ray.nodes())
+    if address:
+        ray.init(address=address, logging_level="ERROR")
+        try:
+            return _cluster_from_nodes(f"the running Ray cluster at {address}", ray.nodes())
+        finally:
+            ray.shutdown()
+    if cluster_file:
+        return _cluster_from_file(Path(cluster_file))
+    return Cluster("this machine (a local Ray, as launch.py starts it)", [
+        NodeKind("local", {"CPU": float(local_cpus(cfg)), "GPU": float(_local_gpus())}, is_head=True)])
+
+
+def _cluster_from_nodes(source: str, nodes: list[dict]) -> Cluster:
+    return Cluster(source, [NodeKind(n.get("NodeManagerAddress", "node"), dict(n["Resources"]),
+                                     is_head="node:__internal_head__" in n["Resources"])
+                            for n in nodes if n.get("Alive")])
+
+
+def _local_gpus() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except Exception:
+        return 0
+
+
+def _cluster_from_file(path: Path) -> Cluster:
+    if not path.is_file():
+        raise FileNotFoundError(f"cluster file not found: {path}")
+    spec = yaml.safe_load(path.read_text()) or {}
+    types = spec.get("available_node_types")
+    if not isinstance(types, dict) or spec.get("head_node_type") not in types:
+        raise ValueError(f"{path}: needs available_node_types and a head_node_type among them")
+    kinds = []
+    for name, t in types.items():
+        head = name == spec["head_node_type"]
+        count = 1 if head else int(t.get("max_workers", spec.get("max_workers", 0)))
+        kinds.append(NodeKind(name, {k: float(v) for k, v in (t.get("resources") or {}).items()}, count, head))
+    return Cluster(f"the node types of {path} (workers up to their max_workers)", kinds)
+
+
+# --------------------------------------------------------------------------- the plan
+@dataclass
+class PlannedActor:
+    role: str
+    count: int
+    request: dict[str, float]
+    gpu_bytes: float
+    placed_on: list[str]
+    fits: int  # how many of them the cluster can hold at once
+    note: str = ""
+
+
+def _fit(request: dict[str, float], kind: NodeKind) -> int:
+    """How many actors with ``request`` one node of ``kind`` holds."""
+    counts = [math.floor(kind.resources.get(r, 0) / v + 1e-9) for r, v in request.items() if v > 0]
+    return min(counts) if counts else 10**6
+
+
+def plan_run(cfg: RunConfig, cluster: Cluster) -> tuple[list[PlannedActor], dict]:
+    upstream = model_facts(cfg.model.name)
+    d, dtype = upstream.hidden_size, cfg.model.dtype
+    head_gpus = sum(k.resources.get("GPU", 0) for k in cluster.kinds if k.is_head)
+    learner_gpu = cfg.learner.device.startswith("cuda") or (cfg.learner.device == "auto" and head_gpus >= 1)
+    rows = cfg.rollout.batch_rows or cfg.rollout.episodes_per_call
+    llm_bytes = upstream.weight_bytes(dtype) + upstream.kv_bytes(rows, PROMPT_TOKENS + cfg.sampling.max_new_tokens,
+                                                                  dtype)
+    rollout_request = {"CPU": cfg.rollout.num_cpus, "GPU": cfg.rollout.num_gpus}
+    if cfg.rollout.resource:
+        rollout_request[cfg.rollout.resource] = 1
+    reward_bytes = sum(model_facts(s.path).weight_bytes(dtype) for s in cfg.reward.scorers
+                       if s.kind in ("score-model", "seq-cls"))
+    reward_note = ", ".join(f"{s.kind}:{s.path or '-'} x{s.weight:g}" for s in cfg.reward.scorers)
+    if cfg.reward.needs_upstream:
+        reward_bytes += llm_bytes
+        reward_note += " + the upstream LLM (greedy baseline / fluency)"
+    actors = [
+        ("replay", 1, {"CPU": cfg.replay.num_cpus}, 0.0, True, f"{cfg.replay.capacity:,} transitions"),
+        ("learner", 1, {"CPU": cfg.learner.num_cpus, "GPU": 1.0 if learner_gpu else 0.0},
+         _learner_bytes(cfg, d) if learner_gpu else 0.0, True,
+         "trains on " + ("a GPU" if learner_gpu else "CPU (the head node has no GPU)")),
+        ("reward actor", cfg.reward.num_actors, {"CPU": cfg.reward.num_cpus, "GPU": cfg.reward.num_gpus},
+         reward_bytes if cfg.reward.num_gpus else 0.0, False, reward_note),
+        ("rollout worker", cfg.rollout.num_workers, rollout_request, llm_bytes if cfg.rollout.num_gpus else 0.0,
+         False, f"{upstream.name} ({dtype}; sizes from {upstream.source}), {rows} rows at once"),
+    ]
+    planned = []
+    for role, count, request, gpu_bytes, on_head, note in actors:
+        kinds = [k for k in cluster.kinds if (k.is_head or not on_head) and _fit(request, k) > 0]
+        fits = sum(_fit(request, k) * k.count for k in kinds)
+        planned.append(PlannedActor(role, count, request, gpu_bytes, [k.name for k in kinds], fits, note))
+    replay = {"capacity": cfg.replay.capacity, "bytes_per_transition": transition_bytes(d, cfg.replay.state_dtype),
+              "state_dim": d, "state_dtype": cfg.replay.state_dtype}
+    replay["bytes"] = replay["capacity"] * replay["bytes_per_transition"]
+    return planned, replay
+
+
+def _learner_bytes(cfg: RunConfig, d: int) -> float:
+    from core.networks import Actor, TwinCritic
+
+    h = cfg.sac.hidden_size
+    actor = sum(p.numel() for p in Actor(d, h).parameters())
+    critic = sum(p.numel() for p in TwinCritic(d, h).parameters())
+    weights = (actor + critic) * 4 * 4 + critic * 4  # weights, grads, Adam m and v; the target critic
+    batches = 2 * cfg.sac.batch_size * d * 4 * 2  # states and next states of two batches (one prefetched)
+    return float(weights + batches)
+
+
+def problems(planned: list[PlannedActor], replay: dict, cluster: Cluster) -> list[str]:
+    found = [f"{a.count} {a.role}(s) asked for, but the cluster holds {a.fits} "
+             f"(each needs {_resources(a.request)})" for a in planned if a.fits < a.count]
+    # Together: every actor's request at once, against the whole cluster.
+    for resource in sorted({r for a in planned for r in a.request}):
+        asked = sum(a.request.get(resource, 0) * a.count for a in planned)
+        held = sum(k.resources.get(resource, 0) * k.count for k in cluster.kinds)
+        if asked > held + 1e-9:
+            found.append(f"the actors ask for {asked:g} {resource} in all, the cluster holds {held:g}")
+    head_memory = next((k.resources.get("memory") for k in cluster.kinds if k.is_head), None)
+    if head_memory and replay["bytes"] > head_memory:
+        found.append(f"the replay at capacity ({replay['bytes'] / GIB:.1f} GiB) exceeds the head's memory "
+                     f"({head_memory / GIB:.1f} GiB)")
+    return found
+
+
+def _resources(request: dict[str, float]) -> str:
+    return ", ".join(f"{v:g} {k}" for k, v in request.items() if v) or "nothing"
+
+
+def format_plan(cfg: RunConfig, cluster: Cluster, planned: list[PlannedActor], replay: dict) -> str:
+    lines = [f"dry run: nothing is loaded or started. Cluster: {cluster.source}"]
+    for k in cluster.kinds:
+        lines.append(f"  {'head ' if k.is_head else ''}{k.name} x{k.count}: {_resources(k.resources)}")
+    lines.append(f"mode {cfg.mode}; budget {cfg.budget.episodes or '-'} episodes, {cfg.budget.updates or '-'} "
+                 f"updates, {cfg.budget.seconds or '-'} s")
+    lines.append("| actor | count | on | each asks for | GPU memory each (est.) | what |")
+    lines.append("| --- | ---: | --- | --- | ---: | --- |")
+    for a in planned:
+        memory = f"{a.gpu_bytes / GIB:.2f} GiB" if a.gpu_bytes else "-"
+        where = ", ".join(a.placed_on) or "NOWHERE"
+        lines.append(f"| {a.role} | {a.count} | {where} | {_resources(a.request)} | {memory} | {a.note} |")
+    lines.append(f"replay at capacity: {replay['capacity']:,} x {replay['bytes_per_transition']:,} bytes "
+                 f"(d = {replay['state_dim']}, {replay['state_dtype']}) = {replay['bytes'] / GIB:.2f} GiB of the "
+                 f"head's memory")
+    return "\n".join(lines)
+
+
+def dry_run(cfg: RunConfig, cluster_file: str | None = None) -> tuple[str, list[str]]:
+    """The plan as text, and the problems found (an empty list: the run fits)."""
+    cluster = describe_cluster(cfg, cluster_file)
+    planned, replay = plan_run(cfg, cluster)
+    return format_plan(cfg, cluster, planned, replay), problems(planned, replay, cluster)

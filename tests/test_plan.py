@@ -1,0 +1,78 @@
+"""``python launch.py --dry-run`` (driver/plan.py): the plan of a run, with nothing loaded or started."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import launch
+from driver.config import load_config
+from driver.plan import GIB, describe_cluster, dry_run, model_facts, plan_run
+
+ROOT = Path(__file__).resolve().parents[1]
+PAPER = str(ROOT / "configs" / "paper_llama3_8b.yaml")
+CLUSTER = str(ROOT / "cluster.yaml")
+
+
+def rows(text: str) -> dict[str, list[str]]:
+    """The plan's table: actor -> its cells."""
+    table = [line.strip("|").split("|") for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+    return {cells[0].strip(): [c.strip() for c in cells[1:]] for cells in table[1:]}
+
+
+def test_the_embedded_default_fits_this_machine_and_nothing_starts(tmp_path, capsys, monkeypatch):
+    import ray
+
+    monkeypatch.chdir(tmp_path)
+    was_running = ray.is_initialized()
+    assert launch.main(["--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "the run fits" in out and "this machine" in out
+    plan = rows(out)
+    assert plan["rollout worker"][0] == "1" and "smollm2" in plan["rollout worker"][-1]
+    assert "trains on" in plan["learner"][-1]
+    assert "200,000 x 1,166 bytes (d = 576, float16)" in out  # the default replay at capacity
+    assert not (tmp_path / "runs").exists()  # no run folder
+    assert ray.is_initialized() == was_running  # Ray was not started
+
+
+def test_the_paper_run_fits_the_cluster_file_with_the_learner_on_the_head_gpu(capsys):
+    assert launch.main(["--config", PAPER, "--dry-run", "--cluster", CLUSTER]) == 0
+    out = capsys.readouterr().out
+    plan = rows(out)
+    assert plan["learner"][1] == "head" and "1 GPU" in plan["learner"][2] and "trains on a GPU" in plan["learner"][-1]
+    assert plan["replay"][1] == "head"
+    assert plan["rollout worker"][:2] == ["7", "gpu_worker"] and "rollout_slot" in plan["rollout worker"][2]
+    # Llama-3-8B in bfloat16: 8.03e9 x 2 bytes of weights, plus the KV cache of 8 rows
+    weights = 8.03e9 * 2 / GIB
+    assert weights < float(plan["rollout worker"][3].split()[0]) < weights + 2
+    assert "beaver-7b-v1.0-reward" in plan["reward actor"][-1] and "x-1" in plan["reward actor"][-1]
+    assert "1,000,000 x 8,206 bytes (d = 4096, float16) = 7.64 GiB" in out
+
+
+def test_a_plan_that_does_not_fit_says_why_and_exits_1(capsys):
+    # One more rollout worker than the cluster file has GPUs for (8 workers + 1 head).
+    assert launch.main(["--config", PAPER, "--dry-run", "--cluster", CLUSTER, "--set", "rollout.num_workers=8"]) == 1
+    assert "the actors ask for 10 GPU in all, the cluster holds 9" in capsys.readouterr().out
+    # This machine has no GPU: nothing but the replay can be placed.
+    assert launch.main(["--config", PAPER, "--dry-run"]) == 1
+    out = capsys.readouterr().out
+    assert rows(out)["rollout worker"][1] == "NOWHERE" and "7 rollout worker(s) asked for" in out
+
+
+def test_the_plan_reads_a_connected_cluster(ray_local):
+    cfg = load_config(None, ["address=auto"])
+    cluster = describe_cluster(cfg)
+    assert cluster.source == "the connected Ray cluster" and cluster.kinds[0].is_head
+    planned, replay = plan_run(cfg, cluster)
+    assert all(a.fits >= a.count for a in planned)
+    text, problems = dry_run(cfg)
+    assert problems == [] and "rollout worker" in text
+
+
+def test_an_unknown_uncached_model_is_a_clear_error(capsys):
+    with pytest.raises(FileNotFoundError, match="neither local nor in the hub cache"):
+        model_facts("someone/not-a-cached-model")
+    assert launch.main(["--dry-run", "--set", "model.name=someone/not-a-cached-model"]) == 2
+    assert "not-a-cached-model" in capsys.readouterr().err
