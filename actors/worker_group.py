@@ -15,6 +15,10 @@ a member Ray gave up on is left out from then on. An actor whose constructor rai
 be restarted into health: the group records why (``fatal``) and the driver stops the run
 with that reason. A call that raised leaves its member in service.
 
+Size. ``add`` starts more members; ``retire`` takes one out of service and stops its actor
+once its calls have finished; ``drop`` stops it at once (its calls in flight fail as if it
+had died, without counting a death). driver/scaling.py uses them to follow a target.
+
     workers = WorkerGroup(RolloutWorker, size=4, options={"num_cpus": 1, "max_restarts": -1},
                           make_kwargs=lambda i: {"worker_index": i, ...}, name="rollout worker")
     for member in workers.idle_members(max_calls=2):
@@ -67,7 +71,8 @@ class _Member:
     probe: ray.ObjectRef | None = None  # the probe in flight, while restarting
     next_probe: float = 0.0  # time.monotonic() of the next probe, while restarting without one
     down_since: float = 0.0
-    dead: bool = False  # given up: never called again
+    dead: bool = False  # given up, retired or dropped: never called again
+    retiring: bool = False  # no new calls; stopped once its calls in flight have finished
 
 
 def start_actor(cls: type, options: dict, **kwargs):
@@ -81,7 +86,8 @@ class WorkerGroup:
                  name: str) -> None:
         """Start ``size`` actors of plain class ``cls``: member i gets ``make_kwargs(i)``."""
         self.name = name
-        self._members = [_Member(start_actor(cls, options, **make_kwargs(i))) for i in range(size)]
+        self._start = lambda i: _Member(start_actor(cls, options, **make_kwargs(i)))
+        self._members = [self._start(i) for i in range(size)]
         self._inflight: dict[ray.ObjectRef, tuple[int, Any, tuple]] = {}
         self.failures = 0  # actor deaths noticed, each counted once
         self.fatal: str | None = None  # why the group cannot go on (a constructor raised)
@@ -110,8 +116,35 @@ class WorkerGroup:
         return sum(1 for m, _, _ in self._inflight.values() if member is None or m == member)
 
     def available(self) -> list[int]:
-        """Members in service: alive and not restarting."""
-        return [i for i, m in enumerate(self._members) if not m.restarting and not m.dead]
+        """Members in service: alive, not restarting, not retiring."""
+        return [i for i, m in enumerate(self._members) if not m.restarting and not m.dead and not m.retiring]
+
+    def live(self) -> list[int]:
+        """Members that count towards the group's size: in service or restarting."""
+        return [i for i, m in enumerate(self._members) if not m.dead and not m.retiring]
+
+    # ------------------------------------------------------------------ size
+    def add(self, count: int) -> list[int]:
+        """Start ``count`` more members (Ray places them when resources allow); their indices."""
+        first = len(self._members)
+        self._members += [self._start(i) for i in range(first, first + count)]
+        return list(range(first, first + count))
+
+    def retire(self, member: int) -> None:
+        """No new calls for ``member``; its actor stops once its calls in flight have finished."""
+        self._members[member].retiring = True
+        self._reap()
+
+    def drop(self, member: int) -> None:
+        """Stop ``member`` now, for good (its calls in flight fail as if it had died)."""
+        m = self._members[member]
+        m.dead, m.restarting, m.probe = True, False, None
+        ray.kill(m.actor, no_restart=True)
+
+    def _reap(self) -> None:
+        for i, m in enumerate(self._members):
+            if m.retiring and not m.dead and not self.calls_in_flight(i):
+                self.drop(i)
 
     def restarting(self) -> list[int]:
         """Members out of service until Ray has rebuilt them."""
@@ -128,6 +161,7 @@ class WorkerGroup:
 
     def pending(self) -> list[ray.ObjectRef]:
         """References ``wait_any`` watches: calls in flight and restart probes (sent when due)."""
+        self._reap()
         now = time.monotonic()
         for m in self._members:
             if m.restarting and m.probe is None and now >= m.next_probe:
@@ -158,8 +192,8 @@ class WorkerGroup:
             m.dead = True
             self.fatal = f"{self.name} {member} cannot start: {str(err).strip().splitlines()[-1]}"
             return
-        if m.restarting or m.dead:
-            return  # already known to be down: this is another call of the same death
+        if m.restarting or m.dead or m.retiring:
+            return  # already known to be down (or dropped on purpose): not a new death
         self.failures += 1
         log.warning("%s %d died (%s); waiting for Ray to restart it", self.name, member, type(err).__name__)
         print(f"{self.name} {member} died; Ray is restarting it, its calls are handed out again", flush=True)

@@ -282,7 +282,10 @@ class RewardConfig:
 class RolloutConfig:
     """Rollout workers: each hosts an upstream LLM and runs episodes with the current actor."""
 
-    num_workers: int = 1  # scale collection by raising this
+    # A number, or "auto": one worker per unit of `resource` on the cluster's live nodes,
+    # followed as nodes join and leave (driver/scaling.py); `mara scale RUN_DIR --workers N`
+    # changes it while the run goes on.
+    num_workers: int | str = 1
     num_cpus: float = 1.0  # Ray CPUs per worker
     num_gpus: float = 0.0  # Ray GPUs per worker; below 1 several workers share a GPU
     resource: str = ""  # custom Ray resource each worker needs one unit of (cluster.yaml: rollout_slot)
@@ -299,7 +302,11 @@ class RolloutConfig:
     decision_delay_s: float = 0.0  # testing knob: sleep per decision to simulate a slow LLM
 
     def __post_init__(self) -> None:
-        for name in ("num_workers", "torch_threads", "episodes_per_call", "max_unscored_calls", "max_failed_calls",
+        check_worker_count("num_workers", self.num_workers)
+        if self.num_workers == AUTO and not self.resource:
+            raise ValueError("num_workers 'auto' places one worker per unit of a custom resource: set resource "
+                             "too (cluster.yaml's is rollout_slot)")
+        for name in ("torch_threads", "episodes_per_call", "max_unscored_calls", "max_failed_calls",
                      "agent_hidden_size"):
             check_int(name, getattr(self, name), 1)
         check_number("num_cpus", self.num_cpus, 0)
@@ -453,6 +460,15 @@ class LearnerConfig:
         check_number("sample_timeout_s", self.sample_timeout_s, 0)
         check_device_name(self.device)
         check_number("num_cpus", self.num_cpus, above=0)
+
+
+AUTO = "auto"
+
+
+def check_worker_count(name: str, value) -> None:
+    """A number of workers: an int >= 1, or "auto"."""
+    if value != AUTO and not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        raise ValueError(f"{name} must be an int >= 1 or 'auto', got {value!r}")
 
 
 def check_device_name(device: str) -> None:

@@ -24,8 +24,10 @@ import ray
 from actors.reward_actor import RewardActor
 from actors.rollout_worker import RolloutWorker, actor_options
 from actors.worker_group import WorkerGroup, start_actor
+from core.config import AUTO
 from driver.config import RunConfig
 from driver.run_folder import REPLAY_FILE
+from driver.scaling import RolloutScaler
 from learner.service import LearnerService, learner_resources
 from replay.server import ReplayServer
 
@@ -69,10 +71,15 @@ def start_components(cfg: RunConfig, run_dir: Path, state_dim: int) -> Component
         make_kwargs=lambda i: dict(reward=cfg.reward, replay=replay, model=cfg.model, sampling=cfg.sampling,
                                    torch_threads=max(1, int(cfg.reward.num_cpus))))
     rollouts = WorkerGroup(
-        RolloutWorker, size=cfg.rollout.num_workers, name="rollout worker", options=rollout_options(cfg),
+        RolloutWorker, size=initial_workers(cfg, run_dir), name="rollout worker", options=rollout_options(cfg),
         make_kwargs=lambda i: dict(worker_index=i, model=cfg.model, sampling=cfg.sampling, kl=cfg.kl,
                                    rollout=cfg.rollout, learner=learner, seed=cfg.seed))
     return Components(replay, learner, rewards, rollouts)
+
+
+def initial_workers(cfg: RunConfig, run_dir: Path) -> int:
+    """Rollout workers to start with: the run's target now (driver/scaling.py follows it after)."""
+    return RolloutScaler(cfg.rollout, run_dir, group=None).wanted()
 
 
 def rollout_options(cfg: RunConfig) -> dict:
@@ -99,7 +106,8 @@ def _bind_to_loopback() -> None:
 def local_cpus(cfg: RunConfig) -> int:
     """Logical CPUs of a local Ray: the machine's, or what the actors ask for if more (a
     laptop run oversubscribes its cores rather than never starting an actor)."""
-    needed = cfg.rollout.num_workers * cfg.rollout.num_cpus + cfg.learner.num_cpus \
+    workers = 1 if cfg.rollout.num_workers == AUTO else cfg.rollout.num_workers
+    needed = workers * cfg.rollout.num_cpus + cfg.learner.num_cpus \
         + cfg.reward.num_actors * cfg.reward.num_cpus + cfg.replay.num_cpus
     return max(os.cpu_count() or 1, math.ceil(needed))
 

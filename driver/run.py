@@ -57,6 +57,7 @@ from driver.metrics import MetricsLog, MetricsSink
 from driver.preflight import RunInputs
 from driver.prompt_queue import PromptQueue
 from driver.run_folder import AGENT_FILE, CONFIG_FILE, REPLAY_FILE, SUMMARY_FILE, read_state, write_state
+from driver.scaling import RolloutScaler
 
 CALLS_PER_WORKER = 2  # rollout calls queued per worker, so it never idles between calls
 DRAIN_S = 600.0  # at the end, the longest wait for the calls in flight
@@ -145,6 +146,7 @@ class TrainingRun:
         components = start_components(cfg, self.run_dir, self.inputs.state_dim)
         self.replay, self.learner = components.replay, components.learner
         self.rewards, self.rollouts = components.rewards, components.rollouts
+        self.scaler = RolloutScaler(cfg.rollout, self.run_dir, self.rollouts)
         learner, replay = ray.get(self.learner.metrics.remote()), ray.get(self.replay.stats.remote())
         self._incarnations = {"learner": learner.incarnation, "replay": replay["incarnation"]}
         self._last_learner_updates, self._last_replay_size = learner.updates, replay["size"]
@@ -188,6 +190,7 @@ class TrainingRun:
         interrupted = False
         try:
             while not self._should_stop(start, seconds_before, learner_run):
+                self._follow_scale_target()
                 if sync:
                     self._sync_round()
                 else:
@@ -220,6 +223,13 @@ class TrainingRun:
             prompts = self.queue.take(self.cfg.rollout.episodes_per_call)
             self.rollouts.call(member, lambda worker: worker.rollout.options(num_returns=2).remote(prompts),
                                tag=prompts)
+
+    def _follow_scale_target(self) -> None:
+        """Start or stop rollout workers to follow the target (driver/scaling.py)."""
+        for what in self.scaler.step():
+            print(what, flush=True)
+            self.metrics_log.write({"event": "scale", "what": what, "target": self.scaler.target,
+                                    "workers": len(self.rollouts.live())})
 
     def _sync_round(self) -> None:
         """One round of the synchronous loop (``mode: sync``): one rollout call per worker;
@@ -347,6 +357,8 @@ class TrainingRun:
         for group in (self.rollouts, self.rewards):
             if group.fatal:
                 return group.fatal
+            if group is self.rollouts and not self.scaler.target:
+                continue  # "auto" on a cluster with no rollout slot for now: wait for a node to join
             if not group.available() and not group.restarting():
                 return f"no {group.name} is left (each died and Ray did not bring it back)"
         return None
@@ -372,6 +384,7 @@ class TrainingRun:
             "accept_rate": t.accepts / max(t.transitions, 1),
             "mean_reward": float(np.mean(t.recent_rewards)) if t.recent_rewards else float("nan"),
             "worker_failures": t.worker_failures, "unscored_episodes": t.unscored_episodes,
+            "rollout_workers": len(self.rollouts.available()), "rollout_workers_target": self.scaler.target,
         }
         self.metrics_log.write(record)
         self.sink.inc("learner_updates", max(learner.updates - self._updates_reported, 0))
@@ -380,9 +393,10 @@ class TrainingRun:
         self._failures_reported = t.worker_failures
         gauges = ("transitions_per_second", "replay_size", "samples_per_insert", "updates_per_second", "critic_loss",
                   "actor_loss", "alpha", "entropy", "weight_version", "policy_version_lag", "accept_rate",
-                  "mean_reward")
+                  "mean_reward", "rollout_workers", "rollout_workers_target")
         self.sink.record({k: record[k] for k in gauges if np.isfinite(record[k])})
-        print(f"[{elapsed_s:6.0f}s] episodes {t.episodes} | transitions {t.transitions} "
+        print(f"[{elapsed_s:6.0f}s] workers {record['rollout_workers']}/{self.scaler.target} | "
+              f"episodes {t.episodes} | transitions {t.transitions} "
               f"({record['transitions_per_second']:.1f}/s) | replay {record['replay_size']} | updates "
               f"{learner.updates} ({learner.updates_per_second:.2f}/s) | reward {record['mean_reward']:.3f} | "
               f"accept {record['accept_rate']:.2f} | weights v{learner.version} lag {learner.policy_version_lag:.1f}"

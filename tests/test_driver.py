@@ -85,7 +85,7 @@ def test_config_round_trips_and_refuses_bad_values(tmp_path, tiny_llm_path):
 
 
 PROGRESS_LINE = re.compile(
-    r"\[\s*\d+s\] episodes \d+ \| transitions \d+ \([\d.]+/s\) \| replay \d+ \| updates \d+ "
+    r"\[\s*\d+s\] workers \d+/\d+ \| episodes \d+ \| transitions \d+ \([\d.]+/s\) \| replay \d+ \| updates \d+ "
     r"\((nan|[\d.]+)/s\) \| reward (nan|-?[\d.]+) \| accept [\d.]+ \| weights v\d+ lag (nan|[\d.]+)")
 
 
@@ -122,7 +122,8 @@ def test_learner_updates_while_episodes_are_in_flight_and_resume(ray_local, tiny
     positive = ["mara_episodes_total", "mara_transitions_total", "mara_learner_updates_total",
                 "mara_replay_size", "mara_samples_per_insert", "mara_updates_per_second",
                 "mara_tokens_per_second", "mara_accept_rate", "mara_alpha", "mara_entropy",
-                "mara_weight_version", "mara_mean_reward", "mara_transitions_per_second"]
+                "mara_weight_version", "mara_mean_reward", "mara_transitions_per_second", "mara_rollout_workers",
+                "mara_rollout_workers_target"]
     nonzero = ["mara_critic_loss", "mara_actor_loss"]
 
     def all_set(text: str) -> bool:
