@@ -7,6 +7,7 @@
     mara train-reward --data pairs.jsonl --out head.safetensors
     mara learning-curve runs/<run> --out curve.png
     mara serve --agent agent.safetensors --port 8000      # OpenAI API + web page on 127.0.0.1
+    mara scale runs/<run> --workers 4                      # rollout workers of a running run
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from cli.generator_args import add_generator_arguments, generator_from_args
 from cli.learning_curve import add_learning_curve_parser
 from cli.probe import add_probe_parser
 from cli.safety_reward import add_safety_reward_parser
+from cli.scale import add_scale_parser
 from cli.serve import add_serve_parser
 from cli.train_reward import add_train_reward_parser
 from core.agent_file import AgentFileError
@@ -87,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_safety_reward_parser(sub)
     add_probe_parser(sub)
     add_serve_parser(sub)
+    add_scale_parser(sub)
     return parser
 
 

@@ -217,6 +217,45 @@ def test_sync_mode_runs_exactly_the_updates_per_episode_and_never_alongside_roll
             assert r["episode_end"] <= u["start"] or r["episode_start"] >= u["end"], (r, u)
 
 
+def test_mara_scale_changes_the_workers_of_a_running_run(ray_local, tiny_llm_path, tmp_path, capsys):
+    from cli.main import main as mara
+
+    cfg = from_dict(RunConfig, tiny_config(tiny_llm_path, tmp_path, budget={"episodes": 0, "seconds": 540},
+                                           rollout={"num_workers": 1, "decision_delay_s": 0.01}))
+    run = training_run(cfg)
+    save_config(cfg, run.run_dir / "config.yaml")  # as launch.py does: what makes it a run folder
+    run.build()
+    result: dict = {}
+    training = threading.Thread(target=lambda: result.update(summary=run.run()))
+    training.start()
+
+    def wait_for(condition, what: str) -> None:
+        deadline = time.time() + 300
+        while not condition():
+            assert time.time() < deadline and training.is_alive(), f"timed out waiting for {what}"
+            time.sleep(0.5)
+
+    def decoded_by(worker: int) -> bool:
+        return any(r.get("event") == "rollout" and r["worker"] == worker
+                   for r in read_jsonl(run.run_dir / "metrics.jsonl"))
+
+    try:
+        wait_for(lambda: decoded_by(0), "the first worker's rollouts")
+        assert mara(["scale", str(run.run_dir), "--workers", "2"]) == 0
+        wait_for(lambda: len(run.rollouts.live()) == 2 and decoded_by(1), "a second worker")
+        assert mara(["scale", str(run.run_dir), "--workers", "1"]) == 0
+        wait_for(lambda: len(run.rollouts.live()) == 1 and not run.rollouts.calls_in_flight(1), "one worker again")
+    finally:
+        run.learner.stop.remote()
+        training.join(timeout=300)
+    summary = result["summary"]
+    assert summary["status"] == "completed" and summary["rollout_workers_target"] == 1
+    assert summary["inserted"] == summary["transitions"]  # the retired worker's episodes were kept
+    assert mara(["scale", str(tmp_path), "--workers", "2"]) == 2  # not a run folder
+    assert mara(["scale", str(run.run_dir), "--workers", "lots"]) == 2
+    assert "--workers must be a number or 'auto'" in capsys.readouterr().err
+
+
 def test_a_killed_rollout_worker_is_replaced_and_no_data_is_lost(ray_local, tiny_llm_path, tmp_path):
     # The killer thread ends the run; the time budget is only a backstop, longer than the
     # phases below so that a slow start (CI's 2 cores shared with other work) is waited for.
