@@ -14,7 +14,7 @@ On the embedded SmolLM2-135M-Instruct (CPU, float32), the same prompts and token
 - LLM-forward tokens and sequential forward steps per generated token (1.0 = plain decoding);
 - all of it at each batch size of ``--batch-sizes``;
 - a rollout worker's transitions/s with and without continuous batching: the p=0.5 agent in
-  hybrid mode on ``2 x rows`` prompts, decoded as two calls of ``rows`` episodes each (the
+  default (lazy) mode on ``2 x rows`` prompts, decoded as two calls of ``rows`` episodes each (the
   batch shrinks as answers end) against one call whose ``rows`` rows are refilled as answers
   end (``rollout.batch_rows``).
 
@@ -92,6 +92,8 @@ def main() -> None:
     # 1 by default: on a shared 2-core machine a second OpenMP thread spin-waits for a
     # busy core; pass --threads 2 on an idle machine.
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--worker-only", action="store_true",
+                        help="measure only the rollout worker with and without continuous batching")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
@@ -105,7 +107,7 @@ def main() -> None:
               "p=0.5 agent (sampled)": (coin_actor(llm.hidden_size), False),
               "untrained agent": (Actor(state_dim=llm.hidden_size), True)}
     baseline_tokens = count_generated_tokens(llm)
-    for batch in batch_sizes:
+    for batch in [] if args.worker_only else batch_sizes:
         generators = {BASELINE: AlignedGenerator(llm, agents["first-candidate agent"][0], sampling=sampling,
                                                  batch_size=batch)}
         for agent_name, (actor, greedy) in agents.items():
@@ -121,7 +123,7 @@ def main() -> None:
 def measure_continuous_batching(llm, actor: Actor, sampling: SamplingConfig, n_prompts: int, rows: int,
                                 repeats: int) -> None:
     """Transitions/s of rollout calls without and with continuous batching (see the docstring)."""
-    gen = AlignedGenerator(llm, actor, sampling=sampling, mode="hybrid", greedy=False)
+    gen = AlignedGenerator(llm, actor, sampling=sampling, mode="lazy", greedy=False)
     prompts = (PROMPTS * 20)[: max(2 * rows, n_prompts)]
     calls = {"calls of %d, batch shrinks as answers end" % rows:
              lambda: [r for start in range(0, len(prompts), rows) for r in gen.run_episodes(prompts[start:start + rows])],
@@ -135,7 +137,7 @@ def measure_continuous_batching(llm, actor: Actor, sampling: SamplingConfig, n_p
             results = call()
             seconds[name] += time.perf_counter() - start
             transitions[name] += sum(r.num_decisions for r in results)
-    print(f"\nrollout, {len(prompts)} prompts, p=0.5 agent, hybrid")
+    print(f"\nrollout, {len(prompts)} prompts, p=0.5 agent, lazy")
     base = None
     for name in calls:
         rate = transitions[name] / seconds[name]

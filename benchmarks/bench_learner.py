@@ -5,6 +5,11 @@
 2. The ``LearnerService`` fed by a replay stub that always has data (the same pre-built
    batch on every call): the share of its wall time spent in gradient updates (target:
    >= 90%, i.e. prefetching hides sampling and transfer) and its updates/s relative to 1.
+3. The real sample path (issue 15): a ``ReplayServer`` actor holding random episodes at
+   d = 4096 (float16 storage), sampled through Ray by another actor with two calls in
+   flight, as the learner samples: batches/s and MB/s of float32 batches (states and next
+   states of 1024 transitions: 32 MiB), against the learner's updates/s; and the
+   ``LearnerService`` fed by that real replay: its share of time in updates.
 
 Run:  cd /work/main && python benchmarks/bench_learner.py            (about 2 minutes)
       python benchmarks/bench_learner.py --dims 576 --seconds 5     (quicker)
@@ -48,8 +53,9 @@ def direct_updates_per_s(d: int, device: str, cfg: SACConfig, seconds: float) ->
     return n / (time.perf_counter() - t0), n
 
 
-def actor_share(d: int, device: str, cfg: SACConfig, seconds: float, threads: int) -> dict:
-    """Run the LearnerService actor against an always-ready replay stub for ``seconds``."""
+def actor_share(d: int, device: str, cfg: SACConfig, seconds: float, threads: int, replay=None) -> dict:
+    """Run the LearnerService actor for ``seconds`` against ``replay``, by default a stub that
+    always has data."""
     import ray
 
     from actors.worker_group import start_actor
@@ -65,7 +71,9 @@ def actor_share(d: int, device: str, cfg: SACConfig, seconds: float, threads: in
             self.calls += 1
             return self.batch
 
-    replay = AlwaysReadyReplay.remote(cfg.batch_size, d)
+    stub = replay is None
+    if stub:
+        replay = AlwaysReadyReplay.remote(cfg.batch_size, d)
     config = LearnerConfig(publish_every=10, checkpoint_every=10**9, device=device,
                            sample_timeout_s=1.0, num_cpus=threads)
     learner = start_actor(LearnerService, {"num_cpus": threads, "num_gpus": 1 if device.startswith("cuda") else 0,
@@ -73,7 +81,7 @@ def actor_share(d: int, device: str, cfg: SACConfig, seconds: float, threads: in
     ray.get([learner.metrics.remote(), replay.sample.remote(1)])  # both processes started
     ray.get(learner.run.remote(replay, until_updates=2))  # warm-up outside the measurement
     stats = ray.get(learner.run.remote(replay, max_seconds=seconds))
-    for handle in (learner, replay):
+    for handle in (learner, replay) if stub else (learner,):
         ray.kill(handle)
     return {
         "updates": stats.run_updates,
@@ -82,6 +90,50 @@ def actor_share(d: int, device: str, cfg: SACConfig, seconds: float, threads: in
         "wait_share": stats.wait_s / stats.wall_s,
         "version": stats.version,
     }
+
+
+def fill_replay(d: int, transitions: int, batch: int):
+    """A ReplayServer actor holding ``transitions`` random transitions (episodes of 300)."""
+    import ray
+
+    from actors.worker_group import start_actor
+    from core.config import ReplayConfig
+    from core.contracts import EpisodeTransitions
+    from replay.server import ReplayServer
+
+    config = ReplayConfig(capacity=transitions, min_size_to_sample=batch, samples_per_insert=1e6,
+                          error_buffer=1e12)
+    replay = start_actor(ReplayServer, {"num_cpus": 0}, config=config, state_dim=d)
+    rng = np.random.default_rng(0)
+    for _ in range(transitions // 300):
+        episode = EpisodeTransitions(states=rng.standard_normal((300, d), dtype=np.float32).astype(np.float16),
+                                     actions=rng.integers(0, 2, 300).astype(np.int8),
+                                     kl_penalties=np.zeros(300, np.float32))
+        ray.get(replay.add.remote([episode]))
+    return replay
+
+
+def sample_path(replay, batch: int, seconds: float) -> dict:
+    """Batches/s that one actor gets from the replay through Ray, two samples in flight."""
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class Puller:
+        def pull(self, replay, n: int, seconds: float) -> tuple[int, float, int]:
+            start, count, nbytes = time.perf_counter(), 0, 0
+            pending = [replay.sample.remote(n), replay.sample.remote(n)]
+            while time.perf_counter() - start < seconds:
+                b = ray.get(pending.pop(0))
+                pending.append(replay.sample.remote(n))
+                count += 1
+                nbytes += b.states.nbytes + b.next_states.nbytes
+            return count, time.perf_counter() - start, nbytes
+
+    puller = Puller.remote()
+    ray.get(puller.pull.remote(replay, batch, 1.0))  # warm-up
+    count, wall, nbytes = ray.get(puller.pull.remote(replay, batch, seconds))
+    ray.kill(puller)
+    return {"batches_per_s": count / wall, "mib_per_s": nbytes / wall / 2**20, "batches": count}
 
 
 def main() -> None:
@@ -95,6 +147,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--share-dims", type=int, nargs="+", default=[576],
                         help="state sizes for the LearnerService share measurement")
+    parser.add_argument("--sample-path-dims", type=int, nargs="*", default=[4096],
+                        help="state sizes for the real replay's sample path (none: skip)")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -135,6 +189,16 @@ def main() -> None:
             flag = "ok" if r["update_share"] >= 0.9 else "BELOW TARGET"
             print(f"{d:>6} {device:>6} {r['updates_per_s']:>10.2f} {r['updates_per_s'] / alone:>8.2f}x "
                   f"{100 * r['update_share']:>7.1f}% {100 * r['wait_share']:>5.1f}% {r['updates']:>4}  {flag}")
+        if args.sample_path_dims:
+            print("\n== the real replay's sample path through Ray (float32 batches, 2 calls in flight) ==")
+            print(f"{'d':>6} {'batches/s':>10} {'MiB/s':>8} {'learner updates/s':>18} {'LearnerService update%':>23}")
+        for d in args.sample_path_dims:
+            replay = fill_replay(d, 20 * args.batch_size, args.batch_size)
+            path = sample_path(replay, args.batch_size, args.seconds)
+            share = actor_share(d, device, cfg, args.seconds, args.threads, replay=replay)
+            print(f"{d:>6} {path['batches_per_s']:>10.2f} {path['mib_per_s']:>8.0f} "
+                  f"{direct.get((d, device), float('nan')):>18.2f} {100 * share['update_share']:>22.1f}%")
+            ray.kill(replay)
     finally:
         ray.shutdown()
     print(f"\nload average at end: {os.getloadavg()}")

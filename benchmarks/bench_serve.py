@@ -98,24 +98,12 @@ def in_process(generator, prompts: list[str]) -> dict:
 
 def screenshot(url: str, path: Path) -> None:
     """The web page answering one prompt, saved for the README (needs chromium + chromedriver)."""
-    import shutil
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from browser import ask_the_page, headless_chromium
 
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1200,700"):
-        options.add_argument(flag)
-    browser = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    browser = headless_chromium(1200, 700)
     try:
-        browser.get(url + "/")
-        browser.find_element(By.ID, "prompt").send_keys("How do I pick a lock?")
-        browser.find_element(By.ID, "send").click()
-        WebDriverWait(browser, 300).until(lambda b: all(
-            b.find_element(By.ID, p).get_attribute("data-done") == "true" for p in ("upstream", "mara")))
+        ask_the_page(browser, url, "How do I pick a lock?", timeout=300)
         path.parent.mkdir(parents=True, exist_ok=True)
         browser.save_screenshot(str(path))
     finally:

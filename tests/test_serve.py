@@ -9,7 +9,6 @@ always accepts the first candidate), started on the tests' local Ray; the offici
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import threading
 import time
@@ -17,12 +16,12 @@ import urllib.error
 import urllib.request
 
 import pytest
-import torch
+from browser import ask_the_page, chromium_paths, headless_chromium
 from conftest import start_local_ray
+from test_generation import always_accept_actor
 
 from core.agent_file import save_agent
 from core.config import SamplingConfig
-from core.networks import Actor
 from envs.generation import AlignedGenerator
 
 openai = pytest.importorskip("openai")
@@ -32,14 +31,6 @@ PROMPTS = ["How can I bake bread?", "Tell me a joke.", "Why is the sky blue?", "
            "What is 2 + 2?", "Say hello.", "Write a haiku.", "List three fruits.",
            "Who wrote Hamlet?", "Describe the sea.", "What is Ray?", "Give me a tip.",
            "How do birds fly?", "Define entropy.", "Count to five.", "What is rain?"]
-
-
-def always_accept_actor(d: int) -> Actor:
-    actor = Actor(state_dim=d, hidden_size=16)
-    with torch.no_grad():
-        actor.output_linear.weight.zero_()
-        actor.output_linear.bias.copy_(torch.tensor([-10.0, 10.0]))
-    return actor
 
 
 def free_port() -> int:
@@ -234,27 +225,13 @@ def test_simultaneous_requests_are_answered_correctly_in_fewer_batches(server, c
 
 # --------------------------------------------------------------------------- the web page
 def test_the_web_page_streams_both_answers_side_by_side(server, tmp_path):
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver_path = shutil.which("chromedriver")
-    if not (chromium and driver_path):
+    if chromium_paths() is None:
         pytest.skip("Debian's chromium and chromium-driver are not installed (scripts/install.sh installs them)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                 "--window-size=1200,800"):
-        options.add_argument(flag)
-    browser = webdriver.Chrome(service=Service(driver_path), options=options)
+    browser = headless_chromium()
     try:
-        browser.get(server + "/")
-        browser.find_element(By.ID, "prompt").send_keys("How can I bake bread?")
-        browser.find_element(By.ID, "send").click()
-        WebDriverWait(browser, 120).until(lambda b: all(
-            b.find_element(By.ID, panel).get_attribute("data-done") == "true" for panel in ("upstream", "mara")))
+        ask_the_page(browser, server, "How can I bake bread?")
         for panel in ("upstream", "mara"):
             text = browser.find_element(By.CSS_SELECTOR, f"#{panel} .text").text
             stats = browser.find_element(By.CSS_SELECTOR, f"#{panel} .stats").text
