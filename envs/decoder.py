@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from core.config import KLConfig, SamplingConfig, check_int
 from core.contracts import ACCEPT, EpisodeTransitions
@@ -347,7 +348,6 @@ class _Row(_EpisodeRow):
     # what the next forward must feed for this row
     todo_tokens: list[int] = field(default_factory=list)
     todo_cands: list[int] = field(default_factory=list)  # candidate index of each todo token
-    todo_is_prompt: bool = False
 
     @property
     def busy(self) -> bool:
@@ -481,9 +481,9 @@ class AcceptRejectDecoder(_AcceptRejectMDP):
         """
         forwards = 0
         while not self.has_pending() and (max_forwards is None or forwards < max_forwards):
-            self._open_positions()
             self._compact()
             self._admit()
+            self._open_positions()
             if not any(r.todo_tokens for r in self.rows):
                 return  # every episode has ended
             self._forward_once()
@@ -491,17 +491,53 @@ class AcceptRejectDecoder(_AcceptRejectMDP):
 
     def _admit(self) -> None:
         """Give waiting episodes the cache rows that ended episodes left (continuous
-        batching): an empty row (every slot FREE) whose prompt the next forward feeds."""
+        batching). Their prompts are prefilled by a forward of their own, on a cache of
+        their own, which then joins the batch's cache: fed with the running rows' one-token
+        forward, every running row would be padded to the prompts' length."""
         joining = self._waiting_to_join[: max(self.max_rows - self.rows_in_cache, 0)]
         if not joining:
             return
         del self._waiting_to_join[: len(joining)]
-        first = self.slot_state.shape[0]
+        cache, state, last_hidden = self._prefill(joining)
+        running = self.slot_state.shape[0]
+        if running == 0:
+            self.cache, self.slot_state = cache, state
+        else:
+            width = max(self.slot_state.shape[1], state.shape[1])
+            shift = width - self.slot_state.shape[1]  # the running rows' slots move right by this
+            for r in self.rows:
+                if r.cache_row >= 0 and not r.finished:
+                    r.cand_slot = {k: slot + shift for k, slot in r.cand_slot.items()}
+            self.slot_state = torch.cat([_left_pad(self.slot_state, width, FREE), _left_pad(state, width, FREE)])
+            merge_kv(self.cache, cache, width)
         for i, r in enumerate(joining):
-            r.cache_row, r.todo_tokens, r.todo_is_prompt = first + i, list(r.prompt_ids), True
-        self.slot_state = torch.cat([self.slot_state,
-                                     torch.full((len(joining), self.slot_state.shape[1]), FREE, dtype=torch.int8)])
-        grow_kv(self.cache, len(joining))
+            r.cache_row, r.next_position = running + i, len(r.prompt_ids)
+            self._opening.append((r, last_hidden[i]))
+
+    def _prefill(self, rows: list[_Row]) -> tuple[object, torch.Tensor, torch.Tensor]:
+        """One forward of the rows' prompts (left-padded, causal) on a new cache: the
+        cache, its slot states (VALID, FREE for padding) and each prompt's last hidden state."""
+        width = max(len(r.prompt_ids) for r in rows)
+        ids = torch.zeros(len(rows), width, dtype=torch.long)
+        positions = torch.zeros(len(rows), width, dtype=torch.long)
+        state = torch.full((len(rows), width), FREE, dtype=torch.int8)
+        # Padding attends to itself only (a row of -inf would give NaN keys and values).
+        allowed = torch.eye(width, dtype=torch.bool).repeat(len(rows), 1, 1)
+        causal = torch.tril(torch.ones(width, width, dtype=torch.bool))
+        for b, r in enumerate(rows):
+            n = len(r.prompt_ids)
+            pad = width - n
+            ids[b, pad:] = torch.tensor(r.prompt_ids)
+            positions[b, pad:] = torch.arange(n)
+            state[b, pad:] = VALID
+            allowed[b, pad:, pad:] = causal[:n, :n]
+        mask = torch.zeros((len(rows), 1, width, width), dtype=self.llm.dtype)
+        mask.masked_fill_(~allowed[:, None], torch.finfo(self.llm.dtype).min)
+        cache = self.llm.new_cache()
+        hidden = self.llm.forward(ids, positions, mask, cache)
+        for b, r in enumerate(rows):
+            self._check_finite(hidden[b, width - len(r.prompt_ids):], r)
+        return cache, state, hidden[:, -1]
 
     def _forward_once(self) -> None:
         batch, past = self.slot_state.shape
@@ -511,31 +547,22 @@ class AcceptRejectDecoder(_AcceptRejectMDP):
         attend_new = torch.eye(width, dtype=torch.bool).repeat(batch, 1, 1)  # (B, Q, Q)
         new_state = torch.zeros(batch, width, dtype=torch.int8)
         fed = [r for r in self.rows if r.todo_tokens and not r.finished]
-        for r in fed:
+        for r in fed:  # candidates: same position, each sees the prefix and itself
             n, b = len(r.todo_tokens), r.cache_row
             ids[b, :n] = torch.tensor(r.todo_tokens)
-            if r.todo_is_prompt:  # causal block
-                positions[b, :n] = torch.arange(r.next_position, r.next_position + n)
-                attend_new[b, :n, :n] = torch.tril(torch.ones(n, n, dtype=torch.bool))
-                new_state[b, :n] = VALID
-            else:  # candidates: same position, each sees the prefix and itself
-                positions[b, :n] = r.next_position
-                new_state[b, :n] = PENDING
+            positions[b, :n] = r.next_position
+            new_state[b, :n] = PENDING
         attend_past = (self.slot_state == VALID)[:, None, :].expand(batch, width, past)
         allowed = torch.cat([attend_past, attend_new], dim=-1)[:, None]  # (B, 1, Q, S + Q)
         mask = torch.zeros(allowed.shape, dtype=self.llm.dtype)
         mask.masked_fill_(~allowed, torch.finfo(self.llm.dtype).min)  # additive mask
         hidden = self.llm.forward(ids, positions, mask, self.cache)
-        self._check_finite(hidden, fed)
+        for r in fed:
+            self._check_finite(hidden[r.cache_row, : len(r.todo_tokens)], r)
         self.slot_state = torch.cat([self.slot_state, new_state], dim=1)
 
         for r in fed:
             b, n = r.cache_row, len(r.todo_tokens)
-            if r.todo_is_prompt:
-                r.next_position += n
-                r.todo_tokens, r.todo_is_prompt = [], False
-                self._opening.append((r, hidden[b, n - 1]))
-                continue
             r.forward_tokens += n
             self._count_forward(r)
             for j, k in enumerate(r.todo_cands):
@@ -544,16 +571,15 @@ class AcceptRejectDecoder(_AcceptRejectMDP):
             r.todo_tokens, r.todo_cands = [], []
             self._visit_candidate(r)  # single or last candidate: accepted with no decision
 
-    def _check_finite(self, hidden: torch.Tensor, fed: list[_Row]) -> None:
+    def _check_finite(self, hidden: torch.Tensor, row: _Row) -> None:
         """Refuse NaN/inf states at their source: they would become NaN accept
         probabilities, NaN KL penalties and, in training, episodes the replay must drop."""
-        for r in fed:
-            if not torch.isfinite(hidden[r.cache_row, : len(r.todo_tokens)]).all():
-                raise NonFiniteStateError(
-                    f"the upstream model {self.llm.model_id} ({str(self.llm.dtype).removeprefix('torch.')}) "
-                    f"produced non-finite hidden states for the prompt {r.prompt[:60]!r}; "
-                    f"float16 overflows on some models: try dtype float32 or bfloat16"
-                )
+        if not torch.isfinite(hidden).all():
+            raise NonFiniteStateError(
+                f"the upstream model {self.llm.model_id} ({str(self.llm.dtype).removeprefix('torch.')}) "
+                f"produced non-finite hidden states for the prompt {row.prompt[:60]!r}; "
+                f"float16 overflows on some models: try dtype float32 or bfloat16"
+            )
 
     def _compact(self) -> None:
         """Squeeze FREE slots out of the cache and drop rows whose episode ended."""
@@ -589,11 +615,20 @@ def _filled_layers(cache):
             if getattr(layer, "is_initialized", True) and layer.keys is not None and layer.keys.dim() == 4]
 
 
-def grow_kv(cache, rows: int) -> None:
-    """Append ``rows`` empty rows (zeros, which the mask never lets anything attend to)."""
-    for layer in _filled_layers(cache):
-        layer.keys = torch.cat([layer.keys, layer.keys.new_zeros((rows, *layer.keys.shape[1:]))])
-        layer.values = torch.cat([layer.values, layer.values.new_zeros((rows, *layer.values.shape[1:]))])
+def _left_pad(t: torch.Tensor, width: int, value) -> torch.Tensor:
+    """Pad dimension 1 (slots) of a (B, S) tensor on the left to ``width``."""
+    pad = width - t.shape[1]
+    return t if pad == 0 else torch.cat([torch.full((t.shape[0], pad), value, dtype=t.dtype), t], dim=1)
+
+
+def merge_kv(cache, joining, width: int) -> None:
+    """Append the rows of cache ``joining`` to ``cache``, both left-padded (zeros, which the
+    mask never lets anything attend to) to ``width`` slots."""
+    for layer, new in zip(_filled_layers(cache), _filled_layers(joining)):
+        for name in ("keys", "values"):
+            old_kv, new_kv = getattr(layer, name), getattr(new, name)
+            padded = [F.pad(kv, (0, 0, width - kv.shape[2], 0)) for kv in (old_kv, new_kv.to(old_kv.device))]
+            setattr(layer, name, torch.cat(padded))
 
 
 def gather_kv(cache, rows: torch.Tensor, index: torch.Tensor) -> None:

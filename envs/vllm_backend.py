@@ -130,10 +130,12 @@ class VllmUpstream:
         return torch.float32
 
     # ----------------------------------------------------------------- prompts
-    def encode_prompt(self, prompt: str) -> list[int]:
-        """Token ids of a user prompt in the tokenizer's chat template: the transformers
-        backend's own formatting, so both backends see the same ids."""
-        return UpstreamLLM.encode_prompt(self, prompt)
+    # Prompts: the transformers backend's own formatting (chat template, context check), so
+    # both backends see the same ids.
+    encode_prompt = UpstreamLLM.encode_prompt
+    encode_messages = UpstreamLLM.encode_messages
+    encode_text = UpstreamLLM.encode_text
+    _within_context = UpstreamLLM._within_context
 
     def decode(self, token_ids: list[int]) -> str:
         return self.tokenizer.decode(token_ids, skip_special_tokens=True).strip()
