@@ -36,7 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="print what the run would start, where and with how much memory; load nothing "
                              "(driver/plan.py); exit 1 if it does not fit the cluster")
     parser.add_argument("--cluster", metavar="CLUSTER_YAML",
-                        help="with --dry-run and no --address: plan against this cluster launcher file's node types")
+                        help="with --dry-run: plan against this cluster launcher file's node types")
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser.parse_args(argv)
 

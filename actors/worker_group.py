@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import ray
-from ray.exceptions import ActorDiedError, RayActorError, RayError, RayTaskError
+from ray.exceptions import ActorDiedError, ObjectLostError, RayActorError, RayError, RayTaskError
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,12 @@ class CallResult:
         """The call was lost with its actor (which Ray restarts); else the call itself raised."""
         return isinstance(self.error, RayActorError) and not isinstance(self.error, RayTaskError)
 
+    @property
+    def lost(self) -> bool:
+        """The call's work is gone through no fault of its own: its actor died, or its
+        result was lost with a node that left. Doing it again is the right answer."""
+        return self.actor_died or isinstance(self.error, ObjectLostError)
+
 
 @dataclass
 class _Member:
@@ -73,6 +79,15 @@ class _Member:
     down_since: float = 0.0
     dead: bool = False  # given up, retired or dropped: never called again
     retiring: bool = False  # no new calls; stopped once its calls in flight have finished
+    starting: bool = True  # not yet known to be up: out of service until its first probe answers
+    gave_up: bool = False  # Ray gave up on it (max_restarts spent, its node gone)
+    node: str | None = None  # the Ray node it runs on (from its last probe)
+
+
+def _node_id(actor_self) -> str:
+    """Run inside a member (``__ray_call__``): the node it lives on. Module level so that Ray
+    pickles it by reference."""
+    return ray.get_runtime_context().get_node_id()
 
 
 def start_actor(cls: type, options: dict, **kwargs):
@@ -86,7 +101,10 @@ class WorkerGroup:
                  name: str) -> None:
         """Start ``size`` actors of plain class ``cls``: member i gets ``make_kwargs(i)``."""
         self.name = name
-        self._start = lambda i: _Member(start_actor(cls, options, **make_kwargs(i)))
+        # A member starts out of service: its first probe (which also says on which node it
+        # runs) answers once Ray has placed and constructed it; no call waits on it before.
+        self._start = lambda i: _Member(start_actor(cls, options, **make_kwargs(i)), restarting=True,
+                                        down_since=time.monotonic())
         self._members = [self._start(i) for i in range(size)]
         self._inflight: dict[ray.ObjectRef, tuple[int, Any, tuple]] = {}
         self.failures = 0  # actor deaths noticed, each counted once
@@ -135,6 +153,23 @@ class WorkerGroup:
         self._members[member].retiring = True
         self._reap()
 
+    def wait_started(self, timeout: float = PROBE_DEADLINE_S) -> bool:
+        """Wait until every member has started (placed, constructed, probed) or given up;
+        True if all are in service. A group with calls in flight must use ``wait_any``."""
+        deadline = time.monotonic() + timeout
+        while any(m.starting and not m.dead for m in self._members) and time.monotonic() < deadline:
+            for result in wait_any([self], timeout=0.5):
+                raise RuntimeError(f"wait_started: a call of {self.name} {result.member} finished meanwhile")
+        return len(self.available()) == len(self._members)
+
+    def on_nodes(self, nodes: set[str]) -> list[int]:
+        """Live members last seen on one of ``nodes``."""
+        return [i for i in self.live() if self._members[i].node in nodes]
+
+    def given_up(self) -> int:
+        """Members Ray gave up on (not those retired or dropped on purpose)."""
+        return sum(1 for m in self._members if m.gave_up)
+
     def drop(self, member: int) -> None:
         """Stop ``member`` now, for good (its calls in flight fail as if it had died)."""
         m = self._members[member]
@@ -165,7 +200,7 @@ class WorkerGroup:
         now = time.monotonic()
         for m in self._members:
             if m.restarting and m.probe is None and now >= m.next_probe:
-                m.probe = m.actor.__ray_ready__.remote()
+                m.probe = m.actor.__ray_call__.remote(_node_id)
         return list(self._inflight) + [m.probe for m in self._members if m.probe is not None]
 
     def owns(self, ref: ray.ObjectRef) -> bool:
@@ -183,6 +218,8 @@ class WorkerGroup:
             return CallResult(self, member, tag, refs, error=err)
         except RayActorError as err:  # its actor died (or cannot be reached)
             self._member_down(member, err)
+            return CallResult(self, member, tag, refs, error=err)
+        except RayError as err:  # its result was lost (an ObjectLostError: its node left): the member may be fine
             return CallResult(self, member, tag, refs, error=err)
 
     # ------------------------------------------------------------------ restarts
@@ -203,7 +240,7 @@ class WorkerGroup:
         index, m = next((i, m) for i, m in enumerate(self._members) if m.probe == ref)
         m.probe = None
         try:
-            ray.get(ref)
+            node = ray.get(ref)
         except RayActorError as err:
             if err.actor_init_failed:
                 m.restarting, m.dead = False, True
@@ -211,14 +248,17 @@ class WorkerGroup:
             elif isinstance(err, ActorDiedError) or time.monotonic() - m.down_since > PROBE_DEADLINE_S:
                 # Calls to an actor that is restarting wait for it: a probe that fails with
                 # ActorDiedError means Ray gave up on it (max_restarts spent, or its node gone).
-                m.restarting, m.dead = False, True
+                m.restarting, m.dead, m.gave_up = False, True, True
                 log.error("%s %d is gone for good (%s); running without it", self.name, index, type(err).__name__)
                 print(f"{self.name} {index} is gone for good; the run goes on without it", flush=True)
             else:  # unavailable for now: ask again soon
                 m.next_probe = time.monotonic() + PROBE_RETRY_S
             return
-        m.restarting = False
-        print(f"{self.name} {index} is back", flush=True)
+        m.restarting, m.node = False, node
+        if m.starting:
+            m.starting = False
+        else:
+            print(f"{self.name} {index} is back", flush=True)
 
 
 def wait_any(groups: Sequence[WorkerGroup], timeout: float) -> list[CallResult]:

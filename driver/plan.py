@@ -7,9 +7,9 @@ model is loaded and no Ray actor is started: model sizes come from each model's 
 (a local folder or the hub cache, never the network), or, for a few well-known hub models
 that are not cached, from ``KNOWN_MODELS`` (said so in the plan).
 
-The cluster is, in this order: the running cluster named by ``--address`` /
-``$RAY_ADDRESS`` (its live nodes), the node types of a cluster launcher file
-(``--cluster cluster.yaml``: each type up to its ``max_workers``), or this machine.
+The cluster is, in this order: the node types of a cluster launcher file (``--cluster
+cluster.yaml``: each type up to its ``max_workers``), the running cluster named by
+``--address`` / ``$RAY_ADDRESS`` (its live nodes), or this machine.
 
 Estimates (GiB = 2^30 bytes): an LLM's weights are parameters x bytes of its dtype; its KV
 cache is rows x (prompt + new tokens) x layers x 2 x KV heads x head size x bytes, with
@@ -28,6 +28,7 @@ from pathlib import Path
 
 import yaml
 
+from core.config import AUTO
 from driver.components import local_cpus
 from driver.config import RunConfig
 from replay.buffer import transition_bytes
@@ -107,6 +108,8 @@ class Cluster:
 def describe_cluster(cfg: RunConfig, cluster_file: str | None = None) -> Cluster:
     import ray
 
+    if cluster_file:
+        return _cluster_from_file(Path(cluster_file))
     address = cfg.address or os.environ.get("RAY_ADDRESS", "")
     if ray.is_initialized():  # this process is connected already (a notebook, a test)
         return _cluster_from_nodes("the connected Ray cluster", ray.nodes())
@@ -116,8 +119,6 @@ def describe_cluster(cfg: RunConfig, cluster_file: str | None = None) -> Cluster
             return _cluster_from_nodes(f"the running Ray cluster at {address}", ray.nodes())
         finally:
             ray.shutdown()
-    if cluster_file:
-        return _cluster_from_file(Path(cluster_file))
     return Cluster("this machine (a local Ray, as launch.py starts it)", [
         NodeKind("local", {"CPU": float(local_cpus(cfg)), "GPU": float(_local_gpus())}, is_head=True)])
 
@@ -175,15 +176,22 @@ def plan_run(cfg: RunConfig, cluster: Cluster) -> tuple[list[PlannedActor], dict
     d, dtype = upstream.hidden_size, cfg.model.dtype
     head_gpus = sum(k.resources.get("GPU", 0) for k in cluster.kinds if k.is_head)
     learner_gpu = cfg.learner.device.startswith("cuda") or (cfg.learner.device == "auto" and head_gpus >= 1)
-    rows = cfg.rollout.batch_rows or cfg.rollout.episodes_per_call
+    rows = min(cfg.rollout.batch_rows or cfg.rollout.episodes_per_call, cfg.rollout.episodes_per_call)
     llm_bytes = upstream.weight_bytes(dtype) + upstream.kv_bytes(rows, PROMPT_TOKENS + cfg.sampling.max_new_tokens,
                                                                   dtype)
     rollout_request = {"CPU": cfg.rollout.num_cpus, "GPU": cfg.rollout.num_gpus}
     if cfg.rollout.resource:
         rollout_request[cfg.rollout.resource] = 1
-    reward_bytes = sum(model_facts(s.path).weight_bytes(dtype) for s in cfg.reward.scorers
-                       if s.kind in ("score-model", "seq-cls"))
+    reward_bytes, unknown = 0.0, []
+    for s in cfg.reward.scorers:
+        if s.kind in ("score-model", "seq-cls"):
+            try:
+                reward_bytes += model_facts(s.path).weight_bytes(dtype)
+            except FileNotFoundError:
+                unknown.append(s.path)
     reward_note = ", ".join(f"{s.kind}:{s.path or '-'} x{s.weight:g}" for s in cfg.reward.scorers)
+    if unknown:
+        reward_note += f" (size of {', '.join(unknown)} unknown: not cached, not in the table; not counted)"
     if cfg.reward.needs_upstream:
         reward_bytes += llm_bytes
         reward_note += " + the upstream LLM (greedy baseline / fluency)"
@@ -194,7 +202,7 @@ def plan_run(cfg: RunConfig, cluster: Cluster) -> tuple[list[PlannedActor], dict
          "trains on " + ("a GPU" if learner_gpu else "CPU (the head node has no GPU)")),
         ("reward actor", cfg.reward.num_actors, {"CPU": cfg.reward.num_cpus, "GPU": cfg.reward.num_gpus},
          reward_bytes if cfg.reward.num_gpus else 0.0, False, reward_note),
-        ("rollout worker", cfg.rollout.num_workers, rollout_request, llm_bytes if cfg.rollout.num_gpus else 0.0,
+        ("rollout worker", _worker_count(cfg, cluster), rollout_request, llm_bytes if cfg.rollout.num_gpus else 0.0,
          False, f"{upstream.name} ({dtype}; sizes from {upstream.source}), {rows} rows at once"),
     ]
     planned = []
@@ -206,6 +214,14 @@ def plan_run(cfg: RunConfig, cluster: Cluster) -> tuple[list[PlannedActor], dict
               "state_dim": d, "state_dtype": cfg.replay.state_dtype}
     replay["bytes"] = replay["capacity"] * replay["bytes_per_transition"]
     return planned, replay
+
+
+def _worker_count(cfg: RunConfig, cluster: Cluster) -> int:
+    """Rollout workers of the plan: the number set, or for "auto" the units of the rollout
+    resource the cluster holds (a cluster file: its node types at their max_workers)."""
+    if cfg.rollout.num_workers != AUTO:
+        return cfg.rollout.num_workers
+    return int(sum(k.resources.get(cfg.rollout.resource, 0) * k.count for k in cluster.kinds))
 
 
 def _learner_bytes(cfg: RunConfig, d: int) -> float:

@@ -217,7 +217,7 @@ class TrainingRun:
     def _hand_out_rollouts(self) -> None:
         """Queue rollout calls on workers with a free slot, unless too many decoded batches
         already wait for their reward (the backpressure)."""
-        if self._unscored_calls() >= self.cfg.rollout.max_unscored_calls * len(self.rollouts):
+        if self._unscored_calls() >= self.cfg.rollout.max_unscored_calls * max(len(self.rollouts.live()), 1):
             return
         for member in self.rollouts.idle_members(CALLS_PER_WORKER):
             prompts = self.queue.take(self.cfg.rollout.episodes_per_call)
@@ -237,10 +237,17 @@ class TrainingRun:
         per episode of the round, while no rollout runs (the learner starts once the replay
         holds ``replay.min_size_to_sample`` transitions, as in the asynchronous mode)."""
         episodes_before = self.totals.episodes
-        for member in self.rollouts.idle_members(1):
+        # (again each round: a replay that Ray rebuilt starts with its rate limiter on)
+        self._from_component(lambda: ray.get(self.replay.stop_limiting.remote(samples_too=True)))
+        if self.stop_reason:  # the replay is gone for good
+            return
+        members = self.rollouts.idle_members(1)
+        for member in members:
             prompts = self.queue.take(self.cfg.rollout.episodes_per_call)
             self.rollouts.call(member, lambda worker: worker.rollout.options(num_returns=2).remote(prompts),
                                tag=prompts)
+        if not members:  # every worker is starting or restarting: let the group probe them
+            self._route(wait_any([self.rollouts, self.rewards], timeout=WAIT_S))
         while (self.rollouts.calls_in_flight() or self._unscored_calls()) and not self._component_failure():
             self._route(wait_any([self.rollouts, self.rewards], timeout=WAIT_S))
         episodes = self.totals.episodes - episodes_before
@@ -271,9 +278,10 @@ class TrainingRun:
         self._score_waiting()
 
     def _rollout_finished(self, result: CallResult) -> None:
-        if result.actor_died:
-            # The worker died mid-call: its episodes never existed, its prompts go back in
-            # the queue (the group counts the death and waits for Ray's restart).
+        if result.lost:
+            # The worker died mid-call (or its node left with the result): its episodes never
+            # reached us, its prompts go back in the queue (the group counts a death and waits
+            # for Ray's restart).
             self.queue.give_back(result.tag)
             return
         if not result.ok:
@@ -308,6 +316,9 @@ class TrainingRun:
             # store (this driver owns them), so another actor scores them again (if it
             # died after its insert, they are inserted twice: at least once, never lost).
             self._waiting_for_reward.appendleft(decoded)
+            return
+        if result.lost:  # the episodes themselves were lost with a node: decode those prompts again
+            self.queue.give_back(decoded.prompts)
             return
         if result.ok:
             scored: ScoredBatch = result.value

@@ -78,15 +78,23 @@ class RolloutScaler:
             return []
         self._next_check = now + CHECK_S
         self.target = self.wanted()
-        live = self.group.live()
         done = []
+        # Members on nodes that left the cluster are gone: Ray would wait for a slot to rebuild them.
+        dead_nodes = {n["NodeID"] for n in ray.nodes() if not n.get("Alive")}
+        for member in self.group.on_nodes(dead_nodes):
+            self.group.drop(member)
+            done.append(f"dropped rollout worker {member}: its node left the cluster")
+        live = self.group.live()
+        if self.rollout.max_restarts >= 0:  # a limit on restarts: members Ray gave up on are not replaced
+            live = live + [-1] * self.group.given_up()
         if len(live) < self.target:
             added = self.group.add(self.target - len(live))
             done.append(f"started rollout worker(s) {added} (target {self.target})")
         elif len(live) > self.target:
             restarting = set(self.group.restarting())
-            # Restarting members first (their node may be gone), then the newest in service.
-            surplus = sorted(live, key=lambda i: (i not in restarting, -i))[: len(live) - self.target]
+            # Restarting (or not yet started) members first, then the newest in service.
+            surplus = sorted((i for i in live if i >= 0), key=lambda i: (i not in restarting, -i))
+            surplus = surplus[: len(live) - self.target]
             for member in surplus:
                 if member in restarting:
                     self.group.drop(member)

@@ -33,19 +33,18 @@ def test_required_top_level_keys(config):
     assert config["auth"]["ssh_user"]
 
 
-def test_head_node_type_exists_and_has_no_gpu_or_rollout_slot(config):
+def test_head_node_type_has_a_gpu_for_the_learner_and_no_rollout_slot(config):
     types = config["available_node_types"]
     head = types[config["head_node_type"]]
-    assert head["resources"].get("GPU", 0) == 0
+    assert head["resources"].get("GPU", 0) >= 1  # the learner, pinned to the head, trains on it
     assert ROLLOUT_RESOURCE not in head["resources"], "rollout workers must not land on the head"
     assert head.get("min_workers", 0) == 0
 
 
 def test_gpu_worker_type_autoscales_and_offers_rollout_slots(config):
-    gpus = gpu_types(config)
-    assert gpus, "no node type with GPU resources"
+    gpus = {name: t for name, t in gpu_types(config).items() if name != config["head_node_type"]}
+    assert gpus, "no worker node type with GPU resources"
     for name, t in gpus.items():
-        assert name != config["head_node_type"]
         assert t["resources"]["GPU"] >= 1
         assert t["resources"].get(ROLLOUT_RESOURCE, 0) >= 1, f"{name} lacks {ROLLOUT_RESOURCE}"
         assert 0 <= t["min_workers"] <= t["max_workers"] <= config["max_workers"]
@@ -62,8 +61,9 @@ def test_setup_installs_the_project_from_the_synced_tree(config):
     assert config["file_mounts"] == {"~/mara": "."}
     assert any("ray[default]==" in c for c in config["setup_commands"])  # pin Ray everywhere
     head, workers = config["head_setup_commands"], config["worker_setup_commands"]
-    assert "cd ~/mara && bash scripts/install.sh" in head  # CPU torch on the head
-    assert "cd ~/mara && TORCH_SPEC=torch bash scripts/install.sh" in workers  # CUDA torch
+    # CUDA torch everywhere: the head's GPU trains the learner, the workers' run the LLM
+    assert "cd ~/mara && TORCH_SPEC=torch bash scripts/install.sh" in head
+    assert "cd ~/mara && TORCH_SPEC=torch bash scripts/install.sh" in workers
     # The project's install script exists where the commands expect it.
     assert (CLUSTER_YAML.parent / "scripts" / "install.sh").is_file()
 

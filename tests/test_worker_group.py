@@ -52,6 +52,8 @@ def collect(groups, until, timeout_s: float = DEADLINE_S) -> list:
 def test_calls_come_back_with_their_tags_and_members_are_loaded_evenly(ray_local):
     group = WorkerGroup(_echo_cls(), size=2, options={"num_cpus": 0}, make_kwargs=lambda i: {"index": i},
                         name="echo")
+    assert group.idle_members(max_calls=2) == []  # members take calls once they are up
+    assert group.wait_started()
     assert group.idle_members(max_calls=2) == [0, 0, 1, 1]
     for n, member in enumerate(group.idle_members(max_calls=2)):
         group.call(member, lambda actor: actor.echo.remote(n), tag=f"call {n}")
@@ -70,6 +72,7 @@ def test_a_member_that_dies_is_counted_once_and_comes_back(ray_local):
     ray = ray_local
     group = WorkerGroup(_echo_cls(), size=2, options={"num_cpus": 0, "max_restarts": -1, "max_concurrency": 4},
                         make_kwargs=lambda i: {"index": i}, name="echo")
+    assert group.wait_started()
     old_pid = ray.get(group.actors[0].pid.remote())
     for n in range(3):  # three calls in flight on member 0 when it dies
         group.call(0, lambda actor: actor.echo.remote(n, 30.0), tag=n)
@@ -99,9 +102,7 @@ def test_a_member_that_dies_is_counted_once_and_comes_back(ray_local):
 def test_a_member_that_cannot_start_makes_the_group_fatal(ray_local):
     group = WorkerGroup(_echo_cls(), size=2, options={"num_cpus": 0, "max_restarts": -1},
                         make_kwargs=lambda i: {"index": i, "fail": i == 1}, name="echo")
-    group.call(1, lambda actor: actor.echo.remote("never"), tag="lost")
-    (result,) = collect([group], lambda r: len(r) == 1)
-    assert not result.ok and result.tag == "lost"
+    assert not group.wait_started()  # its first probe says why: no call is ever made on it
     assert group.fatal is not None and group.fatal.startswith("echo 1 cannot start: ")
     assert "member 1 refuses to start" in group.fatal
     assert group.available() == [0] and group.restarting() == []  # given up, not waited for
@@ -112,6 +113,7 @@ def test_a_member_that_cannot_start_makes_the_group_fatal(ray_local):
 def test_a_call_that_raises_leaves_its_member_in_service(ray_local):
     group = WorkerGroup(_echo_cls(), size=1, options={"num_cpus": 0}, make_kwargs=lambda i: {"index": i},
                         name="echo")
+    assert group.wait_started()
     group.call(0, lambda actor: actor.fail.remote(), tag="bad")
     (result,) = collect([group], lambda r: len(r) == 1)
     assert not result.ok and not result.actor_died and "cannot be answered" in str(result.error)
@@ -119,5 +121,26 @@ def test_a_call_that_raises_leaves_its_member_in_service(ray_local):
     group.call(0, lambda actor: actor.echo.remote("fine"))
     (result,) = collect([group], lambda r: len(r) == 1)
     assert result.ok and result.value == (0, "fine")
+    for actor in group.actors:
+        ray_local.kill(actor)
+
+
+def test_members_added_retired_and_dropped(ray_local):
+    group = WorkerGroup(_echo_cls(), size=1, options={"num_cpus": 0, "max_concurrency": 2},
+                        make_kwargs=lambda i: {"index": i}, name="echo")
+    assert group.add(2) == [1, 2] and group.live() == [0, 1, 2]
+    assert group.wait_started() and group.available() == [0, 1, 2]
+    # Retired with a call in flight: the call still comes back, then the member is stopped.
+    group.call(1, lambda actor: actor.echo.remote("last", 1.0), tag="last")
+    group.retire(1)
+    assert group.live() == [0, 2] and 1 not in group.idle_members(max_calls=1)
+    (result,) = collect([group], lambda r: len(r) == 1)
+    assert result.ok and result.tag == "last"
+    # Dropped with a call in flight: the call is lost (to be done again), no death is counted.
+    group.call(2, lambda actor: actor.echo.remote("cut", 30.0), tag="cut")
+    group.drop(2)
+    (result,) = collect([group], lambda r: len(r) == 1)
+    assert result.lost and result.tag == "cut" and group.failures == 0
+    assert group.live() == [0] and group.available() == [0]
     for actor in group.actors:
         ray_local.kill(actor)
