@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 
+import ray
 import torch
 
 from actors.weight_client import WeightClient
@@ -64,6 +65,7 @@ class RolloutWorker:
             tokens=sum(len(r.response_ids) for r in results), seconds=seconds,
             episode_start=start, episode_end=time.time(),
             episode_tokens=[len(r.response_ids) for r in results],
+            weight_fetches=self.weights.fetches, node=ray.get_runtime_context().get_node_id(),
         )
         return stats, episodes
 

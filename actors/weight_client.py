@@ -28,6 +28,7 @@ class WeightClient:
         self._module = module
         self._fetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="weights")
         self.version = -1  # weight version loaded into the module
+        self.fetches = 0  # weight versions fetched from the object store so far
         self._incarnation: str | None = None  # of the learner that published it
         self._fetch: tuple[int, str, Future] | None = None  # (version, incarnation, the arrays on their way)
         version, incarnation, weights_ref = ray.get(learner.latest_weights.remote(have_version=None))
@@ -57,6 +58,7 @@ class WeightClient:
         # The arrays are read-only views of the object store's shared copy: copy into the module.
         self._module.load_state_dict({k: torch.as_tensor(np.array(v)) for k, v in weights.items()})
         self.version, self._incarnation = version, incarnation
+        self.fetches += 1
         self._fetch = None
         self._poll_again()
 

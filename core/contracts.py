@@ -134,6 +134,8 @@ class RolloutStats:
     episode_start: float  # time.time() when decoding started
     episode_end: float  # time.time() when it ended
     episode_tokens: list[int] = field(default_factory=list)  # response length of each episode
+    weight_fetches: int = 0  # weight versions the worker has fetched so far (its WeightClient)
+    node: str = ""  # the Ray node the worker runs on
 
 
 @dataclass

@@ -132,6 +132,7 @@ class TrainingRun:
         self._incarnations: dict[str, str] = {}  # learner / replay -> the actor incarnation last seen
         self._last_learner_updates = 0
         self._last_replay_size = 0
+        self._route_ms: deque[float] = deque(maxlen=100_000)  # the driver's time to handle finished calls
 
     # ------------------------------------------------------------------ building
     def build(self) -> None:
@@ -195,7 +196,11 @@ class TrainingRun:
                     self._sync_round()
                 else:
                     self._hand_out_rollouts()
-                    self._route(wait_any([self.rollouts, self.rewards], timeout=WAIT_S))
+                    finished = wait_any([self.rollouts, self.rewards], timeout=WAIT_S)
+                    handling = time.perf_counter()
+                    self._route(finished)
+                    if finished:
+                        self._route_ms.append(1000 * (time.perf_counter() - handling))
                 if time.perf_counter() >= next_report:
                     self._report(seconds_before + time.perf_counter() - start)
                     next_report = time.perf_counter() + cfg.progress_every_s
@@ -498,6 +503,7 @@ class TrainingRun:
             "inserted": self.totals.inserted, "replay": self._replay_stats(),
             "snapshot": snapshot, "episodes_per_hour": self.totals.episodes / max(self.totals.seconds, 1e-9) * 3600,
             "mean_reward_all": self.totals.reward_sum / max(self.totals.rewards_seen, 1),
+            "driver_route_ms": _percentiles(self._route_ms),
             "agent": None if failure else str(self.run_dir / AGENT_FILE), "run_dir": str(self.run_dir),
         }
         write_json_atomic(self.run_dir / SUMMARY_FILE, summary)
@@ -535,6 +541,14 @@ class TrainingRun:
                                       for s in self.cfg.reward.scorers]),
                 "reward_baseline": json.dumps(self.cfg.reward.baseline), "reward_scale": str(self.cfg.reward.scale),
                 "run": self.run_dir.name, "episodes": str(t.episodes), "transitions": str(t.transitions)}
+
+
+def _percentiles(values) -> dict | None:
+    """p50 / p99 / max of a series (None when empty)."""
+    if not values:
+        return None
+    p50, p99 = np.percentile(list(values), [50, 99])
+    return {"p50": float(p50), "p99": float(p99), "max": float(max(values)), "n": len(values)}
 
 
 @contextlib.contextmanager

@@ -26,6 +26,7 @@ from core.agent_file import UNTRAINED, check_state_dim, default_agent, load_agen
 from core.config import BACKENDS, KLConfig, ModelConfig, SamplingConfig, VllmEngineConfig
 from core.networks import Actor
 from envs.decoder import AcceptRejectDecoder, DecodeResult
+from envs.synthetic import SyntheticLLM, is_synthetic
 from envs.vllm_backend import VllmAcceptRejectDecoder, VllmUpstream
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,8 @@ def load_llm(model: str | None = None, backend: str = "transformers", dtype: str
 
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if is_synthetic(model):  # benchmarks of the distributed system (envs/synthetic.py)
+        return SyntheticLLM(model)
     if backend == "vllm":
         return VllmUpstream(model or DEFAULT_MODEL, vllm or VllmEngineConfig(), dtype=dtype, device=device)
     if vllm is not None:

@@ -216,6 +216,10 @@ def model_config(model: str | os.PathLike | None, local_files_only: bool = False
 
 def model_hidden_size(model: str | os.PathLike | None) -> int:
     """The hidden size of a model, read from its config without loading weights."""
+    from envs.synthetic import is_synthetic, parse
+
+    if is_synthetic(model):
+        return parse(str(model))[0]
     return int(model_config(model).hidden_size)
 
 
