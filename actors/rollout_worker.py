@@ -51,6 +51,7 @@ class RolloutWorker:
         self.worker_index = worker_index
         self.batch_rows = rollout.batch_rows or None  # None: all of a call's episodes at once
         self.weights = WeightClient(learner, actor)
+        self.node = ray.get_runtime_context().get_node_id()  # reported with each call's statistics
 
     def rollout(self, prompts: list[str]) -> tuple[RolloutStats, list[EpisodeTransitions]]:
         """Decode one batch of episodes with the newest weights that have arrived."""
@@ -65,7 +66,7 @@ class RolloutWorker:
             tokens=sum(len(r.response_ids) for r in results), seconds=seconds,
             episode_start=start, episode_end=time.time(),
             episode_tokens=[len(r.response_ids) for r in results],
-            weight_fetches=self.weights.fetches, node=ray.get_runtime_context().get_node_id(),
+            weight_fetches=self.weights.fetches, node=self.node,
         )
         return stats, episodes
 

@@ -27,7 +27,7 @@ from actors.worker_group import WorkerGroup, start_actor
 from core.config import AUTO
 from driver.config import RunConfig
 from driver.run_folder import REPLAY_FILE
-from driver.scaling import RolloutScaler
+from driver.scaling import target_workers
 from learner.service import LearnerService, learner_resources
 from replay.server import ReplayServer
 
@@ -71,15 +71,11 @@ def start_components(cfg: RunConfig, run_dir: Path, state_dim: int) -> Component
         make_kwargs=lambda i: dict(reward=cfg.reward, replay=replay, model=cfg.model, sampling=cfg.sampling,
                                    torch_threads=max(1, int(cfg.reward.num_cpus))))
     rollouts = WorkerGroup(
-        RolloutWorker, size=initial_workers(cfg, run_dir), name="rollout worker", options=rollout_options(cfg),
+        RolloutWorker, size=target_workers(cfg.rollout, run_dir, current=1), name="rollout worker",
+        options=rollout_options(cfg),
         make_kwargs=lambda i: dict(worker_index=i, model=cfg.model, sampling=cfg.sampling, kl=cfg.kl,
                                    rollout=cfg.rollout, learner=learner, seed=cfg.seed))
     return Components(replay, learner, rewards, rollouts)
-
-
-def initial_workers(cfg: RunConfig, run_dir: Path) -> int:
-    """Rollout workers to start with: the run's target now (driver/scaling.py follows it after)."""
-    return RolloutScaler(cfg.rollout, run_dir, group=None).wanted()
 
 
 def rollout_options(cfg: RunConfig) -> dict:

@@ -47,7 +47,8 @@ COLLECTION = (  # rollout workers, through their RolloutStats
               buckets=(16, 32, 64, 128, 256, 512, 1024, 2048)),
     MetricDef("worker_failures", "counter", "Rollout worker deaths (each counted once)."),
     MetricDef("rollout_workers", "gauge", "Rollout workers in service (driver/scaling.py follows the target)."),
-    MetricDef("rollout_workers_target", "gauge", "Rollout workers the run wants now (num_workers, auto or mara scale)."),
+    MetricDef("rollout_workers_target", "gauge",
+              "Rollout workers the run wants now (num_workers, auto or mara scale)."),
 )
 SCORING = (  # reward actors, through their ScoredBatch
     MetricDef("mean_reward", "gauge", "Mean sentence reward r(x, y) of the last 50 scored episodes."),

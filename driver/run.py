@@ -225,9 +225,16 @@ class TrainingRun:
         if self._unscored_calls() >= self.cfg.rollout.max_unscored_calls * max(len(self.rollouts.live()), 1):
             return
         for member in self.rollouts.idle_members(CALLS_PER_WORKER):
-            prompts = self.queue.take(self.cfg.rollout.episodes_per_call)
-            self.rollouts.call(member, lambda worker: worker.rollout.options(num_returns=2).remote(prompts),
-                               tag=prompts)
+            self._start_rollout(member)
+
+    def _start_rollout(self, member: int) -> None:
+        """A rollout call of the next prompts on ``member``, tagged with them (to hand out again if lost)."""
+        prompts = self.queue.take(self.cfg.rollout.episodes_per_call)
+        self.rollouts.call(member, lambda worker: worker.rollout.options(num_returns=2).remote(prompts), tag=prompts)
+
+    def _calls_outstanding(self) -> bool:
+        """Rollout or scoring calls are still to come back (and their groups can answer)."""
+        return bool(self.rollouts.calls_in_flight() or self._unscored_calls()) and not self._component_failure()
 
     def _follow_scale_target(self) -> None:
         """Start or stop rollout workers to follow the target (driver/scaling.py)."""
@@ -248,12 +255,10 @@ class TrainingRun:
             return
         members = self.rollouts.idle_members(1)
         for member in members:
-            prompts = self.queue.take(self.cfg.rollout.episodes_per_call)
-            self.rollouts.call(member, lambda worker: worker.rollout.options(num_returns=2).remote(prompts),
-                               tag=prompts)
+            self._start_rollout(member)
         if not members:  # every worker is starting or restarting: let the group probe them
             self._route(wait_any([self.rollouts, self.rewards], timeout=WAIT_S))
-        while (self.rollouts.calls_in_flight() or self._unscored_calls()) and not self._component_failure():
+        while self._calls_outstanding():
             self._route(wait_any([self.rollouts, self.rewards], timeout=WAIT_S))
         episodes = self.totals.episodes - episodes_before
         replay = self._from_component(lambda: ray.get(self.replay.stats.remote()))
@@ -478,7 +483,7 @@ class TrainingRun:
         self._from_component(lambda: ray.get(self.replay.stop_limiting.remote()))
         deadline = time.monotonic() + DRAIN_S
         try:
-            while (self.rollouts.calls_in_flight() or self._unscored_calls()) and not self._component_failure():
+            while self._calls_outstanding():
                 if time.monotonic() > deadline:
                     print(f"calls still in flight after {DRAIN_S:.0f} s: not waiting for them; "
                           f"their prompts are saved to be handed out again", flush=True)

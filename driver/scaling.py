@@ -51,25 +51,26 @@ def scale_request(run_dir: str | Path) -> int | str | None:
         return None
 
 
+def target_workers(rollout: RolloutConfig, run_dir: Path, current: int) -> int:
+    """The number of rollout workers a run wants now: its last ``mara scale`` request, else
+    ``rollout.num_workers``; "auto" counts the units of ``rollout.resource`` on live nodes
+    (without a resource to count, ``current`` stays)."""
+    setting = scale_request(run_dir) or rollout.num_workers
+    if setting == AUTO:
+        return cluster_units(rollout.resource) if rollout.resource else current
+    return int(setting)
+
+
 def cluster_units(resource: str) -> int:
     """Units of a custom resource on the cluster's live nodes."""
     return int(sum(n["Resources"].get(resource, 0) for n in ray.nodes() if n.get("Alive")))
 
 
 class RolloutScaler:
-    def __init__(self, rollout: RolloutConfig, run_dir: Path, group: WorkerGroup | None) -> None:
+    def __init__(self, rollout: RolloutConfig, run_dir: Path, group: WorkerGroup) -> None:
         self.rollout, self.run_dir, self.group = rollout, run_dir, group
         self._next_check = 0.0
-        self.target = len(group) if group is not None else 0
-
-    def wanted(self) -> int:
-        """The number of workers the run wants now."""
-        setting = scale_request(self.run_dir) or self.rollout.num_workers
-        if setting == AUTO:
-            if not self.rollout.resource:  # auto needs a resource to count: keep what there is
-                return len(self.group.live()) if self.group is not None else 1
-            return cluster_units(self.rollout.resource)
-        return int(setting)
+        self.target = len(group)
 
     def step(self) -> list[str]:
         """Bring the group to its target (at most every ``CHECK_S``); what was done, to report."""
@@ -77,7 +78,7 @@ class RolloutScaler:
         if now < self._next_check:
             return []
         self._next_check = now + CHECK_S
-        self.target = self.wanted()
+        self.target = target_workers(self.rollout, self.run_dir, len(self.group.live()))
         done = []
         # Members on nodes that left the cluster are gone: Ray would wait for a slot to rebuild them.
         dead_nodes = {n["NodeID"] for n in ray.nodes() if not n.get("Alive")}

@@ -21,9 +21,10 @@ forward reuses the KV cache of the prefix, and:
   candidate and two whatever else it does (lazy mode: one more per rejection).
 
 Continuous batching. ``start(prompts, max_rows=B)`` keeps at most B episodes in the KV
-cache: the others wait, and each joins the running batch (its prompt prefilled in the same
-forward as the others' candidates) as soon as an episode ends, so the batch stays full
-until the prompts run out. Episodes are the same as when decoded alone.
+cache: the others wait, and each joins the running batch as soon as an episode ends (its
+prompt prefilled by a forward of its own, whose KV cache then joins the batch's), so the
+batch stays full until the prompts run out. Episodes are the same as when decoded alone.
+A server adds and removes rows while the batch runs (``open``, ``join``, ``leave``).
 
 Cache bookkeeping. The KV cache has S slots per row. Each slot is FREE (padding or a
 discarded candidate), VALID (prompt or accepted token) or PENDING (a candidate awaiting
@@ -508,7 +509,8 @@ class AcceptRejectDecoder(_AcceptRejectMDP):
             for r in self.rows:
                 if r.cache_row >= 0 and not r.finished:
                     r.cand_slot = {k: slot + shift for k, slot in r.cand_slot.items()}
-            self.slot_state = torch.cat([_left_pad(self.slot_state, width, FREE), _left_pad(state, width, FREE)])
+            self.slot_state = torch.cat([F.pad(t, (width - t.shape[1], 0), value=FREE)
+                                         for t in (self.slot_state, state)])
             merge_kv(self.cache, cache, width)
         for i, r in enumerate(joining):
             r.cache_row, r.next_position = running + i, len(r.prompt_ids)
@@ -531,10 +533,8 @@ class AcceptRejectDecoder(_AcceptRejectMDP):
             positions[b, pad:] = torch.arange(n)
             state[b, pad:] = VALID
             allowed[b, pad:, pad:] = causal[:n, :n]
-        mask = torch.zeros((len(rows), 1, width, width), dtype=self.llm.dtype)
-        mask.masked_fill_(~allowed[:, None], torch.finfo(self.llm.dtype).min)
         cache = self.llm.new_cache()
-        hidden = self.llm.forward(ids, positions, mask, cache)
+        hidden = self.llm.forward(ids, positions, self._additive_mask(allowed[:, None]), cache)
         for b, r in enumerate(rows):
             self._check_finite(hidden[b, width - len(r.prompt_ids):], r)
         return cache, state, hidden[:, -1]
@@ -554,9 +554,7 @@ class AcceptRejectDecoder(_AcceptRejectMDP):
             new_state[b, :n] = PENDING
         attend_past = (self.slot_state == VALID)[:, None, :].expand(batch, width, past)
         allowed = torch.cat([attend_past, attend_new], dim=-1)[:, None]  # (B, 1, Q, S + Q)
-        mask = torch.zeros(allowed.shape, dtype=self.llm.dtype)
-        mask.masked_fill_(~allowed, torch.finfo(self.llm.dtype).min)  # additive mask
-        hidden = self.llm.forward(ids, positions, mask, self.cache)
+        hidden = self.llm.forward(ids, positions, self._additive_mask(allowed), self.cache)
         for r in fed:
             self._check_finite(hidden[r.cache_row, : len(r.todo_tokens)], r)
         self.slot_state = torch.cat([self.slot_state, new_state], dim=1)
@@ -570,6 +568,12 @@ class AcceptRejectDecoder(_AcceptRejectMDP):
                 r.cand_slot[k] = past + j
             r.todo_tokens, r.todo_cands = [], []
             self._visit_candidate(r)  # single or last candidate: accepted with no decision
+
+    def _additive_mask(self, allowed: torch.Tensor) -> torch.Tensor:
+        """The attention mask the model adds to its scores: 0 where ``allowed``, else the
+        dtype's most negative number."""
+        mask = torch.zeros(allowed.shape, dtype=self.llm.dtype)
+        return mask.masked_fill_(~allowed, torch.finfo(self.llm.dtype).min)
 
     def _check_finite(self, hidden: torch.Tensor, row: _Row) -> None:
         """Refuse NaN/inf states at their source: they would become NaN accept
@@ -613,12 +617,6 @@ def _filled_layers(cache):
     row or slot left; the others are sized by the first forward."""
     return [layer for layer in cache.layers
             if getattr(layer, "is_initialized", True) and layer.keys is not None and layer.keys.dim() == 4]
-
-
-def _left_pad(t: torch.Tensor, width: int, value) -> torch.Tensor:
-    """Pad dimension 1 (slots) of a (B, S) tensor on the left to ``width``."""
-    pad = width - t.shape[1]
-    return t if pad == 0 else torch.cat([torch.full((t.shape[0], pad), value, dtype=t.dtype), t], dim=1)
 
 
 def merge_kv(cache, joining, width: int) -> None:

@@ -48,7 +48,12 @@ class Generation:
 
     @property
     def accepted_position_histogram(self) -> dict[int, int]:
-        return dict(sorted(Counter(self.accepted_positions).items()))
+        return position_histogram(self.accepted_positions)
+
+
+def position_histogram(accepted_positions: list[int]) -> dict[int, int]:
+    """How many acceptances fell on each candidate index (1-based), in index order."""
+    return dict(sorted(Counter(accepted_positions).items()))
 
 
 def accepted_position_distribution(generations: list[Generation]) -> dict[int, float]:

@@ -138,7 +138,7 @@ class MaraServer:
 
     def check_health(self) -> None:
         """Ray Serve's health check: a replica whose decoding loop died is replaced."""
-        if not self.engine._thread.is_alive():
+        if not self.engine.alive:
             raise RuntimeError("the serving loop has stopped")
 
     def __del__(self) -> None:
@@ -153,7 +153,7 @@ class MaraServer:
 
     @api.get("/healthz")
     def healthz(self) -> JSONResponse:
-        alive = self.engine._thread.is_alive()
+        alive = self.engine.alive
         return JSONResponse({"status": "ok" if alive else "loop stopped", "model": self.llm.model_id,
                              "agent": self.generator.agent_path, "replica": self.replica},
                             status_code=200 if alive else 503)

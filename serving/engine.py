@@ -151,9 +151,14 @@ class ServingEngine:
         if self._thread is not None:
             self._thread.join(timeout=30)
 
+    @property
+    def alive(self) -> bool:
+        """The serving loop is running."""
+        return self._thread is not None and self._thread.is_alive()
+
     def submit(self, submission: Submission) -> Submission:
         """Queue a request; its events go to ``submission.on_event`` from the loop's thread."""
-        if self._thread is None or not self._thread.is_alive():
+        if not self.alive:
             raise RuntimeError("the serving loop is not running")
         with self._wake:
             self._queue.append(submission)

@@ -16,10 +16,10 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections import Counter
 from dataclasses import dataclass, field
 
 from core.config import SamplingConfig
+from envs.generation import position_histogram
 
 ALIGNED, UPSTREAM = "mara", "upstream"
 MODELS = (ALIGNED, UPSTREAM)
@@ -215,8 +215,9 @@ class ChoiceRecord:
     accepted_positions: list[int] = field(default_factory=list)
 
     def mara(self) -> dict:
+        histogram = position_histogram(self.accepted_positions)
         return {"decisions": self.decisions, "fallbacks": self.fallbacks,
-                "accepted_position_histogram": {str(k): v for k, v in sorted(Counter(self.accepted_positions).items())}}
+                "accepted_position_histogram": {str(k): v for k, v in histogram.items()}}
 
 
 def new_response_id(kind: str) -> str:
