@@ -67,7 +67,8 @@ def measure(cfg: RunConfig) -> dict:
             "batches_per_s": summary["learner_updates"] / wall,
             "route_p50_ms": route.get("p50", float("nan")), "route_p99_ms": route.get("p99", float("nan")),
             "versions": summary["weight_version"], "fetches": sum(fetches.values()), "nodes": len(nodes),
-            "fetches_per_version_per_node": sum(fetches.values()) / max(summary["weight_version"], 1) / max(len(nodes), 1)}
+            "fetches_per_version_per_node":
+                sum(fetches.values()) / max(summary["weight_version"], 1) / max(len(nodes), 1)}
 
 
 def main() -> None:
@@ -82,8 +83,8 @@ def main() -> None:
         for n in [int(w) for w in args.workers.split(",")]:
             rows.append(measure(config(n, args.seconds, args.forward_s, Path(out))))
     print(f"load average at end: {os.getloadavg()}")
-    print("\n| workers | transitions/s decoded | transitions/s ingested | learner batches/s | driver handling p50 / p99 ms "
-          "| weight fetches per version per node |")
+    print("\n| workers | transitions/s decoded | transitions/s ingested | learner batches/s "
+          "| driver handling p50 / p99 ms | weight fetches per version per node |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         print(f"| {r['workers']} | {r['decoded_per_s']:.0f} | {r['ingested_per_s']:.0f} | {r['batches_per_s']:.2f} | "
