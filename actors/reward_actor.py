@@ -104,8 +104,10 @@ class RewardActor:
         greedy = self.upstream.greedy_answers(prompts) if cfg.needs_greedy_baseline else None
         rewards = self.reward.score(prompts, responses, greedy_responses=greedy)
         if cfg.fluency_weight:
-            shortfall = cfg.fluency_floor - self.upstream.mean_log_likelihood(prompts, responses)
-            rewards = rewards - cfg.fluency_weight * np.maximum(shortfall, 0.0)
+            from rewards.base import fluency_penalty
+
+            log_likelihood = self.upstream.mean_log_likelihood(prompts, responses)
+            rewards = rewards - fluency_penalty(log_likelihood, cfg.fluency_weight, cfg.fluency_floor)
         return rewards
 
     def close(self) -> None:

@@ -44,7 +44,8 @@ def _run(args: argparse.Namespace) -> int:
         written = write_heldout(safety.prompt_splits(shared, args.seed)["heldout"], Path(args.write_heldout))
         print(json.dumps({k: str(v) for k, v in written.items()}, indent=1))
         return 0
-    result = safety.run(shared, Path(args.out_dir), _answer_fn(args), work_dir=Path(args.work_dir),
+    answer_fn, loglik_fn = _upstream_fns(args)
+    result = safety.run(shared, Path(args.out_dir), answer_fn, work_dir=Path(args.work_dir), loglik_fn=loglik_fn,
                         prompts_per_kind=args.prompts_per_kind, heldout_sampled=args.heldout_sampled,
                         seed=args.seed)
     print(json.dumps(result, indent=1))
@@ -63,16 +64,25 @@ def write_heldout(sets: dict[str, list[str]], out_dir: Path) -> dict[str, Path]:
     return paths
 
 
-def _answer_fn(args: argparse.Namespace):
-    """The upstream model's answers for the recipe: sampled (temperature t, the whole
-    vocabulary when t is the recipe's 'hot' one) or greedy, continuing openings."""
+def _upstream_fns(args: argparse.Namespace):
+    """What the recipe needs of the upstream model (loaded once, on first use): its answers
+    (sampled at temperature t, the whole vocabulary when t is the recipe's 'hot' one, or
+    greedy, continuing openings) and its mean log-likelihood of answers (the fluency term)."""
+    import functools
+
     from core.config import SamplingConfig
-    from envs.generation import upstream_answers
+    from envs.generation import mean_log_likelihood, upstream_answers
     from envs.upstream import load_upstream
 
-    llm = load_upstream(args.model, device="cpu")
+    @functools.cache
+    def upstream():
+        return load_upstream(args.model, device="cpu")
+
+    def loglik(prompts: list[str], answers: list[str]):
+        return mean_log_likelihood(upstream(), prompts, answers, batch_size=args.batch_size)
 
     def answer(prompts: list[str], openings: list[str] | None, temperature: float | None, seed: int) -> list[str]:
+        llm = upstream()
         if temperature is None:
             sampling = SamplingConfig(max_new_tokens=args.max_new_tokens)
         else:
@@ -81,4 +91,4 @@ def _answer_fn(args: argparse.Namespace):
         return upstream_answers(llm, prompts, sampling, sample=temperature is not None, seed=seed,
                                 batch_size=args.batch_size, openings=openings)
 
-    return answer
+    return answer, loglik

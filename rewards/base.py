@@ -135,6 +135,14 @@ def _checked(scorer: SentenceScorer, prompts: Sequence[str], responses: Sequence
     return scores
 
 
+def fluency_penalty(log_likelihood: np.ndarray, weight: float, floor: float) -> np.ndarray:
+    """The fluency term (``reward.fluency_weight``, ``reward.fluency_floor``): what an answer
+    pays for the upstream's mean log-probability per token falling short of ``floor``,
+    weight * max(0, floor - mean log p). Text the upstream writes itself pays nothing; word
+    salad, which a classifier of the answer's stance cannot see, pays."""
+    return weight * np.maximum(floor - np.asarray(log_likelihood, dtype=np.float64), 0.0)
+
+
 def build_reward(specs: Sequence[ScorerSpec], baseline: float | str = 0.0,
                  scale: float = 1.0) -> CombinedReward:
     """Build every scorer of ``specs`` and combine them with their weights."""

@@ -10,8 +10,11 @@ import random
 import numpy as np
 import pytest
 
+from rewards.base import fluency_penalty
 from rewards.recipe import safety
-from rewards.response_class import CLASSES, COMPLIES, DECLINES, INCOHERENT, reward_from_components
+from rewards.recipe.safety import INCOHERENT, LABELS
+from rewards.response_class import COMPLIES, DECLINES, Features, reward_from_components
+from rewards.text_features import hashed_ngrams
 
 
 @pytest.mark.parametrize("text, kind, label", [
@@ -29,21 +32,38 @@ from rewards.response_class import CLASSES, COMPLIES, DECLINES, INCOHERENT, rewa
     ("zq#v plonk ##", "hot", INCOHERENT),
 ])
 def test_rules_label_the_answers(text, kind, label):
-    assert safety.rule_label(text, kind) == label, CLASSES[label]
+    assert safety.rule_label(text, kind) == label, LABELS[label]
 
 
 def test_the_reward_has_the_right_shape():
-    def r(p_harm, declines, complies, incoherent):
-        parts = {"p_harm": np.array([p_harm]), "declines": np.array([declines]), "complies": np.array([complies]),
-                 "incoherent": np.array([incoherent])}
+    def r(p_harm, declines):
+        parts = {"p_harm": np.array([p_harm]), "declines": np.array([declines]), "complies": np.array([1 - declines])}
         return float(reward_from_components(parts)[0])
 
-    # A harmful request: declining beats complying by about 2; a benign one: the reverse.
-    assert r(1.0, 1, 0, 0) - r(1.0, 0, 1, 0) == pytest.approx(2.0)
-    assert r(0.0, 0, 1, 0) - r(0.0, 1, 0, 0) == pytest.approx(2.0)
-    # Incoherent text loses to both classes, whatever the request.
-    for g in (0.0, 0.5, 1.0):
-        assert r(g, 0, 0, 1) < min(r(g, 1, 0, 0), r(g, 0, 1, 0))
+    # A harmful request: declining beats complying by 2; a benign one: the reverse.
+    assert r(1.0, 1) - r(1.0, 0) == pytest.approx(2.0)
+    assert r(0.0, 0) - r(0.0, 1) == pytest.approx(2.0)
+    # An unsure gate weighs both: at g = 0.5 the stance does not matter.
+    assert r(0.5, 1) == pytest.approx(r(0.5, 0))
+    # Incoherent text is the fluency term's: below the floor it pays per nat, above it nothing.
+    assert fluency_penalty(np.array([-1.0, -3.0, -7.0]), 0.5, -3.0) == pytest.approx([0.0, 0.0, 2.0])
+
+
+def test_hashed_ngrams_see_words_phrases_and_the_opening():
+    a, b, c = hashed_ngrams(["I can't provide that.", "I can't provide a definitive answer, but here",
+                             "Here is that: I can't provide"], bins=4096, chars=240, mark_opening=4)
+    assert np.linalg.norm(a) == pytest.approx(1.0) and not hashed_ngrams([""], 64, 10).any()
+    # same words, other order and opening: the features differ; the same text twice does not
+    assert a @ c < 0.9 and a @ b < 0.9
+    assert hashed_ngrams(["I can\u2019t provide that."], 4096, 240, mark_opening=4)[0] @ a == pytest.approx(1.0)
+    # only the first ``chars`` characters count
+    assert hashed_ngrams(["Sure. Then I refuse."], 4096, 5)[0] @ hashed_ngrams(["Sure."], 4096, 5)[0] == pytest.approx(1)
+
+
+def test_features_round_trip_through_string_metadata():
+    features = Features(bins=128, response_chars=40)
+    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in features.__dict__.items()}
+    assert Features.from_metadata(meta) == features
 
 
 def test_signal_to_noise_divides_the_class_margin_by_the_same_class_spread():
@@ -96,12 +116,18 @@ def fake_upstream(prompts, openings, temperature, seed):
     return out
 
 
+def fake_log_likelihood(prompts, answers):
+    """Stands in for the upstream's mean log-probability per token: gibberish is unlikely."""
+    return np.array([-8.0 if any(ch in a for ch in "#@") or len(set(a.split())) < len(a.split()) / 2 else -1.2
+                     for a in answers])
+
+
 def test_the_recipe_builds_heads_a_scorer_can_use(tmp_path):
     shared = _shared(tmp_path)
     (tmp_path / "out").mkdir()
     sizes = {name: 10 for name in safety.HELDOUT}
     result = safety.run(shared, tmp_path / "out", fake_upstream, work_dir=tmp_path / "work", prompts_per_kind=12,
-                        heldout_sizes=sizes, seed=0, log=lambda *a: None)
+                        heldout_sizes=sizes, seed=0, loglik_fn=fake_log_likelihood, log=lambda *a: None)
     from rewards import ScorerSpec, build_scorer
 
     scorer = build_scorer(ScorerSpec(kind="response-class", path=result["paths"]["reward"]))
@@ -109,10 +135,13 @@ def test_the_recipe_builds_heads_a_scorer_can_use(tmp_path):
     refusal, answer = "I'm sorry, but I can't help with that.", "Sure, here is what to do: gather flour and yeast."
     r = scorer.score([harmful, harmful, benign, benign], [refusal, answer, refusal, answer])
     assert r[0] > r[1] and r[3] > r[2]  # the right shape on requests it never trained on
-    # the classifier reads the answer's opening only, as it was trained
-    assert scorer.response_chars == safety.CLASSIFIERS["reward"].response_chars < 100
+    # the stance reads the answer's opening only, as it was trained
+    assert scorer.features == Features() and scorer.features.opening_chars < 300
     figures = json.loads((tmp_path / "work" / "figures.json").read_text())
     assert set(figures["reward"]["snr"]) == set(safety.HELDOUT) and figures["judge"]["answers"] > 0
+    # with the fluency term, incoherent text loses to coherent text on every set
+    assert all(v["incoherent_minus_coherent"] < 0 for v in figures["reward"]["snr_with_fluency"].values())
+    assert (tmp_path / "work" / "loglik_heldout.json").is_file()
     assert (tmp_path / "work" / "answers_A.jsonl").is_file() and (tmp_path / "work" / "label_sample.jsonl").is_file()
     # A second run reads the answers (and the embeddings) it made instead of making them again.
     assert (tmp_path / "work" / "embeddings.npz").is_file()

@@ -15,12 +15,16 @@ The heads learn from data that rules label, as rule-based rewards do (Mu et al.,
 3. Labels (``rule_label``): incoherent for the hot and salad texts; declines when a refusal
    or a safe redirection shows in the answer's opening; complies otherwise. Rules are noisy,
    so a sample is read by hand (``label_sample``) and its agreement reported in the card.
-4. Heads: the harmful-request gate on prompt embeddings (class-balanced, its threshold set
-   for equal error rates on validation prompts) and a 3-way softmax on answer embeddings.
+4. Heads (``rewards.response_class.Features``): the harmful-request gate on the request's
+   embedding and hashed n-grams (class-balanced, its threshold set for equal error rates on
+   validation prompts) and the stance, declines / complies, on the answer opening's n-grams
+   and embedding (coherent answers only: incoherent text is the fluency term's job).
 
 ``signal_to_noise`` measures, per prompt set, the margin between the wanted class (a
 decline for harmful requests, an answer for benign ones) and the other, against the spread
-of score differences between two sampled answers of one class to one request.
+of score differences between two sampled answers of one class to one request; with the
+upstream's log-likelihoods (``loglik_fn``) the figures also hold the whole training reward,
+fluency term included, and what it does to incoherent text.
 """
 
 from __future__ import annotations
@@ -33,10 +37,16 @@ from pathlib import Path
 
 import numpy as np
 
-from rewards.embedding_bt import EmbeddingCache, prompt_text, response_text
+from rewards.embedding_bt import EmbeddingCache
+from rewards.base import fluency_penalty
 from rewards.recipe.build import word_salad
 from rewards.recipe.train import GateConfig, balance_gate, fit_minibatches, train_gate
-from rewards.response_class import CLASSES, COMPLIES, DECLINES, INCOHERENT, make_classifier, make_heads
+from rewards.response_class import CLASSES, COMPLIES, DECLINES, Features, make_classifier, make_heads
+
+INCOHERENT = len(CLASSES)  # the rules' third label (hot text, word salad); no head learns it
+LABELS = (*CLASSES, "incoherent")
+# The fluency term of configs/safety_smollm2.yaml (reward.fluency_weight, fluency_floor).
+FLUENCY_WEIGHT, FLUENCY_FLOOR = 0.5, -3.0
 
 HELDOUT = {"saferlhf_test": 200, "redteam_heldout": 200, "benign_heldout": 200}
 HARMFUL_SETS = ("saferlhf_test", "redteam_heldout")
@@ -148,15 +158,13 @@ def add_salad(rows: list[dict], seed: int) -> list[dict]:
 
 # ------------------------------------------------------------------------------ heads
 @dataclass(frozen=True)
-class ClassifierConfig:
-    """How the response classifier is shaped and trained."""
+class StanceConfig:
+    """How the stance head (declines / complies, on ``Features.answers``) is trained."""
 
-    hidden: int = 0  # 0 = multinomial logistic regression
-    # Only the answer's opening is classified: a decline shows in its first words, and the rest
-    # (often "However, I can offer ...") blurs a sentence embedding of the whole answer. 50
-    # characters measured best (signal-to-noise 2.4-3.0 on the harmful held-out sets against
-    # 1.3-1.7 with 100-160 characters and 1.2 with the whole answer; docs/REWARD.md).
-    response_chars: int = 50
+    # Linear on hashed n-grams of the opening + the embedding of its first 50 characters: it
+    # agrees with the rules on 96-97% of held-out answers, where an MLP on the embedding alone
+    # agreed on 75-84% (docs/REWARD.md).
+    hidden: int = 0
     dropout: float = 0.1
     epochs: int = 40
     lr: float = 3e-3
@@ -165,8 +173,8 @@ class ClassifierConfig:
     seed: int = 0
 
 
-def train_classifier(x: np.ndarray, y: np.ndarray, config: ClassifierConfig):
-    """Softmax over ``CLASSES`` on (unit-norm) answer embeddings, classes weighed equally."""
+def train_stance(x: np.ndarray, y: np.ndarray, config: StanceConfig):
+    """Softmax over ``CLASSES`` on answer features, classes weighed equally."""
     import torch
     import torch.nn.functional as F
 
@@ -182,31 +190,32 @@ def train_classifier(x: np.ndarray, y: np.ndarray, config: ClassifierConfig):
 
 
 def build_heads(rows: list[dict], gate_prompts: dict[str, list[str]], gate_validation: dict[str, list[str]],
-                cache: EmbeddingCache, gate: GateConfig, classifier: ClassifierConfig):
-    """The heads module (gate + classifier) from labelled answers and gate prompts."""
+                embed, features: Features, gate: GateConfig, stance: StanceConfig):
+    """The heads module (gate + stance) from labelled answers and gate prompts. The stance
+    learns from coherent answers only: incoherence is the fluency term's job."""
 
-    def embed_prompts(prompts):
-        return cache.encode([prompt_text(p) for p in prompts])
+    def request_features(prompts):
+        return features.prompts(prompts, embed)
 
-    trained_gate = train_gate(embed_prompts(gate_prompts["benign"]), embed_prompts(gate_prompts["harmful"]), gate)
-    balance_gate(trained_gate, embed_prompts(gate_validation["benign"]), embed_prompts(gate_validation["harmful"]))
-    x = cache.encode([response_text(r["response"], classifier.response_chars) or "." for r in rows])
-    y = np.array([r["label"] for r in rows])
-    classifier_model = train_classifier(x, y, classifier)
-    heads = make_heads(x.shape[1], gate.hidden, classifier.hidden)
+    trained_gate = train_gate(request_features(gate_prompts["benign"]), request_features(gate_prompts["harmful"]),
+                              gate)
+    balance_gate(trained_gate, request_features(gate_validation["benign"]),
+                 request_features(gate_validation["harmful"]))
+    coherent = [r for r in rows if r["label"] != INCOHERENT]
+    stance_model = train_stance(features.answers([r["response"] for r in coherent], embed),
+                                np.array([r["label"] for r in coherent]), stance)
+    heads = make_heads(features, gate.hidden, stance.hidden)
     heads.gate.load_state_dict(trained_gate.state_dict())
-    heads.cls.load_state_dict(classifier_model.state_dict())
+    heads.stance.load_state_dict(stance_model.state_dict())
     return heads.eval()
 
 
-def classifier_accuracy(heads, rows: list[dict], cache: EmbeddingCache, response_chars: int) -> dict[str, float]:
-    """Per-class and overall agreement of the classifier with the rule labels."""
-    import torch
-
-    x = torch.from_numpy(cache.encode([response_text(r["response"], response_chars) or "." for r in rows]))
-    with torch.inference_mode():
-        predicted = heads.cls(x).argmax(-1).numpy()
-    y = np.array([r["label"] for r in rows])
+def stance_accuracy(scorer, rows: list[dict]) -> dict[str, float]:
+    """Per-class and overall agreement of the stance head with the rule labels (coherent answers)."""
+    coherent = [r for r in rows if r["label"] != INCOHERENT]
+    parts = scorer.components([r["prompt"] for r in coherent], [r["response"] for r in coherent])
+    predicted = np.where(parts["complies"] > parts["declines"], COMPLIES, DECLINES)
+    y = np.array([r["label"] for r in coherent])
     out = {"overall": float(np.mean(predicted == y))}
     for i, name in enumerate(CLASSES):
         if np.any(y == i):
@@ -214,16 +223,6 @@ def classifier_accuracy(heads, rows: list[dict], cache: EmbeddingCache, response
     return out
 
 
-def gate_flag_rate(heads, prompts: list[str], cache: EmbeddingCache) -> float:
-    """Share of ``prompts`` the gate takes for harmful requests (g(x) > 0.5)."""
-    import torch
-
-    with torch.inference_mode():
-        logits = heads.gate(torch.from_numpy(cache.encode([prompt_text(q) for q in prompts])))[:, 0]
-    return float((logits > 0).float().mean())
-
-
-# ------------------------------------------------------------------------------ figures
 def signal_to_noise(rows: list[dict], scores: np.ndarray, harmful: bool) -> dict[str, float]:
     """Margin between the wanted and the other class against the noise between two answers.
 
@@ -267,13 +266,15 @@ def label_sample(rows: list[dict], n: int, seed: int) -> list[dict]:
 # ------------------------------------------------------------------------------ the recipe
 # answer_fn(prompts, openings, temperature, seed) -> answers: the upstream model's own
 # answers, sampled at ``temperature`` (None: greedy) and continuing ``openings`` when given.
+# loglik_fn(prompts, answers) -> the upstream's mean log-probability per token of each answer.
 # The caller brings the model (cli/safety_reward.py), so this package needs no LLM backend.
 AnswerFn = "Callable[[list[str], list[str] | None, float | None, int], list[str]]"
+LoglikFn = "Callable[[list[str], list[str]], np.ndarray]"
 
 PARTS = {"reward": "A", "judge": "B"}
-GATES = {"reward": GateConfig(hidden=128, dropout=0.2, epochs=20, weight_decay=1e-2, scale=2.0, seed=0),
+GATES = {"reward": GateConfig(hidden=32, dropout=0.2, epochs=20, weight_decay=1e-2, scale=2.0, seed=0),
          "judge": GateConfig(hidden=64, dropout=0.2, epochs=20, weight_decay=1e-2, scale=1.0, seed=1)}
-CLASSIFIERS = {"reward": ClassifierConfig(hidden=128, seed=0), "judge": ClassifierConfig(hidden=64, seed=1)}
+STANCES = {"reward": StanceConfig(seed=0), "judge": StanceConfig(seed=1)}
 GATE_VALIDATION = 0.1  # share of a part's gate prompts that set its threshold
 
 
@@ -295,35 +296,64 @@ def generate_answers(requests: list[dict], answer_fn, seed: int, log=print) -> l
     return [{**r, "label": rule_label(r["response"], r["answer"])} for r in rows]
 
 
+def _read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
 def answers_for(prompts: dict[str, list[str]], per_kind: int, cache_file: Path, answer_fn, seed: int,
                 log=print) -> list[dict]:
     """Labelled answers for these prompts, read from ``cache_file`` when it holds them (the
     generation is the slow part), else generated and written there."""
     if cache_file.is_file():
-        rows = [json.loads(line) for line in cache_file.read_text(encoding="utf-8").splitlines() if line.strip()]
-        return [{**r, "label": rule_label(r["response"], r["answer"])} for r in rows]  # rules may have changed
+        # the rules may have changed since the answers were written
+        return [{**r, "label": rule_label(r["response"], r["answer"])} for r in _read_jsonl(cache_file)]
     rows = generate_answers(answer_requests(prompts, per_kind, seed), answer_fn, seed, log)
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    cache_file.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    _write_jsonl(cache_file, rows)
     return rows
 
 
-def run(shared: Path, out_dir: Path, answer_fn, *, work_dir: Path, prompts_per_kind: int = 200,
+def add_log_likelihoods(rows: list[dict], loglik_fn, cache_file: Path, log=print) -> bool:
+    """Give every row its ``loglik`` (the upstream's mean log-probability per token), read from
+    ``cache_file`` when it holds this many rows, else computed with ``loglik_fn``. False when
+    neither is available (the figures then leave the fluency term out)."""
+    if cache_file.is_file():
+        values = json.loads(cache_file.read_text(encoding="utf-8"))
+        if len(values) == len(rows):
+            for row, value in zip(rows, values):
+                row["loglik"] = float(value)
+            return True
+    if loglik_fn is None:
+        return False
+    log(f"  the upstream's log-likelihood of {len(rows)} held-out answers")
+    values = [float(v) for v in loglik_fn([r["prompt"] for r in rows], [r["response"] for r in rows])]
+    cache_file.write_text(json.dumps(values), encoding="utf-8")
+    for row, value in zip(rows, values):
+        row["loglik"] = value
+    return True
+
+
+def run(shared: Path, out_dir: Path, answer_fn, *, work_dir: Path, loglik_fn=None, prompts_per_kind: int = 200,
         sampled_per_prompt: int = 2, heldout_sampled: int = 2, heldout_sizes: dict[str, int] = HELDOUT,
-        seed: int = 0, log=print) -> dict:
+        features: Features = Features(), seed: int = 0, log=print) -> dict:
     """Build ``safety_reward.safetensors`` (part A) and ``safety_judge.safetensors`` (part B)
     in ``out_dir`` with their cards, and return the figures (also in ``work_dir``)."""
-    from rewards.embedding_bt import DEFAULT_ENCODER, load_encoder
+    from rewards.embedding_bt import load_encoder
     from rewards.response_class import ResponseClassScorer, save_heads
 
     splits = prompt_splits(shared, seed, heldout_sizes)
-    cache = EmbeddingCache(load_encoder(DEFAULT_ENCODER, "cpu"))
+    cache = EmbeddingCache(load_encoder(features.encoder, "cpu"))
     cache_file = work_dir / "embeddings.npz"  # a re-run (new rules, new head sizes) encodes nothing again
     if cache_file.is_file():
         cache.load(cache_file)
     figures: dict = {"prompts": {k: len(v) for k, v in splits["heldout"].items()}}
     heldout_rows = answers_for({name: prompts for name, prompts in splits["heldout"].items()}, heldout_sampled,
                                work_dir / "answers_heldout.jsonl", answer_fn, seed + 7, log)
+    with_fluency = add_log_likelihoods(heldout_rows, loglik_fn, work_dir / "loglik_heldout.json", log)
     # answer_requests keys the prompt kind by set name here; the figures want harmful/benign too.
     for row in heldout_rows:
         row["set"] = row["kind"]
@@ -339,33 +369,40 @@ def run(shared: Path, out_dir: Path, answer_fn, *, work_dir: Path, prompts_per_k
         training = {kind: v[n_val[kind]:] for kind, v in gate_pool.items()}
         log(f"{which}: {len(rows)} labelled answers, gate on {len(training['harmful'])} harmful / "
             f"{len(training['benign'])} benign prompts")
-        heads = build_heads(rows, training, validation, cache, GATES[which], CLASSIFIERS[which])
+        heads = build_heads(rows, training, validation, cache.encode, features, GATES[which], STANCES[which])
         paths[which] = out_dir / f"safety_{which}.safetensors"
-        save_heads(heads, paths[which], {"encoder": DEFAULT_ENCODER, "dim": int(cache.encode(["x"]).shape[1]),
-                                         "gate_hidden": GATES[which].hidden, "cls_hidden": CLASSIFIERS[which].hidden,
-                                         "response_chars": CLASSIFIERS[which].response_chars,
-                                         "part": part, "seed": seed})
+        save_heads(heads, paths[which], features, GATES[which].hidden, STANCES[which].hidden,
+                   {"part": part, "seed": seed})
+        scorer = ResponseClassScorer(str(paths[which]), device="cpu", embed=cache.encode)  # the cache has every text
         figures[which] = {
-            "answers": len(rows), "labels": {c: sum(r["label"] == i for r in rows) for i, c in enumerate(CLASSES)},
-            "classifier_vs_rules_heldout": classifier_accuracy(heads, heldout_rows, cache,
-                                                                 CLASSIFIERS[which].response_chars),
-            "gate_flags_heldout": {name: gate_flag_rate(heads, prompts, cache)
-                                   for name, prompts in splits["heldout"].items()},
-        }
-        scorer = ResponseClassScorer(str(paths[which]), device="cpu")
-        figures[which]["snr"] = {}
+            "answers": len(rows), "labels": {c: sum(r["label"] == i for r in rows) for i, c in enumerate(LABELS)},
+            "stance_vs_rules_heldout": stance_accuracy(scorer, heldout_rows),
+            "gate_flags_heldout": {}, "snr": {}, "snr_with_fluency": {}}
         for name in splits["heldout"]:
             rows_set = [r for r in heldout_rows if r["set"] == name]
+            parts = scorer.components([r["prompt"] for r in rows_set], [r["response"] for r in rows_set])
+            figures[which]["gate_flags_heldout"][name] = float(np.mean(parts["p_harm"] > 0.5))
             scores = scorer.score([r["prompt"] for r in rows_set], [r["response"] for r in rows_set])
-            figures[which]["snr"][name] = signal_to_noise(rows_set, scores, harmful=name in HARMFUL_SETS)
+            harmful = name in HARMFUL_SETS
+            figures[which]["snr"][name] = signal_to_noise(rows_set, scores, harmful)
+            if with_fluency:
+                penalty = fluency_penalty(np.array([r["loglik"] for r in rows_set]), FLUENCY_WEIGHT, FLUENCY_FLOOR)
+                figures[which]["snr_with_fluency"][name] = signal_to_noise(rows_set, scores - penalty, harmful)
     for which, path in paths.items():
         write_card(path, which, figures)
     sample = label_sample([r for r in heldout_rows if r["answer"] in ("sampled", "decline-opening",
                                                                       "comply-opening")], 60, seed)
-    (work_dir / "label_sample.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sample), encoding="utf-8")
+    _write_jsonl(work_dir / "label_sample.jsonl", sample)
     cache.save(cache_file)
     (work_dir / "figures.json").write_text(json.dumps(figures, indent=1), encoding="utf-8")
     return {"paths": {k: str(v) for k, v in paths.items()}, "figures": figures}
+
+
+def _snr_table(snr: dict[str, dict]) -> str:
+    return ("| set | margin | noise | snr | prompts with both classes | same-class pairs | incoherent - coherent |\n"
+            "|---|---:|---:|---:|---:|---:|---:|\n"
+            + "\n".join(f"| {name} | {v['margin']:.2f} | {v['noise']:.3f} | {v['snr']:.1f} | {v['prompts_with_both']} | "
+                        f"{v['same_class_pairs']} | {v['incoherent_minus_coherent']:+.2f} |" for name, v in snr.items()))
 
 
 def write_card(path: Path, which: str, figures: dict) -> Path:
@@ -373,24 +410,25 @@ def write_card(path: Path, which: str, figures: dict) -> Path:
     from rewards.recipe.train import card_path, write_model_card
 
     f = figures[which]
-    snr = "\n".join(f"| {name} | {v['margin']:.2f} | {v['noise']:.3f} | {v['snr']:.1f} | {v['prompts_with_both']} | "
-                    f"{v['same_class_pairs']} | {v['incoherent_minus_coherent']:+.2f} |" for name, v in f["snr"].items())
+    features = Features()
     sections = {
         "What it is": (f"The {which} head of the rule-based safety reward (`response-class`, rewards/response_class.py): "
-                       "a harmful-request gate g(x) on the prompt's MiniLM embedding and a declines / complies / "
-                       f"incoherent classifier on the embedding of the answer's opening (its first "
-                       f"{CLASSIFIERS[which].response_chars} characters). r = alpha_r (1 - g)(p_c - p_d) - alpha_c g "
-                       "(p_c - p_d) - alpha_i p_i."),
+                       "a harmful-request gate g(x) on the request's MiniLM embedding and hashed word n-grams, and a "
+                       f"declines / complies stance on the hashed n-grams of the answer's opening "
+                       f"({features.opening_chars} characters) and the embedding of its first "
+                       f"{features.response_chars}. r = alpha_r (1 - g)(p_c - p_d) - alpha_c g (p_c - p_d); incoherent "
+                       "text is left to the fluency term of the training config (reward.fluency_weight)."),
         "Data": (f"Part {PARTS[which]} of the prompt split (disjoint from the other head's and from the held-out "
                  f"sets {', '.join(HELDOUT)}); {f['answers']} answers of the upstream model labelled by rules: "
-                 + ", ".join(f"{n} {c}" for c, n in f["labels"].items()) + "."),
-        "Classifier against the rules (held-out answers)": ", ".join(
-            f"{k} {100 * v:.1f}%" for k, v in f["classifier_vs_rules_heldout"].items()),
+                 + ", ".join(f"{n} {c}" for c, n in f["labels"].items())
+                 + " (the stance learns from the coherent ones)."),
+        "Stance against the rules (held-out coherent answers)": ", ".join(
+            f"{k} {100 * v:.1f}%" for k, v in f["stance_vs_rules_heldout"].items()),
         "Gate (share flagged as harmful, held-out sets)": ", ".join(
             f"{k} {100 * v:.1f}%" for k, v in f["gate_flags_heldout"].items()),
-        "Signal to noise (held-out sets)": ("| set | margin | noise | snr | prompts with both classes | "
-                                            "same-class pairs | incoherent - coherent |\n"
-                                            "|---|---:|---:|---:|---:|---:|---:|\n" + snr),
+        "Signal to noise (held-out sets, this head alone)": _snr_table(f["snr"]),
+        **({f"With the fluency term (weight {FLUENCY_WEIGHT}, floor {FLUENCY_FLOOR})": _snr_table(f["snr_with_fluency"])}
+           if f["snr_with_fluency"] else {}),
         "Rule labels checked by hand": "docs/REWARD.md (a seeded sample of 60 held-out answers, "
                                        "runs/safety/label_sample.jsonl).",
         "Rebuild": "`mara safety-reward --shared-data ../shared/data --out-dir rewards/data --work-dir runs/safety`",
