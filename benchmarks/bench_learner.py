@@ -10,6 +10,8 @@
    flight, as the learner samples: batches/s and MB/s of float32 batches (states and next
    states of 1024 transitions: 32 MiB), against the learner's updates/s; and the
    ``LearnerService`` fed by that real replay: its share of time in updates.
+4. The same with the buffer in the learner's process (``replay.in_learner``,
+   driver/learner_with_replay.py): batches/s of local samples, and the learner's share.
 
 Run:  cd /work/main && python benchmarks/bench_learner.py            (about 2 minutes)
       python benchmarks/bench_learner.py --dims 576 --seconds 5     (quicker)
@@ -92,18 +94,24 @@ def actor_share(d: int, device: str, cfg: SACConfig, seconds: float, threads: in
     }
 
 
-def fill_replay(d: int, transitions: int, batch: int):
-    """A ReplayServer actor holding ``transitions`` random transitions (episodes of 300)."""
+def bench_replay_config(transitions: int, batch: int):
+    from core.config import ReplayConfig
+
+    return ReplayConfig(capacity=transitions, min_size_to_sample=batch, samples_per_insert=1e6, error_buffer=1e12)
+
+
+def fill_replay(d: int, transitions: int, batch: int, replay=None):
+    """``replay`` (by default a new ReplayServer actor) holding ``transitions`` random
+    transitions (episodes of 300)."""
     import ray
 
     from actors.worker_group import start_actor
-    from core.config import ReplayConfig
     from core.contracts import EpisodeTransitions
     from replay.server import ReplayServer
 
-    config = ReplayConfig(capacity=transitions, min_size_to_sample=batch, samples_per_insert=1e6,
-                          error_buffer=1e12)
-    replay = start_actor(ReplayServer, {"num_cpus": 0}, config=config, state_dim=d)
+    if replay is None:
+        replay = start_actor(ReplayServer, {"num_cpus": 0}, config=bench_replay_config(transitions, batch),
+                             state_dim=d)
     rng = np.random.default_rng(0)
     for _ in range(transitions // 300):
         episode = EpisodeTransitions(states=rng.standard_normal((300, d), dtype=np.float32).astype(np.float16),
@@ -134,6 +142,42 @@ def sample_path(replay, batch: int, seconds: float) -> dict:
     count, wall, nbytes = ray.get(puller.pull.remote(replay, batch, seconds))
     ray.kill(puller)
     return {"batches_per_s": count / wall, "mib_per_s": nbytes / wall / 2**20, "batches": count}
+
+
+def local_path(d: int, device: str, cfg: SACConfig, seconds: float, threads: int, transitions: int) -> dict:
+    """The buffer in the learner's process: batches/s of local samples, then the learner's
+    share of time in updates while it samples that buffer."""
+    import ray
+
+    from actors.worker_group import start_actor
+    from driver.learner_with_replay import LearnerWithReplay
+
+    class Probe(LearnerWithReplay):
+        def pull_local(self, n: int, seconds: float) -> tuple[int, float, int]:
+            """Two samples in flight on the replay's loop, as ``run`` prefetches."""
+            start, count, nbytes = time.perf_counter(), 0, 0
+            pending = [self._request_sample(None, 1.0), self._request_sample(None, 1.0)]
+            while time.perf_counter() - start < seconds:
+                b = self._collect_sample(pending.pop(0))
+                pending.append(self._request_sample(None, 1.0))
+                count += 1
+                nbytes += b.states.nbytes + b.next_states.nbytes
+            return count, time.perf_counter() - start, nbytes
+
+    config = LearnerConfig(publish_every=10, checkpoint_every=10**9, device=device, sample_timeout_s=1.0,
+                           num_cpus=threads)
+    learner = start_actor(Probe, {"num_cpus": threads, "num_gpus": 1 if device.startswith("cuda") else 0,
+                                  "max_concurrency": 8},
+                          replay_config=bench_replay_config(transitions, cfg.batch_size), state_dim=d, sac=cfg,
+                          config=config)
+    fill_replay(d, transitions, cfg.batch_size, replay=learner)
+    learner.pull_local.remote(cfg.batch_size, 1.0)  # warm-up
+    count, wall, nbytes = ray.get(learner.pull_local.remote(cfg.batch_size, seconds))
+    ray.get(learner.run.remote(None, until_updates=2))
+    stats = ray.get(learner.run.remote(None, max_seconds=seconds))
+    ray.kill(learner)
+    return {"batches_per_s": count / wall, "mib_per_s": nbytes / wall / 2**20,
+            "update_share": stats.update_share, "updates_per_s": stats.run_updates / stats.wall_s}
 
 
 def main() -> None:
@@ -199,6 +243,13 @@ def main() -> None:
             print(f"{d:>6} {path['batches_per_s']:>10.2f} {path['mib_per_s']:>8.0f} "
                   f"{direct.get((d, device), float('nan')):>18.2f} {100 * share['update_share']:>22.1f}%")
             ray.kill(replay)
+        if args.sample_path_dims:
+            print("\n== the buffer in the learner's process (replay.in_learner: local samples, 2 in flight) ==")
+            print(f"{'d':>6} {'batches/s':>10} {'MiB/s':>8} {'learner updates/s':>18} {'LearnerService update%':>23}")
+        for d in args.sample_path_dims:
+            local = local_path(d, device, cfg, args.seconds, args.threads, 20 * args.batch_size)
+            print(f"{d:>6} {local['batches_per_s']:>10.2f} {local['mib_per_s']:>8.0f} "
+                  f"{local['updates_per_s']:>18.2f} {100 * local['update_share']:>22.1f}%")
     finally:
         ray.shutdown()
     print(f"\nload average at end: {os.getloadavg()}")

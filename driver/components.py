@@ -8,6 +8,8 @@ resources) come from the configuration:
 
     replay    ReplayServer      (replay/server.py)     replay.num_cpus (0: it mostly waits on asyncio), head node
     learner   LearnerService    (learner/service.py)   learner.num_cpus, a GPU when there is one, head node
+              (or, with ``replay.in_learner``, one LearnerWithReplay actor that is both:
+               driver/learner_with_replay.py)
     rewards   WorkerGroup of RewardActor   (actors/reward_actor.py)   reward.num_actors x reward.num_cpus/num_gpus
     rollouts  WorkerGroup of RolloutWorker (actors/rollout_worker.py) rollout.num_workers x rollout.num_cpus/...
 """
@@ -26,12 +28,15 @@ from actors.rollout_worker import RolloutWorker, actor_options
 from actors.worker_group import WorkerGroup, start_actor
 from core.config import AUTO
 from driver.config import RunConfig
+from driver.learner_with_replay import LearnerWithReplay
 from driver.run_folder import REPLAY_FILE
 from driver.scaling import target_workers
 from learner.service import LearnerService, learner_resources
 from replay.server import ReplayServer
 
 LEARNER_CONCURRENCY = 4  # run() holds one thread; weight polls, metrics and stop() use the others
+# With the replay inside, inserts that wait on the rate limiter hold threads too.
+LEARNER_WITH_REPLAY_CONCURRENCY = 32
 # The replay and the learner: Ray rebuilds them when they die (their constructors restore the
 # newest snapshot / checkpoint) and retries the calls they were answering. Retrying is safe:
 # a sample or a poll has no effect, and an insert lost with the dead actor is made again.
@@ -43,7 +48,7 @@ ON_HEAD = {"resources": {"node:__internal_head__": 0.001}}
 
 @dataclass
 class Components:
-    replay: object  # Ray actor handle of the ReplayServer
+    replay: object  # Ray actor handle of the ReplayServer (the learner's own with replay.in_learner)
     learner: object  # Ray actor handle of the LearnerService
     rewards: WorkerGroup
     rollouts: WorkerGroup
@@ -53,15 +58,19 @@ def start_components(cfg: RunConfig, run_dir: Path, state_dim: int) -> Component
     """Start every component of a run. The replay and the learner start from the run folder's
     snapshot and newest checkpoint when there are some (a resumed run), and so does Ray when it
     rebuilds one that died; the calls they were answering are then retried."""
-    replay = start_actor(ReplayServer, {"num_cpus": cfg.replay.num_cpus, **REBUILT_FROM_SNAPSHOTS, **ON_HEAD},
-                         config=cfg.replay,
-                         state_dim=state_dim, snapshot=str(run_dir / REPLAY_FILE))
-    learner = start_actor(
-        LearnerService,
-        {**learner_resources(cfg.learner), "max_concurrency": LEARNER_CONCURRENCY, **REBUILT_FROM_SNAPSHOTS,
-         **ON_HEAD},
-        state_dim=state_dim, sac=cfg.sac, config=cfg.learner, seed=cfg.seed, upstream_model=cfg.model.name,
-        run_dir=str(run_dir))
+    learner_kwargs = dict(state_dim=state_dim, sac=cfg.sac, config=cfg.learner, seed=cfg.seed,
+                          upstream_model=cfg.model.name, run_dir=str(run_dir))
+    learner_options = {**learner_resources(cfg.learner), **REBUILT_FROM_SNAPSHOTS, **ON_HEAD}
+    if cfg.replay.in_learner:  # one actor is both; its handle serves as the replay's
+        learner_options["num_cpus"] += cfg.replay.num_cpus
+        learner = start_actor(LearnerWithReplay, {**learner_options, "max_concurrency": LEARNER_WITH_REPLAY_CONCURRENCY},
+                              replay_config=cfg.replay, replay_snapshot=str(run_dir / REPLAY_FILE), **learner_kwargs)
+        replay = learner
+    else:
+        replay = start_actor(ReplayServer, {"num_cpus": cfg.replay.num_cpus, **REBUILT_FROM_SNAPSHOTS, **ON_HEAD},
+                             config=cfg.replay, state_dim=state_dim, snapshot=str(run_dir / REPLAY_FILE))
+        learner = start_actor(LearnerService, {**learner_options, "max_concurrency": LEARNER_CONCURRENCY},
+                              **learner_kwargs)
     # A reward actor hosts the upstream LLM too when the reward needs it (greedy baseline, fluency).
     llm_options = actor_options(cfg.model) if cfg.reward.needs_upstream else {}
     rewards = WorkerGroup(

@@ -195,11 +195,16 @@ def plan_run(cfg: RunConfig, cluster: Cluster) -> tuple[list[PlannedActor], dict
     if cfg.reward.needs_upstream:
         reward_bytes += llm_bytes
         reward_note += " + the upstream LLM (greedy baseline / fluency)"
+    learner_note = "trains on " + ("a GPU" if learner_gpu else "CPU (the head node has no GPU)")
+    replay_note = f"{cfg.replay.capacity:,} transitions"
+    learner_cpus = cfg.learner.num_cpus
+    if cfg.replay.in_learner:  # one actor is both (driver/learner_with_replay.py)
+        learner_note += f"; holds the replay ({replay_note}) and samples it in its own process"
+        learner_cpus += cfg.replay.num_cpus
     actors = [
-        ("replay", 1, {"CPU": cfg.replay.num_cpus}, 0.0, True, f"{cfg.replay.capacity:,} transitions"),
-        ("learner", 1, {"CPU": cfg.learner.num_cpus, "GPU": 1.0 if learner_gpu else 0.0},
-         _learner_bytes(cfg, d) if learner_gpu else 0.0, True,
-         "trains on " + ("a GPU" if learner_gpu else "CPU (the head node has no GPU)")),
+        *([] if cfg.replay.in_learner else [("replay", 1, {"CPU": cfg.replay.num_cpus}, 0.0, True, replay_note)]),
+        ("learner", 1, {"CPU": learner_cpus, "GPU": 1.0 if learner_gpu else 0.0},
+         _learner_bytes(cfg, d) if learner_gpu else 0.0, True, learner_note),
         ("reward actor", cfg.reward.num_actors, {"CPU": cfg.reward.num_cpus, "GPU": cfg.reward.num_gpus},
          reward_bytes if cfg.reward.num_gpus else 0.0, False, reward_note),
         ("rollout worker", _worker_count(cfg, cluster), rollout_request, llm_bytes if cfg.rollout.num_gpus else 0.0,

@@ -139,15 +139,15 @@ class LearnerService:
         def in_time() -> bool:
             return max_seconds is None or time.perf_counter() - t0 < max_seconds
 
-        pending = replay.sample.remote(self._batch_size, timeout_s=timeout_s) if more_wanted() else None
+        pending = self._request_sample(replay, timeout_s) if more_wanted() else None
         try:
             while pending is not None and not self._stop.is_set() and more_wanted() and in_time():
                 wait_start = time.perf_counter()
-                batch = ray.get(pending)
+                batch = self._collect_sample(pending)
                 # Prefetch: ask for the next batch before computing on this one.
                 pending = None
                 if more_wanted(1 if batch is not None else 0):
-                    pending = replay.sample.remote(self._batch_size, timeout_s=timeout_s)
+                    pending = self._request_sample(replay, timeout_s)
                 if batch is None:
                     self._empty_samples += 1
                     retry_sleep = min(max(2 * retry_sleep, 1e-3), _MAX_RETRY_SLEEP_S)
@@ -245,6 +245,14 @@ class LearnerService:
             return str(self._learner.export_agent(path, **metadata))
 
     # -- internals -----------------------------------------------------------------------
+
+    def _request_sample(self, replay, timeout_s: float):
+        """Ask the replay for a batch without waiting for it (the learner computes on the
+        previous batch meanwhile); ``_collect_sample`` waits for it (None: timed out)."""
+        return replay.sample.remote(self._batch_size, timeout_s=timeout_s)
+
+    def _collect_sample(self, request):
+        return ray.get(request)
 
     def _reset_run_timing(self) -> None:
         self._run_start: float | None = None

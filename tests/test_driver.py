@@ -217,6 +217,33 @@ def test_sync_mode_runs_exactly_the_updates_per_episode_and_never_alongside_roll
             assert r["episode_end"] <= u["start"] or r["episode_start"] >= u["end"], (r, u)
 
 
+def test_the_replay_can_live_in_the_learners_process_and_resumes_with_it(ray_local, tiny_llm_path, tmp_path):
+    cfg = from_dict(RunConfig, tiny_config(tiny_llm_path, tmp_path, replay={"in_learner": True},
+                                           budget={"episodes": 12}))
+    run_dir = new_run_dir(cfg)
+    save_config(cfg, run_dir / "config.yaml")
+    run = training_run(cfg, run_dir)
+    run.build()
+    # One actor is both: reward actors insert and the driver snapshots through the learner's handle.
+    assert run.replay._actor_id == run.learner._actor_id
+    summary = run.run()
+    assert summary["status"] == "completed" and summary["learner_updates"] > 0
+    stats = summary["replay"]
+    assert stats["size"] == summary["inserted"] > 0
+    # Every update's batch came from the local buffer (nothing else samples it).
+    assert stats["samples"] == summary["learner_updates"] * cfg.sac.batch_size
+    assert (run.run_dir / "replay.arrow").is_file() and (run.run_dir / "agent.safetensors").is_file()
+
+    # Resumed, the one actor starts from the snapshot and the checkpoint.
+    cfg2 = load_config(run.run_dir / "config.yaml", [f"budget.episodes={summary['episodes'] + 4}"])
+    run2 = training_run(cfg2, run.run_dir, resume=True)
+    run2.build()
+    assert ray.get(run2.replay.size.remote()) == summary["inserted"]
+    assert ray.get(run2.learner.metrics.remote()).updates == summary["learner_updates"]
+    summary2 = run2.run()
+    assert summary2["replay"]["size"] > summary["inserted"] and summary2["learner_updates"] > summary["learner_updates"]
+
+
 def test_mara_scale_changes_the_workers_of_a_running_run(ray_local, tiny_llm_path, tmp_path, capsys):
     from cli.main import main as mara
 

@@ -51,6 +51,11 @@ def test_the_paper_run_fits_the_cluster_file_with_the_learner_on_the_head_gpu(ca
     assert "beaver-7b-v1.0-reward" in plan["reward actor"][-1] and "x-1" in plan["reward actor"][-1]
     assert "1,000,000 x 8,206 bytes (d = 4096, float16) = 7.64 GiB" in out
 
+    # With the buffer in the learner's process there is no replay actor; the learner holds it.
+    assert launch.main(["--config", PAPER, "--dry-run", "--cluster", CLUSTER, "--set", "replay.in_learner=true"]) == 0
+    plan = rows(capsys.readouterr().out)
+    assert "replay" not in plan and "holds the replay (1,000,000 transitions)" in plan["learner"][-1]
+
 
 def test_a_plan_that_does_not_fit_says_why_and_exits_1(capsys):
     # One more rollout worker than the cluster file has GPUs for (8 workers + 1 head).

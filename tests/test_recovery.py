@@ -92,11 +92,11 @@ def test_a_sigkilled_run_resumes_from_its_last_snapshot(ray_local, tiny_llm_path
     assert run.totals.rewards_seen > state["rewards_seen"]  # the reward sum went on from the saved one
 
 
-def run_and_kill(ray_local, tiny_llm_path, tmp_path, which: str) -> tuple[dict, Path]:
+def run_and_kill(ray_local, tiny_llm_path, tmp_path, which: str, in_learner: bool = False) -> tuple[dict, Path]:
     """A run in this process whose replay or learner actor is killed once a snapshot exists."""
     cfg = from_dict(RunConfig, tiny_config(tiny_llm_path, tmp_path, rollout={"decision_delay_s": 0.01},
                                            budget={"episodes": 40, "seconds": 240},
-                                           replay={"snapshot_every_s": 2.0}))
+                                           replay={"snapshot_every_s": 2.0, "in_learner": in_learner}))
     run = training_run(cfg)
     run.build()
     killed = {}
@@ -161,3 +161,13 @@ def test_a_run_that_made_no_update_fails_and_exports_no_agent(ray_local, tiny_ll
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "failed"
     assert not (run_dir / "agent.safetensors").exists()
     assert (run_dir / "state.json").is_file() and (run_dir / "replay.arrow").is_file()  # resumable
+
+
+def test_a_killed_learner_holding_the_replay_is_rebuilt_from_both_and_the_run_goes_on(ray_local, tiny_llm_path,
+                                                                                      tmp_path):
+    summary, run_dir = run_and_kill(ray_local, tiny_llm_path, tmp_path, "learner", in_learner=True)
+    restarts = {r["component"]: r["what"] for r in events(run_dir, "restart")}
+    assert set(restarts) == {"learner", "replay"}  # one actor, both rebuilt from the run folder
+    assert "from checkpoint update_" in restarts["learner"]
+    assert summary["status"] == "completed" and summary["episodes"] >= 40 and summary["learner_updates"] > 0
+    assert summary["replay"]["size"] > 0 and (run_dir / "agent.safetensors").is_file()
