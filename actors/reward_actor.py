@@ -93,7 +93,7 @@ class RewardActor:
             log.error("scoring %d episodes failed, they are not inserted: %s", len(episodes), err)
             return ScoredBatch(episodes=len(episodes), unscored=len(episodes), error=f"{type(err).__name__}: {err}")
         for episode, reward in zip(episodes, rewards):
-            episode.with_sentence_reward(float(reward))
+            episode.with_sentence_reward(float(reward), postback=self.config.postback)
         with_decisions = [e for e in episodes if len(e)]
         inserted = ray.get(self.replay.add.remote(with_decisions)) if with_decisions else 0
         return ScoredBatch(episodes=len(episodes), rewards=[float(r) for r in rewards], inserted=int(inserted))

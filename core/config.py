@@ -249,6 +249,7 @@ class RewardConfig:
     max_failed_batches: int = 5  # the run stops when this many scored batches in a row could not be scored
     fluency_weight: float = 0.0  # w_f: r -= w_f * max(0, fluency_floor - mean log p_upstream(y | x)) (0 = off)
     fluency_floor: float = -3.0  # mean log-probability per token under the upstream below which an answer pays
+    postback: float = 0.0  # g > 0: earlier accepted decisions also get g^n r(x, y) (the reference's postback_reward)
 
     def __post_init__(self) -> None:
         if not self.scorers:
@@ -265,6 +266,7 @@ class RewardConfig:
         check_int("max_failed_batches", self.max_failed_batches, 1)
         check_number("fluency_weight", self.fluency_weight, 0)
         check_number("fluency_floor", self.fluency_floor)
+        check_number("postback", self.postback, 0, maximum=1)
 
     @property
     def needs_greedy_baseline(self) -> bool:

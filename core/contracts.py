@@ -43,6 +43,7 @@ class EpisodeTransitions:
     prompt: str = ""  # the prompt text (for scoring and logging)
     response: str = ""  # the decoded response text
     sentence_reward: float = 0.0  # r(x, y) added to the terminal decision, 0 until scored
+    postback: float = 0.0  # > 0: r(x, y) also reaches earlier accepted decisions (see ``rewards``)
 
     def __post_init__(self) -> None:
         n = len(self.actions)
@@ -61,10 +62,22 @@ class EpisodeTransitions:
 
     @property
     def rewards(self) -> np.ndarray:
-        """(T,) float32: KL penalty per decision plus the sentence reward on the last one."""
+        """(T,) float32: KL penalty per decision plus the sentence reward on the last one.
+
+        With ``postback`` = g > 0 (the reference's optional ``postback_reward``, MARA.md
+        "Rewards"), every earlier *accepted* decision also gets g^n r(x, y), n being the
+        accepted decisions after it: the token it chose is part of the answer that was scored,
+        so it learns of the outcome without waiting for the critic to carry it back step by step.
+        """
         rewards = self.kl_penalties.astype(np.float32, copy=True)
-        if len(rewards):
-            rewards[-1] += self.sentence_reward
+        if not len(rewards):
+            return rewards
+        rewards[-1] += self.sentence_reward
+        if self.postback > 0:
+            accepted = self.actions[:-1] == ACCEPT
+            after = np.cumsum(self.actions[::-1] == ACCEPT)[::-1]  # accepted decisions from t on
+            n_after = after[1:]  # ... strictly after t (t < T - 1)
+            rewards[:-1] += np.where(accepted, self.postback ** n_after * self.sentence_reward, 0.0).astype(np.float32)
         return rewards
 
     @property
@@ -82,11 +95,15 @@ class EpisodeTransitions:
         nxt[:-1] = self.states[1:]
         return nxt
 
-    def with_sentence_reward(self, reward: float) -> "EpisodeTransitions":
-        """The hook for reward models: attach r(x, y) to the terminal decision."""
+    def with_sentence_reward(self, reward: float, postback: float = 0.0) -> "EpisodeTransitions":
+        """The hook for reward models: attach r(x, y) to the terminal decision (and, with
+        ``postback`` > 0, to the earlier accepted ones: ``rewards``)."""
         if not np.isfinite(reward):
             raise ValueError(f"sentence reward must be finite, got {reward}")
+        if not 0 <= postback <= 1:
+            raise ValueError(f"postback must be in [0, 1], got {postback}")
         self.sentence_reward = float(reward)
+        self.postback = float(postback)
         return self
 
 

@@ -89,6 +89,17 @@ def test_next_state_is_following_decision_across_wraparound():
                                   buffer._states[0].astype(np.float32))
 
 
+def test_the_sentence_reward_goes_to_the_last_decision_and_with_postback_to_earlier_accepted_ones():
+    episode = EpisodeTransitions(states=np.zeros((5, 3), np.float32), actions=np.array([1, 0, 1, 1, 0], np.int8),
+                                 kl_penalties=np.full(5, -0.1, np.float32))
+    np.testing.assert_allclose(episode.with_sentence_reward(2.0).rewards, [-0.1, -0.1, -0.1, -0.1, 1.9])
+    # postback 0.5: decision 0 has two accepted decisions after it, 2 and 3 one and none
+    np.testing.assert_allclose(episode.with_sentence_reward(2.0, postback=0.5).rewards,
+                               [-0.1 + 0.5, -0.1, -0.1 + 1.0, -0.1 + 2.0, 1.9], rtol=1e-6)
+    with pytest.raises(ValueError, match="postback"):
+        episode.with_sentence_reward(1.0, postback=1.5)
+
+
 def test_partial_fill_samples_only_written_slots():
     buffer = ReplayBuffer(capacity=100, state_dtype="float32")
     episodes = make_episodes([3, 4])
