@@ -265,7 +265,13 @@ class TrainingRun:
         if not episodes or replay is None or replay["size"] < self.cfg.replay.min_size_to_sample:
             return
         start = time.time()
-        target = self._last_learner_updates + self.cfg.sync_updates_per_episode * episodes
+        # From the learner's own count: one that Ray rebuilt from an older checkpoint since the
+        # last round would otherwise catch up on the lost updates in this round.
+        learner = self._from_component(lambda: ray.get(self.learner.metrics.remote()))
+        if learner is None:
+            return
+        self._last_learner_updates = learner.updates
+        target = learner.updates + self.cfg.sync_updates_per_episode * episodes
         if self.cfg.budget.updates:
             target = min(target, self.cfg.budget.updates)
         stats = self._from_component(lambda: ray.get(self.learner.run.remote(
