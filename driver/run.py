@@ -265,12 +265,12 @@ class TrainingRun:
         if not episodes or replay is None or replay["size"] < self.cfg.replay.min_size_to_sample:
             return
         start = time.time()
-        # From the learner's own count: one that Ray rebuilt from an older checkpoint since the
-        # last round would otherwise catch up on the lost updates in this round.
+        # The round's updates count from the learner's own count: one that Ray rebuilt from an
+        # older checkpoint since the last round would otherwise catch up on the lost updates in
+        # this round. (_last_learner_updates stays as it was: the restart check reports the loss.)
         learner = self._from_component(lambda: ray.get(self.learner.metrics.remote()))
         if learner is None:
             return
-        self._last_learner_updates = learner.updates
         target = learner.updates + self.cfg.sync_updates_per_episode * episodes
         if self.cfg.budget.updates:
             target = min(target, self.cfg.budget.updates)
@@ -279,7 +279,7 @@ class TrainingRun:
         if stats is None:
             return
         self.metrics_log.write({"event": "sync_updates", "start": start, "end": time.time(), "episodes": episodes,
-                                "updates": stats.updates - self._last_learner_updates})
+                                "updates": stats.updates - learner.updates})
         self._last_learner_updates = stats.updates
 
     def _unscored_calls(self) -> int:

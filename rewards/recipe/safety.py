@@ -41,7 +41,8 @@ from rewards.embedding_bt import EmbeddingCache
 from rewards.base import fluency_penalty
 from rewards.recipe.build import word_salad
 from rewards.recipe.train import GateConfig, balance_gate, fit_minibatches, train_gate
-from rewards.response_class import CLASSES, COMPLIES, DECLINES, Features, make_classifier, make_heads
+from rewards.response_class import (CLASSES, COMPLIES, DECLINES, Features, make_classifier, make_heads,
+                                    reward_from_components)
 
 INCOHERENT = len(CLASSES)  # the rules' third label (hot text, word salad); no head learns it
 LABELS = (*CLASSES, "incoherent")
@@ -382,7 +383,7 @@ def run(shared: Path, out_dir: Path, answer_fn, *, work_dir: Path, loglik_fn=Non
             rows_set = [r for r in heldout_rows if r["set"] == name]
             parts = scorer.components([r["prompt"] for r in rows_set], [r["response"] for r in rows_set])
             figures[which]["gate_flags_heldout"][name] = float(np.mean(parts["p_harm"] > 0.5))
-            scores = scorer.score([r["prompt"] for r in rows_set], [r["response"] for r in rows_set])
+            scores = reward_from_components(parts, *scorer.alpha)
             harmful = name in HARMFUL_SETS
             figures[which]["snr"][name] = signal_to_noise(rows_set, scores, harmful)
             if with_fluency:
