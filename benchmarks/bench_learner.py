@@ -11,7 +11,9 @@
    states of 1024 transitions: 32 MiB), against the learner's updates/s; and the
    ``LearnerService`` fed by that real replay: its share of time in updates.
 4. The same with the buffer in the learner's process (``replay.in_learner``,
-   driver/learner_with_replay.py): batches/s of local samples, and the learner's share.
+   driver/learner_with_replay.py): batches/s of local samples, and the learner's share;
+   gathered on the host, then on the learner's device (``replay.on_learner_device``,
+   replay/device_buffer.py: the CPU here, the GPU where there is one).
 
 Run:  cd /work/main && python benchmarks/bench_learner.py            (about 2 minutes)
       python benchmarks/bench_learner.py --dims 576 --seconds 5     (quicker)
@@ -94,10 +96,11 @@ def actor_share(d: int, device: str, cfg: SACConfig, seconds: float, threads: in
     }
 
 
-def bench_replay_config(transitions: int, batch: int):
+def bench_replay_config(transitions: int, batch: int, **more):
     from core.config import ReplayConfig
 
-    return ReplayConfig(capacity=transitions, min_size_to_sample=batch, samples_per_insert=1e6, error_buffer=1e12)
+    return ReplayConfig(capacity=transitions, min_size_to_sample=batch, samples_per_insert=1e6, error_buffer=1e12,
+                        **more)
 
 
 def fill_replay(d: int, transitions: int, batch: int, replay=None):
@@ -144,7 +147,8 @@ def sample_path(replay, batch: int, seconds: float) -> dict:
     return {"batches_per_s": count / wall, "mib_per_s": nbytes / wall / 2**20, "batches": count}
 
 
-def local_path(d: int, device: str, cfg: SACConfig, seconds: float, threads: int, transitions: int) -> dict:
+def local_path(d: int, device: str, cfg: SACConfig, seconds: float, threads: int, transitions: int,
+               on_device: bool) -> dict:
     """The buffer in the learner's process: batches/s of local samples, then the learner's
     share of time in updates while it samples that buffer."""
     import ray
@@ -168,7 +172,8 @@ def local_path(d: int, device: str, cfg: SACConfig, seconds: float, threads: int
                            num_cpus=threads)
     learner = start_actor(Probe, {"num_cpus": threads, "num_gpus": 1 if device.startswith("cuda") else 0,
                                   "max_concurrency": 8},
-                          replay_config=bench_replay_config(transitions, cfg.batch_size), state_dim=d, sac=cfg,
+                          replay_config=bench_replay_config(transitions, cfg.batch_size, in_learner=True,
+                                                            on_learner_device=on_device), state_dim=d, sac=cfg,
                           config=config)
     fill_replay(d, transitions, cfg.batch_size, replay=learner)
     learner.pull_local.remote(cfg.batch_size, 1.0)  # warm-up
@@ -245,11 +250,13 @@ def main() -> None:
             ray.kill(replay)
         if args.sample_path_dims:
             print("\n== the buffer in the learner's process (replay.in_learner: local samples, 2 in flight) ==")
-            print(f"{'d':>6} {'batches/s':>10} {'MiB/s':>8} {'learner updates/s':>18} {'LearnerService update%':>23}")
+            print(f"{'d':>6} {'gathered on':>12} {'batches/s':>10} {'MiB/s':>8} {'learner updates/s':>18} "
+                  f"{'LearnerService update%':>23}")
         for d in args.sample_path_dims:
-            local = local_path(d, device, cfg, args.seconds, args.threads, 20 * args.batch_size)
-            print(f"{d:>6} {local['batches_per_s']:>10.2f} {local['mib_per_s']:>8.0f} "
-                  f"{local['updates_per_s']:>18.2f} {100 * local['update_share']:>22.1f}%")
+            for on_device in (False, True):
+                local = local_path(d, device, cfg, args.seconds, args.threads, 20 * args.batch_size, on_device)
+                print(f"{d:>6} {device if on_device else 'host':>12} {local['batches_per_s']:>10.2f} "
+                      f"{local['mib_per_s']:>8.0f} {local['updates_per_s']:>18.2f} {100 * local['update_share']:>22.1f}%")
     finally:
         ray.shutdown()
     print(f"\nload average at end: {os.getloadavg()}")

@@ -368,6 +368,12 @@ class ReplayConfig:
     (d = 4096: 16 MiB a batch of 1024 in fp16) with a fast (GPU) learner; measured in
     benchmarks/bench_learner.py."""
 
+    on_learner_device: bool = False
+    """With ``in_learner``: also keep the buffer on the learner's device (a GPU's memory, as
+    much again as the host ring: capacity x d x 2 bytes in fp16) and sample there, so only the
+    sampled indices cross to the device, not the batch (replay/device_buffer.py). On a CPU
+    learner it changes nothing but where the gather runs."""
+
     snapshot_every_s: float = 60.0
     """Seconds between two snapshots of the run (this replay, the learner's checkpoint, the
     prompt position and the counters), so that a killed run resumes from at most this long
@@ -393,6 +399,11 @@ class ReplayConfig:
         check_number("snapshot_every_s", self.snapshot_every_s, 0)
         if not isinstance(self.in_learner, bool):
             raise ValueError(f"in_learner must be true or false, got {self.in_learner!r}")
+        if not isinstance(self.on_learner_device, bool):
+            raise ValueError(f"on_learner_device must be true or false, got {self.on_learner_device!r}")
+        if self.on_learner_device and not self.in_learner:
+            raise ValueError("on_learner_device needs in_learner: true (only the learner's own process "
+                             "can sample on its device)")
 
 
 def validate_ratio(samples_per_insert: float, error_buffer: float) -> None:

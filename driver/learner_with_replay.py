@@ -14,6 +14,10 @@ so its waiting inserts and samples behave as in the replay actor. Both are built
 run folder, so when Ray rebuilds this actor, the learner restarts from its newest checkpoint
 and the buffer from its snapshot, as the two actors do.
 
+With ``replay.on_learner_device`` the buffer also keeps a copy on the learner's device and
+batches are gathered there (replay/device_buffer.py): only the sampled indices cross the
+host-device link.
+
 This lives in the driver layer because it composes two components of the layer below
 (``learner`` and ``replay`` do not import each other).
 """
@@ -37,7 +41,10 @@ class LearnerWithReplay(LearnerService):
     def __init__(self, *, replay_config: ReplayConfig, replay_snapshot: str | os.PathLike | None = None,
                  state_dim: int, **learner_kwargs: Any) -> None:
         super().__init__(state_dim=state_dim, **learner_kwargs)
-        self._replay = ReplayServer(config=replay_config, state_dim=state_dim, snapshot=replay_snapshot)
+        # replay.on_learner_device: batches are drawn where the learner trains (its GPU).
+        device = str(self._learner.device) if replay_config.on_learner_device else None
+        self._replay = ReplayServer(config=replay_config, state_dim=state_dim, snapshot=replay_snapshot,
+                                    device=device)
         self._loop = asyncio.new_event_loop()
         threading.Thread(target=self._loop.run_forever, name="replay-event-loop", daemon=True).start()
 

@@ -198,13 +198,17 @@ def plan_run(cfg: RunConfig, cluster: Cluster) -> tuple[list[PlannedActor], dict
     learner_note = "trains on " + ("a GPU" if learner_gpu else "CPU (the head node has no GPU)")
     replay_note = f"{cfg.replay.capacity:,} transitions"
     learner_cpus = cfg.learner.num_cpus
+    learner_bytes = _learner_bytes(cfg, d) if learner_gpu else 0.0
     if cfg.replay.in_learner:  # one actor is both (driver/learner_with_replay.py)
         learner_note += f"; holds the replay ({replay_note}) and samples it in its own process"
         learner_cpus += cfg.replay.num_cpus
+        if cfg.replay.on_learner_device and learner_gpu:  # replay/device_buffer.py: a copy on the GPU
+            learner_bytes += cfg.replay.capacity * transition_bytes(d, cfg.replay.state_dtype)
+            learner_note += ", with a copy on its GPU"
     actors = [
         *([] if cfg.replay.in_learner else [("replay", 1, {"CPU": cfg.replay.num_cpus}, 0.0, True, replay_note)]),
         ("learner", 1, {"CPU": learner_cpus, "GPU": 1.0 if learner_gpu else 0.0},
-         _learner_bytes(cfg, d) if learner_gpu else 0.0, True, learner_note),
+         learner_bytes, True, learner_note),
         ("reward actor", cfg.reward.num_actors, {"CPU": cfg.reward.num_cpus, "GPU": cfg.reward.num_gpus},
          reward_bytes if cfg.reward.num_gpus else 0.0, False, reward_note),
         ("rollout worker", _worker_count(cfg, cluster), rollout_request, llm_bytes if cfg.rollout.num_gpus else 0.0,

@@ -49,8 +49,11 @@ class TensorBatch(NamedTuple):
 
 def batch_to_tensors(batch: TransitionBatch, device: torch.device | str,
                      state_dim: int | None = None) -> TensorBatch:
-    """The one place where replay data becomes learner input (checked, then moved)."""
-    states, next_states = np.asarray(batch.states), np.asarray(batch.next_states)
+    """The one place where replay data becomes learner input (checked, then moved).
+
+    The fields are numpy arrays, or torch tensors already on the device when the replay is
+    sampled there (replay/device_buffer.py); those are taken without a copy."""
+    states, next_states = _array(batch.states), _array(batch.next_states)
     n = len(batch.actions)
     if states.ndim != 2 or next_states.shape != states.shape or states.shape[0] != n:
         raise ValueError(
@@ -62,15 +65,17 @@ def batch_to_tensors(batch: TransitionBatch, device: torch.device | str,
                          f"{len(batch.dones)} dones")
     if state_dim is not None and states.shape[1] != state_dim:
         raise ValueError(f"batch states have size {states.shape[1]}, the learner expects {state_dim}")
-    actions = np.asarray(batch.actions)
+    actions = _array(batch.actions)
     if n and (actions.min() < 0 or actions.max() >= NUM_ACTIONS):
         raise ValueError(f"actions must be 0 (reject) or 1 (accept), got values in "
                          f"[{actions.min()}, {actions.max()}]")
-    versions = np.asarray(batch.policy_versions)
-    mean_version = float(versions.mean()) if versions.size else None
+    versions = _array(batch.policy_versions)
+    mean_version = float(versions.mean(dtype=torch.float64) if isinstance(versions, torch.Tensor)
+                         else versions.mean()) if len(versions) else None
 
-    def to(x: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
-        return _as_tensor(np.asarray(x)).to(device=device, dtype=dtype, non_blocking=True)
+    def to(x, dtype: torch.dtype) -> torch.Tensor:
+        tensor = x if isinstance(x, torch.Tensor) else _as_tensor(np.asarray(x))
+        return tensor.to(device=device, dtype=dtype, non_blocking=True)
 
     return TensorBatch(
         states=to(states, torch.float32),
@@ -80,6 +85,11 @@ def batch_to_tensors(batch: TransitionBatch, device: torch.device | str,
         dones=to(batch.dones, torch.float32),
         mean_policy_version=mean_version,
     )
+
+
+def _array(x):
+    """A torch tensor as is (sampled on the device), anything else as a numpy array."""
+    return x if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
 def _as_tensor(x: np.ndarray) -> torch.Tensor:

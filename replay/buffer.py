@@ -273,10 +273,7 @@ class ReplayBuffer:
     # --- sampling --------------------------------------------------------------------
     def sample(self, n: int, rng: np.random.Generator) -> TransitionBatch:
         """``n`` transitions drawn uniformly with replacement, as float32 arrays."""
-        if isinstance(n, bool) or not isinstance(n, Integral) or n < 1:
-            raise ValueError(f"batch size must be a positive int, got {n!r}")
-        if self._size == 0:
-            raise ValueError("cannot sample from an empty replay buffer")
+        self._check_sample_size(n)
         idx = rng.integers(0, self._size, size=int(n))
         dones = self._dones[idx]
         states = np.empty((int(n), self._state_dim), np.float32)
@@ -293,6 +290,12 @@ class ReplayBuffer:
             dones=dones.astype(np.float32),
             policy_versions=self._policy_versions[idx],
         )
+
+    def _check_sample_size(self, n: int) -> None:
+        if isinstance(n, bool) or not isinstance(n, Integral) or n < 1:
+            raise ValueError(f"batch size must be a positive int, got {n!r}")
+        if self._size == 0:
+            raise ValueError("cannot sample from an empty replay buffer")
 
     # --- snapshots -------------------------------------------------------------------
     def save(self, path: str | os.PathLike, extra: Mapping[str, Any] | None = None) -> Path:
@@ -391,7 +394,7 @@ class ReplayBuffer:
                         f"{path}: unsupported snapshot format {meta.get('format')!r}, "
                         f"expected {FORMAT_VERSION!r}"
                     )
-                buffer = cls(
+                buffer = ReplayBuffer(  # the host ring only (a subclass's restore adds its parts)
                     capacity=meta["capacity"],
                     state_dim=meta["state_dim"],
                     state_dtype=meta["state_dtype"],

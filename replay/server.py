@@ -42,16 +42,21 @@ class ReplayServer:
     """Replay buffer + SampleToInsertRatio limiter with asyncio waiting (one event loop)."""
 
     def __init__(self, *, config: ReplayConfig, state_dim: int | None = None,
-                 snapshot: str | os.PathLike | None = None) -> None:
+                 snapshot: str | os.PathLike | None = None, device: str | None = None) -> None:
         """``snapshot``: a snapshot file to start from when it exists (a resumed run, or the
         actor rebuilt by Ray after it died); a corrupt one raises, so Ray gives up on the actor
-        and the driver stops the run with the reason."""
+        and the driver stops the run with the reason. ``device``: sample on this torch device
+        (a DeviceReplayBuffer; the learner's, with ``replay.on_learner_device``)."""
         if not isinstance(config, ReplayConfig):
             raise TypeError(f"config must be a ReplayConfig, got {type(config).__name__}")
         self._config = config
-        self._buffer = ReplayBuffer(
-            capacity=config.capacity, state_dim=state_dim, state_dtype=config.state_dtype
-        )
+        sizes = dict(capacity=config.capacity, state_dim=state_dim, state_dtype=config.state_dtype)
+        if device is None:
+            self._buffer = ReplayBuffer(**sizes)
+        else:
+            from replay.device_buffer import DeviceReplayBuffer  # torch: only where it is used
+
+            self._buffer = DeviceReplayBuffer(**sizes, device=device)
         self._limiter = self._new_limiter()
         self._rng = np.random.default_rng(config.seed)
         self._cond: asyncio.Condition | None = None  # made in the actor's event loop

@@ -55,6 +55,13 @@ def test_the_paper_run_fits_the_cluster_file_with_the_learner_on_the_head_gpu(ca
     assert launch.main(["--config", PAPER, "--dry-run", "--cluster", CLUSTER, "--set", "replay.in_learner=true"]) == 0
     plan = rows(capsys.readouterr().out)
     assert "replay" not in plan and "holds the replay (1,000,000 transitions)" in plan["learner"][-1]
+    learner_gib = float(plan["learner"][3].split()[0])
+    # Sampled on the learner's GPU, the plan counts the buffer's copy there (7.64 GiB at capacity).
+    assert launch.main(["--config", PAPER, "--dry-run", "--cluster", CLUSTER, "--set", "replay.in_learner=true",
+                        "--set", "replay.on_learner_device=true"]) == 0
+    plan = rows(capsys.readouterr().out)
+    assert "with a copy on its GPU" in plan["learner"][-1]
+    assert float(plan["learner"][3].split()[0]) == pytest.approx(learner_gib + 7.64, abs=0.02)
 
 
 def test_a_plan_that_does_not_fit_says_why_and_exits_1(capsys):

@@ -199,6 +199,57 @@ def test_snapshot_restore_identical_contents_and_samples(tmp_path):
             assert getattr(a, field).tobytes() == getattr(b, field).tobytes(), field
 
 
+def _host_arrays(batch) -> dict:
+    return {f: np.asarray(getattr(batch, f)) for f in ("states", "actions", "rewards", "next_states", "dones",
+                                                       "policy_versions")}
+
+
+@pytest.mark.parametrize("state_dtype", ["float16", "float32"])
+def test_the_device_buffer_draws_the_host_buffers_batches_and_restores_its_copy(tmp_path, state_dtype):
+    """replay.on_learner_device: sampled on the device (here torch's CPU device; a GPU in a run),
+    the same transitions come out as from the host ring, as torch tensors the learner takes as is."""
+    import torch
+
+    from learner.sac import batch_to_tensors
+    from replay.device_buffer import DeviceReplayBuffer
+
+    host = ReplayBuffer(capacity=40, state_dim=D, state_dtype=state_dtype)
+    device = DeviceReplayBuffer(capacity=40, state_dim=D, state_dtype=state_dtype, device="cpu")
+    episodes = make_episodes([9, 12, 7, 15, 6])  # 49 transitions: wraps once, an episode straddles the end
+    assert host.add(episodes) == device.add(episodes) == 49
+    a, b = host.sample(500, np.random.default_rng(4)), device.sample(500, np.random.default_rng(4))
+    assert isinstance(b.states, torch.Tensor) and b.states.dtype == torch.float32
+    for field, value in _host_arrays(b).items():
+        assert getattr(a, field).dtype == value.dtype and getattr(a, field).tobytes() == value.tobytes(), field
+    assert device.stats() == host.stats()  # same counters (sampled transitions too)
+    tensors = batch_to_tensors(b, "cpu", state_dim=D)
+    assert tensors.states.data_ptr() == b.states.data_ptr()  # taken as is, not copied
+    assert tensors.mean_policy_version == pytest.approx(float(a.policy_versions.mean()))
+
+    # A snapshot of either restores into a device buffer, which uploads its copy again.
+    path = device.save(tmp_path / "replay.arrow")
+    for restored in (DeviceReplayBuffer(capacity=40, state_dtype=state_dtype, device="cpu"),
+                     DeviceReplayBuffer(capacity=40, state_dim=D, state_dtype=state_dtype, device="cpu")):
+        restored.restore(path)
+        again = restored.sample(500, np.random.default_rng(4))
+        for field, value in _host_arrays(again).items():
+            assert value.tobytes() == getattr(a, field).tobytes(), field
+        restored.add(make_episodes([5], start_id=100))  # inserts after a restore reach the copy too
+        check_batch_against_episodes(_Batch(restored.sample(200, np.random.default_rng(1))),
+                                     [ep for ep in episodes if ep.states[-1, 0] >= 15] + make_episodes([5], 100),
+                                     dtype=np.dtype(state_dtype))
+
+
+class _Batch:
+    """A device batch read as numpy arrays (for check_batch_against_episodes)."""
+
+    def __init__(self, batch) -> None:
+        self.__dict__.update(_host_arrays(batch))
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+
 def test_snapshot_errors(tmp_path):
     buffer = ReplayBuffer(capacity=40, state_dim=D)
     buffer.add(make_episodes([5, 5]))
@@ -287,6 +338,9 @@ def test_config_validation():
         ReplayConfig(state_dtype="bfloat16")
     with pytest.raises(ValueError, match="capacity"):
         ReplayConfig(capacity=10.5)
+    with pytest.raises(ValueError, match="on_learner_device needs in_learner"):
+        ReplayConfig(on_learner_device=True)
+    assert ReplayConfig(in_learner=True, on_learner_device=True).on_learner_device
 
 
 # --- the asyncio server (no Ray) --------------------------------------------------------
