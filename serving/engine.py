@@ -47,6 +47,9 @@ ADMISSIONS = ("continuous", "static")
 DECISIONS = ("greedy", "sampled")
 # OpenAI's finish reasons for the decoder's: an end-of-sequence token and a stop string
 # are "stop"; the token budget and the model's context are "length".
+# Tokens decoded before new ones to get their text right (a leading space, the rest of a
+# multi-byte character: a character takes at most 4 byte-level tokens).
+_CONTEXT_TOKENS = 6
 FINISH_REASON = {"eos": "stop", "stop": "stop", "length": "length", "context": "length"}
 
 
@@ -293,11 +296,22 @@ class ServingEngine:
         self._count_tokens(new_tokens)
 
     def _text(self, token_ids: list[int]) -> str:
-        """An answer's text so far. Unlike ``llm.decode`` no clean-up of spaces ("do n't"
-        -> "don't") and no strip of the end: each token's text must extend the text before
-        it, or what was streamed could not be taken back."""
-        return self.llm.tokenizer.decode(token_ids, skip_special_tokens=True,
-                                         clean_up_tokenization_spaces=False).lstrip()
+        """Tokens' text. Unlike ``llm.decode`` no clean-up of spaces ("do n't" -> "don't") and
+        no strip: each token's text must extend the text before it, or what was streamed
+        could not be taken back."""
+        return self.llm.tokenizer.decode(token_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+    def _piece(self, ids: list[int], start: int, end: int) -> str:
+        """The text that tokens [start, end) add to an answer. They are decoded with up to
+        ``_CONTEXT_TOKENS`` tokens before them (a token's text can depend on its neighbour:
+        a leading space, the rest of a multi-byte character), minus those tokens' own text,
+        so each token costs a decode of a few tokens, not of the whole answer. At the start
+        of the answer its leading whitespace is dropped."""
+        lo = max(0, start - _CONTEXT_TOKENS)
+        before, after = self._text(ids[lo:start]), self._text(ids[lo:end])
+        if lo == 0:
+            before, after = before.lstrip(), after.lstrip()
+        return after[len(before):] if after.startswith(before) else ""
 
     def _decode_new_tokens(self, c: _Choice) -> None:
         """Turn the row's new tokens into text pieces. Each token's piece is the growth of
@@ -306,13 +320,12 @@ class ServingEngine:
         ids = c.row.response_ids
         while c.decoded_tokens < len(ids):
             end = c.decoded_tokens + 1
-            text = self._text(ids[:end])
-            while text.endswith("\ufffd") and end < len(ids):
+            piece = self._piece(ids, c.decoded_tokens, end)
+            while piece.endswith("\ufffd") and end < len(ids):
                 end += 1  # a partial character: its bytes come with the next tokens
-                text = self._text(ids[:end])
-            if text.endswith("\ufffd") and not c.row.finished:
+                piece = self._piece(ids, c.decoded_tokens, end)
+            if piece.endswith("\ufffd") and not c.row.finished:
                 return
-            piece = text[len(c.text):] if text.startswith(c.text) else ""
             candidate = c.row.token_candidates[c.decoded_tokens]
             c.decoded_tokens = end
             c.text += piece

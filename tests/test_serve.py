@@ -285,3 +285,27 @@ def test_mara_serve_refuses_bad_options_before_starting_ray(argv, message, capsy
     assert main(["serve", *argv]) == 2
     assert message in capsys.readouterr().err
     assert ray.is_initialized() == was_running  # nothing was started
+
+
+def test_streamed_pieces_rebuild_the_answer_with_a_short_decode_per_token(smollm2):
+    """The engine decodes each new token with a few tokens before it (not the whole answer):
+    the pieces still add up to the answer's text, multi-byte characters whole."""
+    from types import SimpleNamespace
+
+    from serving.engine import ServingEngine, _Choice
+
+    text = "  Voilà: café ☕, naïve 🤖🚀 — 日本語のテキスト. Done ✅" * 3
+    ids = smollm2.tokenizer.encode(text, add_special_tokens=False)
+    engine = SimpleNamespace(llm=smollm2)
+    engine._text = lambda token_ids: ServingEngine._text(engine, token_ids)
+    engine._piece = lambda *a: ServingEngine._piece(engine, *a)
+    engine._cut_at_stop = lambda c: False
+    row = SimpleNamespace(response_ids=[], token_candidates=[0] * len(ids), finished=False)
+    choice = _Choice(submission=SimpleNamespace(stop=[]), index=0, row=row, rng=None)
+    for i, token in enumerate(ids):  # the decoder adds one token at a time
+        row.response_ids.append(token)
+        row.finished = i == len(ids) - 1
+        ServingEngine._decode_new_tokens(engine, choice)
+    pieces = [piece for piece, _ in choice.unsent]
+    assert "".join(pieces) == choice.text == smollm2.tokenizer.decode(ids).lstrip()
+    assert not any("\ufffd" in p for p in pieces) and len(pieces) < len(ids)  # some characters took several tokens
