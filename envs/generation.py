@@ -26,6 +26,7 @@ from core.agent_file import UNTRAINED, check_state_dim, default_agent, load_agen
 from core.config import BACKENDS, KLConfig, ModelConfig, SamplingConfig, VllmEngineConfig
 from core.networks import Actor
 from envs.decoder import AcceptRejectDecoder, DecodeResult
+from envs.mdp import decide
 from envs.synthetic import SyntheticLLM, is_synthetic
 from envs.vllm_backend import VllmAcceptRejectDecoder, VllmUpstream
 
@@ -182,10 +183,7 @@ class AlignedGenerator:
         decoder.start(prompts, policy_version=policy_version, max_rows=max_rows)
         while decoder.has_pending():
             accept_prob = self.actor.accept_probability(decoder.pending_states()).double().cpu().numpy()
-            if self.greedy:
-                actions = (accept_prob >= 0.5).astype(np.int64)
-            else:
-                actions = (self.rng.random(len(accept_prob)) < accept_prob).astype(np.int64)
+            actions = decide(accept_prob, self.greedy, None if self.greedy else self.rng.random(len(accept_prob)))
             decoder.apply(actions, accept_prob)
             if self.decision_delay_s:
                 time.sleep(self.decision_delay_s)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from core.config import KLConfig, SamplingConfig
+from core.contracts import ACCEPT
 
 _EPS = 1e-8
 
@@ -57,6 +58,20 @@ def emission_probabilities(accept_probs: np.ndarray) -> np.ndarray:
     accept[-1] = 1.0
     reach = np.concatenate([[1.0], np.cumprod(1.0 - accept[:-1])])
     return reach * accept
+
+
+def decide(accept_probs: np.ndarray, greedy: np.ndarray | bool, uniforms: np.ndarray | None = None) -> np.ndarray:
+    """Actions (1 = ACCEPT, 0 = reject) from pi(accept | s), per row: greedy, accept when
+    pi >= 0.5; sampled, accept when u < pi for u ~ U[0, 1) given in ``uniforms`` (the caller's
+    generator, so that its draws stay reproducible). ``greedy``: one flag, or one per row."""
+    accept_probs = np.asarray(accept_probs, dtype=np.float64)
+    greedy = np.broadcast_to(np.asarray(greedy, dtype=bool), accept_probs.shape)
+    if uniforms is None:
+        if not greedy.all():
+            raise ValueError("sampled decisions need uniforms")
+        uniforms = np.ones_like(accept_probs)
+    accepted = np.where(greedy, accept_probs >= 0.5, np.asarray(uniforms) < accept_probs)
+    return np.where(accepted, ACCEPT, 1 - ACCEPT).astype(np.int64)
 
 
 def reference_accept_probability(ref_probs: np.ndarray, k: int) -> float:

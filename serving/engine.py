@@ -34,11 +34,10 @@ import numpy as np
 import torch
 
 from core.config import SamplingConfig, check_choice, check_int, check_number
-from core.contracts import ACCEPT
 from core.metrics import MetricsSink
 from envs.decoder import AcceptRejectDecoder
 from envs.generation import AlignedGenerator
-from envs.mdp import reference_accept_probability
+from envs.mdp import decide, reference_accept_probability
 from serving.protocol import ALIGNED
 
 log = logging.getLogger(__name__)
@@ -267,12 +266,9 @@ class ServingEngine:
             states = self.decoder.pending_states()[aligned].to(self.llm.device)
             with torch.no_grad():
                 accept_prob[aligned] = self.actor.accept_probability(states).double().cpu().numpy()
-        actions = np.empty(len(rows), dtype=np.int64)
-        for i, c in enumerate(choices):
-            if c.submission.model == ALIGNED and self.decisions == "greedy":
-                actions[i] = ACCEPT if accept_prob[i] >= 0.5 else 1 - ACCEPT
-            else:
-                actions[i] = ACCEPT if c.rng.random() < accept_prob[i] else 1 - ACCEPT
+        greedy = [c.submission.model == ALIGNED and self.decisions == "greedy" for c in choices]
+        # Each answer draws from its own generator (its request's seed), and only when it samples.
+        actions = decide(accept_prob, greedy, [1.0 if g else c.rng.random() for g, c in zip(greedy, choices)])
         batch_rows = self.decoder.rows_in_cache
         self.counts["decision_steps"] += 1
         self.counts["max_batch_rows"] = max(self.counts["max_batch_rows"], batch_rows)

@@ -73,3 +73,14 @@ def test_kl_estimators():
     full = 0.8 * lr + 0.2 * math.log(0.2 / 0.5)
     assert kl_penalty(p, q, 0, KLConfig(0.1, "full")) == pytest.approx(-0.1 * full)
     assert kl_penalty(q, q, 1, KLConfig(0.1, "full")) == pytest.approx(0.0)
+
+
+def test_decisions_greedy_sampled_and_mixed_per_row():
+    from envs.mdp import decide
+
+    probs = np.array([0.2, 0.5, 0.7, 0.9])
+    np.testing.assert_array_equal(decide(probs, True), [0, 1, 1, 1])
+    np.testing.assert_array_equal(decide(probs, False, [0.1, 0.6, 0.7, 0.05]), [1, 0, 0, 1])
+    np.testing.assert_array_equal(decide(probs, [True, False, True, False], [0.0, 0.6, 0.9, 0.95]), [0, 0, 1, 0])
+    with pytest.raises(ValueError, match="uniforms"):
+        decide(probs, False)
