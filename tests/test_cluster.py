@@ -18,6 +18,7 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 from test_driver import tiny_config, training_run
+from waiting import wait_for
 
 from core.jsonl import read_jsonl
 from driver.config import RunConfig, from_dict
@@ -29,15 +30,6 @@ SLOT = {"rollout_slot": 1}
 
 def node_of(actor) -> str:
     return ray.get(actor.__ray_call__.remote(lambda self: ray.get_runtime_context().get_node_id()), timeout=120)
-
-
-def wait_for(condition, what: str, timeout: float = 240.0) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if condition():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

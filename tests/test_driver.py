@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import ray
 import yaml
+import waiting
 
 import launch
 from core.agent_file import load_agent, read_agent_metadata
@@ -261,10 +262,7 @@ def test_mara_scale_changes_the_workers_of_a_running_run(ray_local, tiny_llm_pat
     training.start()
 
     def wait_for(condition, what: str) -> None:
-        deadline = time.time() + 300
-        while not condition():
-            assert time.time() < deadline and training.is_alive(), f"timed out waiting for {what}"
-            time.sleep(0.5)
+        waiting.wait_for(condition, what, timeout_s=300, while_alive=training.is_alive)
 
     def decoded_by(worker: int) -> bool:
         return any(r.get("event") == "rollout" and r["worker"] == worker

@@ -16,21 +16,11 @@ import psutil
 import ray
 import yaml
 from test_driver import ROOT, tiny_config, training_run
+from waiting import wait_for
 
 import launch
 from core.jsonl import read_jsonl
 from driver.config import RunConfig, from_dict, load_config
-
-DEADLINE_S = 240
-
-
-def wait_for(condition, what: str, timeout_s: float = DEADLINE_S, every_s: float = 0.1):
-    deadline = time.monotonic() + timeout_s
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(every_s)
-    return value
-
 
 def events(run_dir: Path, kind: str) -> list[dict]:
     path = run_dir / "metrics.jsonl"
