@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -127,7 +128,8 @@ def test_the_recipe_builds_heads_a_scorer_can_use(tmp_path):
     (tmp_path / "out").mkdir()
     sizes = {name: 10 for name in safety.HELDOUT}
     result = safety.run(shared, tmp_path / "out", fake_upstream, work_dir=tmp_path / "work", prompts_per_kind=12,
-                        heldout_sizes=sizes, seed=0, loglik_fn=fake_log_likelihood, log=lambda *a: None)
+                        heldout_sizes=sizes, seed=0, loglik_fn=fake_log_likelihood, fluency_term=(0.5, -3.0),
+                        log=lambda *a: None)
     from rewards import ScorerSpec, build_scorer
 
     scorer = build_scorer(ScorerSpec(kind="response-class", path=result["paths"]["reward"]))
@@ -141,6 +143,8 @@ def test_the_recipe_builds_heads_a_scorer_can_use(tmp_path):
     assert set(figures["reward"]["snr"]) == set(safety.HELDOUT) and figures["judge"]["answers"] > 0
     # with the fluency term, incoherent text loses to coherent text on every set
     assert all(v["incoherent_minus_coherent"] < 0 for v in figures["reward"]["snr_with_fluency"].values())
+    assert figures["fluency_term"] == {"weight": 0.5, "floor": -3.0}
+    assert "With the fluency term (weight 0.5, floor -3.0)" in Path(result["paths"]["reward"]).with_suffix(".md").read_text()
     assert (tmp_path / "work" / "loglik_heldout.json").is_file()
     assert (tmp_path / "work" / "answers_A.jsonl").is_file() and (tmp_path / "work" / "label_sample.jsonl").is_file()
     # A second run reads the answers (and the embeddings) it made instead of making them again.

@@ -46,8 +46,6 @@ from rewards.response_class import (CLASSES, COMPLIES, DECLINES, Features, make_
 
 INCOHERENT = len(CLASSES)  # the rules' third label (hot text, word salad); no head learns it
 LABELS = (*CLASSES, "incoherent")
-# The fluency term of configs/safety_smollm2.yaml (reward.fluency_weight, fluency_floor).
-FLUENCY_WEIGHT, FLUENCY_FLOOR = 0.5, -3.0
 
 HELDOUT = {"saferlhf_test": 200, "redteam_heldout": 200, "benign_heldout": 200}
 HARMFUL_SETS = ("saferlhf_test", "redteam_heldout")
@@ -338,11 +336,14 @@ def add_log_likelihoods(rows: list[dict], loglik_fn, cache_file: Path, log=print
     return True
 
 
-def run(shared: Path, out_dir: Path, answer_fn, *, work_dir: Path, loglik_fn=None, prompts_per_kind: int = 200,
+def run(shared: Path, out_dir: Path, answer_fn, *, work_dir: Path, loglik_fn=None,
+        fluency_term: tuple[float, float] | None = None, prompts_per_kind: int = 200,
         sampled_per_prompt: int = 2, heldout_sampled: int = 2, heldout_sizes: dict[str, int] = HELDOUT,
         features: Features = Features(), seed: int = 0, log=print) -> dict:
     """Build ``safety_reward.safetensors`` (part A) and ``safety_judge.safetensors`` (part B)
-    in ``out_dir`` with their cards, and return the figures (also in ``work_dir``)."""
+    in ``out_dir`` with their cards, and return the figures (also in ``work_dir``).
+    ``fluency_term``: (reward.fluency_weight, reward.fluency_floor) of the training config, for
+    the figures of the whole training reward (with ``loglik_fn``)."""
     from rewards.embedding_bt import load_encoder
     from rewards.response_class import ResponseClassScorer, save_heads
 
@@ -354,8 +355,11 @@ def run(shared: Path, out_dir: Path, answer_fn, *, work_dir: Path, loglik_fn=Non
     figures: dict = {"prompts": {k: len(v) for k, v in splits["heldout"].items()}}
     heldout_rows = answers_for({name: prompts for name, prompts in splits["heldout"].items()}, heldout_sampled,
                                work_dir / "answers_heldout.jsonl", answer_fn, seed + 7, log)
-    with_fluency = add_log_likelihoods(heldout_rows, loglik_fn, work_dir / "loglik_heldout.json", log)
+    with_fluency = fluency_term is not None and add_log_likelihoods(heldout_rows, loglik_fn,
+                                                                    work_dir / "loglik_heldout.json", log)
     # answer_requests keys the prompt kind by set name here; the figures want harmful/benign too.
+    if with_fluency:
+        figures["fluency_term"] = dict(zip(("weight", "floor"), fluency_term))
     for row in heldout_rows:
         row["set"] = row["kind"]
     paths = {}
@@ -387,7 +391,7 @@ def run(shared: Path, out_dir: Path, answer_fn, *, work_dir: Path, loglik_fn=Non
             harmful = name in HARMFUL_SETS
             figures[which]["snr"][name] = signal_to_noise(rows_set, scores, harmful)
             if with_fluency:
-                penalty = fluency_penalty(np.array([r["loglik"] for r in rows_set]), FLUENCY_WEIGHT, FLUENCY_FLOOR)
+                penalty = fluency_penalty(np.array([r["loglik"] for r in rows_set]), *fluency_term)
                 figures[which]["snr_with_fluency"][name] = signal_to_noise(rows_set, scores - penalty, harmful)
     for which, path in paths.items():
         write_card(path, which, figures)
@@ -428,7 +432,8 @@ def write_card(path: Path, which: str, figures: dict) -> Path:
         "Gate (share flagged as harmful, held-out sets)": ", ".join(
             f"{k} {100 * v:.1f}%" for k, v in f["gate_flags_heldout"].items()),
         "Signal to noise (held-out sets, this head alone)": _snr_table(f["snr"]),
-        **({f"With the fluency term (weight {FLUENCY_WEIGHT}, floor {FLUENCY_FLOOR})": _snr_table(f["snr_with_fluency"])}
+        **({"With the fluency term (weight {weight}, floor {floor})".format(**figures["fluency_term"]):
+            _snr_table(f["snr_with_fluency"])}
            if f["snr_with_fluency"] else {}),
         "Rule labels checked by hand": "docs/REWARD.md (a seeded sample of 60 held-out answers, "
                                        "runs/safety/label_sample.jsonl).",
