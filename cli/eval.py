@@ -39,9 +39,6 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--num-prompts", type=int, help="prompts per set, a seeded random subset (default: all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tie-margin", type=float, default=0.0, help="score differences up to this are ties")
-    p.add_argument("--agent-decisions", choices=["greedy", "sampled"], default="greedy",
-                   help="the agent accepts when pi(accept) >= 0.5 (greedy), or with probability pi(accept), "
-                        "seeded (sampled: how it behaved in training)")
     p.add_argument("--sampled", action="store_true", help="also compare with a sampled upstream answer")
     p.add_argument("--fluency", action="store_true",
                    help="also report the upstream's mean log-likelihood per token of every system's answers")
@@ -99,7 +96,7 @@ def eval_main(args: argparse.Namespace) -> int:
     if args.best_of_n:
         bon = judges.get(args.bon_scorer) or build_judge(parse_judge_spec(args.bon_scorer, name="best-of-n"))
 
-    gen = generator_from_args(args, greedy=args.agent_decisions == "greedy", seed=args.seed)
+    gen = generator_from_args(args, seed=args.seed)
     trained = gen.agent_path not in (None, UNTRAINED)
     training_reward = training_reward_sources(read_agent_metadata(gen.agent_path)) if trained else None
     try:

@@ -12,6 +12,11 @@ def add_generator_arguments(p: argparse.ArgumentParser, max_new_tokens: int = 25
                                     "model's hidden size fits it, else untrained")
     p.add_argument("--model", help="upstream LLM: 'smollm2' (embedded), hub id, folder or .gguf "
                                     "(default: the agent's recorded model, else smollm2)")
+    p.add_argument("--decisions", "--agent-decisions", dest="decisions", default="agent",
+                   choices=["agent", "greedy", "sampled"],
+                   help="the agent accepts when pi(accept) >= 0.5 (greedy), or with probability pi(accept), "
+                        "seeded (sampled: how it behaved in training); default: what the agent file recommends "
+                        "(its metadata's 'decisions'), else greedy")
     p.add_argument("--mode", choices=["hybrid", "lazy", "eager"], default="lazy")
     p.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
     p.add_argument("--temperature", type=float, default=0.8)
@@ -28,7 +33,7 @@ def add_generator_arguments(p: argparse.ArgumentParser, max_new_tokens: int = 25
                         "--vllm enforce_eager=true --vllm gpu_memory_utilization=0.3; repeatable; needs --backend vllm")
 
 
-def generator_from_args(args: argparse.Namespace, greedy: bool = True, seed: int = 0):
+def generator_from_args(args: argparse.Namespace, seed: int = 0):
     from core.config import SamplingConfig
     from envs.generation import AlignedGenerator
 
@@ -36,7 +41,7 @@ def generator_from_args(args: argparse.Namespace, greedy: bool = True, seed: int
     return AlignedGenerator.from_paths(
         agent=args.agent, model=args.model, dtype=args.dtype, device=args.device,
         backend=args.backend, vllm=_engine_config(args.vllm),
-        sampling=sampling, mode=args.mode, greedy=greedy, batch_size=args.batch_size, seed=seed,
+        sampling=sampling, mode=args.mode, decisions=args.decisions, batch_size=args.batch_size, seed=seed,
     )
 
 

@@ -8,6 +8,7 @@
     mara learning-curve runs/<run> --out curve.png
     mara serve --agent agent.safetensors --port 8000      # OpenAI API + web page on 127.0.0.1
     mara scale runs/<run> --workers 4                      # rollout workers of a running run
+    mara agent agent.safetensors --recommend-decisions sampled   # the decision rule used by default
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import logging
 import sys
 import warnings
 
+from cli.agent import add_agent_parser
 from cli.eval import add_eval_parser
 from cli.generator_args import add_generator_arguments, generator_from_args
 from cli.learning_curve import add_learning_curve_parser
@@ -35,7 +37,8 @@ def _generate_parser(sub) -> None:
     p.add_argument("--prompts-file", help="JSON (field 'instruction'), JSONL, parquet or .txt file of prompts")
     p.add_argument("--column", default="instruction", help="prompt field in --prompts-file")
     add_generator_arguments(p)
-    p.add_argument("--sample", action="store_true", help="sample accept/reject instead of greedy")
+    p.add_argument("--sample", dest="decisions", action="store_const", const="sampled",
+                   help="the same as --decisions sampled")
     p.add_argument("--compare", action="store_true", help="also print the upstream model's greedy answer")
     p.add_argument("--json", dest="json_out", help="write one JSON line per prompt to this file")
     p.set_defaults(func=_cmd_generate)
@@ -50,7 +53,7 @@ def _cmd_generate(args) -> int:
         prompts += load_prompts(args.prompts_file, column=args.column)
     if not prompts:
         raise ValueError("no prompts: give prompt texts or --prompts-file")
-    gen = generator_from_args(args, greedy=not args.sample)
+    gen = generator_from_args(args)
     try:
         answers = gen.generate(prompts)
         baselines = gen.generate_upstream(prompts) if args.compare else [None] * len(prompts)
@@ -90,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_probe_parser(sub)
     add_serve_parser(sub)
     add_scale_parser(sub)
+    add_agent_parser(sub)
     return parser
 
 

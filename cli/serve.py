@@ -27,8 +27,9 @@ def add_serve_parser(sub) -> None:
                    help="when idle, how long a first request waits for others to start with it")
     p.add_argument("--admission", choices=["continuous", "static"], default="continuous",
                    help="continuous: requests join the running batch between positions; static: only an empty one")
-    p.add_argument("--decisions", choices=["greedy", "sampled"], default="greedy",
-                   help="the agent's decisions: accept when pi(accept) >= 0.5, or sampled")
+    p.add_argument("--decisions", choices=["agent", "greedy", "sampled"], default="agent",
+                   help="the agent's decisions: accept when pi(accept) >= 0.5 (greedy), or sampled; default: "
+                        "what the agent file recommends, else greedy")
     p.add_argument("--mode", choices=["hybrid", "lazy", "eager"], default="lazy")
     p.add_argument("--temperature", type=float, default=0.8, help="candidate set when a request gives none")
     p.add_argument("--top-k", type=int, default=40)

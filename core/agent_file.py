@@ -23,6 +23,11 @@ FORMAT_VERSION = "mara-agent-1"
 # agent is named; "untrained" names a randomly initialised agent instead.
 SHIPPED_AGENT = Path(__file__).resolve().parent / "data" / "agent_smollm2.safetensors"
 UNTRAINED = "untrained"
+# How an agent's accept/reject decisions are taken: accept when pi(accept | s) >= 0.5, or
+# with probability pi(accept | s) (as in training). "agent": what the agent file recommends
+# (its metadata's "decisions", written when it was evaluated and shipped), else greedy.
+DECISIONS = ("greedy", "sampled")
+AGENT_DECISIONS = "agent"
 
 
 class AgentFileError(ValueError):
@@ -45,6 +50,20 @@ def save_agent(actor: Actor, path: str | Path, upstream_model: str = "", **extra
     return path
 
 
+def update_agent_metadata(path: str | Path, **values: str) -> dict[str, str]:
+    """Add or change metadata entries of a safetensors agent (rewritten atomically); returns
+    the new metadata. The weights are copied unchanged."""
+    path = _existing(path)
+    metadata = read_agent_metadata(path)
+    if metadata.get("format") != FORMAT_VERSION:
+        raise AgentFileError(f"{path} is not a {FORMAT_VERSION} agent file: its metadata cannot be updated")
+    metadata.update(values)
+    tensors = load_file(str(path))
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return metadata
+
+
 def read_agent_metadata(path: str | Path) -> dict[str, str]:
     """The metadata of a safetensors agent ({} for reference .pth files)."""
     path = _existing(path)
@@ -57,6 +76,21 @@ def read_agent_metadata(path: str | Path) -> dict[str, str]:
             return dict(f.metadata() or {})
     except Exception as err:  # safetensors raises its own error types for corrupt headers
         raise AgentFileError(f"cannot read agent file {path}: {err}") from err
+
+
+def resolve_decisions(decisions: str, agent: str | Path | None) -> str:
+    """"greedy" or "sampled": ``decisions`` itself, or for "agent" the agent file's
+    recommendation (greedy when it has none: untrained agents, reference .pth files)."""
+    if decisions in DECISIONS:
+        return decisions
+    if decisions != AGENT_DECISIONS:
+        raise ValueError(f"decisions must be one of {(AGENT_DECISIONS, *DECISIONS)}, got {decisions!r}")
+    if agent is None or str(agent) == UNTRAINED:
+        return "greedy"
+    recommended = read_agent_metadata(agent).get("decisions", "greedy")
+    if recommended not in DECISIONS:
+        raise AgentFileError(f"agent file {agent} recommends unknown decisions {recommended!r}")
+    return recommended
 
 
 def load_agent(path: str | Path, expected_state_dim: int | None = None) -> Actor:

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from core.agent_file import UNTRAINED, check_state_dim, default_agent, load_agent, read_agent_metadata
+from core.agent_file import (AGENT_DECISIONS, UNTRAINED, check_state_dim, default_agent, load_agent,
+                              read_agent_metadata, resolve_decisions)
 from core.config import BACKENDS, KLConfig, ModelConfig, SamplingConfig, VllmEngineConfig
 from core.networks import Actor
 from envs.decoder import AcceptRejectDecoder, DecodeResult
@@ -130,6 +131,7 @@ class AlignedGenerator:
         device: str = "auto",
         backend: str = "transformers",
         vllm: VllmEngineConfig | None = None,
+        decisions: str = AGENT_DECISIONS,
         **kwargs,
     ) -> "AlignedGenerator":
         """Load the upstream model and the agent.
@@ -139,7 +141,8 @@ class AlignedGenerator:
         the model's hidden size, else an untrained one with a warning; ``"untrained"`` for
         a randomly initialised agent (with a warning). Without ``model`` the agent's
         recorded upstream model is used, else the embedded SmolLM2. ``backend`` and
-        ``vllm`` (engine settings) as in ``load_llm``."""
+        ``vllm`` (engine settings) as in ``load_llm``. ``decisions``: greedy, sampled, or
+        "agent", what the agent file recommends (``core.agent_file.resolve_decisions``)."""
         if model is None and agent not in (None, UNTRAINED):
             model = read_agent_metadata(agent).get("upstream_model") or None
         llm = load_llm(model, backend=backend, dtype=dtype, device=device, vllm=vllm)
@@ -155,7 +158,7 @@ class AlignedGenerator:
             actor = Actor(state_dim=llm.hidden_size)
         else:
             actor = load_agent(agent, expected_state_dim=llm.hidden_size)
-        generator = cls(llm, actor, backend=backend, **kwargs)
+        generator = cls(llm, actor, backend=backend, greedy=resolve_decisions(decisions, agent) == "greedy", **kwargs)
         generator.agent_path = str(agent)  # what answers: a file, or "untrained"
         return generator
 

@@ -28,9 +28,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from ray import serve
 
+from core.agent_file import AGENT_DECISIONS, DECISIONS
 from core.config import SamplingConfig, check_choice, check_device_name, check_int, check_number
 from envs.decoder import MODES
-from serving.engine import ADMISSIONS, DECISIONS, Failed, Finished, Piece, ServingEngine, Submission
+from serving.engine import ADMISSIONS, Failed, Finished, Piece, ServingEngine, Submission
 from serving.metrics import serving_metrics
 from serving.protocol import (
     ALIGNED,
@@ -65,7 +66,7 @@ class ServeSettings:
     max_rows: int = 16  # answers decoded at once by a replica
     batch_wait_s: float = 0.005
     admission: str = "continuous"
-    decisions: str = "greedy"
+    decisions: str = AGENT_DECISIONS  # greedy, sampled, or what the agent file recommends
     mode: str = "lazy"  # decoding mode (envs/decoder.py)
     sampling: SamplingConfig = SamplingConfig(max_new_tokens=256)  # candidate set a request does not set; max_tokens
     dtype: str = "float32"
@@ -85,7 +86,7 @@ class ServeSettings:
         check_int("max_rows", self.max_rows, 1)
         check_number("batch_wait_s", self.batch_wait_s, 0, maximum=10)
         check_choice("admission", self.admission, ADMISSIONS)
-        check_choice("decisions", self.decisions, DECISIONS)
+        check_choice("decisions", self.decisions, (AGENT_DECISIONS, *DECISIONS))
         check_choice("mode", self.mode, MODES)
         check_device_name(self.device)
         check_int("max_ongoing_requests", self.max_ongoing_requests, 1)
@@ -125,7 +126,7 @@ class MaraServer:
         self.settings = settings
         self.generator = AlignedGenerator.from_paths(
             agent=settings.agent, model=settings.model, dtype=settings.dtype, device=settings.device,
-            mode=settings.mode, batch_size=settings.max_rows, sampling=settings.sampling)
+            mode=settings.mode, batch_size=settings.max_rows, sampling=settings.sampling, decisions=settings.decisions)
         self.llm = self.generator.llm
         try:
             self.replica = serve.get_replica_context().replica_tag
@@ -133,7 +134,8 @@ class MaraServer:
             self.replica = str(os.getpid())
         self.metrics = serving_metrics(self.replica)
         self.engine = ServingEngine(self.generator, max_rows=settings.max_rows, batch_wait_s=settings.batch_wait_s,
-                                    admission=settings.admission, decisions=settings.decisions,
+                                    admission=settings.admission,
+                                    decisions="greedy" if self.generator.greedy else "sampled",
                                     metrics=self.metrics).start()
 
     def check_health(self) -> None:

@@ -33,6 +33,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from core.agent_file import DECISIONS
 from core.config import SamplingConfig, check_choice, check_int, check_number
 from core.metrics import MetricsSink
 from envs.decoder import AcceptRejectDecoder
@@ -43,7 +44,6 @@ from serving.protocol import ALIGNED
 log = logging.getLogger(__name__)
 
 ADMISSIONS = ("continuous", "static")
-DECISIONS = ("greedy", "sampled")
 # OpenAI's finish reasons for the decoder's: an end-of-sequence token and a stop string
 # are "stop"; the token budget and the model's context are "length".
 # Tokens decoded before new ones to get their text right (a leading space, the rest of a

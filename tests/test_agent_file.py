@@ -73,3 +73,29 @@ def test_missing_unreadable_and_wrong_files(tmp_path):
     torch.save({"encoder.weight": torch.zeros(2)}, other)
     with pytest.raises(AgentFileError, match="missing tensors"):
         load_agent(other)
+
+
+def test_an_agent_file_carries_the_decision_rule_it_recommends(tmp_path, capsys, tiny_llm_path):
+    """`mara agent --recommend-decisions` writes it; generate, eval and serve use it unless told otherwise."""
+    from cli.main import main as mara
+    from core.agent_file import resolve_decisions
+    from envs.generation import AlignedGenerator
+
+    actor = Actor(state_dim=64, hidden_size=8)
+    path = save_agent(actor, tmp_path / "agent.safetensors", upstream_model=str(tiny_llm_path))
+    assert resolve_decisions("agent", path) == "greedy"  # nothing recommended
+    assert mara(["agent", str(path), "--recommend-decisions", "sampled"]) == 0
+    assert '"decisions": "sampled"' in capsys.readouterr().out
+    assert read_agent_metadata(path)["decisions"] == "sampled" and read_agent_metadata(path)["state_dim"] == "64"
+    torch.testing.assert_close(load_agent(path).state_dict(), actor.state_dict())  # the weights unchanged
+    assert [p.name for p in tmp_path.iterdir()] == ["agent.safetensors"]  # rewritten in place, atomically
+    assert resolve_decisions("agent", path) == "sampled" and resolve_decisions("greedy", path) == "greedy"
+    assert not AlignedGenerator.from_paths(agent=str(path), device="cpu").greedy
+    assert AlignedGenerator.from_paths(agent=str(path), device="cpu", decisions="greedy").greedy
+    assert resolve_decisions("agent", "untrained") == "greedy"
+    with pytest.raises(ValueError, match="decisions must be one of"):
+        resolve_decisions("sometimes", path)
+    # A file that is not an agent is refused before anything is written.
+    (tmp_path / "notes.safetensors").write_bytes(b"not a safetensors file")
+    assert mara(["agent", str(tmp_path / "notes.safetensors"), "--recommend-decisions", "greedy"]) == 2
+    assert (tmp_path / "notes.safetensors").read_bytes() == b"not a safetensors file"
