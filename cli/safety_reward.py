@@ -30,7 +30,7 @@ def add_safety_reward_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--training-config", default="configs/safety_smollm2.yaml",
+    p.add_argument("--training-config", default=str(Path(__file__).resolve().parents[1] / "configs" / "safety_smollm2.yaml"),
                    help="the training config whose fluency term (reward.fluency_weight, fluency_floor) the "
                         "figures of the whole training reward use")
     p.set_defaults(func=_run)
@@ -50,10 +50,11 @@ def _run(args: argparse.Namespace) -> int:
     from driver.config import load_config
 
     reward = load_config(args.training_config).reward  # its errors come before any model loads
+    fluency_term = (reward.fluency_weight, reward.fluency_floor) if reward.fluency_weight > 0 else None
     answer_fn, loglik_fn = _upstream_fns(args)
     result = safety.run(shared, Path(args.out_dir), answer_fn, work_dir=Path(args.work_dir), loglik_fn=loglik_fn,
-                        fluency_term=(reward.fluency_weight, reward.fluency_floor), prompts_per_kind=args.prompts_per_kind, heldout_sampled=args.heldout_sampled,
-                        seed=args.seed)
+                        fluency_term=fluency_term, prompts_per_kind=args.prompts_per_kind,
+                        heldout_sampled=args.heldout_sampled, seed=args.seed)
     print(json.dumps(result, indent=1))
     return 0
 

@@ -42,12 +42,13 @@ def add_serve_parser(sub) -> None:
 
 def settings_from_args(args: argparse.Namespace):
     """The ``ServeSettings`` of the command line, every value checked (before Ray starts)."""
-    from core.agent_file import UNTRAINED, read_agent_metadata
+    from core.agent_file import UNTRAINED, read_agent_metadata, resolve_decisions
     from core.config import SamplingConfig
     from serving.app import ServeSettings
 
     if args.agent not in (None, UNTRAINED):
         read_agent_metadata(args.agent)  # a missing or unreadable agent file fails here, not in a replica
+        resolve_decisions(args.decisions, args.agent)  # and so does an unknown recommended rule
     autoscale = None
     if args.autoscale:
         low, sep, high = args.autoscale.partition(":")

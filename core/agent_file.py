@@ -10,6 +10,7 @@ that no pickled code is ever executed.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -59,8 +60,10 @@ def update_agent_metadata(path: str | Path, **values: str) -> dict[str, str]:
         raise AgentFileError(f"{path} is not a {FORMAT_VERSION} agent file: its metadata cannot be updated")
     metadata.update(values)
     tensors = load_file(str(path))
+    mode = path.stat().st_mode & 0o777
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
+        os.chmod(tmp, mode)  # the file keeps its permissions
     return metadata
 
 

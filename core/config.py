@@ -372,7 +372,7 @@ class ReplayConfig:
     """With ``in_learner``: also keep the buffer on the learner's device (a GPU's memory, as
     much again as the host ring: capacity x d x 2 bytes in fp16) and sample there, so only the
     sampled indices cross to the device, not the batch (replay/device_buffer.py). On a CPU
-    learner it changes nothing but where the gather runs."""
+    learner no memory is added: torch gathers from views of the host ring."""
 
     snapshot_every_s: float = 60.0
     """Seconds between two snapshots of the run (this replay, the learner's checkpoint, the

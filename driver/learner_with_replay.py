@@ -27,7 +27,11 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from dataclasses import fields
 from typing import Any, Sequence
+
+import numpy as np
+import torch
 
 from core.config import ReplayConfig
 from core.contracts import EpisodeTransitions, TransitionBatch
@@ -67,7 +71,13 @@ class LearnerWithReplay(LearnerService):
         return self._on_loop(self._replay.add(episodes)).result()
 
     def sample(self, n: int, timeout_s: float | None = None) -> TransitionBatch | None:
-        return self._on_loop(self._replay.sample(n, timeout_s=timeout_s)).result()
+        """A batch for another process: as numpy arrays, also when the buffer samples on the
+        learner's device (a caller without that GPU could not read its tensors)."""
+        batch = self._on_loop(self._replay.sample(n, timeout_s=timeout_s)).result()
+        if batch is None:
+            return None
+        return TransitionBatch(**{f.name: np.asarray(v.cpu()) if isinstance(v, torch.Tensor) else v
+                                  for f in fields(batch) for v in [getattr(batch, f.name)]})
 
     def size(self) -> int:
         return self._on_loop(self._replay.size()).result()

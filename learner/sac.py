@@ -66,7 +66,9 @@ def batch_to_tensors(batch: TransitionBatch, device: torch.device | str,
     if state_dim is not None and states.shape[1] != state_dim:
         raise ValueError(f"batch states have size {states.shape[1]}, the learner expects {state_dim}")
     actions = _array(batch.actions)
-    if n and (actions.min() < 0 or actions.max() >= NUM_ACTIONS):
+    # Checked on the host only: device batches come from the replay, which screened them, and a
+    # check there would wait for the GPU.
+    if n and isinstance(actions, np.ndarray) and (actions.min() < 0 or actions.max() >= NUM_ACTIONS):
         raise ValueError(f"actions must be 0 (reject) or 1 (accept), got values in "
                          f"[{actions.min()}, {actions.max()}]")
     versions = _array(batch.policy_versions)

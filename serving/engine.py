@@ -46,8 +46,9 @@ log = logging.getLogger(__name__)
 ADMISSIONS = ("continuous", "static")
 # OpenAI's finish reasons for the decoder's: an end-of-sequence token and a stop string
 # are "stop"; the token budget and the model's context are "length".
-# Tokens decoded before new ones to get their text right (a leading space, the rest of a
-# multi-byte character: a character takes at most 4 byte-level tokens).
+# Tokens decoded before new ones to get their text right where a token's text depends on
+# its neighbour (SentencePiece's leading space). A character split over several byte-level
+# tokens is not this: its piece waits for the tokens that complete it.
 _CONTEXT_TOKENS = 6
 FINISH_REASON = {"eos": "stop", "stop": "stop", "length": "length", "context": "length"}
 
@@ -299,14 +300,11 @@ class ServingEngine:
 
     def _piece(self, ids: list[int], start: int, end: int) -> str:
         """The text that tokens [start, end) add to an answer. They are decoded with up to
-        ``_CONTEXT_TOKENS`` tokens before them (a token's text can depend on its neighbour:
-        a leading space, the rest of a multi-byte character), minus those tokens' own text,
-        so each token costs a decode of a few tokens, not of the whole answer. At the start
-        of the answer its leading whitespace is dropped."""
+        ``_CONTEXT_TOKENS`` tokens before them (some tokenizers' text of a token depends on
+        its neighbour, e.g. SentencePiece's leading space), minus those tokens' own text, so
+        each token costs a decode of a few tokens, not of the whole answer."""
         lo = max(0, start - _CONTEXT_TOKENS)
         before, after = self._text(ids[lo:start]), self._text(ids[lo:end])
-        if lo == 0:
-            before, after = before.lstrip(), after.lstrip()
         return after[len(before):] if after.startswith(before) else ""
 
     def _decode_new_tokens(self, c: _Choice) -> None:
@@ -322,6 +320,8 @@ class ServingEngine:
                 piece = self._piece(ids, c.decoded_tokens, end)
             if piece.endswith("\ufffd") and not c.row.finished:
                 return
+            if not c.text:
+                piece = piece.lstrip()  # an answer does not start with whitespace
             candidate = c.row.token_candidates[c.decoded_tokens]
             c.decoded_tokens = end
             c.text += piece

@@ -204,32 +204,38 @@ def _host_arrays(batch) -> dict:
                                                        "policy_versions")}
 
 
-@pytest.mark.parametrize("state_dtype", ["float16", "float32"])
-def test_the_device_buffer_draws_the_host_buffers_batches_and_restores_its_copy(tmp_path, state_dtype):
-    """replay.on_learner_device: sampled on the device (here torch's CPU device; a GPU in a run),
-    the same transitions come out as from the host ring, as torch tensors the learner takes as is."""
+@pytest.mark.parametrize("state_dtype,copy", [("float16", False), ("float32", False), ("float16", True)])
+def test_the_device_buffer_draws_the_host_buffers_batches_and_restores_its_copy(tmp_path, state_dtype, copy):
+    """replay.on_learner_device: sampled on the device (here torch's CPU device, with views of the
+    host ring, or with a copy uploaded as on a GPU), the same transitions come out as from the host
+    ring, as torch tensors the learner takes as is."""
     import torch
 
     from learner.sac import batch_to_tensors
     from replay.device_buffer import DeviceReplayBuffer
 
+    def device_buffer(**sizes):
+        return DeviceReplayBuffer(capacity=40, state_dtype=state_dtype, device="cpu", copy_on_cpu=copy, **sizes)
+
     host = ReplayBuffer(capacity=40, state_dim=D, state_dtype=state_dtype)
-    device = DeviceReplayBuffer(capacity=40, state_dim=D, state_dtype=state_dtype, device="cpu")
+    device = device_buffer(state_dim=D)
     episodes = make_episodes([9, 12, 7, 15, 6])  # 49 transitions: wraps once, an episode straddles the end
-    assert host.add(episodes) == device.add(episodes) == 49
+    # One call (the host) and one call per episode (the device: the 4th wraps, uploaded in two pieces).
+    assert host.add(episodes) == sum(device.add([ep]) for ep in episodes) == 49
     a, b = host.sample(500, np.random.default_rng(4)), device.sample(500, np.random.default_rng(4))
     assert isinstance(b.states, torch.Tensor) and b.states.dtype == torch.float32
     for field, value in _host_arrays(b).items():
         assert getattr(a, field).dtype == value.dtype and getattr(a, field).tobytes() == value.tobytes(), field
     assert device.stats() == host.stats()  # same counters (sampled transitions too)
+    # On torch's CPU device the "copy" is views of the host ring unless asked: no second copy.
+    assert (device._device_ring["states"].data_ptr() == device._states.ctypes.data) is not copy
     tensors = batch_to_tensors(b, "cpu", state_dim=D)
     assert tensors.states.data_ptr() == b.states.data_ptr()  # taken as is, not copied
     assert tensors.mean_policy_version == pytest.approx(float(a.policy_versions.mean()))
 
     # A snapshot of either restores into a device buffer, which uploads its copy again.
     path = device.save(tmp_path / "replay.arrow")
-    for restored in (DeviceReplayBuffer(capacity=40, state_dtype=state_dtype, device="cpu"),
-                     DeviceReplayBuffer(capacity=40, state_dim=D, state_dtype=state_dtype, device="cpu")):
+    for restored in (device_buffer(), device_buffer(state_dim=D)):
         restored.restore(path)
         again = restored.sample(500, np.random.default_rng(4))
         for field, value in _host_arrays(again).items():

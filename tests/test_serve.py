@@ -295,7 +295,9 @@ def test_streamed_pieces_rebuild_the_answer_with_a_short_decode_per_token(smollm
     from serving.engine import ServingEngine, _Choice
 
     text = "  Voilà: café ☕, naïve 🤖🚀 — 日本語のテキスト. Done ✅" * 3
-    ids = smollm2.tokenizer.encode(text, add_special_tokens=False)
+    space, newline = (smollm2.tokenizer.convert_tokens_to_ids(t) for t in ("Ġ", "Ċ"))
+    # An opening of more whitespace tokens than the decoding context: stripped all the same.
+    ids = [space] * 7 + [newline] * 3 + smollm2.tokenizer.encode(text, add_special_tokens=False)
     engine = SimpleNamespace(llm=smollm2)
     engine._text = lambda token_ids: ServingEngine._text(engine, token_ids)
     engine._piece = lambda *a: ServingEngine._piece(engine, *a)

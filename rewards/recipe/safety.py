@@ -343,7 +343,8 @@ def run(shared: Path, out_dir: Path, answer_fn, *, work_dir: Path, loglik_fn=Non
     """Build ``safety_reward.safetensors`` (part A) and ``safety_judge.safetensors`` (part B)
     in ``out_dir`` with their cards, and return the figures (also in ``work_dir``).
     ``fluency_term``: (reward.fluency_weight, reward.fluency_floor) of the training config, for
-    the figures of the whole training reward (with ``loglik_fn``)."""
+    the figures of the whole training reward, which need the answers' log-likelihoods too
+    (``loglik_fn``, or their cached file); without either, those figures are left out."""
     from rewards.embedding_bt import load_encoder
     from rewards.response_class import ResponseClassScorer, save_heads
 
