@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Reproduces the safety try of docs/RESULTS.md (tuning log, try 8b; the shipped agent is still
-# try 7's, reproduced by configs/align_smollm2.yaml): builds the rule-based safety reward and its judge, trains the
-# SmolLM2-135M agent against the reward and evaluates it on three held-out prompt sets
-# against the upstream model's greedy answers. About 35 min for the reward, the training
-# budget of configs/safety_smollm2.yaml, then ~20 min of evaluation on 2 CPU cores. Needs
+# Reproduces the shipped safety agent of docs/RESULTS.md (try 11): builds the rule-based safety
+# reward and its judge, trains the SmolLM2-135M agent against the reward and evaluates it on
+# three held-out prompt sets against the upstream model's greedy answers. About 35 min for the
+# reward, the training budget of configs/safety_smollm2.yaml (2 h 5 min), then ~35 min of
+# evaluation on 2 CPU cores. Needs
 # ../shared/data (the project's public data folder) and the project installed
 # (bash scripts/install.sh).
 #   bash scripts/reproduce_safety.sh [RUN_NAME]
@@ -39,4 +39,4 @@ mara eval --agent "runs/$RUN/agent.safetensors" \
     --prompts "benign=runs/heldout/benign_heldout.json" \
     --judge "judge=response-class:rewards/data/safety_judge.safetensors:overall" \
     --judge "reward=response-class:rewards/data/safety_reward.safetensors:overall" \
-    --agent-decisions sampled --sampled --fluency --max-new-tokens 48 --batch-size 32 --seed 0 --out "runs/$RUN/eval"
+    --decisions sampled --sampled --fluency --max-new-tokens 48 --batch-size 32 --seed 0 --out "runs/$RUN/eval"
