@@ -30,7 +30,6 @@ import threading
 from dataclasses import fields
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 
 from core.config import ReplayConfig
@@ -76,8 +75,7 @@ class LearnerWithReplay(LearnerService):
         batch = self._on_loop(self._replay.sample(n, timeout_s=timeout_s)).result()
         if batch is None:
             return None
-        return TransitionBatch(**{f.name: np.asarray(v.cpu()) if isinstance(v, torch.Tensor) else v
-                                  for f in fields(batch) for v in [getattr(batch, f.name)]})
+        return TransitionBatch(**{f.name: _on_host(getattr(batch, f.name)) for f in fields(batch)})
 
     def size(self) -> int:
         return self._on_loop(self._replay.size()).result()
@@ -93,3 +91,8 @@ class LearnerWithReplay(LearnerService):
 
     def stop_limiting(self, samples_too: bool = False) -> None:
         return self._on_loop(self._replay.stop_limiting(samples_too=samples_too)).result()
+
+
+def _on_host(value):
+    """A field of a batch as a numpy array (a torch tensor, maybe on a GPU, copied back)."""
+    return value.cpu().numpy() if isinstance(value, torch.Tensor) else value

@@ -71,9 +71,8 @@ def batch_to_tensors(batch: TransitionBatch, device: torch.device | str,
     if n and isinstance(actions, np.ndarray) and (actions.min() < 0 or actions.max() >= NUM_ACTIONS):
         raise ValueError(f"actions must be 0 (reject) or 1 (accept), got values in "
                          f"[{actions.min()}, {actions.max()}]")
-    versions = _array(batch.policy_versions)
-    mean_version = float(versions.mean(dtype=torch.float64) if isinstance(versions, torch.Tensor)
-                         else versions.mean()) if len(versions) else None
+    versions = np.asarray(batch.policy_versions)  # on the host also in device batches
+    mean_version = float(versions.mean()) if versions.size else None
 
     def to(x, dtype: torch.dtype) -> torch.Tensor:
         tensor = x if isinstance(x, torch.Tensor) else _as_tensor(np.asarray(x))

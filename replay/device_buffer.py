@@ -4,8 +4,8 @@ With ``replay.in_learner`` the buffer lives in the learner's process, but a samp
 gathered on the host (1,024 random rows of the ring), cast to float32 there and copied to
 the learner's device: at d = 4096 that is 32 MiB of states and next states per batch through
 the host-to-device link, several milliseconds, while a GPU update of the MLPs takes about
-one. ``DeviceReplayBuffer`` keeps a copy of the ring on the device as well, written slot by
-slot as episodes arrive (a few KiB each), and draws batches there: only the 1,024 sampled
+one. ``DeviceReplayBuffer`` keeps a copy of the ring on the device as well, written as
+episodes arrive (one copy of the written slots per insert call), and draws batches there: only the 1,024 sampled
 indices cross (8 KiB), and the gather and the fp16 -> fp32 cast run on the device.
 
 The host ring stays the record: screening, snapshots and restores use it unchanged

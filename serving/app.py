@@ -134,9 +134,7 @@ class MaraServer:
             self.replica = str(os.getpid())
         self.metrics = serving_metrics(self.replica)
         self.engine = ServingEngine(self.generator, max_rows=settings.max_rows, batch_wait_s=settings.batch_wait_s,
-                                    admission=settings.admission,
-                                    decisions="greedy" if self.generator.greedy else "sampled",
-                                    metrics=self.metrics).start()
+                                    admission=settings.admission, metrics=self.metrics).start()
 
     def check_health(self) -> None:
         """Ray Serve's health check: a replica whose decoding loop died is replaced."""

@@ -10,8 +10,8 @@ decoded together and nobody waits for a whole batch to finish (continuous batchi
 request-window batching (Ray Serve's ``@serve.batch``) would; it exists for comparison
 (benchmarks/bench_serve.py).
 
-Both models of the server share the batch. A ``mara`` row's decisions are the agent's:
-accept when pi(accept | s) >= 0.5 (``decisions="greedy"``, as ``mara generate``), or
+Both models of the server share the batch. A ``mara`` row's decisions are the agent's, by
+the generator's rule (``AlignedGenerator.greedy``): accept when pi(accept | s) >= 0.5, or
 sampled. An ``upstream`` row is the frozen model alone: it accepts candidate k with the
 upstream's own probability q_k / sum_{j>=k} q_j (envs/mdp.py), which samples exactly from
 the candidate set's distribution; at temperature 0 the set holds one token (greedy).
@@ -33,7 +33,6 @@ from typing import Callable
 import numpy as np
 import torch
 
-from core.agent_file import DECISIONS
 from core.config import SamplingConfig, check_choice, check_int, check_number
 from core.metrics import MetricsSink
 from envs.decoder import AcceptRejectDecoder
@@ -44,12 +43,12 @@ from serving.protocol import ALIGNED
 log = logging.getLogger(__name__)
 
 ADMISSIONS = ("continuous", "static")
-# OpenAI's finish reasons for the decoder's: an end-of-sequence token and a stop string
-# are "stop"; the token budget and the model's context are "length".
 # Tokens decoded before new ones to get their text right where a token's text depends on
 # its neighbour (SentencePiece's leading space). A character split over several byte-level
 # tokens is not this: its piece waits for the tokens that complete it.
 _CONTEXT_TOKENS = 6
+# OpenAI's finish reasons for the decoder's: an end-of-sequence token and a stop string
+# are "stop"; the token budget and the model's context are "length".
 FINISH_REASON = {"eos": "stop", "stop": "stop", "length": "length", "context": "length"}
 
 
@@ -116,19 +115,18 @@ class _Choice:
 
 class ServingEngine:
     def __init__(self, generator: AlignedGenerator, max_rows: int = 16, batch_wait_s: float = 0.005,
-                 admission: str = "continuous", decisions: str = "greedy",
+                 admission: str = "continuous",
                  metrics: MetricsSink | None = None) -> None:
         """``max_rows``: answers decoded at once (the others wait in the queue);
         ``batch_wait_s``: when idle, how long a first request waits for others to join it."""
         check_int("max_rows", max_rows, 1)
         check_number("batch_wait_s", batch_wait_s, 0)
         check_choice("admission", admission, ADMISSIONS)
-        check_choice("decisions", decisions, DECISIONS)
         if generator.backend != "transformers":
             raise ValueError("the server decodes with the transformers backend (its rows join and leave the batch)")
         self.generator, self.llm, self.actor = generator, generator.llm, generator.actor
         self.max_rows, self.batch_wait_s = max_rows, batch_wait_s
-        self.admission, self.decisions = admission, decisions
+        self.admission = admission
         self.metrics = metrics
         self.decoder = AcceptRejectDecoder(self.llm, generator.sampling, generator.kl, mode=generator.mode)
         self.decoder.open(max_rows)
@@ -267,7 +265,7 @@ class ServingEngine:
             states = self.decoder.pending_states()[aligned].to(self.llm.device)
             with torch.no_grad():
                 accept_prob[aligned] = self.actor.accept_probability(states).double().cpu().numpy()
-        greedy = [c.submission.model == ALIGNED and self.decisions == "greedy" for c in choices]
+        greedy = [c.submission.model == ALIGNED and self.generator.greedy for c in choices]
         # Each answer draws from its own generator (its request's seed), and only when it samples.
         actions = decide(accept_prob, greedy, [1.0 if g else c.rng.random() for g, c in zip(greedy, choices)])
         batch_rows = self.decoder.rows_in_cache
