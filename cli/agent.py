@@ -1,18 +1,24 @@
-"""``mara agent``: what an agent file holds, and the decision rule it recommends.
+"""``mara agent``: what an agent file holds, and the decision rule and horizon it recommends.
 
     mara agent runs/<run>/agent.safetensors                               # its metadata
-    mara agent runs/<run>/agent.safetensors --recommend-decisions sampled
+    mara agent runs/<run>/agent.safetensors --recommend-decisions sampled --recommend-horizon 12
 
 An agent trained by SAC is a stochastic policy; whether its answers are better with its
 decisions sampled (as in training) or thresholded at pi(accept) = 0.5 is measured with
 ``mara eval --decisions ...``. The recommendation is stored in the file's metadata and is
 what ``mara generate``, ``mara eval`` and ``mara serve`` use by default (``--decisions agent``).
+So is the horizon: an agent trained on episodes of N tokens has never seen a state past
+them; with ``--recommend-horizon N`` it decides the first N tokens of an answer and the
+upstream's own sampling the rest (``--horizon`` of those commands).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+
+from cli.generator_args import horizon_value
+from core.agent_file import AGENT_HORIZON
 
 
 def add_agent_parser(sub) -> argparse.ArgumentParser:
@@ -21,6 +27,9 @@ def add_agent_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("path", help="agent file (.safetensors)")
     p.add_argument("--recommend-decisions", choices=["greedy", "sampled"],
                    help="store this decision rule in the file as the one to use by default")
+    p.add_argument("--recommend-horizon", type=horizon_value, metavar="N|all",
+                   help="store how many tokens of an answer the agent decides by default (the upstream's own "
+                        "sampling decides the rest); 'all': every token")
     p.set_defaults(func=_cmd_agent)
     return p
 
@@ -29,8 +38,12 @@ def _cmd_agent(args: argparse.Namespace) -> int:
     from core.agent_file import load_agent, read_agent_metadata, update_agent_metadata
 
     load_agent(args.path)  # a file that is not an agent fails here, before anything is written
-    if args.recommend_decisions:
-        metadata = update_agent_metadata(args.path, decisions=args.recommend_decisions)
+    if args.recommend_horizon == AGENT_HORIZON:
+        raise ValueError("--recommend-horizon takes a number of tokens or 'all'")
+    recommended = {"decisions": args.recommend_decisions, "horizon": args.recommend_horizon}
+    recommended = {key: str(value) for key, value in recommended.items() if value is not None}
+    if recommended:
+        metadata = update_agent_metadata(args.path, **recommended)
     else:
         metadata = read_agent_metadata(args.path)
     print(json.dumps(metadata, indent=1, sort_keys=True))

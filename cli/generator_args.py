@@ -18,6 +18,7 @@ def add_generator_arguments(p: argparse.ArgumentParser, max_new_tokens: int = 25
                         "seeded (sampled: how it behaved in training); default: what the agent file recommends "
                         "(its metadata's 'decisions'), else greedy")
     p.add_argument("--mode", choices=["hybrid", "lazy", "eager"], default="lazy")
+    add_horizon_argument(p)
     p.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--top-k", type=int, default=40)
@@ -33,6 +34,26 @@ def add_generator_arguments(p: argparse.ArgumentParser, max_new_tokens: int = 25
                         "--vllm enforce_eager=true --vllm gpu_memory_utilization=0.3; repeatable; needs --backend vllm")
 
 
+def horizon_value(text: str):
+    """``--horizon`` as argparse reads it: a token count, "all" or "agent" (``parse_horizon``)."""
+    from core.agent_file import parse_horizon
+
+    try:
+        return parse_horizon(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def add_horizon_argument(p: argparse.ArgumentParser) -> None:
+    from core.agent_file import AGENT_HORIZON
+
+    p.add_argument("--horizon", type=horizon_value, default=AGENT_HORIZON, metavar="N|all|agent",
+                   help="the agent decides the first N tokens of an answer and the upstream's own sampling the "
+                        "rest (an agent has never seen a state past the episodes it was trained on); 'all': "
+                        "every token; default 'agent': what the agent file recommends (its metadata's "
+                        "'horizon'), else all")
+
+
 def generator_from_args(args: argparse.Namespace, seed: int = 0):
     from core.config import SamplingConfig
     from envs.generation import AlignedGenerator
@@ -41,7 +62,7 @@ def generator_from_args(args: argparse.Namespace, seed: int = 0):
     return AlignedGenerator.from_paths(
         agent=args.agent, model=args.model, dtype=args.dtype, device=args.device,
         backend=args.backend, vllm=_engine_config(args.vllm),
-        sampling=sampling, mode=args.mode, decisions=args.decisions, batch_size=args.batch_size, seed=seed,
+        sampling=sampling, mode=args.mode, decisions=args.decisions, horizon=args.horizon, batch_size=args.batch_size, seed=seed,
     )
 
 

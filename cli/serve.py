@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from cli.generator_args import add_horizon_argument
+
 
 def add_serve_parser(sub) -> None:
     p = sub.add_parser("serve", help="serve the aligned model (OpenAI API, web page) with Ray Serve")
@@ -30,6 +32,7 @@ def add_serve_parser(sub) -> None:
     p.add_argument("--decisions", choices=["agent", "greedy", "sampled"], default="agent",
                    help="the agent's decisions: accept when pi(accept) >= 0.5 (greedy), or sampled; default: "
                         "what the agent file recommends, else greedy")
+    add_horizon_argument(p)
     p.add_argument("--mode", choices=["hybrid", "lazy", "eager"], default="lazy")
     p.add_argument("--temperature", type=float, default=0.8, help="candidate set when a request gives none")
     p.add_argument("--top-k", type=int, default=40)
@@ -42,13 +45,14 @@ def add_serve_parser(sub) -> None:
 
 def settings_from_args(args: argparse.Namespace):
     """The ``ServeSettings`` of the command line, every value checked (before Ray starts)."""
-    from core.agent_file import UNTRAINED, read_agent_metadata, resolve_decisions
+    from core.agent_file import UNTRAINED, read_agent_metadata, resolve_decisions, resolve_horizon
     from core.config import SamplingConfig
     from serving.app import ServeSettings
 
     if args.agent not in (None, UNTRAINED):
         read_agent_metadata(args.agent)  # a missing or unreadable agent file fails here, not in a replica
         resolve_decisions(args.decisions, args.agent)  # and so does an unknown recommended rule
+        resolve_horizon(args.horizon, args.agent)
     autoscale = None
     if args.autoscale:
         low, sep, high = args.autoscale.partition(":")
@@ -58,7 +62,7 @@ def settings_from_args(args: argparse.Namespace):
     return ServeSettings(
         agent=args.agent, model=args.model, host=args.host, port=args.port, replicas=args.replicas,
         autoscale=autoscale, num_cpus=args.num_cpus, num_gpus=args.num_gpus, max_rows=args.max_rows,
-        batch_wait_s=args.batch_wait_s, admission=args.admission, decisions=args.decisions, mode=args.mode,
+        batch_wait_s=args.batch_wait_s, admission=args.admission, decisions=args.decisions, horizon=args.horizon, mode=args.mode,
         sampling=SamplingConfig(args.temperature, args.top_k, args.top_p, args.max_tokens),
         dtype=args.dtype, device=args.device)
 

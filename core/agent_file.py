@@ -29,6 +29,12 @@ UNTRAINED = "untrained"
 # (its metadata's "decisions", written when it was evaluated and shipped), else greedy.
 DECISIONS = ("greedy", "sampled")
 AGENT_DECISIONS = "agent"
+# How many tokens of an answer the agent decides: an agent trained on episodes of N tokens
+# has never seen a state past them, so after its horizon the upstream's own sampling takes
+# over (envs/generation.py). "all": every token; "agent": the file's metadata "horizon",
+# written when it was evaluated and shipped, else all.
+ALL_TOKENS = "all"
+AGENT_HORIZON = "agent"
 
 
 class AgentFileError(ValueError):
@@ -94,6 +100,35 @@ def resolve_decisions(decisions: str, agent: str | Path | None) -> str:
     if recommended not in DECISIONS:
         raise AgentFileError(f"agent file {agent} recommends unknown decisions {recommended!r}")
     return recommended
+
+
+def parse_horizon(value: str | int | None) -> int | str | None:
+    """A horizon as given (command line, settings, metadata): a token count >= 0, "all" or
+    "agent"; None means "agent"."""
+    if value is None or value in (ALL_TOKENS, AGENT_HORIZON):
+        return value
+    text = str(value).strip()
+    if not text.isdigit():
+        raise ValueError(f"horizon must be a number of tokens >= 0, {ALL_TOKENS!r} or {AGENT_HORIZON!r}, "
+                         f"got {value!r}")
+    return int(text)
+
+
+def resolve_horizon(horizon: str | int | None, agent: str | Path | None) -> int | None:
+    """The number of tokens the agent decides (None: all): ``horizon`` itself, or for
+    "agent" (and None) the agent file's recommendation (all when it has none)."""
+    horizon = parse_horizon(horizon)
+    if horizon in (None, AGENT_HORIZON):
+        if agent is None or str(agent) == UNTRAINED:
+            return None
+        recommended = read_agent_metadata(agent).get("horizon", ALL_TOKENS)
+        try:
+            horizon = parse_horizon(recommended)
+        except ValueError as err:
+            raise AgentFileError(f"agent file {agent} recommends an unknown horizon {recommended!r}") from err
+        if horizon == AGENT_HORIZON:
+            raise AgentFileError(f"agent file {agent} recommends an unknown horizon {recommended!r}")
+    return None if horizon == ALL_TOKENS else horizon
 
 
 def load_agent(path: str | Path, expected_state_dim: int | None = None) -> Actor:

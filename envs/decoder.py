@@ -188,6 +188,16 @@ class _AcceptRejectMDP:
         """(n, d) float32 state of the candidate each waiting row must decide on."""
         return torch.stack([self.rows[i].cand_hidden[self.rows[i].k] for i in self.pending_rows()]).float()
 
+    def pending_positions(self) -> np.ndarray:
+        """0-based output position of each waiting row's current candidate."""
+        return np.array([len(self.rows[i].response_ids) for i in self.pending_rows()], dtype=np.int64)
+
+    def pending_reference_accept(self) -> np.ndarray:
+        """pi_ref(accept | s) of each waiting row's current candidate (``mdp.reference_accept_probability``):
+        deciding with it reproduces the upstream's own sampling from the candidate set."""
+        return np.array([reference_accept_probability(self.rows[i].ref_probs, self.rows[i].k)
+                         for i in self.pending_rows()], dtype=np.float64)
+
     def pending_candidates(self) -> list[tuple[int, int]]:
         """(token id, 1-based candidate index) of each waiting row's current candidate."""
         return [(self.rows[i].cand_ids[self.rows[i].k], self.rows[i].k + 1) for i in self.pending_rows()]

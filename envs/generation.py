@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from core.agent_file import (AGENT_DECISIONS, UNTRAINED, check_state_dim, default_agent, load_agent,
-                              read_agent_metadata, resolve_decisions)
-from core.config import BACKENDS, KLConfig, ModelConfig, SamplingConfig, VllmEngineConfig
+from core.agent_file import (AGENT_DECISIONS, AGENT_HORIZON, UNTRAINED, check_state_dim, default_agent,
+                              load_agent, read_agent_metadata, resolve_decisions, resolve_horizon)
+from core.config import BACKENDS, KLConfig, ModelConfig, SamplingConfig, VllmEngineConfig, check_int
 from core.networks import Actor
 from envs.decoder import AcceptRejectDecoder, DecodeResult
 from envs.mdp import decide
@@ -102,9 +102,12 @@ class AlignedGenerator:
         kl: KLConfig = KLConfig(),
         decision_delay_s: float = 0.0,
         backend: str = "transformers",
+        horizon: int | None = None,
     ) -> None:
         """``llm``: an ``UpstreamLLM`` with ``backend="transformers"``, a ``VllmUpstream``
-        with ``backend="vllm"`` (``load_llm`` builds either)."""
+        with ``backend="vllm"`` (``load_llm`` builds either). ``horizon``: the agent decides
+        the first ``horizon`` tokens of an answer; after them the upstream's own sampling
+        does (None: the agent decides every token)."""
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if (backend == "vllm") != isinstance(llm, VllmUpstream):
@@ -116,6 +119,9 @@ class AlignedGenerator:
         self.sampling = sampling
         self.mode = mode
         self.greedy = greedy
+        if horizon is not None:
+            check_int("horizon", horizon, 0)
+        self.horizon = horizon
         self.batch_size = batch_size
         self.kl = kl
         self.decision_delay_s = decision_delay_s  # testing knob: simulates a slower LLM
@@ -132,6 +138,7 @@ class AlignedGenerator:
         backend: str = "transformers",
         vllm: VllmEngineConfig | None = None,
         decisions: str = AGENT_DECISIONS,
+        horizon: str | int | None = AGENT_HORIZON,
         **kwargs,
     ) -> "AlignedGenerator":
         """Load the upstream model and the agent.
@@ -142,7 +149,8 @@ class AlignedGenerator:
         a randomly initialised agent (with a warning). Without ``model`` the agent's
         recorded upstream model is used, else the embedded SmolLM2. ``backend`` and
         ``vllm`` (engine settings) as in ``load_llm``. ``decisions``: greedy, sampled, or
-        "agent", what the agent file recommends (``core.agent_file.resolve_decisions``)."""
+        "agent", what the agent file recommends (``core.agent_file.resolve_decisions``); so can
+        ``horizon``: a token count, "all", or "agent" (``core.agent_file.resolve_horizon``)."""
         if model is None and agent not in (None, UNTRAINED):
             model = read_agent_metadata(agent).get("upstream_model") or None
         llm = load_llm(model, backend=backend, dtype=dtype, device=device, vllm=vllm)
@@ -158,7 +166,8 @@ class AlignedGenerator:
             actor = Actor(state_dim=llm.hidden_size)
         else:
             actor = load_agent(agent, expected_state_dim=llm.hidden_size)
-        generator = cls(llm, actor, backend=backend, greedy=resolve_decisions(decisions, agent) == "greedy", **kwargs)
+        generator = cls(llm, actor, backend=backend, greedy=resolve_decisions(decisions, agent) == "greedy",
+                        horizon=resolve_horizon(horizon, agent), **kwargs)
         generator.agent_path = str(agent)  # what answers: a file, or "untrained"
         return generator
 
@@ -185,12 +194,24 @@ class AlignedGenerator:
         decoder = decoder_class(self.llm, self.sampling, self.kl, mode=self.mode)
         decoder.start(prompts, policy_version=policy_version, max_rows=max_rows)
         while decoder.has_pending():
-            accept_prob = self.actor.accept_probability(decoder.pending_states()).double().cpu().numpy()
-            actions = decide(accept_prob, self.greedy, None if self.greedy else self.rng.random(len(accept_prob)))
+            accept_prob, greedy = self._decision_rule(decoder)
+            actions = decide(accept_prob, greedy, None if greedy.all() else self.rng.random(len(accept_prob)))
             decoder.apply(actions, accept_prob)
             if self.decision_delay_s:
                 time.sleep(self.decision_delay_s)
         return decoder.results()
+
+    def _decision_rule(self, decoder) -> tuple[np.ndarray, np.ndarray]:
+        """pi(accept | s) and the greedy flag of each waiting row's decision: the agent's, or
+        past the horizon the upstream's own (pi_ref, sampled: the KL-regularised optimum where
+        the reward no longer depends on the decision, Eq. 8)."""
+        accept_prob = self.actor.accept_probability(decoder.pending_states()).double().cpu().numpy()
+        greedy = np.full(len(accept_prob), self.greedy)
+        if self.horizon is not None:
+            beyond = decoder.pending_positions() >= self.horizon
+            accept_prob = np.where(beyond, decoder.pending_reference_accept(), accept_prob)
+            greedy &= ~beyond
+        return accept_prob, greedy
 
     # ------------------------------------------------------------------ baselines
     def generate_upstream(self, prompts: list[str], sample: bool = False, seed: int = 0) -> list[str]:

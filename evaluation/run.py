@@ -347,4 +347,6 @@ def _settings(generator: "AlignedGenerator", *, seed: int, tie_margin: float,
     return {"seed": seed, "tie margin": tie_margin, "prompts per set": num_prompts or "all",
             "max new tokens": sampling.max_new_tokens,
             "sampling (temperature / top-k / top-p)": f"{sampling.temperature} / {sampling.top_k} / {sampling.top_p}",
-            "agent decisions": "greedy" if generator.greedy else "sampled", "decoding mode": generator.mode}
+            "agent decisions": "greedy" if generator.greedy else "sampled",
+            "agent horizon": "all tokens" if generator.horizon is None else f"{generator.horizon} tokens",
+            "decoding mode": generator.mode}

@@ -37,7 +37,7 @@ from core.config import SamplingConfig, check_choice, check_int, check_number
 from core.metrics import MetricsSink
 from envs.decoder import AcceptRejectDecoder
 from envs.generation import AlignedGenerator
-from envs.mdp import decide, reference_accept_probability
+from envs.mdp import decide
 from serving.protocol import ALIGNED
 
 log = logging.getLogger(__name__)
@@ -255,17 +255,21 @@ class ServingEngine:
 
     def _decide(self) -> None:
         """One decision for every row that waits: the agent's for ``mara`` rows (one batched
-        actor call), the upstream's own probability for ``upstream`` rows."""
+        actor call) within its horizon, the upstream's own probability for the others."""
         rows = [self.decoder.rows[i] for i in self.decoder.pending_rows()]
         by_row = {id(c.row): c for c in self._choices}
         choices = [by_row[id(r)] for r in rows]
-        accept_prob = np.array([reference_accept_probability(r.ref_probs, r.k) for r in rows])
-        aligned = [i for i, c in enumerate(choices) if c.submission.model == ALIGNED]
+        accept_prob = self.decoder.pending_reference_accept()
+        # Past the agent's horizon an aligned answer, too, takes the upstream's own decision.
+        horizon = self.generator.horizon
+        aligned = [i for i, (c, r) in enumerate(zip(choices, rows)) if c.submission.model == ALIGNED
+                   and (horizon is None or len(r.response_ids) < horizon)]
         if aligned:
             states = self.decoder.pending_states()[aligned].to(self.llm.device)
             with torch.no_grad():
                 accept_prob[aligned] = self.actor.accept_probability(states).double().cpu().numpy()
-        greedy = [c.submission.model == ALIGNED and self.generator.greedy for c in choices]
+        greedy = np.zeros(len(rows), dtype=bool)
+        greedy[aligned] = self.generator.greedy
         # Each answer draws from its own generator (its request's seed), and only when it samples.
         actions = decide(accept_prob, greedy, [1.0 if g else c.rng.random() for g, c in zip(greedy, choices)])
         batch_rows = self.decoder.rows_in_cache

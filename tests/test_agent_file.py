@@ -7,7 +7,7 @@ import pickle
 import pytest
 import torch
 
-from core.agent_file import AgentFileError, load_agent, read_agent_metadata, save_agent
+from core.agent_file import AgentFileError, load_agent, read_agent_metadata, save_agent, update_agent_metadata
 from core.networks import Actor, TwinCritic
 
 
@@ -99,3 +99,30 @@ def test_an_agent_file_carries_the_decision_rule_it_recommends(tmp_path, capsys,
     (tmp_path / "notes.safetensors").write_bytes(b"not a safetensors file")
     assert mara(["agent", str(tmp_path / "notes.safetensors"), "--recommend-decisions", "greedy"]) == 2
     assert (tmp_path / "notes.safetensors").read_bytes() == b"not a safetensors file"
+
+
+def test_an_agent_file_carries_the_horizon_it_recommends(tmp_path, capsys, tiny_llm_path):
+    """`mara agent --recommend-horizon` writes how many tokens the agent decides; generation uses it."""
+    from cli.main import main as mara
+    from core.agent_file import resolve_horizon
+    from envs.generation import AlignedGenerator
+
+    path = save_agent(Actor(state_dim=64, hidden_size=8), tmp_path / "agent.safetensors",
+                      upstream_model=str(tiny_llm_path))
+    assert resolve_horizon("agent", path) is None  # nothing recommended: every token
+    assert mara(["agent", str(path), "--recommend-horizon", "12"]) == 0
+    assert '"horizon": "12"' in capsys.readouterr().out
+    assert resolve_horizon("agent", path) == 12 and resolve_horizon(None, path) == 12
+    assert resolve_horizon("all", path) is None and resolve_horizon(3, path) == 3 and resolve_horizon("5", path) == 5
+    assert AlignedGenerator.from_paths(agent=str(path), device="cpu").horizon == 12
+    assert AlignedGenerator.from_paths(agent=str(path), device="cpu", horizon="all").horizon is None
+    assert resolve_horizon("agent", "untrained") is None
+    for bad in ("-1", "soon", "1.5"):
+        with pytest.raises(ValueError, match="horizon must be"):
+            resolve_horizon(bad, path)
+    assert mara(["agent", str(path), "--recommend-horizon", "agent"]) == 2  # only a number or 'all'
+    assert mara(["agent", str(path), "--recommend-horizon", "all"]) == 0
+    assert resolve_horizon("agent", path) is None
+    update_agent_metadata(path, horizon="tomorrow")  # a file edited by hand
+    with pytest.raises(AgentFileError, match="unknown horizon"):
+        resolve_horizon("agent", path)

@@ -247,12 +247,14 @@ def test_mara_eval_command_line(eval_inputs):
         pytest.skip("`mara eval` is not wired into cli/main.py yet (add_eval_parser)")
     agent, prompts, tmp = eval_inputs
     out = tmp / "cli-out"
-    args = [a for a in eval_args(agent, prompts, out) if a not in ("--sampled",)] + ["--agent-decisions", "sampled"]
+    args = [a for a in eval_args(agent, prompts, out) if a not in ("--sampled",)]
+    args += ["--agent-decisions", "sampled", "--horizon", "4"]
     proc = subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert (out / "results.md").is_file() and (out / "scores.png").is_file()
     assert "- agent decisions: sampled" in (out / "results.md").read_text()
+    assert "- agent horizon: 4 tokens" in (out / "results.md").read_text()
     proc = subprocess.run([sys.executable, "-m", "cli.main", "eval", "--agent", str(agent), "--prompts",
                            f"tiny={prompts}", "--out", str(tmp / "bad"), "--judge", "x=nosuchkind:foo"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)

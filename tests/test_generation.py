@@ -9,6 +9,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -35,6 +36,39 @@ def test_always_accept_agent_matches_upstream_greedy_answers(tiny_llm):
     answers = gen.generate(PROMPTS)
     assert [a.text for a in answers] == gen.generate_upstream(PROMPTS)
     assert accepted_position_distribution(answers) == {1: 1.0}
+
+
+def always_reject_actor(d: int) -> Actor:
+    actor = always_accept_actor(d)
+    with torch.no_grad():
+        actor.output_linear.bias.copy_(torch.tensor([10.0, -10.0]))
+    return actor
+
+
+def test_past_its_horizon_the_agent_leaves_the_decisions_to_the_upstream(tiny_llm):
+    horizon, sampling = 3, SamplingConfig(max_new_tokens=10)
+    gen = AlignedGenerator(tiny_llm, always_reject_actor(tiny_llm.hidden_size), sampling=sampling,
+                           horizon=horizon, seed=0)
+    episodes = gen.run_episodes(PROMPTS)
+    accepts_before, accepts_after = 0, 0
+    for e in episodes:
+        assert len(e.response_ids) == 10
+        positions = np.array([position for position, _, _ in e.decision_points])
+        before = positions < horizon
+        assert before.any() and (~before).any()
+        accepts_before += int(e.episode.actions[before].sum())
+        accepts_after += int(e.episode.actions[~before].sum())
+        # Past the horizon pi(accept) is the upstream's own: the KL penalty (Eq. 8) is zero there.
+        assert np.allclose(e.episode.kl_penalties[~before], 0.0, atol=1e-6)
+        assert (e.episode.kl_penalties[before] < 0).all()
+    assert accepts_before == 0  # the agent rejects every candidate it decides on
+    assert accepts_after >= 1  # the upstream's sampling takes a candidate before the last
+    # A horizon the answers never reach changes nothing.
+    far = AlignedGenerator(tiny_llm, always_reject_actor(tiny_llm.hidden_size), sampling=sampling, horizon=10)
+    plain = AlignedGenerator(tiny_llm, always_reject_actor(tiny_llm.hidden_size), sampling=sampling)
+    assert [a.text for a in far.generate(PROMPTS)] == [a.text for a in plain.generate(PROMPTS)]
+    with pytest.raises(ValueError, match="horizon"):
+        AlignedGenerator(tiny_llm, always_reject_actor(tiny_llm.hidden_size), horizon=-1)
 
 
 def test_batched_generation_equals_one_prompt_at_a_time(tiny_llm):

@@ -18,7 +18,7 @@ import urllib.request
 import pytest
 from browser import ask_the_page, chromium_paths, headless_chromium
 from conftest import start_local_ray
-from test_generation import always_accept_actor
+from test_generation import always_accept_actor, always_reject_actor
 
 from core.agent_file import save_agent
 from core.config import SamplingConfig
@@ -311,3 +311,33 @@ def test_streamed_pieces_rebuild_the_answer_with_a_short_decode_per_token(smollm
     pieces = [piece for piece, _ in choice.unsent]
     assert "".join(pieces) == choice.text == smollm2.tokenizer.decode(ids).lstrip()
     assert not any("\ufffd" in p for p in pieces) and len(pieces) < len(ids)  # some characters took several tokens
+
+
+def test_past_the_agents_horizon_a_served_answer_takes_the_upstreams_decisions(tiny_llm):
+    """The engine follows the generator's horizon: an agent that rejects everything falls back
+    to the last candidate at every position it decides, and only there."""
+    import queue
+
+    from serving.engine import Finished, ServingEngine, Submission
+    from serving.protocol import ALIGNED
+
+    def served(horizon):
+        gen = AlignedGenerator(tiny_llm, always_reject_actor(tiny_llm.hidden_size),
+                               sampling=SamplingConfig(max_new_tokens=MAX_TOKENS), horizon=horizon)
+        engine = ServingEngine(gen, max_rows=4).start()
+        events = queue.Queue()
+        try:
+            engine.submit(Submission(ALIGNED, PROMPTS[0], tiny_llm.encode_prompt(PROMPTS[0]),
+                                     gen.sampling, events.put, seed=0))
+            while not isinstance(event := events.get(timeout=300), Finished):
+                pass
+        finally:
+            engine.stop()
+        assert event.completion_tokens == MAX_TOKENS
+        return event
+
+    everywhere = served(None)
+    assert everywhere.fallbacks == len(everywhere.accepted_positions) == MAX_TOKENS
+    first_three = served(3)
+    assert first_three.fallbacks < len(first_three.accepted_positions)  # the upstream took over
+    assert first_three.fallbacks >= 3
