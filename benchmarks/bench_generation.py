@@ -13,10 +13,12 @@ On the embedded SmolLM2-135M-Instruct (CPU, float32), the same prompts and token
   decisions sampled (a training-time agent), and an untrained, randomly initialised agent;
 - LLM-forward tokens and sequential forward steps per generated token (1.0 = plain decoding);
 - all of it at each batch size of ``--batch-sizes``;
-- a rollout worker's transitions/s with and without continuous batching: the p=0.5 agent in
-  default (lazy) mode on ``2 x rows`` prompts, decoded as two calls of ``rows`` episodes each (the
-  batch shrinks as answers end) against one call whose ``rows`` rows are refilled as answers
-  end (``rollout.batch_rows``).
+- the same p=0.5 agent in hybrid and eager modes with every row of a step in one forward,
+  padded to the widest (before ``AcceptRejectDecoder`` grouped rows by width on a CPU);
+- a rollout worker's transitions/s with and without continuous batching: the p=0.5 agent
+  on ``2 x rows`` prompts, decoded as two calls of ``rows`` episodes each (the batch shrinks
+  as answers end) against one call whose ``rows`` rows are refilled as answers end
+  (``rollout.batch_rows``), in lazy mode (the workers' default before) and hybrid mode.
 
 The configurations are measured in turns, ``--repeats`` times, and each ratio is taken
 between the summed times of the same rounds, so that a change of load on a shared
@@ -114,6 +116,10 @@ def main() -> None:
             for mode in ("hybrid", "lazy", "eager"):
                 generators[f"MARA {mode}, {agent_name}"] = AlignedGenerator(
                     llm, actor, sampling=sampling, mode=mode, greedy=greedy, batch_size=batch)
+        for mode in ("hybrid", "eager"):  # before rows were grouped by width: one padded forward a step
+            actor, greedy = agents["p=0.5 agent (sampled)"]
+            generators[f"MARA {mode}, p=0.5, one padded forward"] = AlignedGenerator(
+                llm, actor, sampling=sampling, mode=mode, greedy=greedy, batch_size=batch, ragged=False)
         measure(generators, prompts, baseline_tokens, args.repeats, batch)
     measure_continuous_batching(llm, coin_actor(llm.hidden_size), sampling, args.prompts, max(batch_sizes),
                                 args.repeats)
@@ -122,22 +128,25 @@ def main() -> None:
 
 def measure_continuous_batching(llm, actor: Actor, sampling: SamplingConfig, n_prompts: int, rows: int,
                                 repeats: int) -> None:
-    """Transitions/s of rollout calls without and with continuous batching (see the docstring)."""
-    gen = AlignedGenerator(llm, actor, sampling=sampling, mode="lazy", greedy=False)
+    """Transitions/s of rollout calls without and with continuous batching, lazy and hybrid
+    (see the docstring); ratios against lazy calls without."""
     prompts = (PROMPTS * 20)[: max(2 * rows, n_prompts)]
-    calls = {"calls of %d, batch shrinks as answers end" % rows:
-             lambda: [r for start in range(0, len(prompts), rows) for r in gen.run_episodes(prompts[start:start + rows])],
-             "one call, %d rows refilled (continuous)" % rows: lambda: gen.run_episodes(prompts, max_rows=rows)}
+    calls = {}
+    for mode in ("lazy", "hybrid"):
+        gen = AlignedGenerator(llm, actor, sampling=sampling, mode=mode, greedy=False)
+        calls[f"{mode}, calls of {rows}, batch shrinks"] = (gen, lambda gen=gen: [
+            r for start in range(0, len(prompts), rows) for r in gen.run_episodes(prompts[start:start + rows])])
+        calls[f"{mode}, one call, {rows} rows refilled"] = (gen, lambda gen=gen: gen.run_episodes(prompts, max_rows=rows))
     seconds = {name: 0.0 for name in calls}
     transitions = {name: 0 for name in calls}
     for _ in range(repeats):
-        for name, call in calls.items():
+        for name, (gen, call) in calls.items():
             gen.rng = np.random.default_rng(0)
             start = time.perf_counter()
             results = call()
             seconds[name] += time.perf_counter() - start
             transitions[name] += sum(r.num_decisions for r in results)
-    print(f"\nrollout, {len(prompts)} prompts, p=0.5 agent, lazy")
+    print(f"\nrollout, {len(prompts)} prompts, p=0.5 agent")
     base = None
     for name in calls:
         rate = transitions[name] / seconds[name]

@@ -60,6 +60,9 @@ from core.contracts import ACCEPT, EpisodeTransitions
 from envs.mdp import candidate_sets, kl_penalty, reference_accept_probability
 
 FREE, VALID, PENDING = 0, 1, 2
+# What a forward costs beyond its tokens, in tokens (CPU, SmolLM2-135M): a group of rows gets
+# a forward of its own only when it saves more padding than this (``_width_groups``).
+_FORWARD_COST_TOKENS = 16
 MODES = ("hybrid", "lazy", "eager")
 
 
@@ -369,6 +372,15 @@ class AcceptRejectDecoder(_AcceptRejectMDP):
     rows: list[_Row]
     _opening: list[tuple[_Row, torch.Tensor]]  # rows whose next position awaits its candidates
 
+    def __init__(self, llm, sampling: SamplingConfig = SamplingConfig(), kl: KLConfig = KLConfig(),
+                 mode: str = "lazy", state_dtype: np.dtype = np.float32, ragged: bool | None = None) -> None:
+        """``ragged``: rows of different widths in forwards of their own (``_forward_once``);
+        None: on a CPU, where padding costs compute."""
+        super().__init__(llm, sampling, kl, mode, state_dtype)
+        self.ragged = llm.device.type == "cpu" if ragged is None else ragged
+        self.forwards = 0  # forwards of decoding steps (prompt prefills not counted)
+        self.fed_tokens = 0  # tokens those forwards fed, padding included
+
     # ------------------------------------------------------------------ MDP hooks
     def _begin(self, prompts: list[str], prompt_ids: list[list[int]]) -> list[_Row]:
         """One row per prompt; the first ``max_rows`` get a cache row now (their prompts
@@ -550,34 +562,86 @@ class AcceptRejectDecoder(_AcceptRejectMDP):
         return cache, state, hidden[:, -1]
 
     def _forward_once(self) -> None:
+        """One sequential forward step: every row with tokens to feed feeds them (a
+        position's first candidate, or a tree of candidates), each at its next position,
+        seeing its own prefix and itself.
+
+        A forward is rectangular: its rows are padded to the widest. On a GPU one forward of
+        B x W tokens costs about what one of B tokens does, so every row goes in one. On a
+        CPU compute grows with the tokens fed, padding included: a tree of 30 candidates
+        padded the one-token rows beside it to 30 (hybrid mode, a p = 0.5 agent: 23 tokens
+        fed per generated token where 4.2 were real). There rows of similar widths go
+        together (``_width_groups``), each group in a forward of its own on a copy of its
+        cache rows; each row still takes exactly one forward step."""
         batch, past = self.slot_state.shape
-        width = max(len(r.todo_tokens) for r in self.rows)
-        ids = torch.zeros(batch, width, dtype=torch.long)
-        positions = torch.zeros(batch, width, dtype=torch.long)
-        attend_new = torch.eye(width, dtype=torch.bool).repeat(batch, 1, 1)  # (B, Q, Q)
-        new_state = torch.zeros(batch, width, dtype=torch.int8)
-        fed = [r for r in self.rows if r.todo_tokens and not r.finished]
-        for r in fed:  # candidates: same position, each sees the prefix and itself
-            n, b = len(r.todo_tokens), r.cache_row
-            ids[b, :n] = torch.tensor(r.todo_tokens)
-            positions[b, :n] = r.next_position
-            new_state[b, :n] = PENDING
-        attend_past = (self.slot_state == VALID)[:, None, :].expand(batch, width, past)
-        allowed = torch.cat([attend_past, attend_new], dim=-1)[:, None]  # (B, 1, Q, S + Q)
-        hidden = self.llm.forward(ids, positions, self._additive_mask(allowed), self.cache)
-        for r in fed:
-            self._check_finite(hidden[r.cache_row, : len(r.todo_tokens)], r)
+        fed = {r.cache_row: r for r in self.rows if r.todo_tokens and not r.finished}
+        groups = self._width_groups(fed) if self.ragged else [list(range(batch))]
+        if len(groups) == 1 and len(groups[0]) == batch:  # one forward on the batch's cache
+            hidden = self._forward_rows(groups[0], fed, self.cache, past)
+            hidden_of = {b: hidden[b] for b in fed}
+        else:
+            hidden_of, grown = {}, []
+            for rows in groups:
+                cache = select_kv(self.cache, rows, self.llm.new_cache())
+                hidden = self._forward_rows(rows, fed, cache, past)
+                hidden_of.update({b: hidden[i] for i, b in enumerate(rows)})
+                grown.append((rows, cache))
+            append_kv(self.cache, grown, past)
+        width = max(len(r.todo_tokens) for r in fed.values())
+        new_state = torch.full((batch, width), FREE, dtype=torch.int8)
+        for b, r in fed.items():
+            new_state[b, : len(r.todo_tokens)] = PENDING
         self.slot_state = torch.cat([self.slot_state, new_state], dim=1)
 
-        for r in fed:
-            b, n = r.cache_row, len(r.todo_tokens)
+        for b, r in fed.items():
+            n = len(r.todo_tokens)
+            self._check_finite(hidden_of[b][:n], r)
             r.forward_tokens += n
             self._count_forward(r)
             for j, k in enumerate(r.todo_cands):
-                r.cand_hidden[k] = hidden[b, j]
+                r.cand_hidden[k] = hidden_of[b][j]
                 r.cand_slot[k] = past + j
             r.todo_tokens, r.todo_cands = [], []
             self._visit_candidate(r)  # single or last candidate: accepted with no decision
+
+    def _forward_rows(self, cache_rows: list[int], fed: dict[int, _Row], cache, past: int) -> torch.Tensor:
+        """(len(cache_rows), W, d) states of one forward of the batch's rows ``cache_rows``
+        (the rows of ``cache``, in order): each fed row's tokens at its next position, the
+        others padding (which attends to itself only)."""
+        width = max(len(fed[b].todo_tokens) for b in cache_rows if b in fed)
+        n = len(cache_rows)
+        ids = torch.zeros(n, width, dtype=torch.long)
+        positions = torch.zeros(n, width, dtype=torch.long)
+        for i, b in enumerate(cache_rows):
+            if b in fed:  # candidates of one position: same position id, each sees the prefix and itself
+                r = fed[b]
+                ids[i, : len(r.todo_tokens)] = torch.tensor(r.todo_tokens)
+                positions[i, : len(r.todo_tokens)] = r.next_position
+        attend_past = (self.slot_state[cache_rows] == VALID)[:, None, :].expand(n, width, past)
+        attend_new = torch.eye(width, dtype=torch.bool).repeat(n, 1, 1)  # (n, Q, Q)
+        allowed = torch.cat([attend_past, attend_new], dim=-1)[:, None]  # (n, 1, Q, S + Q)
+        self.forwards += 1
+        self.fed_tokens += n * width
+        return self.llm.forward(ids, positions, self._additive_mask(allowed), cache)
+
+    def _width_groups(self, fed: dict[int, _Row]) -> list[list[int]]:
+        """The fed cache rows grouped by width (1, 2, 3-4, 5-8, ... tokens), neighbouring
+        groups merged while a separate forward would cost more than the padding it saves
+        (a forward's fixed cost counted as ``_FORWARD_COST_TOKENS`` tokens)."""
+        buckets: dict[int, list[int]] = {}
+        for b in sorted(fed):
+            buckets.setdefault((len(fed[b].todo_tokens) - 1).bit_length(), []).append(b)
+        groups: list[list[int]] = []
+        group_width = 0
+        for bucket in sorted(buckets):
+            rows = buckets[bucket]
+            width = max(len(fed[b].todo_tokens) for b in rows)
+            if groups and len(groups[-1]) * (width - group_width) <= _FORWARD_COST_TOKENS:
+                groups[-1] += rows  # padding the narrower rows to this width costs less than a forward
+            else:
+                groups.append(list(rows))
+            group_width = width
+        return [sorted(rows) for rows in groups]
 
     def _additive_mask(self, allowed: torch.Tensor) -> torch.Tensor:
         """The attention mask the model adds to its scores: 0 where ``allowed``, else the
@@ -627,6 +691,33 @@ def _filled_layers(cache):
     row or slot left; the others are sized by the first forward."""
     return [layer for layer in cache.layers
             if getattr(layer, "is_initialized", True) and layer.keys is not None and layer.keys.dim() == 4]
+
+
+def select_kv(cache, rows: list[int], into):
+    """``into`` (an empty cache) holding a copy of the rows ``rows`` of ``cache``."""
+    index = torch.tensor(rows, dtype=torch.long)
+    filled = {id(layer) for layer in _filled_layers(cache)}
+    for layer, new in zip(cache.layers, into.layers):
+        if id(layer) in filled:
+            new.lazy_initialization(layer.keys, layer.values)
+            new.keys = layer.keys.index_select(0, index.to(layer.keys.device))
+            new.values = layer.values.index_select(0, index.to(layer.values.device))
+    return into
+
+
+def append_kv(cache, groups: list[tuple[list[int], object]], past: int) -> None:
+    """Grow every row of ``cache`` by as many slots as the widest group fed (zeros: FREE
+    slots, which the mask never lets anything attend to) and copy in, for each group
+    (``rows`` of ``cache``, their own cache after a forward), the slots that forward added."""
+    layers = [_filled_layers(group_cache) for _, group_cache in groups]
+    width = max(group[0].keys.shape[2] for group in layers) - past
+    for i, layer in enumerate(_filled_layers(cache)):
+        for name in ("keys", "values"):
+            grown = F.pad(getattr(layer, name), (0, 0, 0, width))
+            for (rows, _), group in zip(groups, layers):
+                added = getattr(group[i], name)[:, :, past:]
+                grown[torch.tensor(rows, device=grown.device), :, past:past + added.shape[2]] = added
+            setattr(layer, name, grown)
 
 
 def merge_kv(cache, joining, width: int) -> None:

@@ -103,11 +103,13 @@ class AlignedGenerator:
         decision_delay_s: float = 0.0,
         backend: str = "transformers",
         horizon: int | None = None,
+        ragged: bool | None = None,
     ) -> None:
         """``llm``: an ``UpstreamLLM`` with ``backend="transformers"``, a ``VllmUpstream``
         with ``backend="vllm"`` (``load_llm`` builds either). ``horizon``: the agent decides
         the first ``horizon`` tokens of an answer; after them the upstream's own sampling
-        does (None: the agent decides every token)."""
+        does (None: the agent decides every token). ``ragged``: the transformers decoder's
+        forwards grouped by width (``AcceptRejectDecoder``; None: on a CPU)."""
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if (backend == "vllm") != isinstance(llm, VllmUpstream):
@@ -122,6 +124,7 @@ class AlignedGenerator:
         if horizon is not None:
             check_int("horizon", horizon, 0)
         self.horizon = horizon
+        self.ragged = ragged
         self.batch_size = batch_size
         self.kl = kl
         self.decision_delay_s = decision_delay_s  # testing knob: simulates a slower LLM
@@ -190,8 +193,10 @@ class AlignedGenerator:
         """Accept/reject episodes with the current actor (also used by the rollout workers,
         with ``greedy=False``); at most ``max_rows`` decoded at once, the rest joining as
         episodes end (``AcceptRejectDecoder.start``)."""
-        decoder_class = VllmAcceptRejectDecoder if self.backend == "vllm" else AcceptRejectDecoder
-        decoder = decoder_class(self.llm, self.sampling, self.kl, mode=self.mode)
+        if self.backend == "vllm":
+            decoder = VllmAcceptRejectDecoder(self.llm, self.sampling, self.kl, mode=self.mode)
+        else:
+            decoder = AcceptRejectDecoder(self.llm, self.sampling, self.kl, mode=self.mode, ragged=self.ragged)
         decoder.start(prompts, policy_version=policy_version, max_rows=max_rows)
         while decoder.has_pending():
             accept_prob, greedy = self._decision_rule(decoder)

@@ -17,10 +17,10 @@ from envs.mdp import candidate_sets, emission_probabilities
 PROMPTS = ["How can I bake bread?", "Tell me a joke.", "Why is the sky blue? Answer briefly please."]
 
 
-def run(llm, prompts, policy, mode, max_new_tokens=12, sampling=None):
+def run(llm, prompts, policy, mode, max_new_tokens=12, sampling=None, ragged=None):
     """Run episodes where ``policy(rng, n) -> actions`` decides."""
     sampling = sampling or SamplingConfig(max_new_tokens=max_new_tokens)
-    decoder = AcceptRejectDecoder(llm, sampling, mode=mode)
+    decoder = AcceptRejectDecoder(llm, sampling, mode=mode, ragged=ragged)
     decoder.start(prompts)
     rng = np.random.default_rng(0)
     while decoder.has_pending():
@@ -190,12 +190,12 @@ def test_lazy_mode_feeds_fewer_tokens_than_eager(tiny_llm):
     assert sum(r.forward_tokens for r in eager) > sum(r.forward_tokens for r in lazy)
 
 
-def run_scripted(llm, prompts, decisions, mode, sampling, max_rows=None, offsets=None):
+def run_scripted(llm, prompts, decisions, mode, sampling, max_rows=None, offsets=None, ragged=None):
     """Episodes where row i's j-th decision is ``decisions[(offsets[i] + j) % len(decisions)]``
     (offsets[i] = i by default): the same decisions per row in every mode and batching,
     whichever rows are waiting at each call."""
     offsets = offsets if offsets is not None else list(range(len(prompts)))
-    decoder = AcceptRejectDecoder(llm, sampling, mode=mode)
+    decoder = AcceptRejectDecoder(llm, sampling, mode=mode, ragged=ragged)
     decoder.start(prompts, max_rows=max_rows)
     made = [0] * len(prompts)
     while decoder.has_pending():
@@ -259,11 +259,48 @@ def test_continuous_batching_keeps_at_most_max_rows_in_the_cache(tiny_llm, monke
 @pytest.mark.parametrize("decisions", [[1], [0], [0, 1], [0, 0, 1, 1, 0], [0, 0, 0, 0, 0, 1]],
                          ids=["accept", "reject", "alternate", "mixed", "mostly-reject"])
 def test_every_mode_gives_identical_episodes_for_the_same_decisions(tiny_llm, decisions):
+    """Whether rows of different widths share one padded forward or get forwards of their own."""
     sampling = SamplingConfig(max_new_tokens=10, top_k=6)
-    runs = {mode: run_scripted(tiny_llm, PROMPTS, decisions, mode, sampling) for mode in MODES}
-    for mode, results in runs.items():
-        for a, b in zip(runs["lazy"], results):
-            assert_same_episodes(a, b, mode)
+    runs = {(mode, ragged): run_scripted(tiny_llm, PROMPTS, decisions, mode, sampling, ragged=ragged)
+            for mode in MODES for ragged in (False, True)}
+    for label, results in runs.items():
+        for a, b in zip(runs["lazy", False], results):
+            assert_same_episodes(a, b, str(label))
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "eager"])
+def test_rows_of_different_widths_feed_less_padding_in_forwards_of_their_own(tiny_llm, monkeypatch, mode):
+    """On a CPU (the default there) a step's rows are grouped by the tokens they feed: the same
+    episodes, with less padding fed, and each row still fed once per step."""
+    widths = []
+    forward = tiny_llm.forward
+
+    def recording(ids, *args):
+        widths.append(tuple(ids.shape))
+        return forward(ids, *args)
+
+    monkeypatch.setattr(tiny_llm, "forward", recording)
+    prompts = PROMPTS * 3
+    sampling = SamplingConfig(max_new_tokens=8, top_k=30, temperature=0.3)  # candidate sets of many sizes
+    fed = {}
+    for ragged in (False, True):
+        decoder = AcceptRejectDecoder(tiny_llm, sampling, mode=mode, ragged=ragged)
+        assert AcceptRejectDecoder(tiny_llm, sampling, mode=mode).ragged  # the tiny model runs on a CPU
+        decoder.start(prompts)
+        rng = np.random.default_rng(0)
+        widths.clear()
+        while decoder.has_pending():
+            decoder.apply(coin(rng, len(decoder.pending_rows())))
+        results = decoder.results()
+        fed[ragged] = (decoder.fed_tokens, decoder.forwards, results, list(widths))
+    padded, grouped = fed[False], fed[True]
+    for a, b in zip(padded[2], grouped[2]):
+        assert_same_episodes(a, b)
+    assert grouped[0] < padded[0]  # fewer tokens fed, padding included
+    assert grouped[1] > padded[1]  # in more, narrower forwards
+    assert sum(r.forward_tokens for r in grouped[2]) == sum(r.forward_tokens for r in padded[2])
+    assert sorted(sum(r.forward_steps) for r in grouped[2]) == sorted(sum(r.forward_steps) for r in padded[2])
+    assert max(rows for rows, _ in grouped[3][1:]) <= len(prompts)
 
 
 @pytest.mark.parametrize("policy", [always_accept, always_reject, coin], ids=["accept", "reject", "coin"])
@@ -295,7 +332,7 @@ def test_rows_advance_in_lockstep_one_forward_per_position(tiny_llm, monkeypatch
 
         monkeypatch.setattr(tiny_llm, name, counted)
     sampling = SamplingConfig(max_new_tokens=12, temperature=0.3)  # many single-candidate positions
-    results = run(tiny_llm, PROMPTS, always_accept, mode, sampling=sampling)
+    results = run(tiny_llm, PROMPTS, always_accept, mode, sampling=sampling, ragged=False)
     longest = max(len(r.response_ids) for r in results)
     # Both kinds of position occurred: with a decision, and with a single candidate.
     assert 0 < sum(len(r.accepted_positions) for r in results) < sum(len(r.response_ids) for r in results)
