@@ -1,7 +1,7 @@
 """Aligned generation speed against plain transformers decoding, measured in one run.
 
     python benchmarks/bench_generation.py [--prompts 20] [--max-new-tokens 64] [--batch-sizes 10,32]
-                                          [--repeats 3] [--threads 1]
+                                          [--repeats 3] [--threads 1] [--agents first,coin,untrained]
 
 On the embedded SmolLM2-135M-Instruct (CPU, float32), the same prompts and token budget:
 - tokens/s of plain transformers greedy ``generate`` (the baseline, ratio 1.0), through
@@ -94,6 +94,9 @@ def main() -> None:
     # 1 by default: on a shared 2-core machine a second OpenMP thread spin-waits for a
     # busy core; pass --threads 2 on an idle machine.
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--agents", default="first,coin,untrained",
+                        help="comma-separated agents to measure: first (accepts the first candidate), coin "
+                             "(p = 0.5, sampled), untrained")
     parser.add_argument("--worker-only", action="store_true",
                         help="measure only the rollout worker with and without continuous batching")
     args = parser.parse_args()
@@ -108,6 +111,8 @@ def main() -> None:
     agents = {"first-candidate agent": (first_candidate_actor(llm.hidden_size), True),
               "p=0.5 agent (sampled)": (coin_actor(llm.hidden_size), False),
               "untrained agent": (Actor(state_dim=llm.hidden_size), True)}
+    chosen = {"first": "first-candidate agent", "coin": "p=0.5 agent (sampled)", "untrained": "untrained agent"}
+    agents = {chosen[a]: agents[chosen[a]] for a in args.agents.split(",")}
     baseline_tokens = count_generated_tokens(llm)
     for batch in [] if args.worker_only else batch_sizes:
         generators = {BASELINE: AlignedGenerator(llm, agents["first-candidate agent"][0], sampling=sampling,
@@ -116,8 +121,8 @@ def main() -> None:
             for mode in ("hybrid", "lazy", "eager"):
                 generators[f"MARA {mode}, {agent_name}"] = AlignedGenerator(
                     llm, actor, sampling=sampling, mode=mode, greedy=greedy, batch_size=batch)
-        for mode in ("hybrid", "eager"):  # before rows were grouped by width: one padded forward a step
-            actor, greedy = agents["p=0.5 agent (sampled)"]
+        for mode in ("hybrid", "eager") if "p=0.5 agent (sampled)" in agents else ():
+            actor, greedy = agents["p=0.5 agent (sampled)"]  # before rows were grouped by width: one padded forward
             generators[f"MARA {mode}, p=0.5, one padded forward"] = AlignedGenerator(
                 llm, actor, sampling=sampling, mode=mode, greedy=greedy, batch_size=batch, ragged=False)
         measure(generators, prompts, baseline_tokens, args.repeats, batch)

@@ -7,9 +7,10 @@ An agent trained by SAC is a stochastic policy; whether its answers are better w
 decisions sampled (as in training) or thresholded at pi(accept) = 0.5 is measured with
 ``mara eval --decisions ...``. The recommendation is stored in the file's metadata and is
 what ``mara generate``, ``mara eval`` and ``mara serve`` use by default (``--decisions agent``).
-So is the horizon: an agent trained on episodes of N tokens has never seen a state past
-them; with ``--recommend-horizon N`` it decides the first N tokens of an answer and the
-upstream's own sampling the rest (``--horizon`` of those commands).
+So is the horizon: an agent trained on episodes of N tokens (its metadata's
+``episode_tokens``) has never seen a state past them; with ``--recommend-horizon N`` it
+decides the first N tokens of an answer and the upstream's own sampling the rest
+(``--horizon`` of those commands).
 """
 
 from __future__ import annotations

@@ -441,6 +441,7 @@ def test_launch_py_runs_end_to_end(tiny_llm_path, tmp_path):
     assert json.loads(meta["reward"]) == [{"kind": "function", "path": "rewards.examples:word_count",
                                            "weight": 1.0}]
     assert int(meta["episodes"]) == summary["episodes"] and meta["run"] == "smoke"
+    assert int(meta["episode_tokens"]) == yaml.safe_load(config.read_text())["sampling"]["max_new_tokens"]
     # Every scored episode's reward is in metrics.jsonl: the learning curve.
     rewards = episode_rewards(run_dir)
     assert 0 < len(rewards) <= summary["episodes"] and np.isfinite(rewards).all()
