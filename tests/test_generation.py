@@ -142,6 +142,8 @@ def test_shipped_agent_is_the_default_for_smollm2(smollm2_path):
         gen = AlignedGenerator.from_paths(model=str(smollm2_path), device="cpu",
                                           sampling=SamplingConfig(max_new_tokens=4))
     assert gen.agent_path == str(SHIPPED_AGENT)
+    # It decides as far as its training episodes went, as its file recommends.
+    assert gen.horizon == int(meta["horizon"]) == int(meta["episode_tokens"]) and gen.greedy == (meta["decisions"] == "greedy")
     shipped = load_agent(SHIPPED_AGENT)
     for name, tensor in shipped.state_dict().items():
         assert torch.equal(gen.actor.state_dict()[name], tensor), name
