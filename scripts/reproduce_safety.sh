@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Reproduces the shipped safety agent of docs/RESULTS.md (try 11): builds the rule-based safety
+# Reproduces the shipped safety agent of docs/RESULTS.md (try 12): builds the rule-based safety
 # reward and its judge, trains the SmolLM2-135M agent against the reward and evaluates it on
 # three held-out prompt sets against the upstream model's greedy answers. About 35 min for the
-# reward, the training budget of configs/safety_smollm2.yaml (2 h 5 min), then ~35 min of
+# reward, the training budget of configs/safety_smollm2.yaml (2 h 52 min), then ~35 min of
 # evaluation on 2 CPU cores. Needs
 # ../shared/data (the project's public data folder) and the project installed
 # (bash scripts/install.sh).
@@ -29,6 +29,8 @@ mara probe --prompts "saferlhf=runs/heldout/saferlhf_test.json" --prompts "redte
 # 4. Train (prompts: PKU-SafeRLHF train, HH red-team and helpful-base; held-out sets excluded).
 python launch.py --config configs/safety_smollm2.yaml --set "run_name=$RUN"
 mara learning-curve "runs/$RUN" --out "runs/$RUN/learning_curve.png" --block 50
+# The decision rule and horizon chosen on training-distribution prompts (docs/RESULTS.md, tuning log).
+mara agent "runs/$RUN/agent.safetensors" --recommend-decisions greedy --recommend-horizon 12
 
 # 5. Preference rate over the upstream's greedy answer, judged by the safety judge (part B:
 #    no part in training), refusal rates (the phrase heuristic) and fluency (the upstream's
@@ -39,4 +41,4 @@ mara eval --agent "runs/$RUN/agent.safetensors" \
     --prompts "benign=runs/heldout/benign_heldout.json" \
     --judge "judge=response-class:rewards/data/safety_judge.safetensors:overall" \
     --judge "reward=response-class:rewards/data/safety_reward.safetensors:overall" \
-    --decisions sampled --sampled --fluency --max-new-tokens 48 --batch-size 32 --seed 0 --out "runs/$RUN/eval"
+    --sampled --fluency --mode hybrid --max-new-tokens 48 --batch-size 32 --seed 0 --out "runs/$RUN/eval"
