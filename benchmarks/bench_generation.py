@@ -18,7 +18,7 @@ On the embedded SmolLM2-135M-Instruct (CPU, float32), the same prompts and token
 - a rollout worker's transitions/s with and without continuous batching: the p=0.5 agent
   on ``2 x rows`` prompts, decoded as two calls of ``rows`` episodes each (the batch shrinks
   as answers end) against one call whose ``rows`` rows are refilled as answers end
-  (``rollout.batch_rows``), in lazy mode (the workers' default before) and hybrid mode.
+  (``rollout.batch_rows``), in lazy mode (the workers' default) and hybrid mode.
 
 The configurations are measured in turns, ``--repeats`` times, and each ratio is taken
 between the summed times of the same rounds, so that a change of load on a shared
@@ -121,10 +121,10 @@ def main() -> None:
             for mode in ("hybrid", "lazy", "eager"):
                 generators[f"MARA {mode}, {agent_name}"] = AlignedGenerator(
                     llm, actor, sampling=sampling, mode=mode, greedy=greedy, batch_size=batch)
-        for mode in ("hybrid", "eager") if "p=0.5 agent (sampled)" in agents else ():
-            actor, greedy = agents["p=0.5 agent (sampled)"]  # before rows were grouped by width: one padded forward
+        coin = agents.get("p=0.5 agent (sampled)")
+        for mode in ("hybrid", "eager") if coin else ():  # as before rows were grouped by width
             generators[f"MARA {mode}, p=0.5, one padded forward"] = AlignedGenerator(
-                llm, actor, sampling=sampling, mode=mode, greedy=greedy, batch_size=batch, ragged=False)
+                llm, coin[0], sampling=sampling, mode=mode, greedy=coin[1], batch_size=batch, ragged=False)
         measure(generators, prompts, baseline_tokens, args.repeats, batch)
     measure_continuous_batching(llm, coin_actor(llm.hidden_size), sampling, args.prompts, max(batch_sizes),
                                 args.repeats)

@@ -62,7 +62,8 @@ def generator_from_args(args: argparse.Namespace, seed: int = 0):
     return AlignedGenerator.from_paths(
         agent=args.agent, model=args.model, dtype=args.dtype, device=args.device,
         backend=args.backend, vllm=_engine_config(args.vllm),
-        sampling=sampling, mode=args.mode, decisions=args.decisions, horizon=args.horizon, batch_size=args.batch_size, seed=seed,
+        sampling=sampling, mode=args.mode, decisions=args.decisions, horizon=args.horizon,
+        batch_size=args.batch_size, seed=seed,
     )
 
 

@@ -62,7 +62,8 @@ def settings_from_args(args: argparse.Namespace):
     return ServeSettings(
         agent=args.agent, model=args.model, host=args.host, port=args.port, replicas=args.replicas,
         autoscale=autoscale, num_cpus=args.num_cpus, num_gpus=args.num_gpus, max_rows=args.max_rows,
-        batch_wait_s=args.batch_wait_s, admission=args.admission, decisions=args.decisions, horizon=args.horizon, mode=args.mode,
+        batch_wait_s=args.batch_wait_s, admission=args.admission, decisions=args.decisions,
+        horizon=args.horizon, mode=args.mode,
         sampling=SamplingConfig(args.temperature, args.top_k, args.top_p, args.max_tokens),
         dtype=args.dtype, device=args.device)
 

@@ -124,10 +124,10 @@ def resolve_horizon(horizon: str | int | None, agent: str | Path | None) -> int 
         recommended = read_agent_metadata(agent).get("horizon", ALL_TOKENS)
         try:
             horizon = parse_horizon(recommended)
+            if horizon == AGENT_HORIZON:  # a file cannot defer to itself
+                raise ValueError(recommended)
         except ValueError as err:
             raise AgentFileError(f"agent file {agent} recommends an unknown horizon {recommended!r}") from err
-        if horizon == AGENT_HORIZON:
-            raise AgentFileError(f"agent file {agent} recommends an unknown horizon {recommended!r}")
     return None if horizon == ALL_TOKENS else horizon
 
 

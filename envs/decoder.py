@@ -711,12 +711,15 @@ def append_kv(cache, groups: list[tuple[list[int], object]], past: int) -> None:
     (``rows`` of ``cache``, their own cache after a forward), the slots that forward added."""
     layers = [_filled_layers(group_cache) for _, group_cache in groups]
     width = max(group[0].keys.shape[2] for group in layers) - past
-    for i, layer in enumerate(_filled_layers(cache)):
+    filled = _filled_layers(cache)
+    device = filled[0].keys.device
+    indices = [torch.tensor(rows, device=device) for rows, _ in groups]
+    for i, layer in enumerate(filled):
         for name in ("keys", "values"):
             grown = F.pad(getattr(layer, name), (0, 0, 0, width))
-            for (rows, _), group in zip(groups, layers):
+            for index, group in zip(indices, layers):
                 added = getattr(group[i], name)[:, :, past:]
-                grown[torch.tensor(rows, device=grown.device), :, past:past + added.shape[2]] = added
+                grown[index, :, past:past + added.shape[2]] = added
             setattr(layer, name, grown)
 
 

@@ -262,8 +262,8 @@ class ServingEngine:
         accept_prob = self.decoder.pending_reference_accept()
         # Past the agent's horizon an aligned answer, too, takes the upstream's own decision.
         horizon = self.generator.horizon
-        aligned = [i for i, (c, r) in enumerate(zip(choices, rows)) if c.submission.model == ALIGNED
-                   and (horizon is None or len(r.response_ids) < horizon)]
+        within = self.decoder.pending_positions() < (np.inf if horizon is None else horizon)
+        aligned = [i for i, c in enumerate(choices) if c.submission.model == ALIGNED and within[i]]
         if aligned:
             states = self.decoder.pending_states()[aligned].to(self.llm.device)
             with torch.no_grad():
