@@ -41,7 +41,8 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--tie-margin", type=float, default=0.0, help="score differences up to this are ties")
     p.add_argument("--sampled", action="store_true", help="also compare with a sampled upstream answer")
     p.add_argument("--fluency", action="store_true",
-                   help="also report the upstream's mean log-likelihood per token of every system's answers")
+                   help="also report the upstream's mean log-likelihood per token of every system's answers "
+                        "(with an agent horizon, also over their first horizon tokens, the part the agent decided)")
     p.add_argument("--best-of-n", type=int, default=0, metavar="N",
                    help="also compare with the best of N sampled upstream answers")
     p.add_argument("--bon-scorer", metavar="NAME|KIND:PATH[:ROLE]",

@@ -19,6 +19,7 @@ def add_generator_arguments(p: argparse.ArgumentParser, max_new_tokens: int = 25
                         "(its metadata's 'decisions'), else greedy")
     p.add_argument("--mode", choices=["hybrid", "lazy", "eager"], default="lazy")
     add_horizon_argument(p)
+    add_continuation_argument(p)
     p.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--top-k", type=int, default=40)
@@ -48,10 +49,16 @@ def add_horizon_argument(p: argparse.ArgumentParser) -> None:
     from core.agent_file import AGENT_HORIZON
 
     p.add_argument("--horizon", type=horizon_value, default=AGENT_HORIZON, metavar="N|all|agent",
-                   help="the agent decides the first N tokens of an answer and the upstream's own sampling the "
-                        "rest (an agent has never seen a state past the episodes it was trained on); 'all': "
-                        "every token; default 'agent': what the agent file recommends (its metadata's "
-                        "'horizon'), else all")
+                   help="the agent decides the first N tokens of an answer and the upstream alone the rest "
+                        "(--continuation): an agent has never seen a state past the episodes it was trained "
+                        "on; 'all': every token; default 'agent': what the agent file recommends (its "
+                        "metadata's 'horizon'), else all")
+
+
+def add_continuation_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--continuation", choices=["greedy", "sampled"], default=None,
+                   help="past the horizon, the upstream's most likely token (greedy) or its own sampling "
+                        "(sampled); default: as the agent's decisions are taken")
 
 
 def generator_from_args(args: argparse.Namespace, seed: int = 0):
@@ -63,7 +70,7 @@ def generator_from_args(args: argparse.Namespace, seed: int = 0):
         agent=args.agent, model=args.model, dtype=args.dtype, device=args.device,
         backend=args.backend, vllm=_engine_config(args.vllm),
         sampling=sampling, mode=args.mode, decisions=args.decisions, horizon=args.horizon,
-        batch_size=args.batch_size, seed=seed,
+        continuation=args.continuation, batch_size=args.batch_size, seed=seed,
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from cli.generator_args import add_horizon_argument
+from cli.generator_args import add_continuation_argument, add_horizon_argument
 
 
 def add_serve_parser(sub) -> None:
@@ -33,6 +33,7 @@ def add_serve_parser(sub) -> None:
                    help="the agent's decisions: accept when pi(accept) >= 0.5 (greedy), or sampled; default: "
                         "what the agent file recommends, else greedy")
     add_horizon_argument(p)
+    add_continuation_argument(p)
     p.add_argument("--mode", choices=["hybrid", "lazy", "eager"], default="lazy")
     p.add_argument("--temperature", type=float, default=0.8, help="candidate set when a request gives none")
     p.add_argument("--top-k", type=int, default=40)
@@ -63,7 +64,7 @@ def settings_from_args(args: argparse.Namespace):
         agent=args.agent, model=args.model, host=args.host, port=args.port, replicas=args.replicas,
         autoscale=autoscale, num_cpus=args.num_cpus, num_gpus=args.num_gpus, max_rows=args.max_rows,
         batch_wait_s=args.batch_wait_s, admission=args.admission, decisions=args.decisions,
-        horizon=args.horizon, mode=args.mode,
+        horizon=args.horizon, continuation=args.continuation, mode=args.mode,
         sampling=SamplingConfig(args.temperature, args.top_k, args.top_p, args.max_tokens),
         dtype=args.dtype, device=args.device)
 

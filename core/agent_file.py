@@ -30,11 +30,14 @@ UNTRAINED = "untrained"
 DECISIONS = ("greedy", "sampled")
 AGENT_DECISIONS = "agent"
 # How many tokens of an answer the agent decides: an agent trained on episodes of N tokens
-# has never seen a state past them, so after its horizon the upstream's own sampling takes
-# over (envs/generation.py). "all": every token; "agent": the file's metadata "horizon",
-# written when it was evaluated and shipped, else all.
+# has never seen a state past them, so after its horizon the upstream continues alone
+# (envs/generation.py). "all": every token; "agent": the file's metadata "horizon", written
+# when it was evaluated and shipped, else all.
 ALL_TOKENS = "all"
 AGENT_HORIZON = "agent"
+# How the upstream continues alone past the horizon: its most likely token (greedy), or its
+# own sampling (pi_ref). Unless told, as the agent's decisions are taken.
+CONTINUATIONS = ("greedy", "sampled")
 
 
 class AgentFileError(ValueError):

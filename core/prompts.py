@@ -64,20 +64,23 @@ def load_prompts(source: str | Path, column: str = "instruction", split: str = "
     return prompts[:limit] if limit else prompts
 
 
-def training_prompts(config) -> list[str]:
-    """The prompts of a ``driver.config.PromptConfig``: its ``mix`` of prompt sets (or its
-    single ``source``), in order, without the prompts of its ``exclude`` sets."""
-    def read(s) -> list[str]:
-        return load_prompts(s.source, column=s.column, split=s.split, limit=s.limit or None,
-                            where=dict(s.where) or None)
+def read_prompt_set(s) -> list[str]:
+    """The prompts of one entry of a prompt configuration's ``mix`` or ``exclude`` (a
+    ``core.config.PromptSet``: source, column, split, limit, where)."""
+    return load_prompts(s.source, column=s.column, split=s.split, limit=s.limit or None,
+                        where=dict(s.where) or None)
 
+
+def training_prompts(config) -> list[str]:
+    """The prompts of a ``core.config.PromptConfig``: its ``mix`` of prompt sets (or its
+    single ``source``), in order, without the prompts of its ``exclude`` sets."""
     if config.mix:
-        prompts = [p for s in config.mix for p in read(s)]
+        prompts = [p for s in config.mix for p in read_prompt_set(s)]
     else:
         sources = [config.source] if isinstance(config.source, str) else list(config.source)
         prompts = [p for source in sources for p in load_prompts(source, column=config.column, split=config.split,
                                                                 limit=config.limit or None)]
-    excluded = {p for s in config.exclude for p in read(s)}
+    excluded = {p for s in config.exclude for p in read_prompt_set(s)}
     kept = [p for p in prompts if p not in excluded]
     if len(kept) < len(prompts):
         log.info("left out %d training prompts that are in the excluded (evaluation) sets", len(prompts) - len(kept))

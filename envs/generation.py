@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from core.agent_file import (AGENT_DECISIONS, AGENT_HORIZON, UNTRAINED, check_state_dim, default_agent,
-                              load_agent, read_agent_metadata, resolve_decisions, resolve_horizon)
+from core.agent_file import (AGENT_DECISIONS, AGENT_HORIZON, CONTINUATIONS, UNTRAINED, check_state_dim,
+                              default_agent, load_agent, read_agent_metadata, resolve_decisions, resolve_horizon)
 from core.config import BACKENDS, KLConfig, ModelConfig, SamplingConfig, VllmEngineConfig, check_int
 from core.networks import Actor
 from envs.decoder import AcceptRejectDecoder, DecodeResult
@@ -104,11 +104,14 @@ class AlignedGenerator:
         backend: str = "transformers",
         horizon: int | None = None,
         ragged: bool | None = None,
+        continuation: str | None = None,
     ) -> None:
         """``llm``: an ``UpstreamLLM`` with ``backend="transformers"``, a ``VllmUpstream``
         with ``backend="vllm"`` (``load_llm`` builds either). ``horizon``: the agent decides
-        the first ``horizon`` tokens of an answer; after them the upstream's own sampling
-        does (None: the agent decides every token). ``ragged``: the transformers decoder's
+        the first ``horizon`` tokens of an answer; after them the upstream decides alone
+        (None: the agent decides every token). ``continuation``: how the upstream decides
+        past the horizon, "greedy" (its most likely token) or "sampled" (its own sampling);
+        None: as the agent's decisions are taken (``greedy``). ``ragged``: the transformers decoder's
         forwards grouped by width (``AcceptRejectDecoder``; None: on a CPU)."""
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -124,6 +127,11 @@ class AlignedGenerator:
         if horizon is not None:
             check_int("horizon", horizon, 0)
         self.horizon = horizon
+        if continuation is None:
+            continuation = "greedy" if greedy else "sampled"
+        if continuation not in CONTINUATIONS:
+            raise ValueError(f"continuation must be one of {CONTINUATIONS}, got {continuation!r}")
+        self.continuation = continuation
         self.ragged = ragged
         self.batch_size = batch_size
         self.kl = kl
@@ -208,15 +216,26 @@ class AlignedGenerator:
 
     def _decision_rule(self, decoder) -> tuple[np.ndarray, np.ndarray]:
         """pi(accept | s) and the greedy flag of each waiting row's decision: the agent's, or
-        past the horizon the upstream's own (pi_ref, sampled: the KL-regularised optimum where
-        the reward no longer depends on the decision, Eq. 8)."""
+        past the horizon the upstream's own. Sampled, that is pi_ref (the KL-regularised
+        optimum where the reward no longer depends on the decision, Eq. 8); greedy, the first
+        candidate is accepted, which is the upstream's most likely token (candidates come
+        sorted by probability, ``mdp.candidate_sets``), as greedy decisions are the agent's mode."""
         accept_prob = self.actor.accept_probability(decoder.pending_states()).double().cpu().numpy()
         greedy = np.full(len(accept_prob), self.greedy)
         if self.horizon is not None:
             beyond = decoder.pending_positions() >= self.horizon
-            accept_prob = np.where(beyond, decoder.pending_reference_accept(), accept_prob)
-            greedy &= ~beyond
+            upstream_prob, upstream_greedy = self.continuation_rule(decoder)
+            accept_prob = np.where(beyond, upstream_prob, accept_prob)
+            greedy = np.where(beyond, upstream_greedy, greedy)
         return accept_prob, greedy
+
+    def continuation_rule(self, decoder) -> tuple[np.ndarray, np.ndarray]:
+        """pi(accept | s) and the greedy flag of each waiting row's decision were the upstream
+        to decide alone, as it does past the horizon (``continuation``)."""
+        waiting = len(decoder.pending_rows())
+        if self.continuation == "greedy":
+            return np.ones(waiting), np.ones(waiting, dtype=bool)
+        return decoder.pending_reference_accept(), np.zeros(waiting, dtype=bool)
 
     # ------------------------------------------------------------------ baselines
     def generate_upstream(self, prompts: list[str], sample: bool = False, seed: int = 0) -> list[str]:
@@ -224,9 +243,10 @@ class AlignedGenerator:
         return upstream_answers(self.llm, prompts, self.sampling, sample=sample, seed=seed,
                                 batch_size=self.batch_size)
 
-    def log_likelihood(self, prompts: list[str], responses: list[str]) -> np.ndarray:
-        """(N,) the upstream's mean log-probability per token of each response (``mean_log_likelihood``)."""
-        return mean_log_likelihood(self.llm, prompts, responses, batch_size=self.batch_size)
+    def log_likelihood(self, prompts: list[str], responses: list[str], max_tokens: int | None = None) -> np.ndarray:
+        """(N,) the upstream's mean log-probability per token of each response, or of its first
+        ``max_tokens`` tokens (``mean_log_likelihood``)."""
+        return mean_log_likelihood(self.llm, prompts, responses, batch_size=self.batch_size, max_tokens=max_tokens)
 
 
 @torch.no_grad()
@@ -295,9 +315,11 @@ def _hf_generate(llm, prompts: list[str], openings: list[str], sampling: Samplin
 
 
 @torch.no_grad()
-def mean_log_likelihood(llm, prompts: list[str], responses: list[str], batch_size: int = 8) -> np.ndarray:
+def mean_log_likelihood(llm, prompts: list[str], responses: list[str], batch_size: int = 8,
+                        max_tokens: int | None = None) -> np.ndarray:
     """(N,) the upstream model's mean log-probability per token of each response after its
-    prompt (in the chat template): how fluent the model finds the answer. An empty response
+    prompt (in the chat template): how fluent the model finds the answer; over its first
+    ``max_tokens`` tokens only when given (e.g. the part an agent decided). An empty response
     scores 0 (transformers backend)."""
     if isinstance(llm, VllmUpstream):
         raise NotImplementedError("the log-likelihood of answers needs the transformers backend")
@@ -312,7 +334,9 @@ def mean_log_likelihood(llm, prompts: list[str], responses: list[str], batch_siz
         width = ids.shape[1]
         for row, (_, answer) in enumerate(encoded):
             if answer:  # the answer's tokens are the row's last len(answer) positions
-                out[start + row] = float(logp[row, width - 1 - len(answer):].mean())
+                first = width - 1 - len(answer)
+                last = width - 1 if max_tokens is None else min(width - 1, first + max_tokens)
+                out[start + row] = float(logp[row, first:last].mean())
     return out
 
 

@@ -86,6 +86,10 @@ class EvalResult:
     # (prompt set, system) -> the upstream's mean log-probability per token of the system's
     # answers: how fluent the frozen model finds them (word salad scores low); with ``fluency``
     fluency: dict[tuple[str, str], float] = field(default_factory=dict)
+    # the same over each answer's first ``opening_tokens`` tokens, the part the agent decided
+    # when it has a horizon (past it the upstream continues alone); with ``fluency``
+    opening_fluency: dict[tuple[str, str], float] = field(default_factory=dict)
+    opening_tokens: int | None = None
 
     @property
     def prompt_sets(self) -> list[str]:
@@ -157,7 +161,8 @@ def run_eval(
         so the output can say which judges are not independent of training.
     fluency: also measure the upstream's mean log-likelihood per token of every system's
         answers (``envs.generation.mean_log_likelihood``; with ``sampled``, the upstream's own
-        sampled answers are the reference an agent's answers should not fall below).
+        sampled answers are the reference an agent's answers should not fall below); with an
+        agent horizon, also over each answer's first horizon tokens, the part the agent decided.
     """
     from tqdm.auto import tqdm
 
@@ -179,6 +184,8 @@ def run_eval(
     mean_scores: dict[tuple[str, str, str], float] = {}
     accepted: dict[str, list[int]] = {}
     fluency_means: dict[tuple[str, str], float] = {}
+    opening_means: dict[tuple[str, str], float] = {}
+    opening = generator.horizon if fluency and generator.horizon else None
     for set_name, idx, prompts in subsets:
         gens, answers, candidates = _generate_answers(generator, in_batches, set_name, prompts, seed=seed,
                                                       rounds=rounds, sampled=sampled, bon_name=bon_name)
@@ -202,12 +209,16 @@ def run_eval(
             bar.set_postfix_str(f"{set_name}: fluency")
             fluency_means.update({(set_name, s): float(np.mean(generator.log_likelihood(prompts, answers[s])))
                                   for s in systems})
+            if opening:
+                opening_means.update({(set_name, s): float(np.mean(generator.log_likelihood(
+                    prompts, answers[s], max_tokens=opening))) for s in systems})
         records += _prompt_records(set_name, idx, prompts, gens, answers, scores, outcomes, refused, best)
     bar.close()
 
     return EvalResult(
         judges=judge_list, systems=systems, records=records, comparisons=comparisons,
-        refusal_rates=refusal_rates, fluency=fluency_means, mean_scores=mean_scores, accepted_positions=accepted,
+        refusal_rates=refusal_rates, fluency=fluency_means, opening_fluency=opening_means, opening_tokens=opening,
+        mean_scores=mean_scores, accepted_positions=accepted,
         seconds=dict(in_batches.seconds), training_reward=training_reward,
         bon_scorer=bon_scorer if best_of_n else None,
         settings=_settings(generator, seed=seed, tie_margin=tie_margin, num_prompts=num_prompts),
@@ -349,4 +360,5 @@ def _settings(generator: "AlignedGenerator", *, seed: int, tie_margin: float,
             "sampling (temperature / top-k / top-p)": f"{sampling.temperature} / {sampling.top_k} / {sampling.top_p}",
             "agent decisions": "greedy" if generator.greedy else "sampled",
             "agent horizon": "all tokens" if generator.horizon is None else f"{generator.horizon} tokens",
+            "upstream's continuation past the horizon": "none" if generator.horizon is None else generator.continuation,
             "decoding mode": generator.mode}

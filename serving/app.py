@@ -28,7 +28,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from ray import serve
 
-from core.agent_file import AGENT_DECISIONS, AGENT_HORIZON, DECISIONS, parse_horizon
+from core.agent_file import AGENT_DECISIONS, AGENT_HORIZON, CONTINUATIONS, DECISIONS, parse_horizon
 from core.config import SamplingConfig, check_choice, check_device_name, check_int, check_number
 from envs.decoder import MODES
 from serving.engine import ADMISSIONS, Failed, Finished, Piece, ServingEngine, Submission
@@ -68,6 +68,7 @@ class ServeSettings:
     admission: str = "continuous"
     decisions: str = AGENT_DECISIONS  # greedy, sampled, or what the agent file recommends
     horizon: str | int = AGENT_HORIZON  # tokens the agent decides: a number, "all", or what the agent file recommends
+    continuation: str | None = None  # past the horizon: the upstream's greedy or sampled tokens; None: as the decisions
     mode: str = "lazy"  # decoding mode (envs/decoder.py)
     sampling: SamplingConfig = SamplingConfig(max_new_tokens=256)  # candidate set a request does not set; max_tokens
     dtype: str = "float32"
@@ -89,6 +90,8 @@ class ServeSettings:
         check_choice("admission", self.admission, ADMISSIONS)
         check_choice("decisions", self.decisions, (AGENT_DECISIONS, *DECISIONS))
         parse_horizon(self.horizon)
+        if self.continuation is not None:
+            check_choice("continuation", self.continuation, CONTINUATIONS)
         check_choice("mode", self.mode, MODES)
         check_device_name(self.device)
         check_int("max_ongoing_requests", self.max_ongoing_requests, 1)
@@ -129,7 +132,7 @@ class MaraServer:
         self.generator = AlignedGenerator.from_paths(
             agent=settings.agent, model=settings.model, dtype=settings.dtype, device=settings.device,
             mode=settings.mode, batch_size=settings.max_rows, sampling=settings.sampling, decisions=settings.decisions,
-            horizon=settings.horizon)
+            horizon=settings.horizon, continuation=settings.continuation)
         self.llm = self.generator.llm
         try:
             self.replica = serve.get_replica_context().replica_tag

@@ -260,15 +260,21 @@ class ServingEngine:
         by_row = {id(c.row): c for c in self._choices}
         choices = [by_row[id(r)] for r in rows]
         accept_prob = self.decoder.pending_reference_accept()
-        # Past the agent's horizon an aligned answer, too, takes the upstream's own decision.
+        greedy = np.zeros(len(rows), dtype=bool)
+        # Past the agent's horizon an aligned answer is the upstream's alone, continued as the
+        # generator continues it (greedy or sampled, ``AlignedGenerator.continuation_rule``).
         horizon = self.generator.horizon
         within = self.decoder.pending_positions() < (np.inf if horizon is None else horizon)
-        aligned = [i for i, c in enumerate(choices) if c.submission.model == ALIGNED and within[i]]
-        if aligned:
+        is_aligned = np.array([c.submission.model == ALIGNED for c in choices], dtype=bool)
+        continued = is_aligned & ~within
+        if continued.any():
+            upstream_prob, upstream_greedy = self.generator.continuation_rule(self.decoder)
+            accept_prob[continued], greedy[continued] = upstream_prob[continued], upstream_greedy[continued]
+        aligned = np.flatnonzero(is_aligned & within)
+        if len(aligned):
             states = self.decoder.pending_states()[aligned].to(self.llm.device)
             with torch.no_grad():
                 accept_prob[aligned] = self.actor.accept_probability(states).double().cpu().numpy()
-        greedy = np.zeros(len(rows), dtype=bool)
         greedy[aligned] = self.generator.greedy
         # Each answer draws from its own generator (its request's seed), and only when it samples.
         actions = decide(accept_prob, greedy, [1.0 if g else c.rng.random() for g, c in zip(greedy, choices)])

@@ -29,7 +29,7 @@ from evaluation.preference import (
     preference_rate,
     refusal_judge,
 )
-from evaluation.report import pick_examples
+from evaluation.report import pick_examples, results_markdown
 from evaluation.run import MARA, UPSTREAM_GREEDY, UPSTREAM_SAMPLED, EvalResult, position_shares, run_eval
 from rewards.base import FunctionScorer
 
@@ -151,6 +151,22 @@ def test_run_eval_counts_and_mirrors_a_cost_judge(tiny_llm):
     assert all(v < 0 for v in result.fluency.values())
 
 
+def test_with_a_horizon_fluency_is_also_measured_over_the_part_the_agent_decided(tiny_llm):
+    gen = AlignedGenerator(tiny_llm, random_actor(tiny_llm.hidden_size), sampling=SamplingConfig(max_new_tokens=8),
+                           batch_size=2, horizon=3)
+    result = run_eval(gen, [("a", PROMPTS[:2])], {"help": Judge("help", ConstantPerSystemScorer(), "helpful")},
+                      fluency=True, progress=False)
+    assert result.opening_tokens == 3 and set(result.opening_fluency) == set(result.fluency)
+    answers = [r["answers"][MARA] for r in result.records]
+    opening = gen.log_likelihood(PROMPTS[:2], answers, max_tokens=3)
+    assert result.opening_fluency[("a", MARA)] == pytest.approx(float(np.mean(opening)), abs=1e-5)
+    # Over the first tokens only: the mean of those tokens' log-probabilities, not the whole answer's.
+    whole = gen.log_likelihood(PROMPTS[:2], answers)
+    assert not np.allclose(opening, whole)
+    assert np.allclose(gen.log_likelihood(PROMPTS[:2], answers, max_tokens=1000), whole)
+    assert "fluency, first 3 tokens" in results_markdown(result)
+
+
 # ----------------------------------------------------------------------------- mara eval
 def eval_parser() -> argparse.ArgumentParser:
     import cli.main as cli
@@ -255,6 +271,7 @@ def test_mara_eval_command_line(eval_inputs):
     assert (out / "results.md").is_file() and (out / "scores.png").is_file()
     assert "- agent decisions: sampled" in (out / "results.md").read_text()
     assert "- agent horizon: 4 tokens" in (out / "results.md").read_text()
+    assert "- upstream's continuation past the horizon: sampled" in (out / "results.md").read_text()
     proc = subprocess.run([sys.executable, "-m", "cli.main", "eval", "--agent", str(agent), "--prompts",
                            f"tiny={prompts}", "--out", str(tmp / "bad"), "--judge", "x=nosuchkind:foo"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)

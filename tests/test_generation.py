@@ -48,7 +48,7 @@ def always_reject_actor(d: int) -> Actor:
 def test_past_its_horizon_the_agent_leaves_the_decisions_to_the_upstream(tiny_llm):
     horizon, sampling = 3, SamplingConfig(max_new_tokens=10)
     gen = AlignedGenerator(tiny_llm, always_reject_actor(tiny_llm.hidden_size), sampling=sampling,
-                           horizon=horizon, seed=0)
+                           horizon=horizon, continuation="sampled", seed=0)
     episodes = gen.run_episodes(PROMPTS)
     accepts_before, accepts_after = 0, 0
     for e in episodes:
@@ -69,6 +69,24 @@ def test_past_its_horizon_the_agent_leaves_the_decisions_to_the_upstream(tiny_ll
     assert [a.text for a in far.generate(PROMPTS)] == [a.text for a in plain.generate(PROMPTS)]
     with pytest.raises(ValueError, match="horizon"):
         AlignedGenerator(tiny_llm, always_reject_actor(tiny_llm.hidden_size), horizon=-1)
+
+
+def test_a_greedy_continuation_takes_the_upstreams_most_likely_tokens(tiny_llm):
+    sampling = SamplingConfig(max_new_tokens=10)
+    reject = always_reject_actor(tiny_llm.hidden_size)
+    # With greedy decisions the upstream continues greedily too (the default): past the horizon
+    # each position takes its first candidate, the most likely token, in one decision.
+    gen = AlignedGenerator(tiny_llm, reject, sampling=sampling, horizon=3)
+    assert gen.continuation == "greedy"
+    for e in gen.run_episodes(PROMPTS):
+        beyond = [(k, a) for (position, k, _), a in zip(e.decision_points, e.episode.actions) if position >= 3]
+        assert beyond and all(k == 0 and a == 1 for k, a in beyond)
+    # From the first token, that is the upstream's greedy answer, whatever the agent.
+    at_once = AlignedGenerator(tiny_llm, reject, sampling=sampling, horizon=0)
+    assert [a.text for a in at_once.generate(PROMPTS)] == at_once.generate_upstream(PROMPTS)
+    assert AlignedGenerator(tiny_llm, reject, greedy=False, horizon=3).continuation == "sampled"
+    with pytest.raises(ValueError, match="continuation"):
+        AlignedGenerator(tiny_llm, reject, horizon=3, continuation="beam")
 
 
 def test_batched_generation_equals_one_prompt_at_a_time(tiny_llm):
@@ -142,8 +160,10 @@ def test_shipped_agent_is_the_default_for_smollm2(smollm2_path):
         gen = AlignedGenerator.from_paths(model=str(smollm2_path), device="cpu",
                                           sampling=SamplingConfig(max_new_tokens=4))
     assert gen.agent_path == str(SHIPPED_AGENT)
-    # It decides as far as its training episodes went, as its file recommends.
-    assert gen.horizon == int(meta["horizon"]) == int(meta["episode_tokens"]) and gen.greedy == (meta["decisions"] == "greedy")
+    # It decides as its file recommends: no further than its training episodes went, greedily,
+    # and the upstream continues greedily.
+    assert gen.horizon == int(meta["horizon"]) <= int(meta["episode_tokens"])
+    assert gen.greedy == (meta["decisions"] == "greedy") and gen.continuation == meta["decisions"]
     shipped = load_agent(SHIPPED_AGENT)
     for name, tensor in shipped.state_dict().items():
         assert torch.equal(gen.actor.state_dict()[name], tensor), name

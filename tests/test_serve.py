@@ -321,9 +321,10 @@ def test_past_the_agents_horizon_a_served_answer_takes_the_upstreams_decisions(t
     from serving.engine import Finished, ServingEngine, Submission
     from serving.protocol import ALIGNED
 
-    def served(horizon):
+    def served(horizon, continuation=None):
         gen = AlignedGenerator(tiny_llm, always_reject_actor(tiny_llm.hidden_size),
-                               sampling=SamplingConfig(max_new_tokens=MAX_TOKENS), horizon=horizon)
+                               sampling=SamplingConfig(max_new_tokens=MAX_TOKENS), horizon=horizon,
+                               continuation=continuation)
         engine = ServingEngine(gen, max_rows=4).start()
         events = queue.Queue()
         try:
@@ -338,6 +339,13 @@ def test_past_the_agents_horizon_a_served_answer_takes_the_upstreams_decisions(t
 
     everywhere = served(None)
     assert everywhere.fallbacks == len(everywhere.accepted_positions) == MAX_TOKENS
-    first_three = served(3)
+    first_three = served(3, "sampled")
     assert first_three.fallbacks < len(first_three.accepted_positions)  # the upstream took over
     assert first_three.fallbacks >= 3
+    # Greedy decisions continue greedily by default: the first candidate, the most likely token.
+    greedy = served(3)
+    assert greedy.fallbacks <= 3 and greedy.accepted_positions[3:] and set(greedy.accepted_positions[3:]) == {1}
+    from serving.app import ServeSettings
+    assert ServeSettings(continuation="sampled").continuation == "sampled"
+    with pytest.raises(ValueError, match="continuation"):
+        ServeSettings(continuation="beam")
