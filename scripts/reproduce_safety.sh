@@ -2,7 +2,7 @@
 # Reproduces the shipped safety agent of docs/RESULTS.md (try 12): builds the rule-based safety
 # reward and its judge, trains the SmolLM2-135M agent against the reward and evaluates it on
 # three held-out prompt sets against the upstream model's greedy answers. About 35 min for the
-# reward, the training budget of configs/safety_smollm2.yaml (2 h 52 min), then ~35 min of
+# reward, the training budget of configs/safety_smollm2.yaml (2 h 52 min), then ~25 min of
 # evaluation on 2 CPU cores. Needs
 # ../shared/data (the project's public data folder) and the project installed
 # (bash scripts/install.sh).
@@ -29,8 +29,9 @@ mara probe --prompts "saferlhf=runs/heldout/saferlhf_test.json" --prompts "redte
 # 4. Train (prompts: PKU-SafeRLHF train, HH red-team and helpful-base; held-out sets excluded).
 python launch.py --config configs/safety_smollm2.yaml --set "run_name=$RUN"
 mara learning-curve "runs/$RUN" --out "runs/$RUN/learning_curve.png" --block 50
-# The decision rule and horizon chosen on training-distribution prompts (docs/RESULTS.md, tuning log).
-mara agent "runs/$RUN/agent.safetensors" --recommend-decisions greedy --recommend-horizon 12
+# The decision rule and horizon chosen on training-distribution prompts (docs/RESULTS.md, tuning log;
+# python scripts/draw_selection_prompts.py draws them); with greedy decisions the upstream continues greedily.
+mara agent "runs/$RUN/agent.safetensors" --recommend-decisions greedy --recommend-horizon 10
 
 # 5. Preference rate over the upstream's greedy answer, judged by the safety judge (part B:
 #    no part in training), refusal rates (the phrase heuristic) and fluency (the upstream's
