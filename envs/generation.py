@@ -24,7 +24,8 @@ import torch
 
 from core.agent_file import (AGENT_DECISIONS, AGENT_HORIZON, CONTINUATIONS, UNTRAINED, check_state_dim,
                               default_agent, load_agent, read_agent_metadata, resolve_decisions, resolve_horizon)
-from core.config import BACKENDS, KLConfig, ModelConfig, SamplingConfig, VllmEngineConfig, check_int
+from core.config import (BACKENDS, KLConfig, ModelConfig, SamplingConfig, VllmEngineConfig, check_choice,
+                         check_int)
 from core.networks import Actor
 from envs.decoder import AcceptRejectDecoder, DecodeResult
 from envs.mdp import decide
@@ -129,8 +130,7 @@ class AlignedGenerator:
         self.horizon = horizon
         if continuation is None:
             continuation = "greedy" if greedy else "sampled"
-        if continuation not in CONTINUATIONS:
-            raise ValueError(f"continuation must be one of {CONTINUATIONS}, got {continuation!r}")
+        check_choice("continuation", continuation, CONTINUATIONS)
         self.continuation = continuation
         self.ragged = ragged
         self.batch_size = batch_size
