@@ -248,6 +248,10 @@ class AlignedGenerator:
         ``max_tokens`` tokens (``mean_log_likelihood``)."""
         return mean_log_likelihood(self.llm, prompts, responses, batch_size=self.batch_size, max_tokens=max_tokens)
 
+    def token_log_probs(self, prompts: list[str], responses: list[str]) -> list[torch.Tensor]:
+        """The upstream's log-probability of every token of each response (``answer_token_log_probs``)."""
+        return answer_token_log_probs(self.llm, prompts, responses, batch_size=self.batch_size)
+
 
 @torch.no_grad()
 def upstream_answers(llm, prompts: list[str], sampling: SamplingConfig, sample: bool = False, seed: int = 0,
@@ -314,16 +318,29 @@ def _hf_generate(llm, prompts: list[str], openings: list[str], sampling: Samplin
             for (_, opening), row in zip(encoded, out)]
 
 
-@torch.no_grad()
 def mean_log_likelihood(llm, prompts: list[str], responses: list[str], batch_size: int = 8,
                         max_tokens: int | None = None) -> np.ndarray:
     """(N,) the upstream model's mean log-probability per token of each response after its
     prompt (in the chat template): how fluent the model finds the answer; over its first
     ``max_tokens`` tokens only when given (e.g. the part an agent decided). An empty response
     scores 0 (transformers backend)."""
+    return mean_per_token(answer_token_log_probs(llm, prompts, responses, batch_size), max_tokens)
+
+
+def mean_per_token(token_log_probs: list[torch.Tensor], max_tokens: int | None = None) -> np.ndarray:
+    """(N,) each response's mean over its first ``max_tokens`` token log-probabilities (all
+    when None; ``answer_token_log_probs``), 0 for an empty response."""
+    return np.array([float(lp[:max_tokens].mean()) if len(lp) else 0.0 for lp in token_log_probs])
+
+
+@torch.no_grad()
+def answer_token_log_probs(llm, prompts: list[str], responses: list[str], batch_size: int = 8) -> list[torch.Tensor]:
+    """The upstream model's log-probability of each token of each response after its prompt
+    (in the chat template): one (tokens,) float32 tensor on the CPU per response, empty for an
+    empty response (transformers backend). One forward per batch, whatever means are taken of it."""
     if isinstance(llm, VllmUpstream):
         raise NotImplementedError("the log-likelihood of answers needs the transformers backend")
-    out = np.zeros(len(prompts))
+    out: list[torch.Tensor] = []
     pad = _pad_id(llm)
     for start in range(0, len(prompts), batch_size):
         encoded = [_answer_ids(llm, p, r) for p, r in zip(prompts[start:start + batch_size],
@@ -332,11 +349,8 @@ def mean_log_likelihood(llm, prompts: list[str], responses: list[str], batch_siz
         logits = llm.model(input_ids=ids.to(llm.device), attention_mask=mask.to(llm.device)).logits.float()
         logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None].to(llm.device))[..., 0]
         width = ids.shape[1]
-        for row, (_, answer) in enumerate(encoded):
-            if answer:  # the answer's tokens are the row's last len(answer) positions
-                first = width - 1 - len(answer)
-                last = width - 1 if max_tokens is None else min(width - 1, first + max_tokens)
-                out[start + row] = float(logp[row, first:last].mean())
+        # the answer's tokens are the row's last len(answer) positions
+        out += [logp[row, width - 1 - len(answer):].cpu() for row, (_, answer) in enumerate(encoded)]
     return out
 
 

@@ -166,6 +166,8 @@ def run_eval(
     """
     from tqdm.auto import tqdm
 
+    from envs.generation import mean_per_token  # the generator has loaded torch already
+
     _check_eval_arguments(prompt_sets, judges, tie_margin, best_of_n, bon_scorer)
     judge_list = list(judges.values())
     bon_name = f"best-of-{best_of_n}"
@@ -207,11 +209,11 @@ def run_eval(
         accepted[set_name] = [k for g in gens for k in g.accepted_positions]
         if fluency:
             bar.set_postfix_str(f"{set_name}: fluency")
-            fluency_means.update({(set_name, s): float(np.mean(generator.log_likelihood(prompts, answers[s])))
-                                  for s in systems})
-            if opening:
-                opening_means.update({(set_name, s): float(np.mean(generator.log_likelihood(
-                    prompts, answers[s], max_tokens=opening))) for s in systems})
+            for s in systems:  # one forward over the answers gives both means
+                per_token = generator.token_log_probs(prompts, answers[s])
+                fluency_means[(set_name, s)] = float(np.mean(mean_per_token(per_token)))
+                if opening:
+                    opening_means[(set_name, s)] = float(np.mean(mean_per_token(per_token, opening)))
         records += _prompt_records(set_name, idx, prompts, gens, answers, scores, outcomes, refused, best)
     bar.close()
 
