@@ -25,7 +25,7 @@ def add_generator_arguments(p: argparse.ArgumentParser, max_new_tokens: int = 25
     p.add_argument("--top-k", type=int, default=40)
     p.add_argument("--top-p", type=float, default=0.95)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    add_dtype_argument(p)
     p.add_argument("--device", default="auto")
     p.add_argument("--backend", default="transformers",
                    help="what runs the upstream LLM: transformers (default) or vllm (docs/VLLM.md): MARA "
@@ -59,6 +59,13 @@ def add_continuation_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--continuation", choices=["greedy", "sampled"], default=None,
                    help="past the horizon, the upstream's most likely token (greedy) or its own sampling "
                         "(sampled); default: as the agent's decisions are taken")
+
+
+def add_dtype_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"],
+                   help="the upstream's weights and activations; auto: bfloat16 where the hardware computes it "
+                        "natively (a GPU, a CPU with AVX-512 BF16 or AMX), else float32. Default float32, in "
+                        "which the shipped agent's figures were measured")
 
 
 def generator_from_args(args: argparse.Namespace, seed: int = 0):

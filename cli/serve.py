@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from cli.generator_args import add_continuation_argument, add_horizon_argument
+from cli.generator_args import add_continuation_argument, add_dtype_argument, add_horizon_argument
 
 
 def add_serve_parser(sub) -> None:
@@ -39,7 +39,7 @@ def add_serve_parser(sub) -> None:
     p.add_argument("--top-k", type=int, default=40)
     p.add_argument("--top-p", type=float, default=0.95)
     p.add_argument("--max-tokens", type=int, default=256, help="answer length when a request gives none")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    add_dtype_argument(p)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_cmd_serve)
 

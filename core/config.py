@@ -28,8 +28,14 @@ DATA_DIR = Path(__file__).resolve().parent / "data"
 DEFAULT_PROMPTS = str(DATA_DIR / "default_prompts.json")  # the project's own prompt set
 
 DTYPES = ("float32", "bfloat16", "float16")  # upstream LLM weights and activations
+# "auto": bfloat16 where the hardware multiplies it natively (a GPU that supports it, a CPU with
+# AVX-512 BF16 or AMX), else float32 (envs/upstream.py: resolve_dtype).
+AUTO_DTYPE = "auto"
 BACKENDS = ("transformers", "vllm")  # what runs the upstream LLM (envs/decoder.py or envs/vllm_backend.py)
 DECODE_MODES = ("hybrid", "lazy", "eager")  # how candidate states are computed (envs/decoder.py)
+# "auto": hybrid on a GPU, where a tree of candidates costs about one token's forward; lazy on a CPU,
+# where each token fed costs compute (envs/decoder.py: resolve_mode).
+AUTO_MODE = "auto"
 KL_ESTIMATORS = ("kl", "abs", "mse", "full")
 STATE_DTYPES = ("float16", "float32")  # replay storage of hidden states
 # Scorer kinds of rewards/ (rewards.SCORER_KINDS maps each to its backend).
@@ -120,21 +126,27 @@ class ModelConfig:
     upstream-greedy baseline)."""
 
     name: str = "smollm2"  # "smollm2" (embedded), a hub id, a local folder or a .gguf file (transformers only)
-    dtype: str = "float32"  # float32 | bfloat16 | float16
+    # float32 | bfloat16 | float16 | auto. auto: bfloat16 where the hardware computes it natively, else
+    # float32. On this project's 2-core CPU (AVX-512 BF16) a bfloat16 matmul runs 3.6x a float32 one and a
+    # rollout worker collects 1.88x the transitions/s (benchmarks/bench_worker.py); states differ from
+    # float32 ones by ~1.4% (relative norm) and the shipped float32-trained agent takes the same greedy
+    # decision on 99.8% of them (README, "The upstream in bfloat16").
+    dtype: str = AUTO_DTYPE
     device: str = "auto"  # auto = cuda when the worker was given a GPU, else cpu (vllm: where the output head runs)
     # candidate states: lazy (one at a time, as far as the agent goes) | hybrid (first candidate alone,
-    # the rest together at the first rejection: at most 2 forward steps a position) | eager (all at once).
-    # lazy stays the default until benchmarks/bench_generation.py has measured hybrid: on a CPU the
-    # tree forward's extra tokens are not free (a stochastic agent's evaluation was far slower in hybrid)
-    mode: str = "lazy"
+    # the rest together at the first rejection: at most 2 forward steps a position) | eager (all at once)
+    # | auto: hybrid on a GPU, lazy on a CPU. On this project's CPU a p = 0.5 agent decodes at 0.64x greedy
+    # generate's tokens/s in lazy mode and 0.35x in hybrid (batch 32, benchmarks/bench_generation.py): a
+    # CPU's forward costs grow with the candidate tokens fed; a GPU's barely do.
+    mode: str = AUTO_MODE
     backend: str = "transformers"  # what runs the LLM: transformers (KV-cache loop) | vllm (docs/VLLM.md)
     vllm: VllmEngineConfig = VllmEngineConfig()  # engine settings, used with backend vllm
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
             raise ValueError(f"name must name a model, got {self.name!r}")
-        check_choice("mode", self.mode, DECODE_MODES)
-        check_choice("dtype", self.dtype, DTYPES)
+        check_choice("mode", self.mode, (*DECODE_MODES, AUTO_MODE))
+        check_choice("dtype", self.dtype, (*DTYPES, AUTO_DTYPE))
         check_choice("backend", self.backend, BACKENDS)
         if self.device != "auto":
             check_device_name(self.device)

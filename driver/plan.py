@@ -35,7 +35,8 @@ from replay.buffer import transition_bytes
 
 GIB = 2**30
 PROMPT_TOKENS = 512  # prompt length assumed by the KV-cache estimate
-DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2,
+               "auto": 4}  # resolved where the actor runs (envs/upstream.py): sized for the largest
 HEAD = "head"
 
 # (hidden size, parameters, layers, KV heads, head size) of hub models too big to expect in a

@@ -547,13 +547,15 @@ class TrainingRun:
     def _agent_metadata(self) -> dict[str, str]:
         """What the agent file records of its training (``mara eval`` reads "reward" to say
         whether a judge is the training reward; "episode_tokens", the longest episode, is
-        where the agent stops having seen states: the horizon to recommend, ``mara agent``)."""
+        where the agent stops having seen states: the horizon to recommend, ``mara agent``;
+        "upstream_dtype", the dtype its states were computed in, as configured)."""
         t = self.totals
         return {"reward": json.dumps([{"kind": s.kind, "path": s.path, "weight": s.weight}
                                       for s in self.cfg.reward.scorers]),
                 "reward_baseline": json.dumps(self.cfg.reward.baseline), "reward_scale": str(self.cfg.reward.scale),
                 "run": self.run_dir.name, "episodes": str(t.episodes), "transitions": str(t.transitions),
-                "episode_tokens": str(self.cfg.sampling.max_new_tokens)}
+                "episode_tokens": str(self.cfg.sampling.max_new_tokens),
+                "upstream_dtype": self.cfg.model.dtype}
 
 
 def _percentiles(values) -> dict | None:

@@ -55,7 +55,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.config import KLConfig, SamplingConfig, check_int
+from core.config import AUTO_MODE, KLConfig, SamplingConfig, check_int
 from core.contracts import ACCEPT, EpisodeTransitions
 from envs.mdp import candidate_sets, kl_penalty, reference_accept_probability
 
@@ -64,6 +64,17 @@ FREE, VALID, PENDING = 0, 1, 2
 # a forward of its own only when it saves more padding than this (``_width_groups``).
 _FORWARD_COST_TOKENS = 16
 MODES = ("hybrid", "lazy", "eager")
+
+
+def resolve_mode(mode: str, device: torch.device) -> str:
+    """``mode`` itself, or for "auto" (``core.config.AUTO_MODE``) hybrid when the upstream runs on a
+    GPU (a tree forward of K candidates costs about what one token's does) and lazy on a CPU
+    (compute grows with the tokens fed, so only the candidates the agent reaches are fed)."""
+    if mode == AUTO_MODE:
+        return "hybrid" if device.type == "cuda" else "lazy"
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES} or {AUTO_MODE!r}, got {mode!r}")
+    return mode
 
 
 class NonFiniteStateError(ValueError):

@@ -27,7 +27,7 @@ from core.agent_file import (AGENT_DECISIONS, AGENT_HORIZON, CONTINUATIONS, UNTR
 from core.config import (BACKENDS, KLConfig, ModelConfig, SamplingConfig, VllmEngineConfig, check_choice,
                          check_int)
 from core.networks import Actor
-from envs.decoder import AcceptRejectDecoder, DecodeResult
+from envs.decoder import AcceptRejectDecoder, DecodeResult, resolve_mode
 from envs.mdp import decide
 from envs.synthetic import SyntheticLLM, is_synthetic
 from envs.vllm_backend import VllmAcceptRejectDecoder, VllmUpstream
@@ -123,7 +123,7 @@ class AlignedGenerator:
         self.backend = backend
         self.actor = actor.eval().to(llm.device)
         self.sampling = sampling
-        self.mode = mode
+        self.mode = resolve_mode(mode, llm.device)
         self.greedy = greedy
         if horizon is not None:
             check_int("horizon", horizon, 0)

@@ -21,13 +21,38 @@ from pathlib import Path
 
 import torch
 
-from core.config import DTYPES
+from core.config import AUTO_DTYPE, DTYPES
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "smollm2"  # the embedded SmolLM2-135M-Instruct
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TORCH_DTYPES = {name: getattr(torch, name) for name in DTYPES}
+# CPU features with which bfloat16 matrix products run natively (faster than float32).
+NATIVE_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_computes_bf16_natively() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (Linux /proc/cpuinfo flags; False elsewhere:
+    without such instructions bfloat16 is emulated and slower than float32)."""
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
+    return any(flag in flags for flag in NATIVE_BF16_CPU_FLAGS)
+
+
+def resolve_dtype(dtype: str, device: str) -> str:
+    """``dtype`` itself, or for "auto" bfloat16 where ``device`` ("cpu", "cuda", "cuda:1") computes
+    it natively, else float32."""
+    if dtype != AUTO_DTYPE:
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)} or {AUTO_DTYPE!r}, got {dtype!r}")
+        return dtype
+    if device.startswith("cuda"):
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    return "bfloat16" if device == "cpu" and cpu_computes_bf16_natively() else "float32"
 
 
 def cache_dir() -> Path:
@@ -232,17 +257,17 @@ def load_upstream(
     """Load the upstream LLM.
 
     ``model``: ``"smollm2"`` (embedded default), a hub id, a local checkpoint folder, or
-    a ``.gguf`` file. ``attn_implementation`` must be ``sdpa`` or ``eager``: the custom
+    a ``.gguf`` file. ``dtype``: of the weights and activations, or "auto" (``resolve_dtype``).
+    ``attn_implementation`` must be ``sdpa`` or ``eager``: the custom
     4-D masks used for candidate scoring are not supported by flash-attention or flex.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     if attn_implementation not in ("sdpa", "eager"):
         raise ValueError("attn_implementation must be 'sdpa' or 'eager' (4-D masks are needed)")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = resolve_dtype(dtype, device)
     source, model_id, kwargs = resolve_model(model)
     tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     llm = AutoModelForCausalLM.from_pretrained(

@@ -29,7 +29,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from ray import serve
 
 from core.agent_file import AGENT_DECISIONS, AGENT_HORIZON, CONTINUATIONS, DECISIONS, parse_horizon
-from core.config import SamplingConfig, check_choice, check_device_name, check_int, check_number
+from core.config import AUTO_DTYPE, DTYPES, SamplingConfig, check_choice, check_device_name, check_int, check_number
 from envs.decoder import MODES
 from serving.engine import ADMISSIONS, Failed, Finished, Piece, ServingEngine, Submission
 from serving.metrics import serving_metrics
@@ -93,6 +93,7 @@ class ServeSettings:
         if self.continuation is not None:
             check_choice("continuation", self.continuation, CONTINUATIONS)
         check_choice("mode", self.mode, MODES)
+        check_choice("dtype", self.dtype, (*DTYPES, AUTO_DTYPE))
         check_device_name(self.device)
         check_int("max_ongoing_requests", self.max_ongoing_requests, 1)
 

@@ -60,6 +60,7 @@ def test_numbers_parse_as_yaml_writes_them():
     ("sampling.top_p=1.5", "sampling.top_p must be a finite number > 0 and <= 1"),
     ("replay.snapshot_every_s=-1", "replay.snapshot_every_s must be a finite number >= 0"),
     ("model.vllm.block_size=24", "model.vllm.block_size must be a power of two"),
+    ("model.dtype=int8", "model.dtype must be one of"),
     ("reward.scorers=[{kind: magic}]", "reward.scorers\\[0\\].kind 'magic' is an unknown scorer kind"),
     ("budget={episodes: 0, updates: 0, seconds: 0}", "budget.episodes, updates, seconds: set at least one"),
     ("sac.batchsize=3", "unknown sac setting\\(s\\) \\['batchsize'\\]"),

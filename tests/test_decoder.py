@@ -11,7 +11,7 @@ import torch
 from core.config import SamplingConfig
 from core.contracts import ACCEPT, REJECT
 from core.networks import Actor
-from envs.decoder import MODES, AcceptRejectDecoder, NonFiniteStateError
+from envs.decoder import MODES, AcceptRejectDecoder, NonFiniteStateError, resolve_mode
 from envs.mdp import candidate_sets, emission_probabilities
 
 PROMPTS = ["How can I bake bread?", "Tell me a joke.", "Why is the sky blue? Answer briefly please."]
@@ -316,6 +316,18 @@ def test_hybrid_mode_runs_at_most_two_forward_steps_per_position(tiny_llm, polic
     if policy is always_reject:  # lazy pays one step per rejection
         assert max(max(r.forward_steps) for r in results["lazy"]) > 2
         assert all(max(r.forward_steps) == 1 for r in results["eager"])
+
+
+def test_auto_mode_is_hybrid_on_a_gpu_and_lazy_on_a_cpu(tiny_llm):
+    """model.mode's default: on a GPU a tree of candidates costs about one token's forward, on a
+    CPU every token fed costs compute (the README's rollout-speed table)."""
+    assert resolve_mode("auto", torch.device("cuda", 0)) == "hybrid"
+    assert resolve_mode("auto", torch.device("cpu")) == "lazy"
+    assert [resolve_mode(m, torch.device("cpu")) for m in MODES] == list(MODES)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        resolve_mode("fast", torch.device("cpu"))
+    from envs.generation import AlignedGenerator
+    assert AlignedGenerator(tiny_llm, Actor(state_dim=tiny_llm.hidden_size), mode="auto").mode == "lazy"
 
 
 @pytest.mark.parametrize("mode", MODES)

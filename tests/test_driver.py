@@ -442,6 +442,7 @@ def test_launch_py_runs_end_to_end(tiny_llm_path, tmp_path):
                                            "weight": 1.0}]
     assert int(meta["episodes"]) == summary["episodes"] and meta["run"] == "smoke"
     assert int(meta["episode_tokens"]) == yaml.safe_load(config.read_text())["sampling"]["max_new_tokens"]
+    assert meta["upstream_dtype"] == "auto"  # model.dtype's default
     # Every scored episode's reward is in metrics.jsonl: the learning curve.
     rewards = episode_rewards(run_dir)
     assert 0 < len(rewards) <= summary["episodes"] and np.isfinite(rewards).all()

@@ -75,7 +75,7 @@ def test_the_greedy_baseline_is_computed_where_the_reward_is(ray_local, replay, 
     rng = np.random.default_rng(2)
     prompts = ["How can I bake bread?", "Tell me a joke."]
     episodes = [episode(p, "a b c d e f g", 2, rng) for p in prompts]
-    model = ModelConfig(name=str(tiny_llm_path), device="cpu")
+    model = ModelConfig(name=str(tiny_llm_path), device="cpu", dtype="float32")  # as tiny_llm
     actor = reward_actor(ray, replay, RewardConfig(scorers=(WORDS,), baseline="upstream-greedy"), model)
     scored = ray.get(actor.score_and_insert.remote(episodes))
     greedy = upstream_answers(tiny_llm, prompts, SamplingConfig(max_new_tokens=6))
@@ -91,7 +91,7 @@ def test_an_answer_the_upstream_finds_unlikely_pays_the_fluency_term(ray_local, 
     rng = np.random.default_rng(3)
     prompts = ["How can I bake bread?", "Tell me a joke."]
     responses = ["a b c d", "bread is good"]
-    model = ModelConfig(name=str(tiny_llm_path), device="cpu")
+    model = ModelConfig(name=str(tiny_llm_path), device="cpu", dtype="float32")  # as tiny_llm
     floor = 0.0  # every answer is below it: each pays its whole shortfall
     actor = reward_actor(ray, replay, RewardConfig(scorers=(WORDS,), fluency_weight=0.5, fluency_floor=floor), model)
     scored = ray.get(actor.score_and_insert.remote([episode(p, r, 2, rng) for p, r in zip(prompts, responses)]))

@@ -349,3 +349,5 @@ def test_past_the_agents_horizon_a_served_answer_takes_the_upstreams_decisions(t
     assert ServeSettings(continuation="sampled").continuation == "sampled"
     with pytest.raises(ValueError, match="continuation"):
         ServeSettings(continuation="beam")
+    with pytest.raises(ValueError, match="dtype"):
+        ServeSettings(dtype="int8")

@@ -10,7 +10,8 @@ import torch
 
 from core.config import SamplingConfig
 from envs.decoder import AcceptRejectDecoder
-from envs.upstream import UpstreamLLM, embedded_gguf_path, load_upstream, resolve_model
+from envs.upstream import (UpstreamLLM, cpu_computes_bf16_natively, embedded_gguf_path, load_upstream, resolve_dtype,
+                           resolve_model)
 
 PROMPT = "How can I bake bread?"
 
@@ -41,6 +42,24 @@ def test_half_precision_models_give_float32_states_close_to_float32(tiny_llm, ti
     assert states["bf16"].dtype == torch.float32
     # bfloat16 keeps ~3 significant digits: the same direction, not the same bits.
     assert torch.nn.functional.cosine_similarity(states["bf16"], states["fp32"]).min() > 0.99
+
+
+def test_auto_dtype_is_bfloat16_where_the_hardware_computes_it(tiny_llm_path, monkeypatch):
+    """dtype "auto" (model.dtype's default): bfloat16 on a CPU with native bfloat16 products
+    (AVX-512 BF16, AMX), float32 on other CPUs; a named dtype is kept."""
+    assert resolve_dtype("float16", "cpu") == "float16"
+    native = cpu_computes_bf16_natively()
+    assert resolve_dtype("auto", "cpu") == ("bfloat16" if native else "float32")
+    assert load_upstream(str(tiny_llm_path), dtype="auto", device="cpu").dtype == (
+        torch.bfloat16 if native else torch.float32)
+    import envs.upstream as upstream
+    for flags, expected in (("fpu sse avx512f avx512_bf16", "bfloat16"), ("fpu amx_bf16 amx_tile", "bfloat16"),
+                            ("fpu sse avx2 avx512f", "float32")):
+        cpuinfo = f"processor\t: 0\nflags\t\t: {flags}\n"
+        monkeypatch.setattr(upstream.Path, "read_text", lambda self, text=cpuinfo: text)
+        assert resolve_dtype("auto", "cpu") == expected, flags
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        resolve_dtype("int8", "cpu")
 
 
 def test_bad_backend_settings_are_refused(tiny_llm_path, tmp_path):
