@@ -52,6 +52,8 @@ class RolloutWorker:
         self.batch_rows = rollout.batch_rows or None  # None: all of a call's episodes at once
         self.weights = WeightClient(learner, actor)
         self.node = ray.get_runtime_context().get_node_id()  # reported with each call's statistics
+        # model.dtype "auto" as resolved here (a vLLM upstream's states come from its engines)
+        self.upstream_dtype = getattr(llm, "engine_dtype", None) or str(llm.dtype).removeprefix("torch.")
 
     def rollout(self, prompts: list[str]) -> tuple[RolloutStats, list[EpisodeTransitions]]:
         """Decode one batch of episodes with the newest weights that have arrived."""
@@ -66,7 +68,7 @@ class RolloutWorker:
             tokens=sum(len(r.response_ids) for r in results), seconds=seconds,
             episode_start=start, episode_end=time.time(),
             episode_tokens=[len(r.response_ids) for r in results],
-            weight_fetches=self.weights.fetches, node=self.node,
+            weight_fetches=self.weights.fetches, node=self.node, upstream_dtype=self.upstream_dtype,
         )
         return stats, episodes
 

@@ -153,6 +153,7 @@ class RolloutStats:
     episode_tokens: list[int] = field(default_factory=list)  # response length of each episode
     weight_fetches: int = 0  # weight versions the worker has fetched so far (its WeightClient)
     node: str = ""  # the Ray node the worker runs on
+    upstream_dtype: str = ""  # what the worker's upstream computes states in (model.dtype "auto" resolved)
 
 
 @dataclass

@@ -128,6 +128,7 @@ class TrainingRun:
         self._failures_reported = 0  # worker deaths already counted in the metrics sink
         self._failed_batches = 0  # scored batches in a row that the reward could not score
         self._failed_calls = 0  # rollout calls in a row that raised
+        self._upstream_dtype = ""  # what the workers' upstream computes in, as they report it
         self._waiting_for_reward: deque[Decoded] = deque()  # decoded calls no reward actor took yet
         self._incarnations: dict[str, str] = {}  # learner / replay -> the actor incarnation last seen
         self._last_learner_updates = 0
@@ -312,6 +313,7 @@ class TrainingRun:
             return
         self._failed_calls = 0
         stats: RolloutStats = result.value
+        self._upstream_dtype = stats.upstream_dtype or self._upstream_dtype
         self._waiting_for_reward.append(Decoded(prompts=result.tag, stats=stats, episodes=result.refs[1]))
         self.sink.record({"tokens_per_second": stats.tokens / max(stats.seconds, 1e-9)})
         self.metrics_log.write({"event": "rollout", **asdict(stats)})
@@ -548,14 +550,15 @@ class TrainingRun:
         """What the agent file records of its training (``mara eval`` reads "reward" to say
         whether a judge is the training reward; "episode_tokens", the longest episode, is
         where the agent stops having seen states: the horizon to recommend, ``mara agent``;
-        "upstream_dtype", the dtype its states were computed in, as configured)."""
+        "upstream_dtype", the dtype its states were computed in, as the workers reported it, else
+        as configured)."""
         t = self.totals
         return {"reward": json.dumps([{"kind": s.kind, "path": s.path, "weight": s.weight}
                                       for s in self.cfg.reward.scorers]),
                 "reward_baseline": json.dumps(self.cfg.reward.baseline), "reward_scale": str(self.cfg.reward.scale),
                 "run": self.run_dir.name, "episodes": str(t.episodes), "transitions": str(t.transitions),
                 "episode_tokens": str(self.cfg.sampling.max_new_tokens),
-                "upstream_dtype": self.cfg.model.dtype}
+                "upstream_dtype": self._upstream_dtype or self.cfg.model.dtype}
 
 
 def _percentiles(values) -> dict | None:

@@ -25,6 +25,7 @@ import launch
 from core.agent_file import load_agent, read_agent_metadata
 from core.jsonl import read_jsonl
 from core.prompts import load_prompts
+from envs.upstream import resolve_dtype
 from driver.config import RunConfig, from_dict, load_config, save_config
 from driver.metrics import METRICS
 from driver.preflight import check_inputs
@@ -442,7 +443,8 @@ def test_launch_py_runs_end_to_end(tiny_llm_path, tmp_path):
                                            "weight": 1.0}]
     assert int(meta["episodes"]) == summary["episodes"] and meta["run"] == "smoke"
     assert int(meta["episode_tokens"]) == yaml.safe_load(config.read_text())["sampling"]["max_new_tokens"]
-    assert meta["upstream_dtype"] == "auto"  # model.dtype's default
+    # model.dtype's default, "auto", as the rollout worker resolved it on this machine
+    assert meta["upstream_dtype"] == resolve_dtype("auto", "cpu")
     # Every scored episode's reward is in metrics.jsonl: the learning curve.
     rewards = episode_rewards(run_dir)
     assert 0 < len(rewards) <= summary["episodes"] and np.isfinite(rewards).all()

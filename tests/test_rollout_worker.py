@@ -10,6 +10,7 @@ import time
 import numpy as np
 
 from core.config import KLConfig, LearnerConfig, ModelConfig, RolloutConfig, SACConfig, SamplingConfig
+from envs.upstream import resolve_dtype
 
 PROMPTS = ["How can I bake bread?", "Tell me a joke."]
 HIDDEN = 16
@@ -78,6 +79,7 @@ def test_worker_never_waits_for_weights(ray_local, tiny_llm_path):
     assert first.episodes == len(episodes) == 2 and first.transitions == sum(len(e) for e in episodes) > 0
     assert [e.prompt for e in episodes] == PROMPTS and all(e.policy_version == 0 for e in episodes)
     assert sum(first.episode_tokens) == first.tokens and all(1 <= t <= 4 for t in first.episode_tokens)
+    assert first.upstream_dtype == resolve_dtype("auto", "cpu")  # model.dtype's default, resolved here
 
     # Version 1 reaches the worker between calls: poll until a call uses it (the poll and
     # the fetch finish in the background, so which call that is depends on timing).
