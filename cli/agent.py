@@ -9,8 +9,8 @@ decisions sampled (as in training) or thresholded at pi(accept) = 0.5 is measure
 what ``mara generate``, ``mara eval`` and ``mara serve`` use by default (``--decisions agent``).
 So is the horizon: an agent trained on episodes of N tokens (its metadata's
 ``episode_tokens``) has never seen a state past them; with ``--recommend-horizon N`` it
-decides the first N tokens of an answer and the upstream's own sampling the rest
-(``--horizon`` of those commands).
+decides the first N tokens of an answer and the upstream continues alone, greedily or by its
+own sampling as the decisions are taken (``--horizon`` and ``--continuation`` of those commands).
 """
 
 from __future__ import annotations

@@ -220,13 +220,16 @@ class AlignedGenerator:
         optimum where the reward no longer depends on the decision, Eq. 8); greedy, the first
         candidate is accepted, which is the upstream's most likely token (candidates come
         sorted by probability, ``mdp.candidate_sets``), as greedy decisions are the agent's mode."""
-        accept_prob = self.actor.accept_probability(decoder.pending_states()).double().cpu().numpy()
-        greedy = np.full(len(accept_prob), self.greedy)
-        if self.horizon is not None:
-            beyond = decoder.pending_positions() >= self.horizon
-            upstream_prob, upstream_greedy = self.continuation_rule(decoder)
-            accept_prob = np.where(beyond, upstream_prob, accept_prob)
-            greedy = np.where(beyond, upstream_greedy, greedy)
+        within = decoder.pending_positions() < (np.inf if self.horizon is None else self.horizon)
+        if within.all():
+            accept_prob, greedy = np.zeros(len(within)), np.zeros(len(within), dtype=bool)
+        else:
+            accept_prob, greedy = self.continuation_rule(decoder)
+        if within.any():  # the actor sees only the states it decides on
+            states = decoder.pending_states()
+            states = states[torch.from_numpy(within).to(states.device)]
+            accept_prob[within] = self.actor.accept_probability(states).double().cpu().numpy()
+            greedy[within] = self.greedy
         return accept_prob, greedy
 
     def continuation_rule(self, decoder) -> tuple[np.ndarray, np.ndarray]:

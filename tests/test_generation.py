@@ -49,7 +49,12 @@ def test_past_its_horizon_the_agent_leaves_the_decisions_to_the_upstream(tiny_ll
     horizon, sampling = 3, SamplingConfig(max_new_tokens=10)
     gen = AlignedGenerator(tiny_llm, always_reject_actor(tiny_llm.hidden_size), sampling=sampling,
                            horizon=horizon, continuation="sampled", seed=0)
+    seen = []  # the states the actor is asked about
+    actor_accept_probability = gen.actor.accept_probability
+    gen.actor.accept_probability = lambda states: seen.append(len(states)) or actor_accept_probability(states)
     episodes = gen.run_episodes(PROMPTS)
+    # The actor sees exactly the states it decides on: none past the horizon.
+    assert sum(seen) == sum(int((np.array([p for p, _, _ in e.decision_points]) < horizon).sum()) for e in episodes)
     accepts_before, accepts_after = 0, 0
     for e in episodes:
         assert len(e.response_ids) == 10
