@@ -459,6 +459,10 @@ class SACConfig:
     # --- shapes ---
     batch_size: int = 1024  # transitions per gradient update
     hidden_size: int = 1024  # width of the first hidden layer of actor and critic heads
+    # --- warm starts (learner.init_agent) ---
+    # gradient updates during which only the critics learn: the values of a loaded actor are
+    # learnt before the actor follows them (fresh critics would otherwise pull it anywhere)
+    actor_warmup_updates: int = 0
 
     def __post_init__(self) -> None:
         check_number("gamma", self.gamma, 0, maximum=1)
@@ -469,6 +473,7 @@ class SACConfig:
         check_number("target_entropy_factor", self.target_entropy_factor, above=0, maximum=1)
         for name in ("batch_size", "hidden_size"):
             check_int(name, getattr(self, name), 1)
+        check_int("actor_warmup_updates", self.actor_warmup_updates, 0)
 
     @property
     def target_entropy(self) -> float:
@@ -487,6 +492,10 @@ class LearnerConfig:
     sample_timeout_s: float = 1.0  # how long one replay.sample call may wait for data
     metrics_window: int = 100  # number of recent updates averaged by metrics()
     num_cpus: float = 1.0  # Ray CPUs of the learner (also its torch threads); it takes a GPU when there is one
+    # An agent file (core/agent_file.py) whose weights the actor starts from: a warm start, e.g. from the
+    # shipped agent; the critics start fresh (see sac.actor_warmup_updates). "" = random weights. A
+    # resumed run starts from its checkpoint instead.
+    init_agent: str = ""
 
     def __post_init__(self) -> None:
         for name in ("publish_every", "checkpoint_every", "keep_checkpoints", "metrics_window"):

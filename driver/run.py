@@ -551,14 +551,15 @@ class TrainingRun:
         whether a judge is the training reward; "episode_tokens", the longest episode, is
         where the agent stops having seen states: the horizon to recommend, ``mara agent``;
         "upstream_dtype", the dtype its states were computed in, as the workers reported it, else
-        as configured)."""
+        as configured; "init_agent", the agent file a warm start began from)."""
         t = self.totals
         return {"reward": json.dumps([{"kind": s.kind, "path": s.path, "weight": s.weight}
                                       for s in self.cfg.reward.scorers]),
                 "reward_baseline": json.dumps(self.cfg.reward.baseline), "reward_scale": str(self.cfg.reward.scale),
                 "run": self.run_dir.name, "episodes": str(t.episodes), "transitions": str(t.transitions),
                 "episode_tokens": str(self.cfg.sampling.max_new_tokens),
-                "upstream_dtype": self._upstream_dtype or self.cfg.model.dtype}
+                "upstream_dtype": self._upstream_dtype or self.cfg.model.dtype,
+                **({"init_agent": self.cfg.learner.init_agent} if self.cfg.learner.init_agent else {})}
 
 
 def _percentiles(values) -> dict | None:

@@ -34,7 +34,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from core.agent_file import save_agent
+from core.agent_file import AgentFileError, load_agent, save_agent
 from core.atomic import atomic_path, write_json_atomic
 from core.config import SACConfig, check_device_name
 from core.contracts import TransitionBatch
@@ -92,6 +92,15 @@ class SACLearner:
         tensors = batch_to_tensors(batch, self.device, state_dim=self.state_dim)
         self.state, metrics = sac_update(self.state, tensors, self.cfg, current_version=self._version)
         return metrics
+
+    def load_actor(self, path: str | Path) -> None:
+        """Start the actor from an agent file's weights (a warm start; ``learner.init_agent``).
+        The critics, the temperature and the optimisers keep their initial state."""
+        actor = load_agent(path, expected_state_dim=self.state_dim)
+        if actor.hidden_size != self.state.actor.hidden_size:
+            raise AgentFileError(f"{path}: hidden size {actor.hidden_size}, but sac.hidden_size is "
+                                 f"{self.state.actor.hidden_size}")
+        self.state.actor.load_state_dict(actor.state_dict())
 
     # -- weights -------------------------------------------------------------------------
 

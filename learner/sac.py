@@ -290,13 +290,18 @@ def sac_update(state: SACState, batch: TensorBatch, cfg: SACConfig,
     critic_grad_norm = _step(state.critic_optimizer, critic_out.loss,
                              state.critic.parameters(), cfg.grad_clip)
 
-    # The actor is scored by the freshly updated critic (as in CleanRL's sac_atari).
-    actor_out = actor_loss(state.actor, state.critic, batch.states, alpha)
-    actor_grad_norm = _step(state.actor_optimizer, actor_out.loss,
-                            state.actor.parameters(), cfg.grad_clip)
-
+    # The actor is scored by the freshly updated critic (as in CleanRL's sac_atari). During a
+    # warm start's first updates (cfg.actor_warmup_updates) only the critics learn: the actor and
+    # the temperature stay as loaded, their losses computed for the metrics alone.
+    actor_learns = state.updates >= cfg.actor_warmup_updates
+    with torch.set_grad_enabled(actor_learns):
+        actor_out = actor_loss(state.actor, state.critic, batch.states, alpha)
     a_loss = alpha_loss(state.log_alpha, actor_out.entropy, cfg.target_entropy)
-    _step(state.alpha_optimizer, a_loss, [state.log_alpha], cfg.grad_clip)
+    if actor_learns:
+        actor_grad_norm = _step(state.actor_optimizer, actor_out.loss, state.actor.parameters(), cfg.grad_clip)
+        _step(state.alpha_optimizer, a_loss, [state.log_alpha], cfg.grad_clip)
+    else:
+        actor_grad_norm = torch.zeros((), device=critic_grad_norm.device)
 
     soft_update(state.target_critic, state.critic, cfg.tau)
     state.updates += 1

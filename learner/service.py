@@ -88,7 +88,8 @@ class LearnerService:
     def __init__(self, *, state_dim: int, sac: SACConfig, config: LearnerConfig, seed: int = 0,
                  upstream_model: str = "", run_dir: str | None = None) -> None:
         """With a ``run_dir`` that holds a checkpoint (a resumed run, or this actor rebuilt
-        by Ray after it died) the learner starts from the newest complete one."""
+        by Ray after it died) the learner starts from the newest complete one; else, with
+        ``config.init_agent``, its actor starts from that agent file."""
         torch.set_num_threads(max(1, int(config.num_cpus)))  # Ray sets OMP_NUM_THREADS=1 in workers
         self._learner = SACLearner(state_dim=state_dim, sac=sac, device=config.device, seed=seed,
                                    upstream_model=upstream_model)
@@ -111,6 +112,8 @@ class LearnerService:
             self._learner.restore_checkpoint(found)
             self._last_checkpoint_updates = self._learner.updates
             self._restored = found.name
+        elif config.init_agent:  # a warm start: version 0 is the loaded actor
+            self._learner.load_actor(config.init_agent)
         self._published: tuple[int, ray.ObjectRef] | None = None
         self._store_weights(self._learner.version, self._learner.actor_weights())
 

@@ -22,7 +22,7 @@ import yaml
 import waiting
 
 import launch
-from core.agent_file import load_agent, read_agent_metadata
+from core.agent_file import SHIPPED_AGENT, load_agent, read_agent_metadata
 from core.jsonl import read_jsonl
 from core.prompts import load_prompts
 from envs.upstream import resolve_dtype
@@ -399,6 +399,8 @@ def test_launch_py_reports_bad_input_without_a_traceback(tmp_path, capsys):
     ("model.name=MISSING/model", "model folder not found"),
     ("reward.scorers=[{kind: function, path: 'rewards.examples:nothing_here'}]", "cannot be found"),
     ("reward.scorers=[{kind: embedding-bt, path: MISSING/head.safetensors}]", "head file not found"),
+    ("learner.init_agent=MISSING/agent.safetensors", "agent file not found"),
+    ("learner.init_agent=SHIPPED", "expects states of size 576, but the upstream model's hidden size is"),
 ])
 def test_input_errors_are_reported_before_ray_starts_and_before_a_run_folder(tmp_path, capsys, tiny_llm_path,
                                                                                 monkeypatch, setting, message):
@@ -409,7 +411,7 @@ def test_input_errors_are_reported_before_ray_starts_and_before_a_run_folder(tmp
     (tmp_path / "empty.json").write_text("[]")
     (tmp_path / "blank.json").write_text('[{"instruction": "  "}, {"instruction": ""}]')
     setting = setting.replace("MISSING", str(tmp_path / "missing")).replace("EMPTY", str(tmp_path / "empty.json"))
-    setting = setting.replace("BLANK", str(tmp_path / "blank.json"))
+    setting = setting.replace("BLANK", str(tmp_path / "blank.json")).replace("SHIPPED", str(SHIPPED_AGENT))
     runs = tmp_path / "runs"
     assert launch.main(["--set", f"output_dir={runs}", "--set", f"model.name={tiny_llm_path}", "--set", setting]) == 2
     err = capsys.readouterr().err

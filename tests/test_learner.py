@@ -205,6 +205,35 @@ def test_sac_update_steps_everything_and_polyak_averages_the_target():
 
 
 
+def test_a_warm_start_loads_the_actor_and_lets_the_critics_learn_first(tmp_path):
+    """learner.init_agent + sac.actor_warmup_updates: the actor starts as the file's and stays so
+    for the warm-up updates while the critics learn; then it learns too."""
+    source = SACLearner(state_dim=D, sac=SMALL, device="cpu", seed=7)
+    path = source.export_agent(tmp_path / "agent.safetensors")
+    cfg = SACConfig(hidden_size=HIDDEN, batch_size=32, actor_warmup_updates=3)
+    learner = SACLearner(state_dim=D, sac=cfg, device="cpu", seed=0)
+    learner.load_actor(path)
+    loaded = {k: v.clone() for k, v in learner.state.actor.state_dict().items()}
+    assert all(torch.equal(loaded[k], v) for k, v in source.state.actor.state_dict().items())
+    critic = [p.detach().clone() for p in learner.state.critic.parameters()]
+    log_alpha = learner.state.log_alpha.item()
+    batch = random_batch(np.random.default_rng(0))
+    for _ in range(3):
+        metrics = learner.update(batch)
+        assert metrics.actor_grad_norm == 0.0 and math.isfinite(metrics.actor_loss)
+    assert all(torch.equal(loaded[k], v) for k, v in learner.state.actor.state_dict().items())
+    assert learner.state.log_alpha.item() == log_alpha
+    assert any(not torch.equal(a, b) for a, b in zip(critic, learner.state.critic.parameters()))
+    learner.update(batch)  # the fourth update moves the actor
+    assert any(not torch.equal(loaded[k], v) for k, v in learner.state.actor.state_dict().items())
+    with pytest.raises(ValueError, match="expects states of size 16"):
+        SACLearner(state_dim=D + 1, sac=SMALL, device="cpu").load_actor(path)
+    with pytest.raises(ValueError, match="hidden size 32, but sac.hidden_size is 64"):
+        SACLearner(state_dim=D, sac=SACConfig(hidden_size=64, batch_size=32), device="cpu").load_actor(path)
+    with pytest.raises(ValueError, match="actor_warmup_updates"):
+        SACConfig(actor_warmup_updates=-1)
+
+
 def test_learns_to_accept_when_accepting_pays():
     rng = np.random.default_rng(1)
     n = 64
@@ -384,6 +413,19 @@ def _learner(ray, **kwargs):
     from learner.service import LearnerService
 
     return start_actor(LearnerService, {"num_cpus": 0, "max_concurrency": 4}, **kwargs)
+
+
+def test_a_learner_service_with_init_agent_publishes_the_loaded_actor_first(ray_local, tmp_path):
+    ray = ray_local
+    source = SACLearner(state_dim=D, sac=SMALL, device="cpu", seed=7)
+    path = source.export_agent(tmp_path / "agent.safetensors")
+    learner = _learner(ray, state_dim=D, sac=SMALL, config=LearnerConfig(device="cpu", init_agent=str(path)),
+                       run_dir=str(tmp_path / "run"))
+    version, _, ref = ray.get(learner.latest_weights.remote(None))
+    assert version == 0
+    weights = ray.get(ref)
+    assert all(np.array_equal(weights[k], v.numpy()) for k, v in source.state.actor.state_dict().items())
+    ray.kill(learner)
 
 
 def test_learner_service_runs_publishes_and_checkpoints(ray_local, tmp_path):
