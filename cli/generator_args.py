@@ -56,13 +56,17 @@ def add_horizon_argument(p: argparse.ArgumentParser) -> None:
 
 
 def add_continuation_argument(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--continuation", choices=["greedy", "sampled"], default=None,
+    from core.agent_file import CONTINUATIONS
+
+    p.add_argument("--continuation", choices=CONTINUATIONS, default=None,
                    help="past the horizon, the upstream's most likely token (greedy) or its own sampling "
                         "(sampled); default: as the agent's decisions are taken")
 
 
 def add_dtype_argument(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"],
+    from core.config import AUTO_DTYPE, DTYPES
+
+    p.add_argument("--dtype", default="float32", choices=[*DTYPES, AUTO_DTYPE],
                    help="the upstream's weights and activations; auto: bfloat16 where the hardware computes it "
                         "natively (a GPU, a CPU with AVX-512 BF16 or AMX), else float32. Default float32, in "
                         "which the shipped agent's figures were measured")

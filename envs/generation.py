@@ -207,24 +207,29 @@ class AlignedGenerator:
             decoder = AcceptRejectDecoder(self.llm, self.sampling, self.kl, mode=self.mode, ragged=self.ragged)
         decoder.start(prompts, policy_version=policy_version, max_rows=max_rows)
         while decoder.has_pending():
-            accept_prob, greedy = self._decision_rule(decoder)
+            accept_prob, greedy = self.decision_rule(decoder)
             actions = decide(accept_prob, greedy, None if greedy.all() else self.rng.random(len(accept_prob)))
             decoder.apply(actions, accept_prob)
             if self.decision_delay_s:
                 time.sleep(self.decision_delay_s)
         return decoder.results()
 
-    def _decision_rule(self, decoder) -> tuple[np.ndarray, np.ndarray]:
+    def decision_rule(self, decoder, aligned: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """pi(accept | s) and the greedy flag of each waiting row's decision: the agent's, or
-        past the horizon the upstream's own. Sampled, that is pi_ref (the KL-regularised
-        optimum where the reward no longer depends on the decision, Eq. 8); greedy, the first
-        candidate is accepted, which is the upstream's most likely token (candidates come
-        sorted by probability, ``mdp.candidate_sets``), as greedy decisions are the agent's mode."""
-        within = decoder.pending_positions() < (np.inf if self.horizon is None else self.horizon)
+        past the horizon the upstream's own (``continuation_rule``). Sampled, that is pi_ref (the
+        KL-regularised optimum where the reward no longer depends on the decision, Eq. 8);
+        greedy, the first candidate is accepted, which is the upstream's most likely token
+        (candidates come sorted by probability, ``mdp.candidate_sets``), as greedy decisions are
+        the agent's mode. ``aligned``: which rows are aligned answers (None: all); the others
+        (a server's plain-upstream requests) take the upstream's own sampling, pi_ref."""
+        plain = np.zeros(len(decoder.pending_rows()), dtype=bool) if aligned is None else ~aligned
+        within = (decoder.pending_positions() < (np.inf if self.horizon is None else self.horizon)) & ~plain
         if within.all():
             accept_prob, greedy = np.zeros(len(within)), np.zeros(len(within), dtype=bool)
         else:
             accept_prob, greedy = self.continuation_rule(decoder)
+            if plain.any() and self.continuation == "greedy":  # a sampled continuation is pi_ref already
+                accept_prob[plain], greedy[plain] = decoder.pending_reference_accept()[plain], False
         if within.any():  # the actor sees only the states it decides on
             states = decoder.pending_states()
             states = states[torch.from_numpy(within).to(states.device)]

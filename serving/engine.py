@@ -124,7 +124,7 @@ class ServingEngine:
         check_choice("admission", admission, ADMISSIONS)
         if generator.backend != "transformers":
             raise ValueError("the server decodes with the transformers backend (its rows join and leave the batch)")
-        self.generator, self.llm, self.actor = generator, generator.llm, generator.actor
+        self.generator, self.llm = generator, generator.llm
         self.max_rows, self.batch_wait_s = max_rows, batch_wait_s
         self.admission = admission
         self.metrics = metrics
@@ -259,23 +259,11 @@ class ServingEngine:
         rows = [self.decoder.rows[i] for i in self.decoder.pending_rows()]
         by_row = {id(c.row): c for c in self._choices}
         choices = [by_row[id(r)] for r in rows]
-        accept_prob = self.decoder.pending_reference_accept()
-        greedy = np.zeros(len(rows), dtype=bool)
-        # Past the agent's horizon an aligned answer is the upstream's alone, continued as the
-        # generator continues it (greedy or sampled, ``AlignedGenerator.continuation_rule``).
-        horizon = self.generator.horizon
-        within = self.decoder.pending_positions() < (np.inf if horizon is None else horizon)
-        is_aligned = np.array([c.submission.model == ALIGNED for c in choices], dtype=bool)
-        continued = is_aligned & ~within
-        if continued.any():
-            upstream_prob, upstream_greedy = self.generator.continuation_rule(self.decoder)
-            accept_prob[continued], greedy[continued] = upstream_prob[continued], upstream_greedy[continued]
-        aligned = np.flatnonzero(is_aligned & within)
-        if len(aligned):
-            states = self.decoder.pending_states()[aligned].to(self.llm.device)
-            with torch.no_grad():
-                accept_prob[aligned] = self.actor.accept_probability(states).double().cpu().numpy()
-        greedy[aligned] = self.generator.greedy
+        # The generator's own rule: the agent within its horizon, the upstream's continuation
+        # past it, and the upstream's own sampling for plain-upstream requests.
+        aligned = np.array([c.submission.model == ALIGNED for c in choices], dtype=bool)
+        with torch.no_grad():
+            accept_prob, greedy = self.generator.decision_rule(self.decoder, aligned)
         # Each answer draws from its own generator (its request's seed), and only when it samples.
         actions = decide(accept_prob, greedy, [1.0 if g else c.rng.random() for g, c in zip(greedy, choices)])
         batch_rows = self.decoder.rows_in_cache
