@@ -453,7 +453,8 @@ class SACConfig:
     grad_clip: float = 0.5  # max global gradient norm per optimiser step
 
     # --- temperature ---
-    init_alpha: float = 0.01  # initial entropy temperature alpha
+    # initial entropy temperature alpha (a warm start takes the agent file's, when it records one)
+    init_alpha: float = 0.01
     target_entropy_factor: float = 0.6  # target entropy = factor * log(2) (2 actions)
 
     # --- shapes ---
@@ -493,7 +494,8 @@ class LearnerConfig:
     metrics_window: int = 100  # number of recent updates averaged by metrics()
     num_cpus: float = 1.0  # Ray CPUs of the learner (also its torch threads); it takes a GPU when there is one
     # An agent file (core/agent_file.py) whose weights the actor starts from: a warm start, e.g. from the
-    # shipped agent; the critics start fresh (see sac.actor_warmup_updates). "" = random weights. A
+    # shipped agent; the temperature starts at the one the file records (else sac.init_alpha), the
+    # critics start fresh (see sac.actor_warmup_updates). "" = random weights. A
     # resumed run starts from its checkpoint instead.
     init_agent: str = ""
 

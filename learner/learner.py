@@ -25,6 +25,7 @@ names the tensors file's ``checkpoint_id``, so a torn save is detected, never lo
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -34,7 +35,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from core.agent_file import AgentFileError, load_agent, save_agent
+from core.agent_file import AgentFileError, load_agent, read_agent_metadata, save_agent
 from core.atomic import atomic_path, write_json_atomic
 from core.config import SACConfig, check_device_name
 from core.contracts import TransitionBatch
@@ -94,12 +95,27 @@ class SACLearner:
         return metrics
 
     def load_actor(self, path: str | Path) -> None:
-        """Start the actor from an agent file's weights (a warm start; ``learner.init_agent``).
-        The critics, the temperature and the optimisers keep their initial state."""
+        """Start the actor from an agent file's weights (a warm start; ``learner.init_agent``),
+        and the temperature alpha from the one the file records it was trained at (its
+        ``alpha`` metadata; files without it keep ``sac.init_alpha``). The critics and the
+        optimisers keep their initial state.
+
+        Why the temperature: a trained actor's entropy sits near the target at its own alpha.
+        Started at the default alpha = 0.01 instead, the first actor updates follow the fresh
+        critics almost greedily: try 13b's entropy fell from 0.39 to 0.05 nats, alpha then
+        climbed to 1.4, and the warm-started actor came out worse than it went in
+        (docs/RESULTS.md, tuning log)."""
         actor = load_agent(path, expected_state_dim=self.state_dim)
         if actor.hidden_size != self.state.actor.hidden_size:
             raise AgentFileError(f"{path}: hidden size {actor.hidden_size}, but sac.hidden_size is "
                                  f"{self.state.actor.hidden_size}")
+        recorded_alpha = read_agent_metadata(path).get("alpha", "")
+        if recorded_alpha:
+            alpha = float(recorded_alpha)
+            if not math.isfinite(alpha) or alpha <= 0:
+                raise AgentFileError(f"{path}: recorded temperature alpha = {recorded_alpha} is not a positive number")
+            with torch.no_grad():
+                self.state.log_alpha.fill_(math.log(alpha))
         self.state.actor.load_state_dict(actor.state_dict())
 
     # -- weights -------------------------------------------------------------------------
@@ -118,7 +134,8 @@ class SACLearner:
         """Write the actor alone in the agent format of ``core.agent_file``, with extra
         string ``metadata`` (e.g. the training reward)."""
         return save_agent(self.state.actor, path, upstream_model=self.upstream_model,
-                          version=str(self._version), updates=str(self.updates), **metadata)
+                          version=str(self._version), updates=str(self.updates),
+                          alpha=repr(self.state.alpha), **metadata)
 
     # -- checkpoints ---------------------------------------------------------------------
 

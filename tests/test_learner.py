@@ -234,6 +234,29 @@ def test_a_warm_start_loads_the_actor_and_lets_the_critics_learn_first(tmp_path)
         SACConfig(actor_warmup_updates=-1)
 
 
+def test_a_warm_start_takes_the_temperature_the_agent_file_records(tmp_path):
+    """An agent file records its learner's alpha; a warm start continues at it (not at
+    sac.init_alpha), and a file without it keeps sac.init_alpha."""
+    from core.agent_file import read_agent_metadata, update_agent_metadata
+
+    source = SACLearner(state_dim=D, sac=SACConfig(hidden_size=HIDDEN, batch_size=32, init_alpha=0.7),
+                        device="cpu", seed=7)
+    path = source.export_agent(tmp_path / "agent.safetensors")
+    assert float(read_agent_metadata(path)["alpha"]) == pytest.approx(0.7)
+    learner = SACLearner(state_dim=D, sac=SMALL, device="cpu", seed=0)
+    assert learner.state.alpha == pytest.approx(SMALL.init_alpha)
+    learner.load_actor(path)
+    assert learner.state.alpha == pytest.approx(0.7)
+
+    update_agent_metadata(path, alpha="")  # an older file: no temperature recorded
+    learner = SACLearner(state_dim=D, sac=SMALL, device="cpu", seed=0)
+    learner.load_actor(path)
+    assert learner.state.alpha == pytest.approx(SMALL.init_alpha)
+    update_agent_metadata(path, alpha="nan")
+    with pytest.raises(ValueError, match="alpha = nan is not a positive number"):
+        SACLearner(state_dim=D, sac=SMALL, device="cpu").load_actor(path)
+
+
 def test_learns_to_accept_when_accepting_pays():
     rng = np.random.default_rng(1)
     n = 64
