@@ -102,8 +102,8 @@ class SACLearner:
 
         Why the temperature: a trained actor's entropy sits near the target at its own alpha.
         Started at the default alpha = 0.01 instead, the first actor updates follow the fresh
-        critics almost greedily: try 13b's entropy fell from 0.39 to 0.05 nats, alpha then
-        climbed to 1.4, and the warm-started actor came out worse than it went in
+        critics almost greedily: try 13b's entropy fell from 0.39 to 0.05 nats before alpha
+        climbed back to 1.4; started near its own temperature (try 14) it stayed at 0.38-0.42
         (docs/RESULTS.md, tuning log)."""
         actor = load_agent(path, expected_state_dim=self.state_dim)
         if actor.hidden_size != self.state.actor.hidden_size:
@@ -111,7 +111,10 @@ class SACLearner:
                                  f"{self.state.actor.hidden_size}")
         recorded_alpha = read_agent_metadata(path).get("alpha", "")
         if recorded_alpha:
-            alpha = float(recorded_alpha)
+            try:
+                alpha = float(recorded_alpha)
+            except ValueError:
+                alpha = math.nan
             if not math.isfinite(alpha) or alpha <= 0:
                 raise AgentFileError(f"{path}: recorded temperature alpha = {recorded_alpha} is not a positive number")
             with torch.no_grad():

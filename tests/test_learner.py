@@ -252,9 +252,10 @@ def test_a_warm_start_takes_the_temperature_the_agent_file_records(tmp_path):
     learner = SACLearner(state_dim=D, sac=SMALL, device="cpu", seed=0)
     learner.load_actor(path)
     assert learner.state.alpha == pytest.approx(SMALL.init_alpha)
-    update_agent_metadata(path, alpha="nan")
-    with pytest.raises(ValueError, match="alpha = nan is not a positive number"):
-        SACLearner(state_dim=D, sac=SMALL, device="cpu").load_actor(path)
+    for bad in ("nan", "-1", "warm"):
+        update_agent_metadata(path, alpha=bad)
+        with pytest.raises(ValueError, match=f"alpha = {bad} is not a positive number"):
+            SACLearner(state_dim=D, sac=SMALL, device="cpu").load_actor(path)
 
 
 def test_learns_to_accept_when_accepting_pays():
