@@ -10,6 +10,7 @@ that no pickled code is ever executed.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -157,6 +158,28 @@ def load_agent(path: str | Path, expected_state_dim: int | None = None) -> Actor
     except RuntimeError as err:
         raise AgentFileError(f"{path}: tensors do not fit the actor network: {err}") from err
     return actor.eval()
+
+
+def load_warm_start(path: str | Path, state_dim: int, hidden_size: int) -> tuple[Actor, float | None]:
+    """The actor a training run starts from (``learner.init_agent``) and the temperature alpha
+    its file records it was trained at (None: the file records none, e.g. one written before
+    agent files recorded it). Checked against the upstream's hidden size (``state_dim``) and
+    the width of the run's SAC networks (``hidden_size``): the launch preflight calls this
+    before Ray starts, the learner when it loads the actor."""
+    actor = load_agent(path, expected_state_dim=state_dim)
+    if actor.hidden_size != hidden_size:
+        raise AgentFileError(f"learner.init_agent {path}: hidden size {actor.hidden_size}, but sac.hidden_size "
+                             f"is {hidden_size}")
+    recorded = read_agent_metadata(path).get("alpha", "")
+    if not recorded:
+        return actor, None
+    try:
+        alpha = float(recorded)
+    except ValueError:
+        alpha = math.nan
+    if not math.isfinite(alpha) or alpha <= 0:
+        raise AgentFileError(f"{path}: recorded temperature alpha = {recorded} is not a positive number")
+    return actor, alpha
 
 
 def default_agent(model_hidden_size: int) -> Path | None:

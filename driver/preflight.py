@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.agent_file import load_agent
+from core.agent_file import load_warm_start
 from core.prompts import training_prompts
 from driver.config import RunConfig
 from envs.upstream import model_hidden_size
@@ -36,8 +36,5 @@ def check_inputs(cfg: RunConfig) -> RunInputs:
     for spec in cfg.reward.scorers:
         check_scorer_spec(spec)
     if cfg.learner.init_agent:  # a warm start's agent must fit the model and the SAC networks
-        actor = load_agent(cfg.learner.init_agent, expected_state_dim=state_dim)
-        if actor.hidden_size != cfg.sac.hidden_size:
-            raise ValueError(f"learner.init_agent {cfg.learner.init_agent}: hidden size {actor.hidden_size}, "
-                             f"but sac.hidden_size is {cfg.sac.hidden_size}")
+        load_warm_start(cfg.learner.init_agent, state_dim=state_dim, hidden_size=cfg.sac.hidden_size)
     return RunInputs(prompts=prompts, state_dim=state_dim)

@@ -35,7 +35,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from core.agent_file import AgentFileError, load_agent, read_agent_metadata, save_agent
+from core.agent_file import load_warm_start, save_agent
 from core.atomic import atomic_path, write_json_atomic
 from core.config import SACConfig, check_device_name
 from core.contracts import TransitionBatch
@@ -105,18 +105,8 @@ class SACLearner:
         critics almost greedily: try 13b's entropy fell from 0.39 to 0.05 nats before alpha
         climbed back to 1.4; started near its own temperature (try 14) it stayed at 0.38-0.42
         (docs/RESULTS.md, tuning log)."""
-        actor = load_agent(path, expected_state_dim=self.state_dim)
-        if actor.hidden_size != self.state.actor.hidden_size:
-            raise AgentFileError(f"{path}: hidden size {actor.hidden_size}, but sac.hidden_size is "
-                                 f"{self.state.actor.hidden_size}")
-        recorded_alpha = read_agent_metadata(path).get("alpha", "")
-        if recorded_alpha:
-            try:
-                alpha = float(recorded_alpha)
-            except ValueError:
-                alpha = math.nan
-            if not math.isfinite(alpha) or alpha <= 0:
-                raise AgentFileError(f"{path}: recorded temperature alpha = {recorded_alpha} is not a positive number")
+        actor, alpha = load_warm_start(path, state_dim=self.state_dim, hidden_size=self.state.actor.hidden_size)
+        if alpha is not None:
             with torch.no_grad():
                 self.state.log_alpha.fill_(math.log(alpha))
         self.state.actor.load_state_dict(actor.state_dict())

@@ -22,10 +22,11 @@ import yaml
 import waiting
 
 import launch
-from core.agent_file import SHIPPED_AGENT, load_agent, read_agent_metadata
+from core.agent_file import SHIPPED_AGENT, load_agent, read_agent_metadata, save_agent
 from core.jsonl import read_jsonl
+from core.networks import Actor
 from core.prompts import load_prompts
-from envs.upstream import resolve_dtype
+from envs.upstream import model_hidden_size, resolve_dtype
 from driver.config import RunConfig, from_dict, load_config, save_config
 from driver.metrics import METRICS
 from driver.preflight import check_inputs
@@ -401,6 +402,7 @@ def test_launch_py_reports_bad_input_without_a_traceback(tmp_path, capsys):
     ("reward.scorers=[{kind: embedding-bt, path: MISSING/head.safetensors}]", "head file not found"),
     ("learner.init_agent=MISSING/agent.safetensors", "agent file not found"),
     ("learner.init_agent=SHIPPED", "expects states of size 576, but the upstream model's hidden size is"),
+    ("learner.init_agent=BAD_ALPHA", "recorded temperature alpha = warm is not a positive number"),
 ])
 def test_input_errors_are_reported_before_ray_starts_and_before_a_run_folder(tmp_path, capsys, tiny_llm_path,
                                                                                 monkeypatch, setting, message):
@@ -412,6 +414,9 @@ def test_input_errors_are_reported_before_ray_starts_and_before_a_run_folder(tmp
     (tmp_path / "blank.json").write_text('[{"instruction": "  "}, {"instruction": ""}]')
     setting = setting.replace("MISSING", str(tmp_path / "missing")).replace("EMPTY", str(tmp_path / "empty.json"))
     setting = setting.replace("BLANK", str(tmp_path / "blank.json")).replace("SHIPPED", str(SHIPPED_AGENT))
+    if "BAD_ALPHA" in setting:  # an agent that fits the model and the networks, with a temperature that is not one
+        actor = Actor(state_dim=model_hidden_size(str(tiny_llm_path)), hidden_size=RunConfig().sac.hidden_size)
+        setting = setting.replace("BAD_ALPHA", str(save_agent(actor, tmp_path / "agent.safetensors", alpha="warm")))
     runs = tmp_path / "runs"
     assert launch.main(["--set", f"output_dir={runs}", "--set", f"model.name={tiny_llm_path}", "--set", setting]) == 2
     err = capsys.readouterr().err
