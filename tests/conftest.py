@@ -8,6 +8,7 @@ SmolLM2-135M-Instruct, for the few integration tests.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -48,14 +49,43 @@ def ray_local(_ray_session):
     return start_local_ray()
 
 
-def start_local_ray():
-    """The tests' local Ray (started once; a module-scoped fixture may call it directly)."""
+def start_local_ray(attempts: int = 3):
+    """The tests' local Ray (started once; a module-scoped fixture may call it directly).
+
+    Ray gives a starting node a fixed 30 s to register its raylet (ray/_private/node.py); on a
+    loaded 2-core machine that once ran out ("The current node timed out during startup") and
+    errored three tests. Such a start is shut down and tried again; any other error is raised."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}})
+    for attempt in range(1, attempts + 1):
+        if ray.is_initialized():
+            break
+        started = time.time()
+        try:
+            ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
+                     runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}})
+        except Exception as err:
+            ray.shutdown()
+            _stop_ray_processes_of_a_failed_start(started)
+            if attempt == attempts or "timed out during startup" not in str(err):
+                raise
     return ray
+
+
+def _stop_ray_processes_of_a_failed_start(started: float) -> None:
+    """A start that gave up leaves its GCS server and raylet running, which ray.shutdown() does
+    not know of (no node was connected): stop the Ray processes this process started since
+    ``started`` (a ray.cluster_utils.Cluster's older ones are left alone)."""
+    import psutil
+    import ray
+
+    ray_dir = str(Path(ray.__file__).parent)
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if child.create_time() >= started - 1 and any(ray_dir in part for part in child.cmdline()):
+                child.kill()
+        except psutil.NoSuchProcess:
+            pass
 
 
 @pytest.fixture(scope="session")
