@@ -28,6 +28,7 @@ from actors.weight_client import WeightClient
 from core.config import KLConfig, ModelConfig, RolloutConfig, SamplingConfig
 from core.contracts import EpisodeTransitions, RolloutStats
 from core.networks import Actor
+from core.state_features import state_size
 from envs.vllm_backend import VLLM_ACTOR_ENV
 
 
@@ -44,10 +45,12 @@ class RolloutWorker:
         torch.set_num_threads(rollout.torch_threads)
         torch.manual_seed(seed + worker_index)
         llm = llm_from_config(model)
-        actor = Actor(state_dim=llm.hidden_size, hidden_size=rollout.agent_hidden_size)
+        actor = Actor(state_dim=state_size(rollout.state_features, llm.hidden_size),
+                      hidden_size=rollout.agent_hidden_size)
         self.generator = AlignedGenerator(llm, actor, sampling=sampling, mode=model.mode, greedy=False,
                                           seed=seed + 1000 * worker_index, kl=kl,
-                                          decision_delay_s=rollout.decision_delay_s, backend=model.backend)
+                                          decision_delay_s=rollout.decision_delay_s, backend=model.backend,
+                                          state_features=rollout.state_features)
         self.worker_index = worker_index
         self.batch_rows = rollout.batch_rows or None  # None: all of a call's episodes at once
         self.weights = WeightClient(learner, actor)

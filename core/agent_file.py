@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from core.atomic import atomic_path
 from core.networks import Actor
+from core.state_features import PAPER_STATE, check_state_size, recorded_state_features
 
 FORMAT_VERSION = "mara-agent-1"
 # The agent trained for the embedded SmolLM2-135M-Instruct (docs/RESULTS.md), used when no
@@ -135,11 +136,12 @@ def resolve_horizon(horizon: str | int | None, agent: str | Path | None) -> int 
     return None if horizon == ALL_TOKENS else horizon
 
 
-def load_agent(path: str | Path, expected_state_dim: int | None = None) -> Actor:
+def load_agent(path: str | Path, model_hidden_size: int | None = None) -> Actor:
     """Load an actor from our safetensors format or a reference ``.pth`` checkpoint.
 
-    ``expected_state_dim`` is the hidden size of the upstream LLM the agent will read;
-    a mismatch raises a ValueError naming both numbers.
+    ``model_hidden_size`` is the hidden size of the upstream LLM the agent will read; an
+    agent whose states (of the features its file records) do not fit it raises a ValueError
+    naming both sizes.
     """
     path = _existing(path)
     state_dict = _read_state_dict(path)
@@ -151,7 +153,8 @@ def load_agent(path: str | Path, expected_state_dim: int | None = None) -> Actor
             f"(found {sorted(state_dict)[:8]})"
         )
     hidden_size, state_dim = state_dict["linear1.weight"].shape
-    check_state_dim(int(state_dim), expected_state_dim, what=str(path))
+    if model_hidden_size is not None:
+        check_state_size(int(state_dim), agent_state_features(path), model_hidden_size, what=str(path))
     actor = Actor(state_dim=int(state_dim), hidden_size=int(hidden_size))
     try:
         actor.load_state_dict({k: v.float() for k, v in state_dict.items()}, strict=True)
@@ -160,13 +163,27 @@ def load_agent(path: str | Path, expected_state_dim: int | None = None) -> Actor
     return actor.eval()
 
 
-def load_warm_start(path: str | Path, state_dim: int, hidden_size: int) -> tuple[Actor, float | None]:
+def agent_state_features(path: str | Path) -> str:
+    """What an agent file's agent reads (``core.state_features``): what its metadata records."""
+    return recorded_state_features(read_agent_metadata(path), what=f"agent file {path}")
+
+
+def load_warm_start(path: str | Path, state_dim: int, hidden_size: int,
+                    state_features: str = PAPER_STATE) -> tuple[Actor, float | None]:
     """The actor a training run starts from (``learner.init_agent``) and the temperature alpha
     its file records it was trained at (None: the file records none, e.g. one written before
-    agent files recorded it). Checked against the upstream's hidden size (``state_dim``) and
-    the width of the run's SAC networks (``hidden_size``): the launch preflight calls this
-    before Ray starts, the learner when it loads the actor."""
-    actor = load_agent(path, expected_state_dim=state_dim)
+    agent files recorded it). Checked against the run's states (``state_features``,
+    ``state_dim``: rollout.state_features and the upstream's hidden size) and the width of the
+    run's SAC networks (``hidden_size``): the launch preflight calls this before Ray starts, the
+    learner when it loads the actor."""
+    reads = agent_state_features(path)
+    if reads != state_features:
+        raise AgentFileError(f"learner.init_agent {path} reads {reads} states, but this run's "
+                             f"rollout.state_features is {state_features}")
+    actor = load_agent(path)
+    if actor.state_dim != state_dim:
+        raise AgentFileError(f"learner.init_agent {path} reads states of size {actor.state_dim}, but this run's "
+                             f"states are of size {state_dim} (another upstream model's hidden size)")
     if actor.hidden_size != hidden_size:
         raise AgentFileError(f"learner.init_agent {path}: hidden size {actor.hidden_size}, but sac.hidden_size "
                              f"is {hidden_size}")
@@ -183,21 +200,15 @@ def load_warm_start(path: str | Path, state_dim: int, hidden_size: int) -> tuple
 
 
 def default_agent(model_hidden_size: int) -> Path | None:
-    """The shipped agent when it exists and reads states of ``model_hidden_size``, else None."""
+    """The shipped agent when it exists and reads states of an upstream of ``model_hidden_size``, else None."""
     if not SHIPPED_AGENT.is_file():
         return None
     state_dim = int(read_agent_metadata(SHIPPED_AGENT).get("state_dim", 0))
-    return SHIPPED_AGENT if state_dim == model_hidden_size else None
-
-
-def check_state_dim(agent_state_dim: int, model_hidden_size: int | None, what: str = "agent") -> None:
-    """Refuse to pair an agent with an LLM of a different hidden size."""
-    if model_hidden_size is not None and agent_state_dim != model_hidden_size:
-        raise ValueError(
-            f"{what} expects states of size {agent_state_dim}, but the upstream model's "
-            f"hidden size is {model_hidden_size}; an agent only works with LLMs of the "
-            f"hidden size it was trained on"
-        )
+    try:
+        check_state_size(state_dim, agent_state_features(SHIPPED_AGENT), model_hidden_size)
+    except ValueError:
+        return None
+    return SHIPPED_AGENT
 
 
 def _existing(path: str | Path) -> Path:

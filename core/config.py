@@ -24,6 +24,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.state_features import STATE_FEATURES
+
 DATA_DIR = Path(__file__).resolve().parent / "data"
 DEFAULT_PROMPTS = str(DATA_DIR / "default_prompts.json")  # the project's own prompt set
 
@@ -313,6 +315,9 @@ class RolloutConfig:
     max_failed_calls: int = 5  # the run stops when this many rollout calls in a row raised
     max_restarts: int = -1  # Ray restarts of a dead worker (-1 = always)
     agent_hidden_size: int = 1024  # must equal sac.hidden_size
+    # What the agent reads at each decision: "candidate" (the paper's state, Eq. 4) or
+    # "candidate+prompt" (followed by the prompt's last hidden state; core/state_features.py)
+    state_features: str = "candidate"
     decision_delay_s: float = 0.0  # testing knob: sleep per decision to simulate a slow LLM
 
     def __post_init__(self) -> None:
@@ -328,6 +333,7 @@ class RolloutConfig:
         check_int("max_restarts", self.max_restarts, -1)
         check_int("batch_rows", self.batch_rows, 0)
         check_number("decision_delay_s", self.decision_delay_s, 0)
+        check_choice("state_features", self.state_features, STATE_FEATURES)
 
 
 # ------------------------------------------------------------------------ replay

@@ -58,8 +58,9 @@ def start_components(cfg: RunConfig, run_dir: Path, state_dim: int) -> Component
     """Start every component of a run. The replay and the learner start from the run folder's
     snapshot and newest checkpoint when there are some (a resumed run), and so does Ray when it
     rebuilds one that died; the calls they were answering are then retried."""
-    learner_kwargs = dict(state_dim=state_dim, sac=cfg.sac, config=cfg.learner, seed=cfg.seed,
-                          upstream_model=cfg.model.name, run_dir=str(run_dir))
+    learner_kwargs = dict(state_dim=state_dim, state_features=cfg.rollout.state_features, sac=cfg.sac,
+                          config=cfg.learner, seed=cfg.seed, upstream_model=cfg.model.name,
+                          run_dir=str(run_dir))
     learner_options = {**learner_resources(cfg.learner), **REBUILT_FROM_SNAPSHOTS, **ON_HEAD}
     if cfg.replay.in_learner:  # one actor is both; its handle serves as the replay's
         learner_options["num_cpus"] += cfg.replay.num_cpus

@@ -29,6 +29,7 @@ from pathlib import Path
 import yaml
 
 from core.config import AUTO
+from core.state_features import state_size
 from driver.components import local_cpus
 from driver.config import RunConfig
 from replay.buffer import transition_bytes
@@ -174,7 +175,7 @@ def _fit(request: dict[str, float], kind: NodeKind) -> int:
 
 def plan_run(cfg: RunConfig, cluster: Cluster) -> tuple[list[PlannedActor], dict]:
     upstream = model_facts(cfg.model.name)
-    d, dtype = upstream.hidden_size, cfg.model.dtype
+    state_dim, dtype = state_size(cfg.rollout.state_features, upstream.hidden_size), cfg.model.dtype
     head_gpus = sum(k.resources.get("GPU", 0) for k in cluster.kinds if k.is_head)
     learner_gpu = cfg.learner.device.startswith("cuda") or (cfg.learner.device == "auto" and head_gpus >= 1)
     rows = min(cfg.rollout.batch_rows or cfg.rollout.episodes_per_call, cfg.rollout.episodes_per_call)
@@ -199,12 +200,12 @@ def plan_run(cfg: RunConfig, cluster: Cluster) -> tuple[list[PlannedActor], dict
     learner_note = "trains on " + ("a GPU" if learner_gpu else "CPU (the head node has no GPU)")
     replay_note = f"{cfg.replay.capacity:,} transitions"
     learner_cpus = cfg.learner.num_cpus
-    learner_bytes = _learner_bytes(cfg, d) if learner_gpu else 0.0
+    learner_bytes = _learner_bytes(cfg, state_dim) if learner_gpu else 0.0
     if cfg.replay.in_learner:  # one actor is both (driver/learner_with_replay.py)
         learner_note += f"; holds the replay ({replay_note}) and samples it in its own process"
         learner_cpus += cfg.replay.num_cpus
         if cfg.replay.on_learner_device and learner_gpu:  # replay/device_buffer.py: a copy on the GPU
-            learner_bytes += cfg.replay.capacity * transition_bytes(d, cfg.replay.state_dtype)
+            learner_bytes += cfg.replay.capacity * transition_bytes(state_dim, cfg.replay.state_dtype)
             learner_note += ", with a copy on its GPU"
     actors = [
         *([] if cfg.replay.in_learner else [("replay", 1, {"CPU": cfg.replay.num_cpus}, 0.0, True, replay_note)]),
@@ -220,8 +221,9 @@ def plan_run(cfg: RunConfig, cluster: Cluster) -> tuple[list[PlannedActor], dict
         kinds = [k for k in cluster.kinds if (k.is_head or not on_head) and _fit(request, k) > 0]
         fits = sum(_fit(request, k) * k.count for k in kinds)
         planned.append(PlannedActor(role, count, request, gpu_bytes, [k.name for k in kinds], fits, note))
-    replay = {"capacity": cfg.replay.capacity, "bytes_per_transition": transition_bytes(d, cfg.replay.state_dtype),
-              "state_dim": d, "state_dtype": cfg.replay.state_dtype}
+    replay = {"capacity": cfg.replay.capacity,
+              "bytes_per_transition": transition_bytes(state_dim, cfg.replay.state_dtype),
+              "state_dim": state_dim, "state_dtype": cfg.replay.state_dtype}
     replay["bytes"] = replay["capacity"] * replay["bytes_per_transition"]
     return planned, replay
 
@@ -278,8 +280,8 @@ def format_plan(cfg: RunConfig, cluster: Cluster, planned: list[PlannedActor], r
         where = ", ".join(a.placed_on) or "NOWHERE"
         lines.append(f"| {a.role} | {a.count} | {where} | {_resources(a.request)} | {memory} | {a.note} |")
     lines.append(f"replay at capacity: {replay['capacity']:,} x {replay['bytes_per_transition']:,} bytes "
-                 f"(d = {replay['state_dim']}, {replay['state_dtype']}) = {replay['bytes'] / GIB:.2f} GiB of the "
-                 f"head's memory")
+                 f"(states of size {replay['state_dim']}, {replay['state_dtype']}) = {replay['bytes'] / GIB:.2f} "
+                 f"GiB of the head's memory")
     return "\n".join(lines)
 
 

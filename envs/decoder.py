@@ -4,7 +4,9 @@ Each row of the batch is one prompt. At every output position the upstream LLM p
 a candidate set (envs/mdp.py); the agent looks at candidates in probability order and the
 first one it accepts is appended; the last candidate is accepted if all others were
 rejected; a position with a single candidate takes no decision. The state of candidate k
-is the LLM's last-layer hidden state after prompt + response so far + t^k.
+is the LLM's last-layer hidden state after prompt + response so far + t^k (with
+``state_features="candidate+prompt"`` followed by the prompt's last hidden state;
+core/state_features.py).
 
 Computing those states. The reference runs one full LLM call per candidate. Here every
 forward reuses the KV cache of the prefix, and:
@@ -41,7 +43,7 @@ Usage (the loop that aligned generation and rollout workers run)::
     decoder = AcceptRejectDecoder(llm, sampling, kl, mode="lazy")
     decoder.start(prompts)
     while decoder.has_pending():
-        states = decoder.pending_states()            # (n, d) one per waiting row
+        states = decoder.pending_states()            # (n, state_dim) one per waiting row
         accept_prob = policy(states)                 # (n,)
         decoder.apply(actions, accept_prob)          # advances to the next decisions
     results = decoder.results()                      # text, transitions, statistics
@@ -57,6 +59,7 @@ import torch.nn.functional as F
 
 from core.config import AUTO_MODE, KLConfig, SamplingConfig, check_int
 from core.contracts import ACCEPT, EpisodeTransitions
+from core.state_features import PAPER_STATE, state_size
 from envs.mdp import candidate_sets, kl_penalty, reference_accept_probability
 
 FREE, VALID, PENDING = 0, 1, 2
@@ -121,6 +124,7 @@ class _EpisodeRow:
     ref_probs: np.ndarray = field(default_factory=lambda: np.zeros(0))
     k: int = 0  # index of the candidate awaiting a decision
     cand_hidden: dict[int, torch.Tensor] = field(default_factory=dict)  # states computed so far
+    prompt_hidden: torch.Tensor | None = None  # the prompt's last hidden state, once computed
     # records
     states: list[np.ndarray] = field(default_factory=list)
     actions: list[int] = field(default_factory=list)
@@ -165,13 +169,17 @@ class _AcceptRejectMDP:
         kl: KLConfig = KLConfig(),
         mode: str = "lazy",
         state_dtype: np.dtype = np.float32,
+        state_features: str = PAPER_STATE,
     ) -> None:
+        """``state_features``: what the agent's state holds (``core.state_features``)."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.llm = llm
         self.sampling = sampling
         self.kl = kl
         self.mode = mode
+        self.state_features = state_features
+        self.state_dim = state_size(state_features, llm.hidden_size)
         self.state_dtype = state_dtype
         self.rows: list[_EpisodeRow] = []
         self.policy_version = 0
@@ -199,8 +207,8 @@ class _AcceptRejectMDP:
         return [i for i, r in enumerate(self.rows) if r.waiting]
 
     def pending_states(self) -> torch.Tensor:
-        """(n, d) float32 state of the candidate each waiting row must decide on."""
-        return torch.stack([self.rows[i].cand_hidden[self.rows[i].k] for i in self.pending_rows()]).float()
+        """(n, state_dim) float32 state of the candidate each waiting row must decide on."""
+        return torch.stack([self._state(self.rows[i], self.rows[i].k) for i in self.pending_rows()]).float()
 
     def pending_positions(self) -> np.ndarray:
         """0-based output position of each waiting row's current candidate."""
@@ -217,11 +225,11 @@ class _AcceptRejectMDP:
         return [(self.rows[i].cand_ids[self.rows[i].k], self.rows[i].k + 1) for i in self.pending_rows()]
 
     def candidate_states(self, row: int) -> torch.Tensor:
-        """(K, d) states of all candidates of a row's current position (eager mode only)."""
+        """(K, state_dim) states of all candidates of a row's current position (eager mode only)."""
         r = self.rows[row]
         if self.mode != "eager" or len(r.cand_hidden) != len(r.cand_ids):
             raise RuntimeError("all candidate states exist only in eager mode")
-        return torch.stack([r.cand_hidden[k] for k in range(len(r.cand_ids))]).float()
+        return torch.stack([self._state(r, k) for k in range(len(r.cand_ids))]).float()
 
     def apply(self, actions, accept_probs=None, advance: bool = True) -> np.ndarray:
         """Apply one decision to every waiting row (in ``pending_rows`` order) and
@@ -254,10 +262,17 @@ class _AcceptRejectMDP:
         return row.sampling or self.sampling
 
     # ------------------------------------------------------------------ MDP steps
+    def _state(self, row: _EpisodeRow, k: int) -> torch.Tensor:
+        """The agent's state for candidate k of the row's current position: its hidden state
+        (Eq. 4), then, with "candidate+prompt" features, the prompt's last hidden state."""
+        if self.state_features == PAPER_STATE:
+            return row.cand_hidden[k]
+        return torch.cat([row.cand_hidden[k], row.prompt_hidden])
+
     def _decide(self, row: _EpisodeRow, action: int, p_accept: float) -> None:
         k = row.k
         ref_accept = reference_accept_probability(row.ref_probs, k)
-        row.states.append(row.cand_hidden[k].float().cpu().numpy().astype(self.state_dtype))
+        row.states.append(self._state(row, k).float().cpu().numpy().astype(self.state_dtype))
         row.actions.append(action)
         row.kl.append(kl_penalty(p_accept, ref_accept, action, self.kl))
         row.where.append((len(row.response_ids), k, row.cand_ids[k]))
@@ -310,9 +325,8 @@ class _AcceptRejectMDP:
             self._open_next(row, hidden)
 
     def _result(self, r: _EpisodeRow) -> DecodeResult:
-        d = self.llm.hidden_size
         episode = EpisodeTransitions(
-            states=np.stack(r.states) if r.states else np.zeros((0, d), self.state_dtype),
+            states=np.stack(r.states) if r.states else np.zeros((0, self.state_dim), self.state_dtype),
             actions=np.asarray(r.actions, dtype=np.int8),
             kl_penalties=np.asarray(r.kl, dtype=np.float32),
             policy_version=self.policy_version,
@@ -384,10 +398,11 @@ class AcceptRejectDecoder(_AcceptRejectMDP):
     _opening: list[tuple[_Row, torch.Tensor]]  # rows whose next position awaits its candidates
 
     def __init__(self, llm, sampling: SamplingConfig = SamplingConfig(), kl: KLConfig = KLConfig(),
-                 mode: str = "lazy", state_dtype: np.dtype = np.float32, ragged: bool | None = None) -> None:
+                 mode: str = "lazy", state_dtype: np.dtype = np.float32, ragged: bool | None = None,
+                 state_features: str = PAPER_STATE) -> None:
         """``ragged``: rows of different widths in forwards of their own (``_forward_once``);
         None: on a CPU, where padding costs compute."""
-        super().__init__(llm, sampling, kl, mode, state_dtype)
+        super().__init__(llm, sampling, kl, mode, state_dtype, state_features)
         self.ragged = llm.device.type == "cpu" if ragged is None else ragged
         self.forwards = 0  # forwards of decoding steps (prompt prefills not counted)
         self.fed_tokens = 0  # tokens those forwards fed, padding included
@@ -547,6 +562,8 @@ class AcceptRejectDecoder(_AcceptRejectMDP):
             merge_kv(self.cache, cache, width)
         for i, r in enumerate(joining):
             r.cache_row, r.next_position = running + i, len(r.prompt_ids)
+            if self.state_features != PAPER_STATE:  # a copy: a view would keep the whole prefill alive
+                r.prompt_hidden = last_hidden[i].clone()
             self._opening.append((r, last_hidden[i]))
 
     def _prefill(self, rows: list[_Row]) -> tuple[object, torch.Tensor, torch.Tensor]:

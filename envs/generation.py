@@ -22,11 +22,21 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from core.agent_file import (AGENT_DECISIONS, AGENT_HORIZON, CONTINUATIONS, UNTRAINED, check_state_dim,
-                              default_agent, load_agent, read_agent_metadata, resolve_decisions, resolve_horizon)
-from core.config import (BACKENDS, KLConfig, ModelConfig, SamplingConfig, VllmEngineConfig, check_choice,
-                         check_int)
+from core.agent_file import (
+    AGENT_DECISIONS,
+    AGENT_HORIZON,
+    CONTINUATIONS,
+    UNTRAINED,
+    agent_state_features,
+    default_agent,
+    load_agent,
+    read_agent_metadata,
+    resolve_decisions,
+    resolve_horizon,
+)
+from core.config import BACKENDS, KLConfig, ModelConfig, SamplingConfig, VllmEngineConfig, check_choice, check_int
 from core.networks import Actor
+from core.state_features import PAPER_STATE, check_state_size
 from envs.decoder import AcceptRejectDecoder, DecodeResult, resolve_mode
 from envs.mdp import decide
 from envs.synthetic import SyntheticLLM, is_synthetic
@@ -106,6 +116,7 @@ class AlignedGenerator:
         horizon: int | None = None,
         ragged: bool | None = None,
         continuation: str | None = None,
+        state_features: str = PAPER_STATE,
     ) -> None:
         """``llm``: an ``UpstreamLLM`` with ``backend="transformers"``, a ``VllmUpstream``
         with ``backend="vllm"`` (``load_llm`` builds either). ``horizon``: the agent decides
@@ -113,12 +124,14 @@ class AlignedGenerator:
         (None: the agent decides every token). ``continuation``: how the upstream decides
         past the horizon, "greedy" (its most likely token) or "sampled" (its own sampling);
         None: as the agent's decisions are taken (``greedy``). ``ragged``: the transformers decoder's
-        forwards grouped by width (``AcceptRejectDecoder``; None: on a CPU)."""
+        forwards grouped by width (``AcceptRejectDecoder``; None: on a CPU). ``state_features``:
+        what the agent reads (``core.state_features``; an agent file records its own)."""
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if (backend == "vllm") != isinstance(llm, VllmUpstream):
             raise ValueError(f"backend {backend!r} does not match the upstream LLM {type(llm).__name__}")
-        check_state_dim(actor.state_dim, llm.hidden_size)
+        check_state_size(actor.state_dim, state_features, llm.hidden_size)
+        self.state_features = state_features
         self.llm = llm
         self.backend = backend
         self.actor = actor.eval().to(llm.device)
@@ -176,9 +189,10 @@ class AlignedGenerator:
             warnings.warn("using an UNTRAINED accept/reject agent (random weights)", stacklevel=2)
             actor = Actor(state_dim=llm.hidden_size)
         else:
-            actor = load_agent(agent, expected_state_dim=llm.hidden_size)
+            actor = load_agent(agent, model_hidden_size=llm.hidden_size)
         generator = cls(llm, actor, backend=backend, greedy=resolve_decisions(decisions, agent) == "greedy",
-                        horizon=resolve_horizon(horizon, agent), **kwargs)
+                        horizon=resolve_horizon(horizon, agent),
+                        state_features=PAPER_STATE if agent == UNTRAINED else agent_state_features(agent), **kwargs)
         generator.agent_path = str(agent)  # what answers: a file, or "untrained"
         return generator
 
@@ -202,9 +216,11 @@ class AlignedGenerator:
         with ``greedy=False``); at most ``max_rows`` decoded at once, the rest joining as
         episodes end (``AcceptRejectDecoder.start``)."""
         if self.backend == "vllm":
-            decoder = VllmAcceptRejectDecoder(self.llm, self.sampling, self.kl, mode=self.mode)
+            decoder = VllmAcceptRejectDecoder(self.llm, self.sampling, self.kl, mode=self.mode,
+                                              state_features=self.state_features)
         else:
-            decoder = AcceptRejectDecoder(self.llm, self.sampling, self.kl, mode=self.mode, ragged=self.ragged)
+            decoder = AcceptRejectDecoder(self.llm, self.sampling, self.kl, mode=self.mode, ragged=self.ragged,
+                                          state_features=self.state_features)
         decoder.start(prompts, policy_version=policy_version, max_rows=max_rows)
         while decoder.has_pending():
             accept_prob, greedy = self.decision_rule(decoder)

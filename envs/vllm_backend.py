@@ -296,9 +296,9 @@ class VllmAcceptRejectDecoder(_AcceptRejectMDP):
     rows: list[_Episode]
 
     def pending_states(self) -> torch.Tensor:
-        """(n, d) float32 state of the candidate each waiting row must decide on."""
+        """(n, state_dim) float32 state of the candidate each waiting row must decide on."""
         if not self.has_pending():  # an empty batch on the head's device rather than an error
-            return torch.zeros(0, self.llm.hidden_size, device=self.llm.device)
+            return torch.zeros(0, self.state_dim, device=self.llm.device)
         return super().pending_states()
 
     # ------------------------------------------------------------------ MDP hooks
@@ -338,7 +338,7 @@ class VllmAcceptRejectDecoder(_AcceptRejectMDP):
             hidden = self.llm.last_hidden_states(sequences)
             for (r, k), h in zip(owners, hidden):
                 if k is None:
-                    r.needs_prefill, r.open_from = False, h
+                    r.needs_prefill, r.open_from, r.prompt_hidden = False, h, h
                 else:
                     r.cand_hidden[k] = h
                     r.forward_tokens += 1

@@ -39,6 +39,7 @@ from core.agent_file import load_warm_start, save_agent
 from core.atomic import atomic_path, write_json_atomic
 from core.config import SACConfig, check_device_name
 from core.contracts import TransitionBatch
+from core.state_features import PAPER_STATE
 from learner.sac import SACState, UpdateMetrics, batch_to_tensors, init_sac_state, sac_update
 
 CHECKPOINT_FORMAT = "mara-learner-1"
@@ -65,11 +66,14 @@ class SACLearner:
 
     def __init__(self, *, state_dim: int, sac: SACConfig = SACConfig(),
                  device: str | torch.device = "auto", seed: int = 0,
-                 upstream_model: str = "") -> None:
+                 upstream_model: str = "", state_features: str = PAPER_STATE) -> None:
+        """``state_features``: what the states hold (``core.state_features``), recorded in
+        the agent files and checkpoints it writes."""
         self.cfg = sac
         self.device = resolve_device(device)
         self.seed = seed
         self.upstream_model = upstream_model
+        self.state_features = state_features
         self.state: SACState = init_sac_state(state_dim, sac, self.device, seed)
         self._version = 0  # 0 = the initial weights; publish() increments it
 
@@ -105,7 +109,8 @@ class SACLearner:
         critics almost greedily: try 13b's entropy fell from 0.39 to 0.05 nats before alpha
         climbed back to 1.4; started near its own temperature (try 14) it stayed at 0.38-0.42
         (docs/RESULTS.md, tuning log)."""
-        actor, alpha = load_warm_start(path, state_dim=self.state_dim, hidden_size=self.state.actor.hidden_size)
+        actor, alpha = load_warm_start(path, state_dim=self.state_dim, hidden_size=self.state.actor.hidden_size,
+                                       state_features=self.state_features)
         if alpha is not None:
             with torch.no_grad():
                 self.state.log_alpha.fill_(math.log(alpha))
@@ -128,7 +133,7 @@ class SACLearner:
         string ``metadata`` (e.g. the training reward)."""
         return save_agent(self.state.actor, path, upstream_model=self.upstream_model,
                           version=str(self._version), updates=str(self.updates),
-                          alpha=repr(self.state.alpha), **metadata)
+                          alpha=repr(self.state.alpha), state_features=self.state_features, **metadata)
 
     # -- checkpoints ---------------------------------------------------------------------
 
@@ -156,6 +161,7 @@ class SACLearner:
             "format": CHECKPOINT_FORMAT,
             "checkpoint_id": checkpoint_id,
             "state_dim": self.state_dim,
+            "state_features": self.state_features,
             "hidden_size": self.cfg.hidden_size,
             "updates": self.updates,
             "version": self._version,
@@ -175,6 +181,10 @@ class SACLearner:
         """
         directory = Path(directory)
         manifest = read_manifest(directory)
+        features = manifest.get("state_features", PAPER_STATE)
+        if features != self.state_features:
+            raise ValueError(f"checkpoint {directory} holds an agent of {features} states, but this learner's "
+                             f"are {self.state_features} (rollout.state_features)")
         _check_size("state_dim", manifest["state_dim"], self.state_dim, directory)
         _check_size("hidden_size", manifest["hidden_size"], self.cfg.hidden_size, directory)
         tensors = _read_tensors(directory, manifest["checkpoint_id"])
@@ -218,7 +228,8 @@ class SACLearner:
             sac = SACConfig(**{k: v for k, v in manifest["sac"].items() if k in known})
         learner = cls(state_dim=int(manifest["state_dim"]), sac=sac, device=device,
                       seed=int(manifest.get("seed", 0)),
-                      upstream_model=str(manifest.get("upstream_model", "")))
+                      upstream_model=str(manifest.get("upstream_model", "")),
+                      state_features=str(manifest.get("state_features", PAPER_STATE)))
         learner.restore_checkpoint(directory)
         return learner
 

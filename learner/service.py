@@ -39,6 +39,7 @@ import torch
 
 from core.atomic import write_json_atomic
 from core.config import LearnerConfig, SACConfig
+from core.state_features import PAPER_STATE
 from learner.learner import MANIFEST_FILE, SACLearner
 from learner.sac import UpdateMetrics
 
@@ -86,13 +87,13 @@ class LearnerService:
     """The SAC learner as a service: continuous training loop, versioned weights, checkpoints."""
 
     def __init__(self, *, state_dim: int, sac: SACConfig, config: LearnerConfig, seed: int = 0,
-                 upstream_model: str = "", run_dir: str | None = None) -> None:
+                 upstream_model: str = "", run_dir: str | None = None, state_features: str = PAPER_STATE) -> None:
         """With a ``run_dir`` that holds a checkpoint (a resumed run, or this actor rebuilt
         by Ray after it died) the learner starts from the newest complete one; else, with
         ``config.init_agent``, its actor starts from that agent file."""
         torch.set_num_threads(max(1, int(config.num_cpus)))  # Ray sets OMP_NUM_THREADS=1 in workers
         self._learner = SACLearner(state_dim=state_dim, sac=sac, device=config.device, seed=seed,
-                                   upstream_model=upstream_model)
+                                   upstream_model=upstream_model, state_features=state_features)
         self._config = config
         self._batch_size = sac.batch_size
         self._run_dir = Path(run_dir) if run_dir is not None else None

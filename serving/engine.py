@@ -128,7 +128,8 @@ class ServingEngine:
         self.max_rows, self.batch_wait_s = max_rows, batch_wait_s
         self.admission = admission
         self.metrics = metrics
-        self.decoder = AcceptRejectDecoder(self.llm, generator.sampling, generator.kl, mode=generator.mode)
+        self.decoder = AcceptRejectDecoder(self.llm, generator.sampling, generator.kl, mode=generator.mode,
+                                           state_features=generator.state_features)
         self.decoder.open(max_rows)
         self._queue: deque[Submission] = deque()
         self._cancelled: list[Submission] = []

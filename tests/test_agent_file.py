@@ -7,8 +7,10 @@ import pickle
 import pytest
 import torch
 
-from core.agent_file import AgentFileError, load_agent, read_agent_metadata, save_agent, update_agent_metadata
+from core.agent_file import (AgentFileError, agent_state_features, load_agent, load_warm_start, read_agent_metadata,
+                             save_agent, update_agent_metadata)
 from core.networks import Actor, TwinCritic
+from core.state_features import state_size
 
 
 def test_actor_and_critic_shapes():
@@ -29,7 +31,7 @@ def test_save_and_load_round_trip_with_metadata(tmp_path):
     path = save_agent(actor, tmp_path / "agent.safetensors", upstream_model="some/model")
     meta = read_agent_metadata(path)
     assert meta["state_dim"] == "16" and meta["hidden_size"] == "32" and meta["upstream_model"] == "some/model"
-    loaded = load_agent(path, expected_state_dim=16)
+    loaded = load_agent(path, model_hidden_size=16)
     states = torch.randn(3, 16)
     torch.testing.assert_close(loaded(states), actor(states))
 
@@ -37,14 +39,14 @@ def test_save_and_load_round_trip_with_metadata(tmp_path):
 def test_mismatched_state_dim_names_both_numbers(tmp_path):
     path = save_agent(Actor(state_dim=16, hidden_size=32), tmp_path / "agent.safetensors")
     with pytest.raises(ValueError, match=r"16.*576|576.*16"):
-        load_agent(path, expected_state_dim=576)
+        load_agent(path, model_hidden_size=576)
 
 
 def test_reference_pth_checkpoint_imports(tmp_path):
     reference = Actor(state_dim=24, hidden_size=1024)
     path = tmp_path / "actor.pth"
     torch.save(reference.state_dict(), path)  # the reference's key names: ln, linear1, linear2, output_linear
-    loaded = load_agent(path, expected_state_dim=24)
+    loaded = load_agent(path, model_hidden_size=24)
     states = torch.randn(4, 24)
     torch.testing.assert_close(loaded(states), reference(states))
 
@@ -126,3 +128,29 @@ def test_an_agent_file_carries_the_horizon_it_recommends(tmp_path, capsys, tiny_
     update_agent_metadata(path, horizon="tomorrow")  # a file edited by hand
     with pytest.raises(AgentFileError, match="unknown horizon"):
         resolve_horizon("agent", path)
+
+
+def test_an_agent_file_records_what_its_states_hold(tmp_path):
+    """core/state_features.py: the candidate's state (d numbers), or that and the prompt's (2d).
+    The file says which, so an agent of a 2d-wide upstream is not taken for a d-wide one's."""
+    assert state_size("candidate+prompt", 576) == 1152
+    plain = save_agent(Actor(state_dim=32, hidden_size=8), tmp_path / "plain.safetensors")
+    both = save_agent(Actor(state_dim=32, hidden_size=8), tmp_path / "both.safetensors",
+                      state_features="candidate+prompt")
+    assert agent_state_features(plain) == "candidate" and agent_state_features(both) == "candidate+prompt"
+    assert load_agent(plain, model_hidden_size=32).state_dim == load_agent(both, model_hidden_size=16).state_dim == 32
+    with pytest.raises(ValueError, match=r"size 32 \(candidate\).*hidden size is 16: its candidate states are of size 16"):
+        load_agent(plain, model_hidden_size=16)
+    with pytest.raises(ValueError, match=r"hidden size is 32: its candidate\+prompt states are of size 64"):
+        load_agent(both, model_hidden_size=32)
+    unknown = save_agent(Actor(state_dim=32, hidden_size=8), tmp_path / "unknown.safetensors", state_features="prompt")
+    with pytest.raises(ValueError, match="records unknown state features 'prompt'"):
+        load_agent(unknown, model_hidden_size=16)
+    # a warm start must read the run's states: the same features, the same upstream
+    with pytest.raises(AgentFileError, match=r"reads candidate\+prompt states, but this run's rollout.state_features "
+                                             r"is candidate"):
+        load_warm_start(both, state_dim=32, hidden_size=8)
+    with pytest.raises(AgentFileError, match="reads states of size 32, but this run's states are of size 64"):
+        load_warm_start(both, state_dim=64, hidden_size=8, state_features="candidate+prompt")
+    actor, alpha = load_warm_start(both, state_dim=32, hidden_size=8, state_features="candidate+prompt")
+    assert actor.state_dim == 32 and alpha is None

@@ -49,6 +49,7 @@ def test_numbers_parse_as_yaml_writes_them():
     ("rollout.num_cpus=-1", "rollout.num_cpus must be a finite number >= 0"),
     ("rollout.torch_threads=-4", "rollout.torch_threads must be an int >= 1"),
     ("rollout.batch_rows=-1", "rollout.batch_rows must be an int >= 0"),
+    ("rollout.state_features=prompt", "rollout.state_features must be one of"),
     ("reward.scale=.nan", "reward.scale must be a finite number > 0"),
     ("kl.coef=.nan", "kl.coef must be a finite number >= 0"),
     ("kl.coef=abc", "kl.coef must be a number"),

@@ -17,11 +17,12 @@ from envs.mdp import candidate_sets, emission_probabilities
 PROMPTS = ["How can I bake bread?", "Tell me a joke.", "Why is the sky blue? Answer briefly please."]
 
 
-def run(llm, prompts, policy, mode, max_new_tokens=12, sampling=None, ragged=None):
+def run(llm, prompts, policy, mode, max_new_tokens=12, sampling=None, ragged=None, state_features="candidate",
+        max_rows=None):
     """Run episodes where ``policy(rng, n) -> actions`` decides."""
     sampling = sampling or SamplingConfig(max_new_tokens=max_new_tokens)
-    decoder = AcceptRejectDecoder(llm, sampling, mode=mode, ragged=ragged)
-    decoder.start(prompts)
+    decoder = AcceptRejectDecoder(llm, sampling, mode=mode, ragged=ragged, state_features=state_features)
+    decoder.start(prompts, max_rows=max_rows)
     rng = np.random.default_rng(0)
     while decoder.has_pending():
         decoder.apply(policy(rng, len(decoder.pending_rows())))
@@ -95,12 +96,28 @@ def test_candidate_states_equal_a_full_forward(tiny_llm, mode, early_eos):
     results = run(llm, PROMPTS, coin, mode, max_new_tokens=10)
     if early_eos:
         assert {r.finish_reason for r in results} == {"eos", "length"}
-    checked = 0
+    assert_states_are_full_forwards(tiny_llm, results, with_prompt=False)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_prompt_state_features_follow_each_candidate_state(tiny_llm, mode):
+    """"candidate+prompt" states: the candidate's state, then the prompt's last hidden state,
+    for rows that start together and rows that join as others end (continuous batching)."""
+    results = run(tiny_llm, PROMPTS, coin, mode, max_new_tokens=10, state_features="candidate+prompt", max_rows=2)
+    assert all(r.episode.states.shape[1] == 2 * tiny_llm.hidden_size for r in results)
+    assert_states_are_full_forwards(tiny_llm, results, with_prompt=True)
+
+
+def assert_states_are_full_forwards(llm, results, with_prompt: bool) -> None:
+    d, checked = llm.hidden_size, 0
     for result in results:
-        prefix = tiny_llm.encode_prompt(result.prompt)
+        prefix = llm.encode_prompt(result.prompt)
+        prompt_state = llm.full_forward_hidden(prefix)[-1].numpy()
         for t, (position, k, token) in enumerate(result.decision_points):
-            full = tiny_llm.full_forward_hidden(prefix + result.response_ids[:position] + [token])[-1]
-            np.testing.assert_allclose(result.episode.states[t], full.numpy(), atol=1e-4, rtol=0)
+            full = llm.full_forward_hidden(prefix + result.response_ids[:position] + [token])[-1]
+            np.testing.assert_allclose(result.episode.states[t][:d], full.numpy(), atol=1e-4, rtol=0)
+            if with_prompt:
+                np.testing.assert_allclose(result.episode.states[t][d:], prompt_state, atol=1e-4, rtol=0)
             checked += 1
     assert checked > 10
 

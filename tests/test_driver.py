@@ -26,6 +26,7 @@ from core.agent_file import SHIPPED_AGENT, load_agent, read_agent_metadata, save
 from core.jsonl import read_jsonl
 from core.networks import Actor
 from core.prompts import load_prompts
+from core.state_features import STATE_FEATURES, state_size
 from envs.upstream import model_hidden_size, resolve_dtype
 from driver.config import RunConfig, from_dict, load_config, save_config
 from driver.metrics import METRICS
@@ -401,8 +402,10 @@ def test_launch_py_reports_bad_input_without_a_traceback(tmp_path, capsys):
     ("reward.scorers=[{kind: function, path: 'rewards.examples:nothing_here'}]", "cannot be found"),
     ("reward.scorers=[{kind: embedding-bt, path: MISSING/head.safetensors}]", "head file not found"),
     ("learner.init_agent=MISSING/agent.safetensors", "agent file not found"),
-    ("learner.init_agent=SHIPPED", "expects states of size 576, but the upstream model's hidden size is"),
+    ("learner.init_agent=SHIPPED", "reads states of size 576, but this run's states are of size 64"),
     ("learner.init_agent=BAD_ALPHA", "recorded temperature alpha = warm is not a positive number"),
+    ("learner.init_agent=PROMPT_STATES", "reads candidate+prompt states, but this run's rollout.state_features is "
+                                         "candidate"),
 ])
 def test_input_errors_are_reported_before_ray_starts_and_before_a_run_folder(tmp_path, capsys, tiny_llm_path,
                                                                                 monkeypatch, setting, message):
@@ -414,9 +417,13 @@ def test_input_errors_are_reported_before_ray_starts_and_before_a_run_folder(tmp
     (tmp_path / "blank.json").write_text('[{"instruction": "  "}, {"instruction": ""}]')
     setting = setting.replace("MISSING", str(tmp_path / "missing")).replace("EMPTY", str(tmp_path / "empty.json"))
     setting = setting.replace("BLANK", str(tmp_path / "blank.json")).replace("SHIPPED", str(SHIPPED_AGENT))
-    if "BAD_ALPHA" in setting:  # an agent that fits the model and the networks, with a temperature that is not one
-        actor = Actor(state_dim=model_hidden_size(str(tiny_llm_path)), hidden_size=RunConfig().sac.hidden_size)
+    # agents that fit the model and the networks, with a temperature that is not one, or that read other states
+    actor = Actor(state_dim=model_hidden_size(str(tiny_llm_path)), hidden_size=RunConfig().sac.hidden_size)
+    if "BAD_ALPHA" in setting:
         setting = setting.replace("BAD_ALPHA", str(save_agent(actor, tmp_path / "agent.safetensors", alpha="warm")))
+    if "PROMPT_STATES" in setting:
+        path = save_agent(actor, tmp_path / "agent.safetensors", state_features="candidate+prompt")
+        setting = setting.replace("PROMPT_STATES", str(path))
     runs = tmp_path / "runs"
     assert launch.main(["--set", f"output_dir={runs}", "--set", f"model.name={tiny_llm_path}", "--set", setting]) == 2
     err = capsys.readouterr().err
@@ -433,11 +440,13 @@ def test_resuming_a_folder_with_nothing_to_resume_says_so(tmp_path, capsys, tiny
     assert sorted(p.name for p in run_dir.iterdir()) == ["config.yaml"]
 
 
-def test_launch_py_runs_end_to_end(tiny_llm_path, tmp_path):
+@pytest.mark.parametrize("features", STATE_FEATURES)
+def test_launch_py_runs_end_to_end(tiny_llm_path, tmp_path, features):
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(tiny_config(tiny_llm_path, tmp_path, budget={"episodes": 8})))
-    proc = subprocess.run([sys.executable, "launch.py", "--config", str(config),
-                           "--set", "run_name=smoke"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, "launch.py", "--config", str(config), "--set", "run_name=smoke",
+                           "--set", f"rollout.state_features={features}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Prometheus metrics: http://127.0.0.1:" in proc.stdout
     assert "episodes" in proc.stdout
@@ -452,6 +461,9 @@ def test_launch_py_runs_end_to_end(tiny_llm_path, tmp_path):
     assert int(meta["episode_tokens"]) == yaml.safe_load(config.read_text())["sampling"]["max_new_tokens"]
     # model.dtype's default, "auto", as the rollout worker resolved it on this machine
     assert meta["upstream_dtype"] == resolve_dtype("auto", "cpu")
+    # and the states its agent reads (core/state_features.py)
+    assert meta["state_features"] == features
+    assert int(meta["state_dim"]) == state_size(features, model_hidden_size(str(tiny_llm_path)))
     # Every scored episode's reward is in metrics.jsonl: the learning curve.
     rewards = episode_rewards(run_dir)
     assert 0 < len(rewards) <= summary["episodes"] and np.isfinite(rewards).all()

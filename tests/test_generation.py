@@ -144,6 +144,25 @@ def test_agent_of_another_hidden_size_is_refused(tiny_llm):
         AlignedGenerator(tiny_llm, Actor(state_dim=32, hidden_size=16))
 
 
+def test_an_agent_that_reads_the_prompts_state_gets_it_after_each_candidates(tiny_llm, tiny_llm_path, tmp_path):
+    """States of size 2d, the candidate's state then the prompt's (core/state_features.py)."""
+    d = tiny_llm.hidden_size
+    gen = AlignedGenerator(tiny_llm, always_accept_actor(2 * d), sampling=SamplingConfig(max_new_tokens=12),
+                           batch_size=2, state_features="candidate+prompt")
+    with pytest.raises(ValueError, match=r"size 128 \(candidate\).*hidden size is 64"):
+        AlignedGenerator(tiny_llm, always_accept_actor(2 * d))  # the paper's states: the agent cannot read them
+    assert gen.state_features == "candidate+prompt"
+    assert [a.text for a in gen.generate(PROMPTS)] == gen.generate_upstream(PROMPTS)
+    episodes = [r.episode for r in gen.run_episodes(PROMPTS)]
+    assert all(e.states.shape == (len(e), 2 * d) for e in episodes)
+    for prompt, e in zip(PROMPTS, episodes):
+        prompt_state = tiny_llm.full_forward_hidden(tiny_llm.encode_prompt(prompt))[-1].numpy()
+        np.testing.assert_allclose(e.states[:, d:], np.broadcast_to(prompt_state, (len(e), d)), atol=1e-4, rtol=0)
+    # an agent file records its states: loaded from one, the generator builds them
+    path = save_agent(always_accept_actor(2 * d), tmp_path / "agent.safetensors", state_features="candidate+prompt")
+    assert AlignedGenerator.from_paths(str(path), model=str(tiny_llm_path)).state_features == "candidate+prompt"
+
+
 def test_no_agent_warns_about_an_untrained_agent(tiny_llm_path):
     """The shipped agent reads 576-wide states; the tiny model's are 32 wide."""
     with pytest.warns(UserWarning, match="does not fit .* UNTRAINED"):

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from core.agent_file import load_agent
+from core.agent_file import load_agent, read_agent_metadata
 from core.config import LearnerConfig, SACConfig
 from core.contracts import TransitionBatch
 from core.networks import Actor, TwinCritic
@@ -366,9 +366,19 @@ def test_checkpoint_roundtrip_is_exact(tmp_path):
     for k, v in _state_tensors(learner).items():
         torch.testing.assert_close(v, _state_tensors(restored)[k], rtol=0, atol=0, msg=k)
 
-    agent = load_agent(tmp_path / "ckpt" / "agent.safetensors", expected_state_dim=D)
+    agent = load_agent(tmp_path / "ckpt" / "agent.safetensors", model_hidden_size=D)
     x = torch.from_numpy(batch.states)
     torch.testing.assert_close(agent(x), other.state.actor(x))
+
+
+def test_a_learner_of_prompt_states_records_them_in_its_agents_and_checkpoints(tmp_path):
+    learner = SACLearner(state_dim=D, sac=SMALL, device="cpu", state_features="candidate+prompt")
+    learner.save_checkpoint(tmp_path / "ckpt")
+    learner.export_agent(tmp_path / "agent.safetensors")
+    for path in (tmp_path / "agent.safetensors", tmp_path / "ckpt" / "agent.safetensors"):
+        assert read_agent_metadata(path)["state_features"] == "candidate+prompt"
+        assert load_agent(path, model_hidden_size=D // 2).state_dim == D
+    assert SACLearner.from_checkpoint(tmp_path / "ckpt", device="cpu").state_features == "candidate+prompt"
 
 
 def test_checkpoint_errors(tmp_path):
@@ -384,6 +394,10 @@ def test_checkpoint_errors(tmp_path):
             tmp_path / "ckpt")
     with pytest.raises(FileNotFoundError, match="no learner checkpoint"):
         learner.restore_checkpoint(tmp_path / "nowhere")
+    # the same size read otherwise: the paper's states of a 16-wide upstream, or an 8-wide one's with its prompt's
+    prompts = SACLearner(state_dim=D, sac=SMALL, device="cpu", state_features="candidate+prompt")
+    with pytest.raises(ValueError, match=r"agent of candidate states, but this learner's are candidate\+prompt"):
+        prompts.restore_checkpoint(tmp_path / "ckpt")
     # A save interrupted between the tensors and the manifest is detected.
     learner.update(random_batch(np.random.default_rng(0)))
     manifest = (tmp_path / "ckpt" / MANIFEST_FILE).read_text()

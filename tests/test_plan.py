@@ -33,7 +33,7 @@ def test_the_embedded_default_fits_this_machine_and_nothing_starts(tmp_path, cap
     plan = rows(out)
     assert plan["rollout worker"][0] == "1" and "smollm2" in plan["rollout worker"][-1]
     assert "trains on" in plan["learner"][-1]
-    assert "200,000 x 1,166 bytes (d = 576, float16)" in out  # the default replay at capacity
+    assert "200,000 x 1,166 bytes (states of size 576, float16)" in out  # the default replay at capacity
     assert not (tmp_path / "runs").exists()  # no run folder
     assert not ray.is_initialized()  # Ray was not started
 
@@ -49,7 +49,11 @@ def test_the_paper_run_fits_the_cluster_file_with_the_learner_on_the_head_gpu(ca
     weights = 8.03e9 * 2 / GIB
     assert weights < float(plan["rollout worker"][3].split()[0]) < weights + 2
     assert "beaver-7b-v1.0-reward" in plan["reward actor"][-1] and "x-1" in plan["reward actor"][-1]
-    assert "1,000,000 x 8,206 bytes (d = 4096, float16) = 7.64 GiB" in out
+    assert "1,000,000 x 8,206 bytes (states of size 4096, float16) = 7.64 GiB" in out
+    # With the prompt's state too, every state is twice as long (core/state_features.py).
+    assert launch.main(["--config", PAPER, "--dry-run", "--cluster", CLUSTER,
+                        "--set", "rollout.state_features=candidate+prompt"]) == 0
+    assert "1,000,000 x 16,398 bytes (states of size 8192, float16) = 15.27 GiB" in capsys.readouterr().out
 
     # With the buffer in the learner's process there is no replay actor; the learner holds it.
     assert launch.main(["--config", PAPER, "--dry-run", "--cluster", CLUSTER, "--set", "replay.in_learner=true"]) == 0

@@ -351,3 +351,40 @@ def test_past_the_agents_horizon_a_served_answer_takes_the_upstreams_decisions(t
         ServeSettings(continuation="beam")
     with pytest.raises(ValueError, match="dtype"):
         ServeSettings(dtype="int8")
+
+
+def test_an_agent_that_reads_the_prompts_state_serves_the_answers_it_generates(tiny_llm):
+    """A "candidate+prompt" agent (states of size 2d, core/state_features.py): the serving
+    loop builds the same states as the generator, so its greedy decisions are the same."""
+    import queue
+
+    import numpy as np
+    import torch
+
+    from core.networks import Actor
+    from serving.engine import Failed, Finished, ServingEngine, Submission
+    from serving.protocol import ALIGNED
+
+    torch.manual_seed(0)
+    actor = Actor(state_dim=2 * tiny_llm.hidden_size, hidden_size=16)
+    gen = AlignedGenerator(tiny_llm, actor, sampling=SamplingConfig(max_new_tokens=MAX_TOKENS),
+                           state_features="candidate+prompt")
+    with torch.no_grad():  # centre its decisions on these prompts' states, so that about half are rejections
+        states = torch.from_numpy(np.concatenate([r.episode.states for r in gen.run_episodes(PROMPTS[:3])]))
+        log_odds = actor(states).log().diff(dim=-1).squeeze(-1)  # log pi(accept) - log pi(reject)
+        actor.output_linear.bias[1] -= log_odds.median()
+    generated = gen.generate(PROMPTS[:3])
+    assert any(g.accepted_positions and max(g.accepted_positions) > 1 for g in generated)  # it rejects some
+    engine = ServingEngine(gen, max_rows=4).start()
+    try:
+        for prompt, expected in zip(PROMPTS[:3], generated):
+            events = queue.Queue()
+            engine.submit(Submission(ALIGNED, prompt, tiny_llm.encode_prompt(prompt), gen.sampling, events.put,
+                                     seed=0))
+            while not isinstance(event := events.get(timeout=300), (Finished, Failed)):
+                pass
+            assert isinstance(event, Finished), event
+            assert event.accepted_positions == expected.accepted_positions
+            assert event.decisions == expected.num_decisions
+    finally:
+        engine.stop()

@@ -18,6 +18,7 @@ import torch
 
 from core.config import SamplingConfig, VllmEngineConfig
 from core.networks import Actor
+from core.state_features import STATE_FEATURES, state_size
 from envs.decoder import AcceptRejectDecoder
 from envs.generation import AlignedGenerator, load_llm
 from envs.mdp import candidate_sets
@@ -185,15 +186,20 @@ def test_decoder_takes_the_transformers_path(vllm_llm, smollm2, mode):
 
 
 @needs_vllm
-def test_rollout_episodes_with_an_actor(vllm_llm):
+@pytest.mark.parametrize("features", STATE_FEATURES)
+def test_rollout_episodes_with_an_actor(vllm_llm, smollm2, features):
     torch.manual_seed(0)
-    gen = AlignedGenerator(vllm_llm, Actor(state_dim=576), sampling=SamplingConfig(max_new_tokens=6), greedy=False,
-                           backend="vllm")
+    d = vllm_llm.hidden_size
+    gen = AlignedGenerator(vllm_llm, Actor(state_dim=state_size(features, d)), greedy=False, backend="vllm",
+                           sampling=SamplingConfig(max_new_tokens=6), state_features=features)
     results = gen.run_episodes(PROMPTS)
     assert [r.prompt for r in results] == PROMPTS
     for r in results:
         assert 1 <= len(r.response_ids) <= 6
-        assert r.episode.states.shape == (r.num_decisions, 576)
+        assert r.episode.states.shape == (r.num_decisions, state_size(features, d))
+        if features == "candidate+prompt":  # then the prompt's last state, as transformers computes it
+            prompt_state = smollm2.full_forward_hidden(smollm2.encode_prompt(r.prompt))[-1:]
+            assert cosine(torch.from_numpy(r.episode.states[:, d:]), prompt_state).min() >= MIN_COSINE
     assert vllm_llm.stats.cached_tokens > 0  # prefix caching is doing its job
 
 
