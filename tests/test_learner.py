@@ -226,7 +226,7 @@ def test_a_warm_start_loads_the_actor_and_lets_the_critics_learn_first(tmp_path)
     assert any(not torch.equal(a, b) for a, b in zip(critic, learner.state.critic.parameters()))
     learner.update(batch)  # the fourth update moves the actor
     assert any(not torch.equal(loaded[k], v) for k, v in learner.state.actor.state_dict().items())
-    with pytest.raises(ValueError, match="expects states of size 16"):
+    with pytest.raises(ValueError, match="reads states of size 16, but this run.s states are of size 17"):
         SACLearner(state_dim=D + 1, sac=SMALL, device="cpu").load_actor(path)
     with pytest.raises(ValueError, match="hidden size 32, but sac.hidden_size is 64"):
         SACLearner(state_dim=D, sac=SACConfig(hidden_size=64, batch_size=32), device="cpu").load_actor(path)
