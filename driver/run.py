@@ -52,11 +52,11 @@ from actors.worker_group import CallResult, wait_any
 from core.atomic import write_json_atomic
 from core.contracts import RolloutStats, ScoredBatch
 from driver.components import connect_ray, start_components
-from driver.config import RunConfig, save_config
+from driver.config import RunConfig
 from driver.metrics import MetricsLog, MetricsSink
 from driver.preflight import RunInputs
 from driver.prompt_queue import PromptQueue
-from driver.run_folder import AGENT_FILE, CONFIG_FILE, REPLAY_FILE, SUMMARY_FILE, read_state, write_state
+from driver.run_folder import AGENT_FILE, REPLAY_FILE, SUMMARY_FILE, read_state, record_config, write_state
 from driver.scaling import RolloutScaler
 
 CALLS_PER_WORKER = 2  # rollout calls queued per worker, so it never idles between calls
@@ -607,8 +607,10 @@ def train(cfg: RunConfig, run_dir: Path, inputs: RunInputs, resume: bool = False
         try:
             started_ray = connect_ray(cfg)
             catch_sigterm()  # ray.init replaced our SIGTERM handler with its own
-            if not resume:
-                save_config(cfg, run_dir / CONFIG_FILE)
+            changed = record_config(cfg, run_dir)
+            if resume and changed:
+                print("resumed with changed settings (the earlier ones are kept as config.<k>.yaml): "
+                      + "; ".join(changed), flush=True)
             run = TrainingRun(cfg, run_dir, inputs, resume=resume)
             if cfg.metrics_port >= 0:
                 port = run.sink.start_http_server(cfg.metrics_port, host=cfg.metrics_host)

@@ -1,6 +1,7 @@
 """A run's folder: what it holds, how a new one is made, and the state a resumed run reads.
 
-    config.yaml        the run's configuration (driver/config.py)
+    config.yaml        the configuration the run goes on with (driver/config.py)
+    config.<k>.yaml    what it ran with before its k-th resume that changed a setting
     metrics.jsonl      progress, rollout, scoring and snapshot records, one JSON object a line
                        (+ metrics.csv at the end)
     checkpoints/       learner checkpoints (learner/service.py)
@@ -21,8 +22,10 @@ import json
 import time
 from pathlib import Path
 
+import yaml
+
 from core.atomic import write_json_atomic
-from driver.config import RunConfig
+from driver.config import RunConfig, save_config, to_dict
 
 CONFIG_FILE = "config.yaml"
 STATE_FILE = "state.json"
@@ -38,6 +41,34 @@ def new_run_dir(cfg: RunConfig) -> Path:
         raise FileExistsError(f"run folder {path} exists and is not empty: pick another run_name or --resume it")
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def record_config(cfg: RunConfig, run_dir: Path) -> list[str]:
+    """Write ``cfg`` to the run's config.yaml; returns the settings that changed.
+
+    A resume with ``--set`` (or another ``--config``) goes on with other settings than the
+    run started with. config.yaml then says what the run goes on with (a later plain
+    ``--resume`` continues with it), and the settings it ran with before are kept beside it as
+    config.<k>.yaml, so the folder records every part of the run."""
+    path = run_dir / CONFIG_FILE
+    new = yaml.safe_load(yaml.safe_dump(to_dict(cfg)))  # as config.yaml would read back
+    old = yaml.safe_load(path.read_text()) if path.is_file() else None
+    if old == new:
+        return []
+    changed = [] if old is None else _changed_settings(old, new)
+    if old is not None:
+        earlier = 1 + sum(1 for _ in run_dir.glob("config.*.yaml"))
+        path.replace(run_dir / f"config.{earlier}.yaml")
+    save_config(cfg, path)
+    return changed
+
+
+def _changed_settings(old: object, new: object, where: str = "") -> list[str]:
+    """``section.field: old -> new`` for every leaf that differs (lists compared whole)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [change for key in dict.fromkeys([*old, *new])
+                for change in _changed_settings(old.get(key), new.get(key), f"{where}.{key}" if where else key)]
+    return [] if old == new else [f"{where}: {old!r} -> {new!r}"]
 
 
 def resumable(run_dir: Path) -> dict[str, object]:

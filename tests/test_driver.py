@@ -33,7 +33,7 @@ from driver.metrics import METRICS
 from driver.preflight import check_inputs
 from driver.prompt_queue import PromptQueue
 from driver.run import RunFailed, TrainingRun
-from driver.run_folder import new_run_dir
+from driver.run_folder import new_run_dir, record_config
 from evaluation.learning_curve import episode_rewards, plot_learning_curve, throughput
 from replay.buffer import ReplayBuffer
 from rewards.embedded import head_path, shipped_head_path
@@ -86,6 +86,23 @@ def test_config_round_trips_and_refuses_bad_values(tmp_path, tiny_llm_path):
         load_config(tmp_path / "c.yaml", ["sac.hidden_size=64"])
     with pytest.raises(ValueError):
         load_config(tmp_path / "c.yaml", ["model.mode=greedy"])
+
+
+def test_a_resume_that_changes_settings_records_them_and_keeps_the_earlier_ones(tmp_path, tiny_llm_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    cfg = from_dict(RunConfig, tiny_config(tiny_llm_path, tmp_path))
+    assert record_config(cfg, run_dir) == [] and load_config(run_dir / "config.yaml") == cfg
+    assert record_config(load_config(run_dir / "config.yaml"), run_dir) == []  # a plain resume
+    assert not list(run_dir.glob("config.*.yaml"))
+
+    changed = load_config(run_dir / "config.yaml", ["reward.fluency_weight=1.0", "budget.seconds=900"])
+    assert record_config(changed, run_dir) == [
+        f"reward.fluency_weight: {cfg.reward.fluency_weight!r} -> 1.0", "budget.seconds: 240.0 -> 900.0"]
+    assert load_config(run_dir / "config.yaml") == changed  # a later plain resume goes on with these
+    assert load_config(run_dir / "config.1.yaml") == cfg  # what the first part ran with
+    record_config(load_config(run_dir / "config.yaml", ["budget.seconds=1200"]), run_dir)
+    assert load_config(run_dir / "config.2.yaml") == changed
 
 
 PROGRESS_LINE = re.compile(
@@ -520,6 +537,9 @@ def test_ctrl_c_stops_cleanly_saves_and_resumes(tiny_llm_path, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     resumed = json.loads((run_dir / "summary.json").read_text())
     assert not resumed["interrupted"] and resumed["episodes"] >= target
+    # The folder says what the resumed part ran with, and keeps what the first part ran with.
+    assert f"budget.episodes: {load_config(run_dir / 'config.1.yaml').budget.episodes!r} -> {target!r}" in proc.stdout
+    assert load_config(run_dir / "config.yaml").budget.episodes == target
     assert resumed["learner_updates"] >= summary["learner_updates"]
     assert resumed["replay"]["size"] > summary["replay"]["size"]
 
