@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from core.atomic import write_json_atomic
+from core.atomic import atomic_path, write_json_atomic
 from driver.config import RunConfig, save_config, to_dict
 
 CONFIG_FILE = "config.yaml"
@@ -52,13 +52,17 @@ def record_config(cfg: RunConfig, run_dir: Path) -> list[str]:
     config.<k>.yaml, so the folder records every part of the run."""
     path = run_dir / CONFIG_FILE
     new = yaml.safe_load(yaml.safe_dump(to_dict(cfg)))  # as config.yaml would read back
-    old = yaml.safe_load(path.read_text()) if path.is_file() else None
+    old_text = path.read_text() if path.is_file() else None
+    old = None if old_text is None else yaml.safe_load(old_text)
     if old == new:
         return []
     changed = [] if old is None else _changed_settings(old, new)
-    if old is not None:
+    if old_text is not None:
+        # The earlier settings are copied before config.yaml is replaced (both atomically), so
+        # a run killed in between still has a config.yaml to resume with.
         earlier = 1 + sum(1 for _ in run_dir.glob("config.*.yaml"))
-        path.replace(run_dir / f"config.{earlier}.yaml")
+        with atomic_path(run_dir / f"config.{earlier}.yaml") as tmp:
+            tmp.write_text(old_text)
     save_config(cfg, path)
     return changed
 
