@@ -19,6 +19,7 @@ any moment (even by SIGKILL) resumes from the newest complete set.
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from core.atomic import atomic_path, write_json_atomic
 from driver.config import RunConfig, save_config, to_dict
 
 CONFIG_FILE = "config.yaml"
+EARLIER_CONFIG = re.compile(r"config\.(\d+)\.yaml")  # config.<k>.yaml: the settings before the k-th change
 STATE_FILE = "state.json"
 REPLAY_FILE = "replay.arrow"
 AGENT_FILE = "agent.safetensors"
@@ -60,7 +62,8 @@ def record_config(cfg: RunConfig, run_dir: Path) -> list[str]:
     if old_text is not None:
         # The earlier settings are copied before config.yaml is replaced (both atomically), so
         # a run killed in between still has a config.yaml to resume with.
-        earlier = 1 + sum(1 for _ in run_dir.glob("config.*.yaml"))
+        earlier = 1 + max((int(m.group(1)) for f in run_dir.iterdir() if (m := EARLIER_CONFIG.fullmatch(f.name))),
+                          default=0)  # after the highest, so a deleted one never makes us overwrite another
         with atomic_path(run_dir / f"config.{earlier}.yaml") as tmp:
             tmp.write_text(old_text)
     save_config(cfg, path)

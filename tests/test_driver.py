@@ -103,6 +103,10 @@ def test_a_resume_that_changes_settings_records_them_and_keeps_the_earlier_ones(
     assert load_config(run_dir / "config.1.yaml") == cfg  # what the first part ran with
     record_config(load_config(run_dir / "config.yaml", ["budget.seconds=1200"]), run_dir)
     assert load_config(run_dir / "config.2.yaml") == changed
+    (run_dir / "config.1.yaml").unlink()  # a user tidied up: the next one still goes after config.2
+    record_config(load_config(run_dir / "config.yaml", ["budget.seconds=1500"]), run_dir)
+    assert load_config(run_dir / "config.2.yaml") == changed
+    assert load_config(run_dir / "config.3.yaml").budget.seconds == 1200.0
 
 
 PROGRESS_LINE = re.compile(
