@@ -176,12 +176,28 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ru
         key, sep, raw = item.partition("=")
         if not sep:
             raise ValueError(f"override {item!r} must look like section.field=value")
-        node = data
-        *parents, leaf = key.strip().split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(raw)
+        _set_path(data, key.strip(), yaml.safe_load(raw))
     return from_dict(RunConfig, data)
+
+
+def _set_path(data: dict, key: str, value) -> None:
+    """``section.field=value`` into the YAML data; a number picks an entry of a list, so that
+    ``prompts.mix.2.limit=12000`` changes the third prompt source's limit and keeps the rest
+    (a resume that changes the prompt mix, docs/RESULTS.md)."""
+    *parents, leaf = key.split(".")
+    node = data
+    for depth, part in enumerate([*parents, leaf]):
+        where = ".".join(parents[:depth]) or "the config"
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ValueError(f"{where} is a list of {len(node)}: {key!r} needs an index 0..{len(node) - 1}")
+            part = int(part)
+        elif not isinstance(node, dict):
+            raise ValueError(f"{where} is {node!r}, not a section: cannot set {key!r}")
+        if depth == len(parents):
+            node[part] = value
+        else:
+            node = node.setdefault(part, {}) if isinstance(node, dict) else node[part]
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:

@@ -4,6 +4,8 @@ and every field checked with its name."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from core.config import ReplayConfig, SACConfig, SamplingConfig
@@ -78,3 +80,20 @@ def test_the_config_round_trips(tmp_path):
     cfg = load_config(None, ["kl.coef=1e-3", "run_name=x", "replay.capacity=1000"])
     save_config(cfg, tmp_path / "c.yaml")
     assert load_config(tmp_path / "c.yaml") == cfg
+
+
+def test_a_number_in_an_override_picks_an_entry_of_a_list(tmp_path):
+    """``--set prompts.mix.2.limit=12000`` changes one prompt source and keeps the others (how the
+    shipped agent's training resumed with a new prompt mix, docs/RESULTS.md)."""
+    yaml_file = tmp_path / "mix.yaml"
+    yaml_file.write_text("prompts:\n  mix:\n    - {source: a.json, limit: 10}\n"
+                         "    - {source: b.json, where: {source: x}, limit: 20}\n")
+    cfg = load_config(yaml_file, ["prompts.mix.1.limit=30"])
+    assert [(p.source, p.limit) for p in cfg.prompts.mix] == [("a.json", 10), ("b.json", 30)]
+    assert cfg.prompts.mix[1].where == {"source": "x"}
+    for bad, message in [("prompts.mix.2.limit=1", "prompts.mix is a list of 2: 'prompts.mix.2.limit' needs an "
+                                                   "index 0..1"),
+                         ("prompts.mix.first.limit=1", "needs an index 0..1"),
+                         ("budget.seconds.x=1", "budget.seconds is 5, not a section")]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            load_config(yaml_file, ["budget.seconds=5", bad])
