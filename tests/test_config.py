@@ -97,3 +97,25 @@ def test_a_number_in_an_override_picks_an_entry_of_a_list(tmp_path):
                          ("budget.seconds.x=1", "budget.seconds is 5, not a section")]:
         with pytest.raises(ValueError, match=re.escape(message)):
             load_config(yaml_file, ["budget.seconds=5", bad])
+
+
+def test_the_shipped_agents_training_chain_parses_and_ends_at_its_config():
+    """scripts/reproduce_safety.sh trains the shipped agent in parts, each a ``launch.py`` with
+    ``--set`` overrides; every part's settings load, and the last part's are the config's."""
+    import shlex
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    script = (root / "scripts" / "reproduce_safety.sh").read_text().replace("\\\n", " ").replace("$RUN", "run")
+    config = root / "configs" / "safety_smollm2.yaml"
+    parts = [shlex.split(line) for line in script.splitlines() if line.startswith("python launch.py")]
+    assert len(parts) == 4, "the shipped agent was trained in four parts (docs/RESULTS.md)"
+    settings = []
+    for words in parts:
+        overrides = [words[i + 1] for i, word in enumerate(words) if word == "--set"]
+        # A resume loads the run folder's config.yaml, which the first part wrote from the config file
+        # with its overrides; the later parts' overrides then go on from the settings before them.
+        settings = [o for o in settings if o.split("=")[0] not in {n.split("=")[0] for n in overrides}] + overrides
+        cfg = load_config(config, settings)
+    assert cfg == load_config(config, [o for o in settings if o.startswith("run_name=")])
+    assert cfg.budget.seconds == 7000 and cfg.prompts.mix[2].limit == 12000
