@@ -30,7 +30,7 @@ mara probe --prompts "saferlhf=runs/heldout/saferlhf_test.json" --prompts "redte
 # 4. Train (prompts: PKU-SafeRLHF train, HH red-team and helpful-base; held-out sets excluded), in
 #    the four parts the shipped agent was trained in, each resumed from the one before (the run
 #    prints what each resume changes): from scratch with a mild fluency term (0.5 a nat below -3.0)
-#    and 34% benign prompts, then the config's fluency term (1.0 below -1.6), then 52% and 62%
+#    and 35% benign prompts, then the config's fluency term (1.0 below -1.6), then 52% and 62%
 #    benign prompts (the config's mix) against over-refusal. Times are totals since the start.
 python launch.py --config configs/safety_smollm2.yaml --set "run_name=$RUN" \
     --set reward.fluency_weight=0.5 --set reward.fluency_floor=-3.0 --set prompts.mix.2.limit=4000 \
