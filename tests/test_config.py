@@ -115,7 +115,8 @@ def test_the_shipped_agents_training_chain_parses_and_ends_at_its_config():
         overrides = [words[i + 1] for i, word in enumerate(words) if word == "--set"]
         # A resume loads the run folder's config.yaml, which the first part wrote from the config file
         # with its overrides; the later parts' overrides then go on from the settings before them.
-        settings = [o for o in settings if o.split("=")[0] not in {n.split("=")[0] for n in overrides}] + overrides
+        keys = {o.split("=")[0] for o in overrides}
+        settings = [o for o in settings if o.split("=")[0] not in keys] + overrides
         cfg = load_config(config, settings)
     assert cfg == load_config(config, [o for o in settings if o.startswith("run_name=")])
     assert cfg.budget.seconds == 7000 and cfg.prompts.mix[2].limit == 12000
