@@ -123,17 +123,15 @@ def main() -> None:
     import ray
     import torch
 
-    from core.config import SamplingConfig
     from core.prompts import load_prompts
     from envs.generation import AlignedGenerator
     from serving.app import ServeSettings, start_server, stop_server
 
     torch.set_num_threads(1)
     prompts = load_prompts(Path(__file__).resolve().parents[1] / "core" / "data" / "default_prompts.json")
-    sampling = SamplingConfig(max_new_tokens=args.max_tokens)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
-    settings = ServeSettings(port=free_port(), max_rows=max(levels), sampling=sampling)
+    settings = ServeSettings(port=free_port(), max_rows=max(levels), max_tokens=args.max_tokens)
     print(f"load average at start: {os.getloadavg()}; {len(prompts)} prompts, {args.max_tokens} new tokens, "
           f"clients {levels} x {args.requests_per_client} requests", flush=True)
 
@@ -161,7 +159,7 @@ def main() -> None:
     stop_server()
     ray.shutdown()
 
-    generator = AlignedGenerator.from_paths(sampling=sampling)
+    generator = AlignedGenerator.from_paths(max_new_tokens=args.max_tokens)
     for clients in levels:
         batch = [prompts[i % len(prompts)] for i in range(clients * args.requests_per_client)]
         generator.batch_size = clients

@@ -21,9 +21,7 @@ def add_generator_arguments(p: argparse.ArgumentParser, max_new_tokens: int = 25
     add_horizon_argument(p)
     add_continuation_argument(p)
     p.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
-    p.add_argument("--temperature", type=float, default=0.8)
-    p.add_argument("--top-k", type=int, default=40)
-    p.add_argument("--top-p", type=float, default=0.95)
+    add_sampling_arguments(p)
     p.add_argument("--batch-size", type=int, default=8)
     add_dtype_argument(p)
     p.add_argument("--device", default="auto")
@@ -33,6 +31,39 @@ def add_generator_arguments(p: argparse.ArgumentParser, max_new_tokens: int = 25
     p.add_argument("--vllm", action="append", default=[], metavar="KEY=VALUE",
                    help="a vLLM engine setting (a field of core.config.VllmEngineConfig), e.g. "
                         "--vllm enforce_eager=true --vllm gpu_memory_utilization=0.3; repeatable; needs --backend vllm")
+
+
+def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
+    """How answers are drawn (``envs.mdp.Draw``) and, for experts, the candidate set the agent judges."""
+    draw = p.add_argument_group(
+        "drawing the answers", "within the candidate set the agent judges; they never change that set. "
+        "Temperature 0 (or top-k 1): deterministic answers, the agent's greedy decisions and the upstream's greedy "
+        "continuation. Otherwise they shape the upstream's sampling where it draws (a sampled continuation past the "
+        "horizon, the sampled baselines); default: the candidate set's own")
+    draw.add_argument("--temperature", type=float)
+    draw.add_argument("--top-k", type=int)
+    draw.add_argument("--top-p", type=float)
+    expert = p.add_argument_group(
+        "the candidate set (experts)", "the agent judges the candidate set it was trained on, recorded in its file "
+        "(else the paper's temperature 0.8, top-k 40, top-p 0.95); a different one is warned about, and top-k 1 "
+        "leaves the agent nothing to decide")
+    expert.add_argument("--candidate-temperature", type=float)
+    expert.add_argument("--candidate-top-k", type=int)
+    expert.add_argument("--candidate-top-p", type=float)
+
+
+def draw_from_args(args: argparse.Namespace):
+    """``--temperature`` / ``--top-k`` / ``--top-p`` as an ``envs.mdp.Draw``."""
+    from envs.mdp import Draw
+
+    return Draw(args.temperature, args.top_k, args.top_p)
+
+
+def candidates_from_args(args: argparse.Namespace) -> dict:
+    """The ``--candidate-*`` options given, as changes to the agent's candidate set."""
+    given = {"temperature": args.candidate_temperature, "top_k": args.candidate_top_k,
+             "top_p": args.candidate_top_p}
+    return {name: value for name, value in given.items() if value is not None}
 
 
 def horizon_value(text: str):
@@ -73,14 +104,13 @@ def add_dtype_argument(p: argparse.ArgumentParser) -> None:
 
 
 def generator_from_args(args: argparse.Namespace, seed: int = 0):
-    from core.config import SamplingConfig
     from envs.generation import AlignedGenerator
 
-    sampling = SamplingConfig(args.temperature, args.top_k, args.top_p, args.max_new_tokens)
     return AlignedGenerator.from_paths(
         agent=args.agent, model=args.model, dtype=args.dtype, device=args.device,
-        backend=args.backend, vllm=_engine_config(args.vllm),
-        sampling=sampling, mode=args.mode, decisions=args.decisions, horizon=args.horizon,
+        backend=args.backend, vllm=_engine_config(args.vllm), max_new_tokens=args.max_new_tokens,
+        candidates=candidates_from_args(args), draw=draw_from_args(args), mode=args.mode,
+        decisions=args.decisions, horizon=args.horizon,
         continuation=args.continuation, batch_size=args.batch_size, seed=seed,
     )
 

@@ -10,7 +10,14 @@ from __future__ import annotations
 import argparse
 import time
 
-from cli.generator_args import add_continuation_argument, add_dtype_argument, add_horizon_argument
+from cli.generator_args import (
+    add_continuation_argument,
+    add_dtype_argument,
+    add_horizon_argument,
+    add_sampling_arguments,
+    candidates_from_args,
+    draw_from_args,
+)
 
 
 def add_serve_parser(sub) -> None:
@@ -35,9 +42,7 @@ def add_serve_parser(sub) -> None:
     add_horizon_argument(p)
     add_continuation_argument(p)
     p.add_argument("--mode", choices=["hybrid", "lazy", "eager"], default="lazy")
-    p.add_argument("--temperature", type=float, default=0.8, help="candidate set when a request gives none")
-    p.add_argument("--top-k", type=int, default=40)
-    p.add_argument("--top-p", type=float, default=0.95)
+    add_sampling_arguments(p)  # a request's own settings take precedence over these
     p.add_argument("--max-tokens", type=int, default=256, help="answer length when a request gives none")
     add_dtype_argument(p)
     p.add_argument("--device", default="auto")
@@ -46,14 +51,14 @@ def add_serve_parser(sub) -> None:
 
 def settings_from_args(args: argparse.Namespace):
     """The ``ServeSettings`` of the command line, every value checked (before Ray starts)."""
-    from core.agent_file import UNTRAINED, read_agent_metadata, resolve_decisions, resolve_horizon
-    from core.config import SamplingConfig
+    from core.agent_file import UNTRAINED, agent_candidates, read_agent_metadata, resolve_decisions, resolve_horizon
     from serving.app import ServeSettings
 
     if args.agent not in (None, UNTRAINED):
         read_agent_metadata(args.agent)  # a missing or unreadable agent file fails here, not in a replica
         resolve_decisions(args.decisions, args.agent)  # and so does an unknown recommended rule
         resolve_horizon(args.horizon, args.agent)
+        agent_candidates(args.agent)  # and an unreadable candidate set
     autoscale = None
     if args.autoscale:
         low, sep, high = args.autoscale.partition(":")
@@ -65,7 +70,7 @@ def settings_from_args(args: argparse.Namespace):
         autoscale=autoscale, num_cpus=args.num_cpus, num_gpus=args.num_gpus, max_rows=args.max_rows,
         batch_wait_s=args.batch_wait_s, admission=args.admission, decisions=args.decisions,
         horizon=args.horizon, continuation=args.continuation, mode=args.mode,
-        sampling=SamplingConfig(args.temperature, args.top_k, args.top_p, args.max_tokens),
+        max_tokens=args.max_tokens, draw=draw_from_args(args), candidates=candidates_from_args(args) or None,
         dtype=args.dtype, device=args.device)
 
 

@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from core.atomic import atomic_path
+from core.config import SamplingConfig
 from core.networks import Actor
 from core.state_features import PAPER_STATE, check_state_size, recorded_state_features
 
@@ -40,6 +41,11 @@ AGENT_HORIZON = "agent"
 # How the upstream continues alone past the horizon: its most likely token (greedy), or its
 # own sampling (pi_ref). Unless told, as the agent's decisions are taken.
 CONTINUATIONS = ("greedy", "sampled")
+# The candidate set an agent was trained on (its metadata's "candidates": temperature, top-k and
+# top-p of ``SamplingConfig``): the set it judges wherever it answers, whatever a request's
+# sampling settings. Files without the record (reference .pth files) take the paper's defaults.
+CANDIDATES = "candidates"
+CANDIDATE_FIELDS = ("temperature", "top_k", "top_p")
 
 
 class AgentFileError(ValueError):
@@ -134,6 +140,48 @@ def resolve_horizon(horizon: str | int | None, agent: str | Path | None) -> int 
         except ValueError as err:
             raise AgentFileError(f"agent file {agent} recommends an unknown horizon {recommended!r}") from err
     return None if horizon == ALL_TOKENS else horizon
+
+
+def candidates_metadata(sampling: SamplingConfig) -> str:
+    """The "candidates" metadata entry of an agent trained with ``sampling``'s candidate sets."""
+    return json.dumps({name: getattr(sampling, name) for name in CANDIDATE_FIELDS})
+
+
+def agent_candidates(agent: str | Path | None) -> SamplingConfig:
+    """The candidate set ``agent`` was trained on (``CANDIDATES``); the paper's defaults for a
+    file without the record, an untrained agent (None, "untrained") and reference files."""
+    if agent is None or str(agent) == UNTRAINED:
+        return SamplingConfig()
+    recorded = read_agent_metadata(agent).get(CANDIDATES)
+    if recorded is None:
+        return SamplingConfig()
+    try:
+        values = json.loads(recorded)
+        if not isinstance(values, dict) or set(values) != set(CANDIDATE_FIELDS):
+            raise ValueError(f"needs exactly {list(CANDIDATE_FIELDS)}")
+        return SamplingConfig(**values)
+    except (ValueError, TypeError) as err:
+        raise AgentFileError(f"agent file {agent} records an unreadable candidate set {recorded!r}: {err}") from err
+
+
+def candidate_set_warning(trained: SamplingConfig, used: SamplingConfig) -> str | None:
+    """What to tell a user whose candidate set is not the one the agent was trained on (None
+    when it is): a set that can hold fewer candidates leaves the agent less, or nothing, to
+    decide; its answers then drift toward the upstream's."""
+    def settings(s: SamplingConfig) -> str:
+        return f"temperature {s.temperature}, top_k {s.top_k}, top_p {s.top_p}"
+
+    if all(getattr(trained, f) == getattr(used, f) for f in CANDIDATE_FIELDS):
+        return None
+    if used.top_k < 2:
+        return (f"the candidate set ({settings(used)}) holds a single token: the agent has nothing to decide and "
+                f"every answer is the upstream's own (the agent was trained on {settings(trained)})")
+    narrower = used.top_k < trained.top_k or used.top_p < trained.top_p or used.temperature < trained.temperature
+    if narrower:
+        return (f"the candidate set ({settings(used)}) is narrower than the one the agent was trained on "
+                f"({settings(trained)}): more positions have fewer than 2 candidates, where the agent decides nothing")
+    return (f"the candidate set ({settings(used)}) differs from the one the agent was trained on "
+            f"({settings(trained)}): the agent judges candidates it has not seen in training")
 
 
 def load_agent(path: str | Path, model_hidden_size: int | None = None) -> Actor:

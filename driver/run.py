@@ -49,6 +49,7 @@ import ray
 from ray.exceptions import RayError, RayTaskError
 
 from actors.worker_group import CallResult, wait_any
+from core.agent_file import CANDIDATES, candidates_metadata
 from core.atomic import write_json_atomic
 from core.contracts import RolloutStats, ScoredBatch
 from driver.components import connect_ray, start_components
@@ -550,6 +551,7 @@ class TrainingRun:
         """What the agent file records of its training (``mara eval`` reads "reward" to say
         whether a judge is the training reward; "episode_tokens", the longest episode, is
         where the agent stops having seen states: the horizon to recommend, ``mara agent``;
+        "candidates", the candidate set it was trained on, the one it judges wherever it answers;
         "upstream_dtype", the dtype its states were computed in, as the workers reported it, else
         as configured; "init_agent", the agent file a warm start began from)."""
         t = self.totals
@@ -558,6 +560,7 @@ class TrainingRun:
                 "reward_baseline": json.dumps(self.cfg.reward.baseline), "reward_scale": str(self.cfg.reward.scale),
                 "run": self.run_dir.name, "episodes": str(t.episodes), "transitions": str(t.transitions),
                 "episode_tokens": str(self.cfg.sampling.max_new_tokens),
+                CANDIDATES: candidates_metadata(self.cfg.sampling),
                 "upstream_dtype": self._upstream_dtype or self.cfg.model.dtype,
                 **({"init_agent": self.cfg.learner.init_agent} if self.cfg.learner.init_agent else {})}
 

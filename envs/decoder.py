@@ -214,11 +214,15 @@ class _AcceptRejectMDP:
         """0-based output position of each waiting row's current candidate."""
         return np.array([len(self.rows[i].response_ids) for i in self.pending_rows()], dtype=np.int64)
 
-    def pending_reference_accept(self) -> np.ndarray:
+    def pending_reference_accept(self, draws: list | None = None) -> np.ndarray:
         """pi_ref(accept | s) of each waiting row's current candidate (``mdp.reference_accept_probability``):
-        deciding with it reproduces the upstream's own sampling from the candidate set."""
-        return np.array([reference_accept_probability(self.rows[i].ref_probs, self.rows[i].k)
-                         for i in self.pending_rows()], dtype=np.float64)
+        deciding with it reproduces the upstream's own sampling from the candidate set. ``draws``:
+        per waiting row, an ``mdp.Draw`` that reshapes that distribution within the set (None: as it is)."""
+        rows = [self.rows[i] for i in self.pending_rows()]
+        draws = draws or [None] * len(rows)
+        return np.array([reference_accept_probability(
+            r.ref_probs if d is None else d.probabilities(r.ref_probs, self.sampling_of(r).temperature), r.k)
+            for r, d in zip(rows, draws)], dtype=np.float64)
 
     def pending_candidates(self) -> list[tuple[int, int]]:
         """(token id, 1-based candidate index) of each waiting row's current candidate."""

@@ -17,7 +17,7 @@ import logging
 import time
 import warnings
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -27,7 +27,9 @@ from core.agent_file import (
     AGENT_HORIZON,
     CONTINUATIONS,
     UNTRAINED,
+    agent_candidates,
     agent_state_features,
+    candidate_set_warning,
     default_agent,
     load_agent,
     read_agent_metadata,
@@ -38,7 +40,7 @@ from core.config import BACKENDS, KLConfig, ModelConfig, SamplingConfig, VllmEng
 from core.networks import Actor
 from core.state_features import PAPER_STATE, check_state_size
 from envs.decoder import AcceptRejectDecoder, DecodeResult, resolve_mode
-from envs.mdp import decide
+from envs.mdp import Draw, decide
 from envs.synthetic import SyntheticLLM, is_synthetic
 from envs.vllm_backend import VllmAcceptRejectDecoder, VllmUpstream
 
@@ -117,9 +119,14 @@ class AlignedGenerator:
         ragged: bool | None = None,
         continuation: str | None = None,
         state_features: str = PAPER_STATE,
+        draw: Draw = Draw(),
     ) -> None:
         """``llm``: an ``UpstreamLLM`` with ``backend="transformers"``, a ``VllmUpstream``
-        with ``backend="vllm"`` (``load_llm`` builds either). ``horizon``: the agent decides
+        with ``backend="vllm"`` (``load_llm`` builds either). ``sampling``: the candidate set the
+        agent judges (the one it was trained on) and the answers' length. ``draw``: how answers
+        are drawn within that set (``mdp.Draw``; a greedy draw makes decisions and continuation
+        greedy, a sampled continuation takes the draw's temperature / top-k / top-p; also the
+        upstream's sampled baselines). ``horizon``: the agent decides
         the first ``horizon`` tokens of an answer; after them the upstream decides alone
         (None: the agent decides every token). ``continuation``: how the upstream decides
         past the horizon, "greedy" (its most likely token) or "sampled" (its own sampling);
@@ -149,8 +156,11 @@ class AlignedGenerator:
         self.batch_size = batch_size
         self.kl = kl
         self.decision_delay_s = decision_delay_s  # testing knob: simulates a slower LLM
+        self.draw = draw
         self.rng = np.random.default_rng(seed)
         self.agent_path: str | None = None  # set by from_paths: the agent file, or "untrained"
+        # set by from_paths: what is wrong with a candidate set other than the agent's (None: it is the agent's)
+        self.candidate_warning: str | None = None
 
     @classmethod
     def from_paths(
@@ -163,6 +173,8 @@ class AlignedGenerator:
         vllm: VllmEngineConfig | None = None,
         decisions: str = AGENT_DECISIONS,
         horizon: str | int | None = AGENT_HORIZON,
+        max_new_tokens: int = 256,
+        candidates: dict | None = None,
         **kwargs,
     ) -> "AlignedGenerator":
         """Load the upstream model and the agent.
@@ -174,7 +186,12 @@ class AlignedGenerator:
         recorded upstream model is used, else the embedded SmolLM2. ``backend`` and
         ``vllm`` (engine settings) as in ``load_llm``. ``decisions``: greedy, sampled, or
         "agent", what the agent file recommends (``core.agent_file.resolve_decisions``); so can
-        ``horizon``: a token count, "all", or "agent" (``core.agent_file.resolve_horizon``)."""
+        ``horizon``: a token count, "all", or "agent" (``core.agent_file.resolve_horizon``).
+
+        The agent judges the candidate set it was trained on (``core.agent_file.agent_candidates``),
+        whatever the answers' draw. ``candidates`` (temperature / top_k / top_p) changes it, an
+        expert's option: a set other than the trained one is warned about, in the log and in
+        ``candidate_warning`` (``core.agent_file.candidate_set_warning``)."""
         if model is None and agent not in (None, UNTRAINED):
             model = read_agent_metadata(agent).get("upstream_model") or None
         llm = load_llm(model, backend=backend, dtype=dtype, device=device, vllm=vllm)
@@ -190,10 +207,18 @@ class AlignedGenerator:
             actor = Actor(state_dim=llm.hidden_size)
         else:
             actor = load_agent(agent, model_hidden_size=llm.hidden_size)
-        generator = cls(llm, actor, backend=backend, greedy=resolve_decisions(decisions, agent) == "greedy",
+        trained = agent_candidates(agent)
+        sampling = replace(trained, max_new_tokens=max_new_tokens, **(candidates or {}))
+        warning = candidate_set_warning(trained, sampling)
+        if warning:
+            log.warning("%s", warning)
+            warnings.warn(warning, stacklevel=2)
+        generator = cls(llm, actor, sampling=sampling, backend=backend,
+                        greedy=resolve_decisions(decisions, agent) == "greedy",
                         horizon=resolve_horizon(horizon, agent),
                         state_features=PAPER_STATE if agent == UNTRAINED else agent_state_features(agent), **kwargs)
         generator.agent_path = str(agent)  # what answers: a file, or "untrained"
+        generator.candidate_warning = warning
         return generator
 
     def close(self) -> None:
@@ -230,42 +255,50 @@ class AlignedGenerator:
                 time.sleep(self.decision_delay_s)
         return decoder.results()
 
-    def decision_rule(self, decoder, aligned: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def decision_rule(self, decoder, aligned: np.ndarray | None = None,
+                      draws: list[Draw] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """pi(accept | s) and the greedy flag of each waiting row's decision: the agent's, or
         past the horizon the upstream's own (``continuation_rule``). Sampled, that is pi_ref (the
         KL-regularised optimum where the reward no longer depends on the decision, Eq. 8);
         greedy, the first candidate is accepted, which is the upstream's most likely token
         (candidates come sorted by probability, ``mdp.candidate_sets``), as greedy decisions are
         the agent's mode. ``aligned``: which rows are aligned answers (None: all); the others
-        (a server's plain-upstream requests) take the upstream's own sampling, pi_ref."""
-        plain = np.zeros(len(decoder.pending_rows()), dtype=bool) if aligned is None else ~aligned
+        (a server's plain-upstream requests) take the upstream's own sampling, pi_ref over their
+        own candidate sets. ``draws``: each waiting row's ``mdp.Draw`` (None: ``self.draw``); a
+        greedy draw makes the row's decisions and continuation greedy."""
+        waiting = len(decoder.pending_rows())
+        draws = draws or [self.draw] * waiting
+        plain = np.zeros(waiting, dtype=bool) if aligned is None else ~aligned
         within = (decoder.pending_positions() < (np.inf if self.horizon is None else self.horizon)) & ~plain
         if within.all():
-            accept_prob, greedy = np.zeros(len(within)), np.zeros(len(within), dtype=bool)
+            accept_prob, greedy = np.zeros(waiting), np.zeros(waiting, dtype=bool)
         else:
-            accept_prob, greedy = self.continuation_rule(decoder)
-            if plain.any() and self.continuation == "greedy":  # a sampled continuation is pi_ref already
+            accept_prob, greedy = self.continuation_rule(decoder, draws)
+            if plain.any():
                 accept_prob[plain], greedy[plain] = decoder.pending_reference_accept()[plain], False
         if within.any():  # the actor sees only the states it decides on
             states = decoder.pending_states()
             states = states[torch.from_numpy(within).to(states.device)]
             accept_prob[within] = self.actor.accept_probability(states).double().cpu().numpy()
-            greedy[within] = self.greedy
+            greedy[within] = self.greedy or np.array([d.greedy for d in draws])[within]
         return accept_prob, greedy
 
-    def continuation_rule(self, decoder) -> tuple[np.ndarray, np.ndarray]:
+    def continuation_rule(self, decoder, draws: list[Draw]) -> tuple[np.ndarray, np.ndarray]:
         """pi(accept | s) and the greedy flag of each waiting row's decision were the upstream
-        to decide alone, as it does past the horizon (``continuation``)."""
-        waiting = len(decoder.pending_rows())
-        if self.continuation == "greedy":
-            return np.ones(waiting), np.ones(waiting, dtype=bool)
-        return decoder.pending_reference_accept(), np.zeros(waiting, dtype=bool)
+        to decide alone, as it does past the horizon (``continuation``): its most likely token,
+        or its own sampling from the candidate set as each row's draw shapes it; a greedy
+        draw's rows take the most likely token either way."""
+        greedy = np.array([self.continuation == "greedy" or d.greedy for d in draws], dtype=bool)
+        if greedy.all():
+            return np.ones(len(draws)), greedy
+        return np.where(greedy, 1.0, decoder.pending_reference_accept(draws)), greedy
 
     # ------------------------------------------------------------------ baselines
     def generate_upstream(self, prompts: list[str], sample: bool = False, seed: int = 0) -> list[str]:
-        """The upstream model's own answers to ``prompts`` (see ``upstream_answers``)."""
-        return upstream_answers(self.llm, prompts, self.sampling, sample=sample, seed=seed,
-                                batch_size=self.batch_size)
+        """The upstream model's own answers to ``prompts`` (see ``upstream_answers``), sampled
+        as the generator's draw says (``mdp.Draw.upstream_sampling``)."""
+        return upstream_answers(self.llm, prompts, self.draw.upstream_sampling(self.sampling), sample=sample,
+                                seed=seed, batch_size=self.batch_size)
 
     def log_likelihood(self, prompts: list[str], responses: list[str], max_tokens: int | None = None) -> np.ndarray:
         """(N,) the upstream's mean log-probability per token of each response, or of its first

@@ -3,6 +3,8 @@
 - ``candidate_sets``: the hybrid truncation that defines the candidates of a position.
 - ``emission_probabilities``: Eq. 6, the probability that each candidate is emitted.
 - ``kl_penalty``: the per-decision KL penalty of Eq. 8.
+- ``Draw``: how an answer is drawn within the candidate set the agent judges (a request's
+  temperature, top-k and top-p).
 
 How the KL penalty is made per decision. The token-level KL of Eq. 8 compares
 pi_theta(t | x, y_<i) (Eq. 6) with the upstream distribution pi_ref over the same
@@ -18,13 +20,16 @@ works unchanged when later candidates were never computed (lazy mode).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import numpy as np
 import torch
 
-from core.config import KLConfig, SamplingConfig
+from core.config import KLConfig, SamplingConfig, check_int, check_number
 from core.contracts import ACCEPT
 
 _EPS = 1e-8
+GREEDY_BELOW = 1e-3  # temperatures below this are greedy (logits / 1e-40 would overflow)
 
 
 def candidate_sets(logits: torch.Tensor, cfg: SamplingConfig) -> list[tuple[list[int], np.ndarray]]:
@@ -98,3 +103,64 @@ def kl_penalty(accept_prob: float, ref_accept_prob: float, action: int, cfg: KLC
     else:
         value = float(np.sum(p * log_ratio))
     return -cfg.coef * float(value)
+
+
+@dataclass(frozen=True)
+class Draw:
+    """How one answer is drawn within the candidate set the agent judges: a request's
+    temperature, top-k and top-p (None: the candidate set's own). They never change the
+    candidate set, which is the agent's (the one it was trained on): they reshape the
+    upstream's distribution over it where the upstream draws, past the agent's horizon
+    with a sampled continuation. Temperature 0 (below ``GREEDY_BELOW``) or top-k 1 asks for
+    a deterministic answer: the agent's greedy decisions and the upstream's greedy
+    continuation, so the agent still decides every position it would have decided."""
+
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.temperature is not None:
+            check_number("temperature", self.temperature, 0)
+        if self.top_k is not None:
+            check_int("top_k", self.top_k, 1)
+        if self.top_p is not None:
+            check_number("top_p", self.top_p, above=0, maximum=1)
+
+    @property
+    def greedy(self) -> bool:
+        return (self.temperature is not None and self.temperature < GREEDY_BELOW) or self.top_k == 1
+
+    def over(self, defaults: "Draw") -> "Draw":
+        """This draw's settings, the ``defaults``' where this one leaves them out (a
+        request's over a server's)."""
+        return Draw(*(mine if mine is not None else theirs for mine, theirs in
+                      zip((self.temperature, self.top_k, self.top_p),
+                          (defaults.temperature, defaults.top_k, defaults.top_p))))
+
+    def upstream_sampling(self, candidates: SamplingConfig) -> SamplingConfig:
+        """The upstream's own sampling under this draw (a plain-upstream answer's candidate
+        set, a sampled baseline): ``candidates``' settings where the draw leaves them out,
+        and the single most likely token when the draw is greedy."""
+        if self.greedy:
+            return replace(candidates, temperature=1.0, top_k=1, top_p=1.0)
+        return replace(candidates, **{k: v for k, v in (("temperature", self.temperature), ("top_k", self.top_k),
+                                                        ("top_p", self.top_p)) if v is not None})
+
+    def probabilities(self, ref_probs: np.ndarray, set_temperature: float) -> np.ndarray:
+        """The candidate set's upstream probabilities (``candidate_sets``, at the set's
+        temperature) as this draw takes them: re-tempered to the draw's temperature
+        (q^(T_set / T) renormalised is softmax(logits / T) over the set), then cut to the
+        draw's top-k and to the smallest prefix whose probability reaches its top-p, and
+        renormalised. The candidates keep their order; the first is always kept."""
+        probs = np.asarray(ref_probs, dtype=np.float64)
+        if self.temperature is not None and not self.greedy:
+            log_probs = np.log(np.clip(probs, 1e-300, None)) * (set_temperature / self.temperature)
+            probs = np.exp(log_probs - log_probs.max())
+            probs = probs / probs.sum()
+        if self.top_k is not None:
+            probs = np.where(np.arange(len(probs)) < self.top_k, probs, 0.0)
+            probs = probs / probs.sum()
+        if self.top_p is not None:
+            probs = np.where(np.cumsum(probs) - probs < self.top_p, probs, 0.0)
+        return probs / probs.sum()

@@ -356,11 +356,13 @@ def _prompt_records(set_name: str, idx: list[int], prompts: list[str], gens: lis
 def _settings(generator: "AlignedGenerator", *, seed: int, tie_margin: float,
               num_prompts: int | None) -> dict[str, object]:
     """What produced the result, for results.md."""
-    sampling = generator.sampling
+    sampling, draw = generator.sampling, generator.draw
     return {"seed": seed, "tie margin": tie_margin, "prompts per set": num_prompts or "all",
             "max new tokens": sampling.max_new_tokens,
-            "sampling (temperature / top-k / top-p)": f"{sampling.temperature} / {sampling.top_k} / {sampling.top_p}",
-            "agent decisions": "greedy" if generator.greedy else "sampled",
+            "candidate set (temperature / top-k / top-p)": f"{sampling.temperature} / {sampling.top_k} / {sampling.top_p}",
+            "draw (temperature / top-k / top-p; -: the candidate set's)": " / ".join(
+                "-" if v is None else str(v) for v in (draw.temperature, draw.top_k, draw.top_p)),
+            "agent decisions": "greedy" if generator.greedy or draw.greedy else "sampled",
             "agent horizon": "all tokens" if generator.horizon is None else f"{generator.horizon} tokens",
             "upstream's continuation past the horizon": "none" if generator.horizon is None else generator.continuation,
             "decoding mode": generator.mode}

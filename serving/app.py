@@ -21,16 +21,17 @@ from __future__ import annotations
 
 import asyncio
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from ray import serve
 
-from core.agent_file import AGENT_DECISIONS, AGENT_HORIZON, CONTINUATIONS, DECISIONS, parse_horizon
+from core.agent_file import AGENT_DECISIONS, AGENT_HORIZON, CANDIDATE_FIELDS, CONTINUATIONS, DECISIONS, parse_horizon
 from core.config import AUTO_DTYPE, DTYPES, SamplingConfig, check_choice, check_device_name, check_int, check_number
 from envs.decoder import MODES
+from envs.mdp import Draw
 from serving.engine import ADMISSIONS, Failed, Finished, Piece, ServingEngine, Submission
 from serving.metrics import serving_metrics
 from serving.protocol import (
@@ -70,7 +71,11 @@ class ServeSettings:
     horizon: str | int = AGENT_HORIZON  # tokens the agent decides: a number, "all", or what the agent file recommends
     continuation: str | None = None  # past the horizon: the upstream's greedy or sampled tokens; None: as the decisions
     mode: str = "lazy"  # decoding mode (envs/decoder.py)
-    sampling: SamplingConfig = SamplingConfig(max_new_tokens=256)  # candidate set a request does not set; max_tokens
+    max_tokens: int = 256  # answer length when a request gives none
+    draw: Draw = Draw()  # how answers are drawn where a request does not say (None fields: the candidate set's)
+    # an expert's change to the candidate set the agent judges (temperature / top_k / top_p; None: the one the
+    # agent was trained on): every mara answer then carries a warning
+    candidates: dict | None = None
     dtype: str = "float32"
     device: str = "auto"
     max_ongoing_requests: int = 256  # per replica; more wait in Ray Serve's queue
@@ -86,6 +91,11 @@ class ServeSettings:
         check_number("num_cpus", self.num_cpus, 0)
         check_number("num_gpus", self.num_gpus, 0)
         check_int("max_rows", self.max_rows, 1)
+        check_int("max_tokens", self.max_tokens, 1)
+        unknown = set(self.candidates or {}) - set(CANDIDATE_FIELDS)
+        if unknown:
+            raise ValueError(f"candidates takes {', '.join(CANDIDATE_FIELDS)}, got {sorted(unknown)}")
+        replace(SamplingConfig(), **(self.candidates or {}))  # each value checked
         check_number("batch_wait_s", self.batch_wait_s, 0, maximum=10)
         check_choice("admission", self.admission, ADMISSIONS)
         check_choice("decisions", self.decisions, (AGENT_DECISIONS, *DECISIONS))
@@ -132,7 +142,8 @@ class MaraServer:
         self.settings = settings
         self.generator = AlignedGenerator.from_paths(
             agent=settings.agent, model=settings.model, dtype=settings.dtype, device=settings.device,
-            mode=settings.mode, batch_size=settings.max_rows, sampling=settings.sampling, decisions=settings.decisions,
+            mode=settings.mode, batch_size=settings.max_rows, max_new_tokens=settings.max_tokens,
+            candidates=settings.candidates, draw=settings.draw, decisions=settings.decisions,
             horizon=settings.horizon, continuation=settings.continuation)
         self.llm = self.generator.llm
         try:
@@ -201,7 +212,7 @@ class MaraServer:
         if req.stream:  # submitted when the stream starts: a client gone before then costs nothing
             return StreamingResponse(self._stream(req, response_id, prompt_ids), media_type="text/event-stream")
         submission, events = self._submit(req, prompt_ids)
-        choices = [ChoiceRecord(i) for i in range(req.n)]
+        choices = self._choice_records(req)
         try:
             async for event in _until_done(events, req.n):
                 if isinstance(event, Failed):
@@ -218,13 +229,19 @@ class MaraServer:
         loop, events = asyncio.get_running_loop(), asyncio.Queue()
         submission = self.engine.submit(Submission(
             model=req.model, prompt=req.display_prompt, prompt_ids=prompt_ids,
-            sampling=req.sampling(self.settings.sampling),
+            max_tokens=req.max_tokens or self.settings.max_tokens, draw=req.draw(self.settings.draw),
             on_event=lambda event: loop.call_soon_threadsafe(events.put_nowait, event),
             n=req.n, seed=req.seed, stop=req.stop))
         return submission, events
 
+    def _choice_records(self, req: GenerationRequest) -> list[ChoiceRecord]:
+        """The answers' records; a ``mara`` answer carries the warning of a candidate set that
+        is not the agent's (the server log has it from the start)."""
+        warning = self.generator.candidate_warning if req.model == ALIGNED else None
+        return [ChoiceRecord(i, warning=warning) for i in range(req.n)]
+
     async def _stream(self, req: GenerationRequest, response_id: str, prompt_ids: list[int]):
-        choices = [ChoiceRecord(i) for i in range(req.n)]
+        choices = self._choice_records(req)
         prompt_tokens = len(prompt_ids)
         submission, events = self._submit(req, prompt_ids)
         done = False

@@ -10,11 +10,14 @@ decoded together and nobody waits for a whole batch to finish (continuous batchi
 request-window batching (Ray Serve's ``@serve.batch``) would; it exists for comparison
 (benchmarks/bench_serve.py).
 
-Both models of the server share the batch. A ``mara`` row's decisions are the agent's, by
-the generator's rule (``AlignedGenerator.greedy``): accept when pi(accept | s) >= 0.5, or
-sampled. An ``upstream`` row is the frozen model alone: it accepts candidate k with the
-upstream's own probability q_k / sum_{j>=k} q_j (envs/mdp.py), which samples exactly from
-the candidate set's distribution; at temperature 0 the set holds one token (greedy).
+Both models of the server share the batch. A ``mara`` row's candidates are always the set
+the agent was trained on (``AlignedGenerator.sampling``), whatever the request's sampling
+settings: they only say how the answer is drawn within it (``envs.mdp.Draw``; temperature 0
+makes the agent's decisions and the continuation greedy). Its decisions are the agent's, by
+the generator's rule (``AlignedGenerator.decision_rule``). An ``upstream`` row is the frozen
+model alone: its candidate set is the request's draw (``Draw.upstream_sampling``; at
+temperature 0 the single most likely token) and it accepts candidate k with the upstream's
+own probability q_k / sum_{j>=k} q_j (envs/mdp.py), which samples exactly from that set.
 
 Each request's events go to its ``on_event`` callback, called on the loop's thread:
 ``Piece`` (new text, with each token's accepted candidate), ``Finished`` (one answer's
@@ -27,7 +30,7 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -37,7 +40,7 @@ from core.config import SamplingConfig, check_choice, check_int, check_number
 from core.metrics import MetricsSink
 from envs.decoder import AcceptRejectDecoder
 from envs.generation import AlignedGenerator
-from envs.mdp import decide
+from envs.mdp import Draw, decide
 from serving.protocol import ALIGNED
 
 log = logging.getLogger(__name__)
@@ -85,8 +88,9 @@ class Submission:
     model: str  # "mara" | "upstream"
     prompt: str  # for the records
     prompt_ids: list[int]
-    sampling: SamplingConfig
+    max_tokens: int
     on_event: Callable[[Event], None]
+    draw: Draw = Draw()  # how the answers are drawn (the request's settings over the server's)
     n: int = 1
     seed: int | None = None
     stop: tuple[str, ...] = ()
@@ -251,8 +255,16 @@ class ServingEngine:
         for i in range(s.n):
             # A request's seed fixes its answers whatever else shares the batch.
             rng = np.random.default_rng(None if s.seed is None else [s.seed % 2**63, i])
-            row = self.decoder.join(s.prompt, s.prompt_ids, s.sampling)
+            row = self.decoder.join(s.prompt, s.prompt_ids, self.candidate_set(s))
             self._choices.append(_Choice(s, i, row, rng))
+
+    def candidate_set(self, s: Submission) -> SamplingConfig:
+        """A request's candidate set and length: the agent's set for ``mara`` (no request
+        setting can narrow what the agent judges), the request's draw for ``upstream``."""
+        candidates = self.generator.sampling
+        if s.model != ALIGNED:
+            candidates = s.draw.upstream_sampling(candidates)
+        return replace(candidates, max_new_tokens=s.max_tokens)
 
     def _decide(self) -> None:
         """One decision for every row that waits: the agent's for ``mara`` rows (one batched
@@ -264,7 +276,8 @@ class ServingEngine:
         # past it, and the upstream's own sampling for plain-upstream requests.
         aligned = np.array([c.submission.model == ALIGNED for c in choices], dtype=bool)
         with torch.no_grad():
-            accept_prob, greedy = self.generator.decision_rule(self.decoder, aligned)
+            accept_prob, greedy = self.generator.decision_rule(self.decoder, aligned,
+                                                               [c.submission.draw for c in choices])
         # Each answer draws from its own generator (its request's seed), and only when it samples.
         actions = decide(accept_prob, greedy, [1.0 if g else c.rng.random() for g, c in zip(greedy, choices)])
         batch_rows = self.decoder.rows_in_cache

@@ -18,15 +18,16 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from core.config import SamplingConfig
 from envs.generation import position_histogram
+from envs.mdp import Draw
 
 ALIGNED, UPSTREAM = "mara", "upstream"
 MODELS = (ALIGNED, UPSTREAM)
 ROLES = ("system", "user", "assistant")
 MAX_CHOICES = 8  # n: more answers per request than this is a mistake, not a use
 MAX_STOPS = 4  # as OpenAI
-GREEDY_BELOW = 1e-3  # temperatures below this are greedy (logits / 1e-40 would overflow)
+MAX_TEMPERATURE = 2.0  # as OpenAI
+MAX_TOP_K = 1000
 
 
 class RequestError(Exception):
@@ -43,8 +44,8 @@ class RequestError(Exception):
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """A checked request. ``temperature``/``top_k``/``top_p`` left out (None) take the
-    server's candidate set, the one the agent was trained with."""
+    """A checked request. ``temperature``/``top_k``/``top_p`` say how its answers are drawn
+    (``draw``); left out (None), the server's settings."""
 
     kind: str  # "chat" | "completion"
     model: str
@@ -68,21 +69,12 @@ class GenerationRequest:
         users = [m["content"] for m in self.messages if m["role"] == "user"]
         return users[-1] if users else self.messages[-1]["content"]
 
-    def sampling(self, server: SamplingConfig) -> SamplingConfig:
-        """The candidate set of this request's positions and its length limit (the
-        server's where the request leaves them out).
-
-        Temperature 0 (or below ``GREEDY_BELOW``) asks for greedy decoding: a candidate set of the single most likely
-        token, so nothing is left to decide (for ``mara`` too)."""
-        max_new = self.max_tokens or server.max_new_tokens
-        if self.temperature is not None and self.temperature < GREEDY_BELOW:
-            return SamplingConfig(temperature=1.0, top_k=1, top_p=1.0, max_new_tokens=max_new)
-        return SamplingConfig(
-            temperature=server.temperature if self.temperature is None else self.temperature,
-            top_k=server.top_k if self.top_k is None else self.top_k,
-            top_p=server.top_p if self.top_p is None else self.top_p,
-            max_new_tokens=max_new,
-        )
+    def draw(self, server: Draw) -> Draw:
+        """How this request's answers are drawn: its settings over the ``server``'s. For
+        ``mara`` they never change the candidate set the agent judges (``envs.mdp.Draw``;
+        temperature 0 is deterministic: greedy decisions and continuation); for ``upstream``
+        they are its candidate set."""
+        return Draw(self.temperature, self.top_k, self.top_p).over(server)
 
 
 # --------------------------------------------------------------------------- parsing
@@ -110,13 +102,12 @@ def parse_request(body: bytes | str, kind: str, max_context: int) -> GenerationR
     else:
         fields["prompt"] = _prompt(data.get("prompt"))
         max_tokens_name = "max_tokens"
-    fields["max_tokens"] = _optional_int(data, max_tokens_name, 1, max_context,
-                                         f"at most the model's context of {max_context} tokens")
-    fields["temperature"] = _optional_number(data, "temperature", 0.0, 2.0, include_low=True)
+    fields["max_tokens"] = _optional_int(data, max_tokens_name, 1, max_context, "the model's context")
+    fields["temperature"] = _optional_number(data, "temperature", 0.0, MAX_TEMPERATURE, include_low=True)
     fields["top_p"] = _optional_number(data, "top_p", 0.0, 1.0, include_low=False)
-    fields["top_k"] = _optional_int(data, "top_k", 1, 1000, "between 1 and 1000")
+    fields["top_k"] = _optional_int(data, "top_k", 1, MAX_TOP_K)
     fields["seed"] = _optional_int(data, "seed", -(2**63), 2**63 - 1, "a 64-bit integer")
-    fields["n"] = _optional_int(data, "n", 1, MAX_CHOICES, f"between 1 and {MAX_CHOICES}") or 1
+    fields["n"] = _optional_int(data, "n", 1, MAX_CHOICES) or 1
     fields["stop"] = _stop(data.get("stop"))
     stream = data.get("stream", False)
     if stream is not None and not isinstance(stream, bool):
@@ -167,27 +158,36 @@ def _prompt(prompt) -> str:
     return prompt
 
 
-def _optional_int(data: dict, name: str, low: int, high: int, range_text: str) -> int | None:
+def _optional_int(data: dict, name: str, low: int, high: int, why: str = "") -> int | None:
+    """An integer field in [low, high] (None when left out); ``why``: what the bound is."""
     value = data.get(name)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise RequestError(f"'{name}' must be an integer, got {value!r}", param=name)
-    if not low <= value <= high:
-        raise RequestError(f"'{name}' must be {range_text}, got {value}", param=name)
+    _check_bounds(name, value, low, high, include_low=True, why=why)
     return value
 
 
 def _optional_number(data: dict, name: str, low: float, high: float, include_low: bool) -> float | None:
+    """A finite number field in [low, high] (or (low, high]); None when left out."""
     value = data.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-        raise RequestError(f"'{name}' must be a number, got {value!r}", param=name)
-    if not ((low <= value) if include_low else (low < value)) or value > high:
-        bracket = "[" if include_low else "("
-        raise RequestError(f"'{name}' must be in {bracket}{low}, {high}], got {value}", param=name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value \
+            or value in (float("inf"), float("-inf")):
+        raise RequestError(f"'{name}' must be a finite number, got {value!r}", param=name)
+    _check_bounds(name, value, low, high, include_low=include_low)
     return float(value)
+
+
+def _check_bounds(name: str, value, low, high, include_low: bool, why: str = "") -> None:
+    """Refuse a value out of range with the bound it crossed: "'max_tokens' must be ≥ 1, got -5"."""
+    if (value < low) if include_low else (value <= low):
+        raise RequestError(f"'{name}' must be {'≥' if include_low else '>'} {low}, got {value}", param=name)
+    if value > high:
+        because = f" ({why})" if why else ""
+        raise RequestError(f"'{name}' must be ≤ {high}{because}, got {value}", param=name)
 
 
 def _stop(stop) -> tuple[str, ...]:
@@ -213,11 +213,13 @@ class ChoiceRecord:
     decisions: int = 0
     fallbacks: int = 0
     accepted_positions: list[int] = field(default_factory=list)
+    warning: str | None = None  # the server's candidate set is not the agent's (``candidate_set_warning``)
 
     def mara(self) -> dict:
         histogram = position_histogram(self.accepted_positions)
-        return {"decisions": self.decisions, "fallbacks": self.fallbacks,
-                "accepted_position_histogram": {str(k): v for k, v in histogram.items()}}
+        about = {"decisions": self.decisions, "fallbacks": self.fallbacks,
+                 "accepted_position_histogram": {str(k): v for k, v in histogram.items()}}
+        return {**about, "warning": self.warning} if self.warning else about
 
 
 def new_response_id(kind: str) -> str:

@@ -167,7 +167,7 @@ def test_no_agent_warns_about_an_untrained_agent(tiny_llm_path):
     """The shipped agent reads 576-wide states; the tiny model's are 32 wide."""
     with pytest.warns(UserWarning, match="does not fit .* UNTRAINED"):
         gen = AlignedGenerator.from_paths(model=str(tiny_llm_path), device="cpu",
-                                          sampling=SamplingConfig(max_new_tokens=4))
+                                          max_new_tokens=4)
     assert gen.agent_path == UNTRAINED
     assert len(gen.generate(["hi"])) == 1
     with pytest.warns(UserWarning, match="UNTRAINED"):
@@ -182,7 +182,7 @@ def test_shipped_agent_is_the_default_for_smollm2(smollm2_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no "untrained" warning
         gen = AlignedGenerator.from_paths(model=str(smollm2_path), device="cpu",
-                                          sampling=SamplingConfig(max_new_tokens=4))
+                                          max_new_tokens=4)
     assert gen.agent_path == str(SHIPPED_AGENT)
     # It decides as its file recommends: no further than its training episodes went, greedily,
     # and the upstream continues greedily.
@@ -235,3 +235,39 @@ def test_cli_reports_bad_input_clearly(tiny_llm_path, tmp_path, capsys):
         assert main(["generate", *args]) == 2, args
         err = capsys.readouterr().err
         assert re.search(f"mara generate: error: .*{message}", err), err
+
+
+def test_a_greedy_draw_makes_sampled_decisions_greedy_and_keeps_the_agents_candidates(tiny_llm):
+    """Temperature 0 (or top-k 1) is a deterministic answer the agent still decides: its
+    greedy decisions over its own candidate set, the same answers as greedy decisions."""
+    from envs.mdp import Draw
+
+    torch.manual_seed(1)
+    actor = Actor(state_dim=tiny_llm.hidden_size, hidden_size=16)
+    sampling = SamplingConfig(max_new_tokens=8)
+    greedy = AlignedGenerator(tiny_llm, actor, sampling=sampling, greedy=True).generate(PROMPTS)
+    for draw in (Draw(temperature=0), Draw(top_k=1)):
+        drawn = AlignedGenerator(tiny_llm, actor, sampling=sampling, greedy=False, draw=draw).generate(PROMPTS)
+        assert [a.text for a in drawn] == [a.text for a in greedy]
+        assert all(a.num_decisions > 0 for a in drawn)
+    # A greedy draw's sampled baseline is the upstream's greedy answer.
+    gen = AlignedGenerator(tiny_llm, actor, sampling=SamplingConfig(max_new_tokens=8, temperature=1.5),
+                           draw=Draw(temperature=0))
+    assert gen.generate_upstream(PROMPTS, sample=True, seed=5) == gen.generate_upstream(PROMPTS)
+
+
+def test_a_sampled_continuation_draws_within_the_candidate_set_as_the_draw_says(tiny_llm):
+    """Past the horizon the upstream samples from the agent's candidate set; a draw with
+    top-p 0.01 keeps only its most likely token there: the greedy continuation."""
+    from envs.mdp import Draw
+
+    sampling = SamplingConfig(max_new_tokens=10)
+    actor = always_reject_actor(tiny_llm.hidden_size)
+    greedy = AlignedGenerator(tiny_llm, actor, sampling=sampling, horizon=2, continuation="greedy").generate(PROMPTS)
+    narrow = AlignedGenerator(tiny_llm, actor, sampling=sampling, horizon=2, continuation="sampled",
+                              greedy=False, draw=Draw(top_p=0.01)).generate(PROMPTS)
+    sampled = AlignedGenerator(tiny_llm, actor, sampling=sampling, horizon=2, continuation="sampled",
+                               greedy=False, draw=Draw(temperature=2.0)).generate(PROMPTS)
+    assert [a.text for a in narrow] == [a.text for a in greedy]
+    assert [a.text for a in sampled] != [a.text for a in greedy]
+    assert all(a.num_decisions > 0 for a in narrow)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from core.config import KLConfig, SamplingConfig
-from envs.mdp import candidate_sets, emission_probabilities, kl_penalty, reference_accept_probability
+from envs.mdp import Draw, candidate_sets, emission_probabilities, kl_penalty, reference_accept_probability
 
 
 def test_candidates_are_top_k_then_top_p_sorted_by_probability():
@@ -84,3 +84,32 @@ def test_decisions_greedy_sampled_and_mixed_per_row():
     np.testing.assert_array_equal(decide(probs, [True, False, True, False], [0.0, 0.6, 0.9, 0.95]), [0, 0, 1, 0])
     with pytest.raises(ValueError, match="uniforms"):
         decide(probs, False)
+
+
+def test_a_draw_reshapes_the_candidate_sets_distribution_within_the_set():
+    """A request's temperature / top-k / top-p act within the candidate set the agent judges:
+    re-tempered probabilities are the upstream's softmax(logits / T) over the same candidates."""
+    logits = torch.tensor([[3.0, 2.0, 1.5, 1.0, -4.0]])
+    (ids, probs), = candidate_sets(logits, SamplingConfig(temperature=0.8, top_k=4, top_p=1.0))
+    assert ids == [0, 1, 2, 3]
+    hot = Draw(temperature=2.0).probabilities(probs, set_temperature=0.8)
+    np.testing.assert_allclose(hot, torch.softmax(logits[0, :4] / 2.0, -1).numpy(), rtol=1e-6)
+    assert list(Draw().probabilities(probs, 0.8)) == pytest.approx(list(probs))  # nothing given: as it is
+    assert np.count_nonzero(Draw(top_k=2).probabilities(probs, 0.8)) == 2
+    narrow = Draw(top_p=0.01).probabilities(probs, 0.8)
+    assert narrow[0] == 1.0 and narrow[1:].sum() == 0  # the first candidate is always kept
+    # pi_ref(accept) of the draw: the last candidate it keeps is accepted for sure
+    assert reference_accept_probability(Draw(top_k=2).probabilities(probs, 0.8), 1) == pytest.approx(1.0)
+
+
+def test_greedy_draws_and_the_upstreams_own_sampling_under_a_draw():
+    assert Draw(temperature=0).greedy and Draw(temperature=1e-9).greedy and Draw(top_k=1).greedy
+    assert not Draw().greedy and not Draw(temperature=0.7, top_p=0.01).greedy
+    candidates = SamplingConfig(temperature=0.8, top_k=40, top_p=0.95, max_new_tokens=7)
+    assert Draw(temperature=0).upstream_sampling(candidates) == SamplingConfig(1.0, 1, 1.0, 7)
+    assert Draw(top_p=0.5).upstream_sampling(candidates) == SamplingConfig(0.8, 40, 0.5, 7)
+    assert Draw(temperature=0.3).over(Draw(temperature=1.0, top_k=5)) == Draw(0.3, 5, None)
+    with pytest.raises(ValueError, match="temperature"):
+        Draw(temperature=-1)
+    with pytest.raises(ValueError, match="top_p"):
+        Draw(top_p=0)
