@@ -24,7 +24,7 @@ token budget:
 
 The configurations are measured in turns, ``--repeats`` times, and each ratio is taken
 between the summed times of the same rounds, so that a change of load on a shared
-machine hits the baseline and MARA alike. Issue 3's target: lazy ratio >= 0.8.
+machine hits the baseline and MARA alike. Target: lazy ratio >= 0.8.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@
 2. The ``LearnerService`` fed by a replay stub that always has data (the same pre-built
    batch on every call): the share of its wall time spent in gradient updates (target:
    >= 90%, i.e. prefetching hides sampling and transfer) and its updates/s relative to 1.
-3. The real sample path (issue 15): a ``ReplayServer`` actor holding random episodes at
+3. The real sample path: a ``ReplayServer`` actor holding random episodes at
    d = 4096 (float16 storage), sampled through Ray by another actor with two calls in
    flight, as the learner samples: batches/s and MB/s of float32 batches (states and next
    states of 1024 transitions: 32 MiB), against the learner's updates/s; and the

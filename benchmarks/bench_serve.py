@@ -14,7 +14,7 @@ first token. The serving overhead compares ``mara`` at C clients with the in-pro
 one torch thread. Last, the same C=max load with ``--admission static`` (a batch admits
 requests only when empty, as request-window batching does) against continuous batching.
 
-Targets (issue 16): aligned tokens/s at 16 clients >= 0.8x upstream's on the same server;
+Targets: aligned tokens/s at 16 clients >= 0.8x upstream's on the same server;
 serving overhead <= 15%.
 """
 

@@ -15,7 +15,7 @@ rollouts against learning), local Ray, the same episode budget, learner batch 25
 Reported per mode: wall time to the budget, episodes/hour, learner updates per episode,
 and the share of wall time the learner and the workers were busy (learner: its update
 time, from the learner's own timing in async mode and from the rounds' update phases in
-sync mode; workers: decoding time over wall time x workers). Target (issue 15): async
+sync mode; workers: decoding time over wall time x workers). Target: async
 >= 1.5x sync in episodes/hour.
 """
 

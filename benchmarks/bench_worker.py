@@ -4,8 +4,8 @@
                                       [--max-new-tokens 20] [--repeats 2] [--modes lazy,hybrid]
                                       [--dtypes float32,bfloat16] [--refill]
 
-Issue 14 asks for a worker's transitions/s at >= 1.5x what it was when the issue was filed
-(commit 36c6d69). What a worker does per call is ``AlignedGenerator.run_episodes`` on
+The default baseline is commit 36c6d69, the worker before its speed-ups (target: >= 1.5x its
+transitions/s). What a worker does per call is ``AlignedGenerator.run_episodes`` on
 ``episodes_per_call`` prompts with a stochastic agent (``actors/rollout_worker.py``); here the
 agent accepts each candidate with probability 0.5 (a training-time agent; decisions sampled),
 on the embedded SmolLM2-135M-Instruct, CPU, one torch thread, the training defaults'

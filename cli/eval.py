@@ -2,9 +2,11 @@
 
     mara eval --agent agent.safetensors --prompts harmful=prompts.json --out eval/ \
         --judge length=function:evaluation.preference:length_judge
+    mara eval --resume eval/          # an interrupted evaluation goes on where it stopped
 
 It parses the options, loads the prompt sets, builds the judges and the generator, runs
-the evaluation and writes its outputs (``evaluation.report.write_outputs``).
+the evaluation, appending each batch's answers to OUT/answers.jsonl as it finishes
+(``evaluation.answers_file``), and writes its outputs (``evaluation.report.write_outputs``).
 """
 
 from __future__ import annotations
@@ -14,9 +16,20 @@ import json
 from pathlib import Path
 
 from cli.generator_args import add_generator_arguments, generator_from_args
+from evaluation.answers_file import (
+    ANSWERS,
+    append_records,
+    load_arguments,
+    read_records,
+    save_arguments,
+    start_fresh,
+)
 from evaluation.judges import build_judge, default_judges, parse_judge_spec, training_reward_sources
 from evaluation.report import write_outputs
 from evaluation.run import run_eval
+
+# Options that do not change what an evaluation computes: a resumed one may set them anew.
+_RUN_ONLY = ("resume", "no_progress", "func", "command")
 
 
 def add_eval_parser(subparsers) -> argparse.ArgumentParser:
@@ -26,7 +39,7 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
         description="Answer prompt sets with MARA and baselines, judge every answer, and write "
                     "results.md, results.csv, answers.jsonl, accepted_positions.png and scores.png.")
     add_generator_arguments(p)
-    p.add_argument("--prompts", action="append", required=True, metavar="NAME=SOURCE",
+    p.add_argument("--prompts", action="append", metavar="NAME=SOURCE",
                    help="a prompt set: JSON (field 'instruction'), JSONL, parquet, .txt, or a hub dataset; repeatable")
     p.add_argument("--column", default="instruction", help="prompt field of the prompt sources")
     p.add_argument("--split", default="test", help="split of hub datasets")
@@ -47,7 +60,10 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
                    help="also compare with the best of N sampled upstream answers")
     p.add_argument("--bon-scorer", metavar="NAME|KIND:PATH[:ROLE]",
                    help="scorer picking the best-of-N answer: a --judge name or a scorer spec")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", help="output folder (required unless --resume)")
+    p.add_argument("--resume", metavar="OUT",
+                   help="continue the interrupted evaluation in OUT with the settings it started with "
+                        "(OUT/eval_args.json); the prompts it answered are kept, the rest are answered")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=eval_main)
     return p
@@ -59,6 +75,12 @@ def eval_main(args: argparse.Namespace) -> int:
     from core.config import ScorerSpec
     from core.prompts import load_prompts
 
+    if args.resume:
+        args, done = _resumed(args)
+    elif not args.prompts or not args.out:
+        raise ValueError("give --prompts NAME=SOURCE and --out OUT (or --resume OUT)")
+    else:
+        done = []
     options = {}
     for text in args.judge_options:
         name, sep, raw = text.partition("=")
@@ -97,6 +119,10 @@ def eval_main(args: argparse.Namespace) -> int:
     if args.best_of_n:
         bon = judges.get(args.bon_scorer) or build_judge(parse_judge_spec(args.bon_scorer, name="best-of-n"))
 
+    out = Path(args.out)
+    if not done:
+        start_fresh(out)
+        save_arguments(out, {k: getattr(args, k) for k in _DEFAULTS if k not in _RUN_ONLY})
     gen = generator_from_args(args, seed=args.seed)
     trained = gen.agent_path not in (None, UNTRAINED)
     training_reward = training_reward_sources(read_agent_metadata(gen.agent_path)) if trained else None
@@ -104,12 +130,43 @@ def eval_main(args: argparse.Namespace) -> int:
         result = run_eval(gen, prompt_sets, judges, num_prompts=args.num_prompts, seed=args.seed,
                           tie_margin=args.tie_margin, sampled=args.sampled, best_of_n=args.best_of_n,
                           bon_scorer=bon, training_reward=training_reward, fluency=args.fluency,
-                          progress=not args.no_progress)
+                          progress=not args.no_progress, done=done,
+                          on_batch=lambda records: append_records(out / ANSWERS, records))
     finally:
         gen.close()  # the vLLM backend's engine processes
     result.settings = {"agent": gen.agent_path if trained else "UNTRAINED (random weights)",
                        "upstream model": gen.llm.model_id, "backend": gen.backend, **result.settings}
-    paths = write_outputs(result, args.out)
+    paths = write_outputs(result, out)
     print(paths["results.md"].read_text(encoding="utf-8"))
     print("wrote", ", ".join(str(p) for p in paths.values()))
     return 0
+
+
+def _resumed(args: argparse.Namespace) -> tuple[argparse.Namespace, list[dict]]:
+    """The arguments an interrupted evaluation started with, and the records it finished (its
+    answers.jsonl rewritten without a last line cut short, so that new batches append cleanly)."""
+    from core.atomic import atomic_path
+
+    given = [k for k, default in _DEFAULTS.items() if k not in _RUN_ONLY and getattr(args, k, default) != default]
+    if given:
+        raise ValueError(f"--resume takes the evaluation's settings from its folder; drop {sorted(given)}")
+    out = Path(args.resume)
+    saved = load_arguments(out)
+    unknown = set(saved) - set(_DEFAULTS)
+    if unknown:
+        raise ValueError(f"{out}: eval_args.json has settings this mara eval does not know: {sorted(unknown)}")
+    resumed = argparse.Namespace(**{**vars(args), **saved, "out": str(out)})
+    done = read_records(out / ANSWERS)
+    with atomic_path(out / ANSWERS) as tmp:
+        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in done), encoding="utf-8")
+    print(f"resuming the evaluation in {out}: {len(done)} prompts answered", flush=True)
+    return resumed, done
+
+
+def _defaults() -> dict:
+    """Every ``mara eval`` option's default."""
+    eval_parser = add_eval_parser(argparse.ArgumentParser().add_subparsers())
+    return vars(eval_parser.parse_args([]))
+
+
+_DEFAULTS = _defaults()

@@ -390,25 +390,54 @@ def mean_per_token(token_log_probs: list[torch.Tensor], max_tokens: int | None =
     return np.array([float(lp[:max_tokens].mean()) if len(lp) else 0.0 for lp in token_log_probs])
 
 
+# Tokens (rows x padded width) one forward of ``answer_token_log_probs`` may feed: bounds its
+# activations whatever the prompts' length; a longer row goes alone.
+FLUENCY_TOKENS_PER_FORWARD = 8192
+
+
 @torch.no_grad()
-def answer_token_log_probs(llm, prompts: list[str], responses: list[str], batch_size: int = 8) -> list[torch.Tensor]:
+def answer_token_log_probs(llm, prompts: list[str], responses: list[str], batch_size: int = 8,
+                           tokens_per_forward: int = FLUENCY_TOKENS_PER_FORWARD) -> list[torch.Tensor]:
     """The upstream model's log-probability of each token of each response after its prompt
     (in the chat template): one (tokens,) float32 tensor on the CPU per response, empty for an
-    empty response (transformers backend). One forward per batch, whatever means are taken of it."""
+    empty response (transformers backend). One forward per group of at most ``batch_size``
+    rows and ``tokens_per_forward`` tokens, whatever means are taken of it.
+
+    Memory stays bounded whatever the prompts' length: the forward keeps no KV cache, and the
+    output head runs only over the positions that predict answer tokens (``logits_to_keep``),
+    so the full-vocabulary log-softmax covers answers, not prompts."""
     if isinstance(llm, VllmUpstream):
         raise NotImplementedError("the log-likelihood of answers needs the transformers backend")
-    out: list[torch.Tensor] = []
+    encoded = [_answer_ids(llm, p, r) for p, r in zip(prompts, responses)]
     pad = _pad_id(llm)
-    for start in range(0, len(prompts), batch_size):
-        encoded = [_answer_ids(llm, p, r) for p, r in zip(prompts[start:start + batch_size],
-                                                          responses[start:start + batch_size])]
-        ids, mask = _left_padded([p + r for p, r in encoded], pad)
-        logits = llm.model(input_ids=ids.to(llm.device), attention_mask=mask.to(llm.device)).logits.float()
-        logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None].to(llm.device))[..., 0]
-        width = ids.shape[1]
-        # the answer's tokens are the row's last len(answer) positions
-        out += [logp[row, width - 1 - len(answer):].cpu() for row, (_, answer) in enumerate(encoded)]
+    out: list[torch.Tensor] = []
+    for group in _forward_groups([len(p) + len(r) for p, r in encoded], batch_size, tokens_per_forward):
+        rows = [encoded[i] for i in group]
+        ids, mask = _left_padded([p + r for p, r in rows], pad)
+        # Position t predicts token t + 1: a row's answer of n tokens is predicted by the n
+        # positions before its last one (rows are left-padded, so answers end together).
+        keep = max(len(answer) for _, answer in rows) + 1
+        logits = llm.model(input_ids=ids.to(llm.device), attention_mask=mask.to(llm.device), use_cache=False,
+                           logits_to_keep=keep).logits
+        for row, (_, answer) in enumerate(rows):
+            predicting = logits[row, keep - 1 - len(answer):keep - 1].float()  # (n, V)
+            targets = torch.tensor(answer, dtype=torch.long, device=predicting.device)
+            out.append(torch.log_softmax(predicting, dim=-1).gather(-1, targets[:, None])[:, 0].cpu())
     return out
+
+
+def _forward_groups(lengths: list[int], batch_size: int, tokens_per_forward: int) -> list[list[int]]:
+    """Consecutive row indices in groups of at most ``batch_size`` rows whose left-padded
+    batch (rows x the longest row) holds at most ``tokens_per_forward`` tokens (a longer row alone)."""
+    groups: list[list[int]] = []
+    for i, length in enumerate(lengths):
+        group = groups[-1] if groups else None
+        if group and len(group) < batch_size \
+                and (len(group) + 1) * max(length, *(lengths[j] for j in group)) <= tokens_per_forward:
+            group.append(i)
+        else:
+            groups.append([i])
+    return groups
 
 
 def _until_eos(tokens: list[int], eos: set[int]) -> list[int]:

@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
+from core.atomic import atomic_path
 from evaluation.plots import plot_accepted_positions, plot_scores
 from evaluation.preference import LOSE, WIN
 from evaluation.run import MARA, EvalResult, position_shares
@@ -25,22 +26,23 @@ EXAMPLES_PER_OUTCOME = 2
 
 
 def write_outputs(result: EvalResult, out_dir: str | Path) -> dict[str, Path]:
-    """Write results.md, results.csv, answers.jsonl, accepted_positions.png and scores.png."""
+    """Write answers.jsonl, results.csv, accepted_positions.png, scores.png and, last (it
+    marks the evaluation finished, ``evaluation.answers_file.FINISHED``), results.md."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {name: out / name for name in
              ("results.md", "results.csv", "answers.jsonl", "accepted_positions.png", "scores.png")}
-    paths["results.md"].write_text(results_markdown(result), encoding="utf-8")
+    with atomic_path(paths["answers.jsonl"]) as tmp:  # replaces the one appended batch by batch
+        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in result.records), encoding="utf-8")
     header, rows = results_rows(result)
     with open(paths["results.csv"], "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(header)
         writer.writerows(rows)
-    with open(paths["answers.jsonl"], "w", encoding="utf-8") as f:
-        for record in result.records:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
     plot_accepted_positions(result.accepted_positions, paths["accepted_positions.png"])
     plot_scores(result, paths["scores.png"])
+    with atomic_path(paths["results.md"]) as tmp:
+        tmp.write_text(results_markdown(result), encoding="utf-8")
     return paths
 
 

@@ -28,6 +28,7 @@ the counts give the preference rate (Eq. 12, ``evaluation.preference.preference_
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -145,85 +146,104 @@ def run_eval(
     training_reward: list[str] | None = None,
     fluency: bool = False,
     progress: bool = True,
+    done: Sequence[dict] = (),
+    on_batch: Callable[[list[dict]], None] | None = None,
 ) -> EvalResult:
     """Answer every prompt with MARA and the comparators, judge all answers, count outcomes.
+
+    The work goes batch by batch (``generator.batch_size`` prompts of a set): each batch's
+    prompts are answered by every system, judged and (with ``fluency``) scored, and their
+    records go to ``on_batch`` (``mara eval`` appends them to answers.jsonl), so an
+    interrupted evaluation loses at most one batch. ``done``: records of an earlier,
+    interrupted run with the same arguments (``mara eval --resume``); their batches are not
+    answered again. Every figure of the result is computed from the records
+    (``summarise``), so a resumed evaluation ends with the table an uninterrupted one gives.
 
     prompt_sets: (name, prompts) pairs; duplicate prompts are dropped (first kept, with a
         warning), then each set is cut to a seeded random ``num_prompts``.
     judges: name -> Judge; a judge's direction (cost or reward) is honoured in every comparison.
     seed: the subset, the sampled upstream answers (best-of-N round k uses ``seed + k * 1_000_003``,
-        round 0 being the ``upstream-sampled`` answers) and the agent's own random number
-        generator (reset here, which only matters for a generator with ``greedy=False``).
+        round 0 being the ``upstream-sampled`` answers, plus the batch's start in its set) and
+        the agent's own random number generator (seeded per batch, which only matters for a
+        generator with sampled decisions).
     sampled: also compare with one sampled upstream answer.
     best_of_n, bon_scorer: with N >= 1, compare with the best of N sampled upstream answers
         as chosen by ``bon_scorer`` (which may, but should not, be one of the judges).
     training_reward: scorer sources ("KIND:PATH") of the agent's training reward when known,
         so the output can say which judges are not independent of training.
     fluency: also measure the upstream's mean log-likelihood per token of every system's
-        answers (``envs.generation.mean_log_likelihood``; with ``sampled``, the upstream's own
+        answers (``envs.generation.answer_token_log_probs``; with ``sampled``, the upstream's own
         sampled answers are the reference an agent's answers should not fall below); with an
         agent horizon, also over each answer's first horizon tokens, the part the agent decided.
     """
     from tqdm.auto import tqdm
 
-    from envs.generation import mean_per_token  # the generator has loaded torch already
-
     _check_eval_arguments(prompt_sets, judges, tie_margin, best_of_n, bon_scorer)
     judge_list = list(judges.values())
     bon_name = f"best-of-{best_of_n}"
     systems = [MARA, UPSTREAM_GREEDY] + ([UPSTREAM_SAMPLED] if sampled else []) + ([bon_name] if best_of_n else [])
-    generator.rng = np.random.default_rng(seed)
     subsets = [(name, *_unique_subset(name, prompts, num_prompts, seed)) for name, prompts in prompt_sets]
-    # Generation steps, in prompts: MARA, greedy, and the sampled rounds (sampled and best-of-N share round 0).
-    rounds = max(best_of_n, 1 if sampled else 0)
-    bar = tqdm(total=sum(len(p) for _, _, p in subsets) * (2 + rounds), desc="mara eval", unit="answer",
-               disable=not progress)
-    in_batches = _TimedBatches(max(1, generator.batch_size), bar)
-
-    records: list[dict] = []
-    comparisons: list[Comparison] = []
-    refusal_rates: dict[tuple[str, str], float] = {}
-    mean_scores: dict[tuple[str, str, str], float] = {}
-    accepted: dict[str, list[int]] = {}
-    fluency_means: dict[tuple[str, str], float] = {}
-    opening_means: dict[tuple[str, str], float] = {}
     opening = generator.horizon if fluency and generator.horizon else None
-    for set_name, idx, prompts in subsets:
-        gens, answers, candidates = _generate_answers(generator, in_batches, set_name, prompts, seed=seed,
-                                                      rounds=rounds, sampled=sampled, bon_name=bon_name)
-        best = None
-        if best_of_n:
-            bar.set_postfix_str(f"{set_name}: best-of-{best_of_n} scoring")
-            answers[bon_name], bon_scores = _best_of_n(bon_scorer, prompts, candidates[:best_of_n])
-            best = (bon_scorer.name, candidates[:best_of_n], bon_scores)
-
-        bar.set_postfix_str(f"{set_name}: judging")
-        scores = {j.name: {s: j.score(prompts, answers[s]) for s in systems} for j in judge_list}  # (P,) each
-        outcomes = _outcomes(scores, judge_list, systems[1:], tie_margin)
-        refused = {s: [is_refusal(t) for t in answers[s]] for s in systems}
-
-        comparisons += _count_outcomes(set_name, outcomes)
-        mean_scores.update({(set_name, s, j.name): float(np.mean(scores[j.name][s]))
-                            for j in judge_list for s in systems})
-        refusal_rates.update({(set_name, s): float(np.mean(refused[s])) for s in systems})
-        accepted[set_name] = [k for g in gens for k in g.accepted_positions]
-        if fluency:
-            bar.set_postfix_str(f"{set_name}: fluency")
-            for s in systems:  # one forward over the answers gives both means
-                per_token = generator.token_log_probs(prompts, answers[s])
-                fluency_means[(set_name, s)] = float(np.mean(mean_per_token(per_token)))
-                if opening:
-                    opening_means[(set_name, s)] = float(np.mean(mean_per_token(per_token, opening)))
-        records += _prompt_records(set_name, idx, prompts, gens, answers, scores, outcomes, refused, best)
+    batch = _BatchAnswers(generator, judge_list, systems, seed=seed, tie_margin=tie_margin, sampled=sampled,
+                          best_of_n=best_of_n, bon_scorer=bon_scorer, fluency=fluency, opening=opening)
+    finished = {(r["prompt_set"], r["index"]): r for r in done}
+    bar = tqdm(total=sum(len(p) for _, _, p in subsets), desc="mara eval", unit="prompt", disable=not progress)
+    records: list[dict] = []
+    for set_number, (set_name, idx, prompts) in enumerate(subsets):
+        for start in range(0, len(prompts), max(1, generator.batch_size)):
+            rows = range(start, min(start + max(1, generator.batch_size), len(prompts)))
+            if all((set_name, idx[i]) in finished for i in rows):
+                new = [finished[(set_name, idx[i])] for i in rows]
+                changed = [r["index"] for r, i in zip(new, rows) if r["prompt"] != prompts[i]]
+                if changed:
+                    raise ValueError(f"prompt set {set_name} changed since its answers were recorded "
+                                     f"(rows {changed[:5]}): start a new evaluation")
+            else:
+                bar.set_postfix_str(f"{set_name}: prompts {start + 1}-{rows[-1] + 1}")
+                new = batch(set_name, set_number, [idx[i] for i in rows], [prompts[i] for i in rows], start)
+                if on_batch is not None:
+                    on_batch(new)
+            records += new
+            bar.update(len(rows))
     bar.close()
+    return summarise(records, judge_list, systems, opening_tokens=opening, training_reward=training_reward,
+                     bon_scorer=bon_scorer if best_of_n else None,
+                     settings=_settings(generator, seed=seed, tie_margin=tie_margin, num_prompts=num_prompts))
 
+
+def summarise(records: list[dict], judges: list[Judge], systems: list[str], *, opening_tokens: int | None = None,
+              training_reward: list[str] | None = None, bon_scorer: Judge | None = None,
+              settings: dict | None = None) -> EvalResult:
+    """Every figure of an evaluation from its records (answers.jsonl): outcome counts, mean
+    scores, refusal rates and fluency per prompt set, accepted positions, generation time."""
+    comparisons: list[Comparison] = []
+    mean_scores: dict[tuple[str, str, str], float] = {}
+    refusal_rates: dict[tuple[str, str], float] = {}
+    fluency: dict[tuple[str, str], float] = {}
+    opening: dict[tuple[str, str], float] = {}
+    accepted: dict[str, list[int]] = {}
+    for set_name in dict.fromkeys(r["prompt_set"] for r in records):
+        rows = [r for r in records if r["prompt_set"] == set_name]
+        for j in judges:
+            for comparator in systems[1:]:
+                counts = Counter(r["outcomes"][j.name][comparator] for r in rows)
+                comparisons.append(Comparison(set_name, comparator, j.name, counts[WIN], counts[TIE], counts[LOSE]))
+            mean_scores.update({(set_name, s, j.name): float(np.mean([r["scores"][j.name][s] for r in rows]))
+                                for s in systems})
+        refusal_rates.update({(set_name, s): float(np.mean([r["refusal"][s] for r in rows])) for s in systems})
+        if "fluency" in rows[0]:
+            fluency.update({(set_name, s): float(np.mean([r["fluency"][s] for r in rows])) for s in systems})
+        if opening_tokens and "opening_fluency" in rows[0]:
+            opening.update({(set_name, s): float(np.mean([r["opening_fluency"][s] for r in rows])) for s in systems})
+        accepted[set_name] = [k for r in rows for k in r["mara"]["accepted_positions"]]
+    seconds = Counter()
+    for r in records:
+        seconds.update(r.get("seconds", {}))
     return EvalResult(
-        judges=judge_list, systems=systems, records=records, comparisons=comparisons,
-        refusal_rates=refusal_rates, fluency=fluency_means, opening_fluency=opening_means, opening_tokens=opening,
-        mean_scores=mean_scores, accepted_positions=accepted,
-        seconds=dict(in_batches.seconds), training_reward=training_reward,
-        bon_scorer=bon_scorer if best_of_n else None,
-        settings=_settings(generator, seed=seed, tie_margin=tie_margin, num_prompts=num_prompts),
+        judges=judges, systems=systems, records=records, comparisons=comparisons, refusal_rates=refusal_rates,
+        fluency=fluency, opening_fluency=opening, opening_tokens=opening_tokens if opening else None,
+        mean_scores=mean_scores, accepted_positions=accepted, seconds={s: seconds[s] for s in systems if s in seconds},
+        training_reward=training_reward, bon_scorer=bon_scorer, settings=dict(settings or {}),
     )
 
 
@@ -261,46 +281,68 @@ def _unique_subset(name: str, prompts: Sequence[str], num_prompts: int | None,
     return idx, [prompts[i] for i in idx]
 
 
-class _TimedBatches:
-    """Runs one system's generation over prompts batch by batch, advancing the progress bar
-    and adding the wall time to that system's total in ``seconds``."""
+@dataclass
+class _BatchAnswers:
+    """One batch of a prompt set, answered by every system, judged and scored: its records."""
 
-    def __init__(self, batch: int, bar) -> None:
-        self.batch = batch
-        self.bar = bar
-        self.seconds: Counter = Counter()  # system -> generation seconds
+    generator: "AlignedGenerator"
+    judges: list[Judge]
+    systems: list[str]
+    seed: int
+    tie_margin: float
+    sampled: bool
+    best_of_n: int
+    bon_scorer: Judge | None
+    fluency: bool
+    opening: int | None  # with fluency: also over the answers' first tokens (the agent's horizon)
 
-    def __call__(self, prompts: list[str], fn: Callable[[list[str], int], list], system: str, label: str) -> list:
-        """``fn(batch_prompts, batch_start)`` for each batch, outputs concatenated."""
-        out = []
-        self.bar.set_postfix_str(label)
-        start_time = time.perf_counter()
-        for start in range(0, len(prompts), self.batch):
-            out.extend(fn(prompts[start:start + self.batch], start))
-            self.bar.update(len(prompts[start:start + self.batch]))
-        self.seconds[system] += time.perf_counter() - start_time
-        return out
+    def __call__(self, set_name: str, set_number: int, idx: list[int], prompts: list[str], start: int) -> list[dict]:
+        """``start``: the batch's first row in its set (seeds the sampled answers as the set's
+        position, so a batch answers the same whenever it runs)."""
+        from envs.generation import mean_per_token  # the generator has loaded torch already
+
+        gen = self.generator
+        gen.rng = np.random.default_rng([self.seed, set_number, start])  # the agent's sampled decisions
+        seconds: Counter = Counter()
+        with _timed(seconds, MARA):
+            gens = gen.generate(prompts)
+        answers = {MARA: [g.text for g in gens]}
+        with _timed(seconds, UPSTREAM_GREEDY):
+            answers[UPSTREAM_GREEDY] = gen.generate_upstream(prompts)
+        candidates: list[list[str]] = []  # round -> answers
+        bon_name = f"best-of-{self.best_of_n}"
+        for k in range(max(self.best_of_n, 1 if self.sampled else 0)):
+            with _timed(seconds, UPSTREAM_SAMPLED if (k == 0 and self.sampled) else bon_name):
+                candidates.append(gen.generate_upstream(prompts, sample=True, seed=self.seed + k * 1_000_003 + start))
+        if self.sampled:
+            answers[UPSTREAM_SAMPLED] = candidates[0]
+        best = None
+        if self.best_of_n:
+            answers[bon_name], bon_scores = _best_of_n(self.bon_scorer, prompts, candidates[:self.best_of_n])
+            best = (self.bon_scorer.name, candidates[:self.best_of_n], bon_scores)
+        scores = {j.name: {s: j.score(prompts, answers[s]) for s in self.systems} for j in self.judges}  # (P,) each
+        outcomes = _outcomes(scores, self.judges, self.systems[1:], self.tie_margin)
+        refused = {s: [is_refusal(t) for t in answers[s]] for s in self.systems}
+        records = _prompt_records(set_name, idx, prompts, gens, answers, scores, outcomes, refused, best)
+        if self.fluency:
+            for s in self.systems:  # one forward over the answers gives both means
+                per_token = gen.token_log_probs(prompts, answers[s])
+                for record, whole in zip(records, mean_per_token(per_token)):
+                    record.setdefault("fluency", {})[s] = float(whole)
+                if self.opening:
+                    for record, first in zip(records, mean_per_token(per_token, self.opening)):
+                        record.setdefault("opening_fluency", {})[s] = float(first)
+        for record in records:  # the batch's generation time, shared by its prompts
+            record["seconds"] = {s: t / len(records) for s, t in seconds.items()}
+        return records
 
 
-def _generate_answers(generator: "AlignedGenerator", in_batches: _TimedBatches, set_name: str, prompts: list[str],
-                      *, seed: int, rounds: int, sampled: bool,
-                      bon_name: str) -> tuple[list["Generation"], dict[str, list[str]], list[list[str]]]:
-    """MARA's generations, the answers (system -> (P,) texts) of MARA, the greedy upstream
-    model and, with ``sampled``, one sampled upstream answer, and the sampled upstream
-    candidates (round -> (P,) texts; round k seeded ``seed + k * 1_000_003`` plus the batch start)."""
-    gens: list[Generation] = in_batches(prompts, lambda p, s: generator.generate(p), MARA, f"{set_name}: MARA")
-    answers = {MARA: [g.text for g in gens]}
-    answers[UPSTREAM_GREEDY] = in_batches(prompts, lambda p, s: generator.generate_upstream(p), UPSTREAM_GREEDY,
-                                          f"{set_name}: upstream greedy")
-    candidates: list[list[str]] = []  # round -> answers
-    for k in range(rounds):
-        round_seed = seed + k * 1_000_003
-        candidates.append(in_batches(
-            prompts, lambda p, s, rs=round_seed: generator.generate_upstream(p, sample=True, seed=rs + s),
-            UPSTREAM_SAMPLED if (k == 0 and sampled) else bon_name, f"{set_name}: upstream sampled {k + 1}/{rounds}"))
-    if sampled:
-        answers[UPSTREAM_SAMPLED] = candidates[0]
-    return gens, answers, candidates
+@contextlib.contextmanager
+def _timed(seconds: Counter, system: str):
+    """Add the wall time of the block to ``seconds[system]``."""
+    started = time.perf_counter()
+    yield
+    seconds[system] += time.perf_counter() - started
 
 
 def _best_of_n(scorer: Judge, prompts: list[str], candidates: list[list[str]]) -> tuple[list[str], np.ndarray]:
@@ -315,16 +357,6 @@ def _outcomes(scores: dict[str, dict[str, np.ndarray]], judges: list[Judge], com
     return {j.name: {c: [compare_scores(a, b, tie_margin, j.lower_is_better)
                          for a, b in zip(scores[j.name][MARA], scores[j.name][c])]
                      for c in comparators} for j in judges}
-
-
-def _count_outcomes(set_name: str, outcomes: dict[str, dict[str, list[str]]]) -> list[Comparison]:
-    """One ``Comparison`` (win / tie / lose counts) per judge and comparator."""
-    comparisons = []
-    for judge, by_comparator in outcomes.items():
-        for comparator, results in by_comparator.items():
-            counts = Counter(results)
-            comparisons.append(Comparison(set_name, comparator, judge, counts[WIN], counts[TIE], counts[LOSE]))
-    return comparisons
 
 
 def _prompt_records(set_name: str, idx: list[int], prompts: list[str], gens: list["Generation"],

@@ -95,23 +95,28 @@ def smollm2_path() -> Path:
     return embedded_model_path()
 
 
-@pytest.fixture(scope="session")
-def tiny_llm_path(tmp_path_factory, smollm2_path) -> Path:
+def save_tiny_llama(path: Path, smollm2_path: Path, context: int = 256) -> Path:
+    """A tiny random Llama (2 layers, hidden size ``TINY_HIDDEN``) with SmolLM2's tokenizer,
+    its full vocabulary and a context of ``context`` tokens, saved in ``path``."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(str(smollm2_path))
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=TINY_HIDDEN, intermediate_size=128,
         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        max_position_embeddings=256, tie_word_embeddings=True, initializer_range=0.3,
+        max_position_embeddings=context, tie_word_embeddings=True, initializer_range=0.3,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
     )
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
-    path = tmp_path_factory.mktemp("tiny-llama")
     model.save_pretrained(str(path))
     tokenizer.save_pretrained(str(path))
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_llm_path(tmp_path_factory, smollm2_path) -> Path:
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), smollm2_path)
 
 
 @pytest.fixture(scope="session")

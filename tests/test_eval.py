@@ -332,3 +332,90 @@ def test_examples_show_wins_and_losses_where_the_answers_differ():
                record(3, "a", "b", WIN), record(4, "a", "b", LOSE), record(5, "a", "b", TIE)]
     picked = [r["index"] for r in pick_examples(records, UPSTREAM_GREEDY, "j", per_outcome=2)]
     assert picked == [1, 2, 4]  # two wins, the one loss; never an identical pair
+
+
+# ----------------------------------------------------------------------------- interruptions
+def test_an_evaluation_killed_midway_resumes_to_the_table_of_an_uninterrupted_one(eval_inputs, tmp_path):
+    """SIGKILL after the first batches: answers.jsonl holds whole batches (at most one lost),
+    ``mara eval --resume`` answers the rest, and every figure equals an uninterrupted run's."""
+    import os
+    import signal
+    import time
+
+    agent, _, _ = eval_inputs
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps([{"instruction": f"Question {i}: how do I {w}?"} for i, w in
+                                   enumerate(["bake", "sing", "fly", "read", "code", "swim", "draw", "cook"] * 2)]))
+
+    def command(out):
+        return [sys.executable, "-m", "cli.main", "eval", "--agent", str(agent), "--prompts", f"many={prompts}",
+                "--judge", f"length=function:{LENGTH}", "--sampled", "--fluency", "--decisions", "sampled",
+                "--max-new-tokens", "24", "--batch-size", "2", "--seed", "4", "--out", str(out), "--no-progress"]
+
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    killed = subprocess.Popen(command(cut), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    answers = cut / "answers.jsonl"
+    deadline = time.monotonic() + 240
+    while not (answers.is_file() and answers.read_text().count("\n") >= 2):
+        assert killed.poll() is None and time.monotonic() < deadline, killed.stderr.read().decode()[-2000:]
+        time.sleep(0.02)
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.wait(timeout=60)
+    assert killed.returncode == -signal.SIGKILL and not (cut / "results.md").exists()
+    kept = [line for line in answers.read_text().split("\n") if line.strip()]
+    assert 2 <= len(kept) < 16
+
+    proc = subprocess.run(command(cut), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and f"--resume {cut}" in proc.stderr  # a new run would lose the answers
+    proc = subprocess.run([sys.executable, "-m", "cli.main", "eval", "--resume", str(cut), "--no-progress"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "prompts answered" in proc.stdout
+    proc = subprocess.run(command(whole), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+
+    assert (cut / "results.csv").read_text() == (whole / "results.csv").read_text()
+    table = (cut / "results.md").read_text().split("## ")[0]
+    assert table == (whole / "results.md").read_text().split("## ")[0] and "| many | upstream-greedy | 16 |" in table
+
+    def answered(out):
+        return [{k: v for k, v in json.loads(line).items() if k != "seconds"}
+                for line in (out / "answers.jsonl").read_text().splitlines()]
+
+    assert answered(cut) == answered(whole) and len(answered(cut)) == 16
+
+
+def test_resume_refuses_other_settings_and_a_folder_without_an_evaluation(eval_inputs, tmp_path):
+    agent, prompts, _ = eval_inputs
+    parser = eval_parser()
+    with pytest.raises(FileNotFoundError, match="no evaluation to resume"):
+        eval_main(parser.parse_args(["eval", "--resume", str(tmp_path)]))
+    with pytest.raises(ValueError, match=r"drop \['seed'\]"):
+        eval_main(parser.parse_args(["eval", "--resume", str(tmp_path), "--seed", "3"]))
+    with pytest.raises(ValueError, match="--prompts NAME=SOURCE and --out OUT"):
+        eval_main(parser.parse_args(["eval", "--agent", str(agent)]))
+
+
+def test_fluency_on_long_prompts_at_batch_32_stays_within_a_memory_cap(smollm2_path, tmp_path):
+    """32 prompts of ~1,000 tokens at batch 32 with --fluency, in a process of its own whose
+    peak RSS is measured. Full-vocabulary log-probabilities over every prompt position would
+    take 32 x 1,000 x 49,152 floats (6.3 GB) twice over; only the answers' positions are scored."""
+    from conftest import save_tiny_llama
+
+    model = save_tiny_llama(tmp_path / "long-context", smollm2_path, context=2048)
+    filler = " ".join(f"word{i}" for i in range(270))  # ~1,000 tokens
+    prompts = tmp_path / "long.json"
+    prompts.write_text(json.dumps([{"instruction": f"{i}: {filler} Summarise."} for i in range(32)]))
+    out = tmp_path / "out"
+    runner = ("import resource, sys; from cli.main import main; code = main(sys.argv[1:]); "
+              "print('peak_rss_kib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(code)")
+    proc = subprocess.run([sys.executable, "-c", runner, "eval", "--agent", "untrained", "--model", str(model),
+                           "--prompts", f"long={prompts}", "--judge", f"length=function:{LENGTH}", "--fluency",
+                           "--batch-size", "32", "--max-new-tokens", "4", "--out", str(out), "--no-progress"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    peak_gib = int(proc.stdout.split("peak_rss_kib")[-1].split()[0]) / 2**20
+    records = [json.loads(line) for line in (out / "answers.jsonl").read_text().splitlines()]
+    assert len(records) == 32 and all(r["fluency"][MARA] < 0 for r in records)
+    assert peak_gib < 3.0, f"peak RSS {peak_gib:.2f} GiB"
+    print(f"peak RSS {peak_gib:.2f} GiB")

@@ -271,3 +271,25 @@ def test_a_sampled_continuation_draws_within_the_candidate_set_as_the_draw_says(
     assert [a.text for a in narrow] == [a.text for a in greedy]
     assert [a.text for a in sampled] != [a.text for a in greedy]
     assert all(a.num_decisions > 0 for a in narrow)
+
+
+def test_answer_log_probs_score_only_the_answer_and_match_a_full_forward(tiny_llm):
+    """The fluency pass keeps logits only where they predict answer tokens and splits batches
+    by a token budget; each answer's log-probabilities equal those of a plain full forward."""
+    from envs.generation import _answer_ids, _forward_groups, answer_token_log_probs
+
+    prompts = [PROMPTS[0], PROMPTS[1] * 5, PROMPTS[2]]
+    answers = ["Flour, water and time.", "", "Because of Rayleigh scattering of sunlight."]
+    expected = []
+    for prompt, answer in zip(prompts, answers):
+        prompt_ids, answer_ids = _answer_ids(tiny_llm, prompt, answer)
+        ids = torch.tensor([prompt_ids + answer_ids])
+        logp = torch.log_softmax(tiny_llm.model(input_ids=ids).logits.float()[0, :-1], -1)
+        expected.append(logp[len(prompt_ids) - 1:].gather(-1, ids[0, len(prompt_ids):, None])[:, 0])
+    for budget in (8192, 64):  # all rows in one forward; one row per forward
+        got = answer_token_log_probs(tiny_llm, prompts, answers, batch_size=3, tokens_per_forward=budget)
+        assert [len(g) for g in got] == [len(e) for e in expected] and len(got[1]) == 0
+        for g, e in zip(got, expected):
+            torch.testing.assert_close(g, e, atol=1e-4, rtol=1e-4)
+    assert _forward_groups([10, 10, 10, 50, 5], batch_size=2, tokens_per_forward=60) == [[0, 1], [2], [3], [4]]
+    assert _forward_groups([100], batch_size=8, tokens_per_forward=10) == [[0]]  # a longer row goes alone
