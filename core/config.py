@@ -129,17 +129,14 @@ class ModelConfig:
 
     name: str = "smollm2"  # "smollm2" (embedded), a hub id, a local folder or a .gguf file (transformers only)
     # float32 | bfloat16 | float16 | auto. auto: bfloat16 where the hardware computes it natively, else
-    # float32. On this project's 2-core CPU (AVX-512 BF16) a bfloat16 matmul runs 3.6x a float32 one and a
-    # rollout worker collects 1.88x the transitions/s (benchmarks/bench_worker.py); states differ from
-    # float32 ones by ~1.4% (relative norm) and the shipped float32-trained agent takes the same greedy
-    # decision on 99.8% of them (README, "The upstream in bfloat16").
+    # float32: a CPU with AVX-512 BF16 multiplies bfloat16 several times faster, and its states differ from
+    # float32 ones by about a percent (docs/BENCHMARKS.md, benchmarks/bench_worker.py).
     dtype: str = AUTO_DTYPE
     device: str = "auto"  # auto = cuda when the worker was given a GPU, else cpu (vllm: where the output head runs)
     # candidate states: lazy (one at a time, as far as the agent goes) | hybrid (first candidate alone,
     # the rest together at the first rejection: at most 2 forward steps a position) | eager (all at once)
-    # | auto: hybrid on a GPU, lazy on a CPU. On this project's CPU a p = 0.5 agent decodes at 0.64x greedy
-    # generate's tokens/s in lazy mode and 0.35x in hybrid (batch 32, benchmarks/bench_generation.py): a
-    # CPU's forward costs grow with the candidate tokens fed; a GPU's barely do.
+    # | auto: hybrid on a GPU, lazy on a CPU: a CPU's forward costs grow with the candidate tokens fed,
+    # a GPU's barely do (benchmarks/bench_generation.py).
     mode: str = AUTO_MODE
     backend: str = "transformers"  # what runs the LLM: transformers (KV-cache loop) | vllm (docs/VLLM.md)
     vllm: VllmEngineConfig = VllmEngineConfig()  # engine settings, used with backend vllm

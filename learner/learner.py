@@ -106,9 +106,8 @@ class SACLearner:
 
         Why the temperature: a trained actor's entropy sits near the target at its own alpha.
         Started at the default alpha = 0.01 instead, the first actor updates follow the fresh
-        critics almost greedily: try 13b's entropy fell from 0.39 to 0.05 nats before alpha
-        climbed back to 1.4; started near its own temperature (try 14) it stayed at 0.38-0.42
-        (docs/RESULTS.md, tuning log)."""
+        critics almost greedily and its entropy collapses before alpha climbs back; started at
+        its own temperature it stays near the target (docs/RESULTS.md, tuning log)."""
         actor, alpha = load_warm_start(path, state_dim=self.state_dim, hidden_size=self.state.actor.hidden_size,
                                        state_features=self.state_features)
         if alpha is not None:

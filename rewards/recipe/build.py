@@ -101,11 +101,6 @@ GATES = {"reward": GateConfig(hidden=128, dropout=0.2, epochs=20, weight_decay=1
 # Loss weight of the "intended response beats word salad" pairs (salad_pairs) against the
 # answer-versus-refusal ones.
 SALAD_WEIGHT = 1.0
-# alpha_c is the harmlessness head's mean training margin scaled to this (alpha_r: to 1).
-# Weighing harmlessness 3x raised the HH figure (0.592 -> 0.607) but made a refusal after a
-# harmful request worth ten times what it costs after a benign one, and an agent trained on
-# it refused benign requests as often as harmful ones (docs/RESULTS.md): 1 for both heads.
-HARM_EMPHASIS = {"reward": 1.0, "judge": 1.0}
 
 
 def _prompts(path: Path, source: str | None = None) -> list[str]:
@@ -342,9 +337,11 @@ def run(shared: Path, out_dir: Path, *, seed: int = 0, n_benign: int = 1500, n_h
         help_head = train_head(xc_u, xr_u, help_config,
                                weights=np.array([1.0] * len(benign) + [SALAD_WEIGHT] * len(salad_u), dtype=np.float32))
         # alpha_c, alpha_r: each head's typical training margin (on its synthetic pairs) scaled to
-        # HARM_EMPHASIS and 1, so that the gate decides which one speaks when the request is ambiguous.
+        # 1, so that the gate decides which one speaks when the request is ambiguous. (Weighing
+        # harmlessness more makes a refusal after a harmful request worth more than it costs after
+        # a benign one, and an agent trained on that refuses benign requests too: docs/RESULTS.md.)
         n_syn = len(hh)
-        alpha_c = HARM_EMPHASIS[which] / max(mean_margin(harm_head, xc_h[n_syn:], xr_h[n_syn:]), 1e-6)
+        alpha_c = 1.0 / max(mean_margin(harm_head, xc_h[n_syn:], xr_h[n_syn:]), 1e-6)
         alpha_r = 1.0 / max(mean_margin(help_head, xc_u, xr_u), 1e-6)
         head = gated_head(gate, harm_head, help_head, harm_config, help_config, xc_h.shape[1],
                           xc_h.shape[1] // len(layout.split(",")), alpha_c=alpha_c, alpha_r=alpha_r,
@@ -361,7 +358,6 @@ def run(shared: Path, out_dir: Path, *, seed: int = 0, n_benign: int = 1500, n_h
         results[which] = {"figures": figures, "gate": gate_figures, "counts": counts,
                           "config": {"harm": asdict(harm_config), "help": asdict(help_config),
                                      "alpha_c": alpha_c, "alpha_r": alpha_r, "gate": asdict(GATES[which]),
-                                     "harm_emphasis": HARM_EMPHASIS[which],
                                      "gate_shift": gate_shift, "hh_weight": hh_weight}}
         print(which, json.dumps(results[which], indent=1), flush=True)
         out = out_dir / f"{which}_head.safetensors"
