@@ -418,8 +418,7 @@ def _write_card(out: Path, which: str, part: str, hh_parts: str, config: dict, f
                       f"- U: helpfulness Bradley-Terry head (hidden {help_['hidden']}, bilinear rank {help_['rank']}), "
                       f"alpha_r = {config['alpha_r']:.4f}.\n\n"
                       f"The paper's alpha_r R - alpha_c C (MARA.md Eq. 13) with the cost switched on by the "
-                      f"request. alpha_c and alpha_r scale each head's mean training margin to "
-                      f"{config['harm_emphasis']:g} and 1. "
+                      f"request. alpha_c and alpha_r scale each head's mean training margin to 1. "
                       f"Bradley-Terry loss (paper Eq. 3). Scores are relative: only differences between "
                       f"responses to the same prompt are meaningful.",
         "Training data (part " + part + ")": (
