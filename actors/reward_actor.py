@@ -24,6 +24,7 @@ import logging
 import numpy as np
 import ray
 
+from actors.scorer_actor import RemoteScorer
 from core.config import ModelConfig, RewardConfig, SamplingConfig
 from core.contracts import EpisodeTransitions, ScoredBatch
 
@@ -70,14 +71,18 @@ class HostedUpstream:
 
 class RewardActor:
     def __init__(self, *, reward: RewardConfig, replay, model: ModelConfig, sampling: SamplingConfig,
-                 torch_threads: int = 1) -> None:
+                 torch_threads: int = 1, scorer_actors: dict | None = None) -> None:
+        """``scorer_actors``: the ``ScorerActor`` of each scorer that runs in one of its own, by
+        its index in ``reward.scorers`` (those whose ``num_gpus`` is set)."""
         import torch
 
         from rewards.base import build_reward
 
         torch.set_num_threads(torch_threads)
         self.config = reward
-        self.reward = build_reward(list(reward.scorers), baseline=reward.baseline, scale=reward.scale)
+        remote = {i: RemoteScorer(actor, reward.scorers[i].path or reward.scorers[i].kind)
+                  for i, actor in (scorer_actors or {}).items()}
+        self.reward = build_reward(list(reward.scorers), baseline=reward.baseline, scale=reward.scale, built=remote)
         self.replay = replay
         self.upstream = HostedUpstream(model, sampling) if reward.needs_upstream else None
 

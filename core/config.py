@@ -235,11 +235,16 @@ class ScorerSpec:
     path: str = ""  # model path / hub id / URL / "module:function", depending on the kind
     weight: float = 1.0  # w_i in r = sum_i w_i * s_i - baseline
     options: dict = field(default_factory=dict)  # kind-specific keyword arguments
+    # None: scored inside the reward actor (on its GPUs, reward.num_gpus); a number: in an actor of
+    # its own with that many GPUs (actors/scorer_actor.py), for models that do not fit one GPU together
+    num_gpus: float | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in SCORER_KINDS:
             raise ValueError(f"kind {self.kind!r} is an unknown scorer kind; known: {sorted(SCORER_KINDS)}")
         check_number("weight", self.weight)
+        if self.num_gpus is not None:
+            check_number("num_gpus", self.num_gpus, 0)
 
 
 # The embedded offline reward head (rewards/data/reward_head.safetensors; docs/REWARD.md).

@@ -11,6 +11,7 @@ resources) come from the configuration:
               (or, with ``replay.in_learner``, one LearnerWithReplay actor that is both:
                driver/learner_with_replay.py)
     rewards   WorkerGroup of RewardActor   (actors/reward_actor.py)   reward.num_actors x reward.num_cpus/num_gpus
+    scorers   ScorerActor per scorer with num_gpus set (actors/scorer_actor.py)   reward.num_cpus, its num_gpus
     rollouts  WorkerGroup of RolloutWorker (actors/rollout_worker.py) rollout.num_workers x rollout.num_cpus/...
 """
 
@@ -25,6 +26,7 @@ import ray
 
 from actors.reward_actor import RewardActor
 from actors.rollout_worker import RolloutWorker, actor_options
+from actors.scorer_actor import ScorerActor
 from actors.worker_group import WorkerGroup, start_actor
 from core.config import AUTO
 from driver.config import RunConfig
@@ -52,6 +54,7 @@ class Components:
     learner: object  # Ray actor handle of the LearnerService
     rewards: WorkerGroup
     rollouts: WorkerGroup
+    scorers: dict  # index in reward.scorers -> the ScorerActor of a scorer that runs in one of its own
 
 
 def start_components(cfg: RunConfig, run_dir: Path, state_dim: int) -> Components:
@@ -72,6 +75,13 @@ def start_components(cfg: RunConfig, run_dir: Path, state_dim: int) -> Component
                              config=cfg.replay, state_dim=state_dim, snapshot=str(run_dir / REPLAY_FILE))
         learner = start_actor(LearnerService, {**learner_options, "max_concurrency": LEARNER_CONCURRENCY},
                               **learner_kwargs)
+    # Scorers with GPUs of their own (models that do not fit one GPU together); Ray rebuilds one
+    # that dies and retries its calls (scoring has no side effect).
+    threads = max(1, int(cfg.reward.num_cpus))
+    scorers = {i: start_actor(ScorerActor, {"num_cpus": cfg.reward.num_cpus, "num_gpus": spec.num_gpus,
+                                            "max_restarts": -1, "max_task_retries": -1},
+                              spec=spec, torch_threads=threads)
+               for i, spec in enumerate(cfg.reward.scorers) if spec.num_gpus is not None}
     # A reward actor hosts the upstream LLM too when the reward needs it (greedy baseline, fluency).
     llm_options = actor_options(cfg.model) if cfg.reward.needs_upstream else {}
     rewards = WorkerGroup(
@@ -79,13 +89,13 @@ def start_components(cfg: RunConfig, run_dir: Path, state_dim: int) -> Component
         options={"num_cpus": cfg.reward.num_cpus, "num_gpus": cfg.reward.num_gpus, "max_restarts": -1,
                  **llm_options},
         make_kwargs=lambda i: dict(reward=cfg.reward, replay=replay, model=cfg.model, sampling=cfg.sampling,
-                                   torch_threads=max(1, int(cfg.reward.num_cpus))))
+                                   torch_threads=threads, scorer_actors=scorers))
     rollouts = WorkerGroup(
         RolloutWorker, size=target_workers(cfg.rollout, run_dir, current=1), name="rollout worker",
         options=rollout_options(cfg),
         make_kwargs=lambda i: dict(worker_index=i, model=cfg.model, sampling=cfg.sampling, kl=cfg.kl,
                                    rollout=cfg.rollout, learner=learner, seed=cfg.seed))
-    return Components(replay, learner, rewards, rollouts)
+    return Components(replay, learner, rewards, rollouts, scorers)
 
 
 def rollout_options(cfg: RunConfig) -> dict:
@@ -113,8 +123,9 @@ def local_cpus(cfg: RunConfig) -> int:
     """Logical CPUs of a local Ray: the machine's, or what the actors ask for if more (a
     laptop run oversubscribes its cores rather than never starting an actor)."""
     workers = 1 if cfg.rollout.num_workers == AUTO else cfg.rollout.num_workers
+    scorer_actors = sum(s.num_gpus is not None for s in cfg.reward.scorers)
     needed = workers * cfg.rollout.num_cpus + cfg.learner.num_cpus \
-        + cfg.reward.num_actors * cfg.reward.num_cpus + cfg.replay.num_cpus
+        + (cfg.reward.num_actors + scorer_actors) * cfg.reward.num_cpus + cfg.replay.num_cpus
     return max(os.cpu_count() or 1, math.ceil(needed))
 
 

@@ -2,27 +2,36 @@
 
 Resolves the configuration, describes the cluster it would run on, and prints one line
 per kind of actor: how many, which node (type) can take it, its CPUs / GPUs / custom
-resources, and an estimate of its GPU memory; then the replay's memory at capacity. No
-model is loaded and no Ray actor is started: model sizes come from each model's config
-(a local folder or the hub cache, never the network), or, for a few well-known hub models
-that are not cached, from ``KNOWN_MODELS`` (said so in the plan).
+resources, and an estimate of its GPU memory and of the host memory it needs to load its
+models; then the replay's memory at capacity. An actor lands only on a node whose GPU
+memory and host memory hold it, so a plan whose reward models do not fit any GPU they
+may land on is refused with what would fit. No model is loaded and no Ray actor is
+started: model sizes come from each model's config (a local folder or the hub cache,
+never the network), or, for a few well-known hub models that are not cached, from
+``KNOWN_MODELS`` (said so in the plan).
 
 The cluster is, in this order: the node types of a cluster launcher file (``--cluster
 cluster.yaml``: each type up to its ``max_workers``), the running cluster named by
-``--address`` / ``$RAY_ADDRESS`` (its live nodes), or this machine.
+``--address`` / ``$RAY_ADDRESS`` (its live nodes), or this machine. A node's memory comes
+from the machine itself (a connected cluster: each node reports its RAM and, through
+``nvidia-smi``, its GPUs'; this machine: the same), or for a cluster file from its node
+type's ``labels`` (``gpu_memory_gib``, ``memory_gib``), else from ``INSTANCE_TYPES`` by its
+``node_config.InstanceType``; a node whose memory is unknown is not checked (said so).
 
 Estimates (GiB = 2^30 bytes): an LLM's weights are parameters x bytes of its dtype; its KV
 cache is rows x (prompt + new tokens) x layers x 2 x KV heads x head size x bytes, with
 rows = the episodes a worker decodes at once and 512 prompt tokens; the learner holds the
 actor, the twin critic and its target with gradients and Adam's two moments in float32,
 plus two batches of states. The replay stores one state per transition in its dtype plus
-14 bytes (replay/buffer.py).
+14 bytes (replay/buffer.py). A GPU actor also holds a CUDA context (``CUDA_CONTEXT``); loading
+a model takes host memory of its weights' size (``HOST_OVERHEAD`` more for the process).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,10 +44,29 @@ from driver.config import RunConfig
 from replay.buffer import transition_bytes
 
 GIB = 2**30
+MODEL_SCORERS = ("score-model", "seq-cls")  # scorer kinds that load a model of their own
 PROMPT_TOKENS = 512  # prompt length assumed by the KV-cache estimate
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2,
                "auto": 4}  # resolved where the actor runs (envs/upstream.py): sized for the largest
 HEAD = "head"
+CUDA_CONTEXT = 0.5 * GIB  # what a process's CUDA context and allocator hold besides its tensors
+HOST_OVERHEAD = 1.0 * GIB  # a Python process with torch and transformers, before any model
+
+# GPU memory as nvidia-smi reports it (memory.total), GiB.
+GPU_MODELS = {"T4": 15.0, "V100": 16.0, "A10G": 22.49, "L4": 22.49, "L40S": 44.99, "A100-40GB": 40.0,
+              "A100-80GB": 80.0, "H100": 79.65}
+# AWS instance types: (GPU model or None, host memory GiB). On-demand prices per hour in us-west-2
+# are in docs/CLUSTER.md.
+INSTANCE_TYPES = {
+    "g4dn.xlarge": ("T4", 16), "g4dn.2xlarge": ("T4", 32), "g4dn.12xlarge": ("T4", 192),
+    "g5.xlarge": ("A10G", 16), "g5.2xlarge": ("A10G", 32), "g5.4xlarge": ("A10G", 64),
+    "g5.8xlarge": ("A10G", 128), "g5.12xlarge": ("A10G", 192), "g5.48xlarge": ("A10G", 768),
+    "g6.xlarge": ("L4", 16), "g6.2xlarge": ("L4", 32), "g6.12xlarge": ("L4", 192),
+    "g6e.xlarge": ("L40S", 32), "g6e.2xlarge": ("L40S", 64), "g6e.12xlarge": ("L40S", 384),
+    "p3.2xlarge": ("V100", 61), "p4d.24xlarge": ("A100-40GB", 1152), "p4de.24xlarge": ("A100-80GB", 1152),
+    "p5.48xlarge": ("H100", 2048),
+    "m5.2xlarge": (None, 32), "m5.4xlarge": (None, 64), "c5.4xlarge": (None, 32), "r5.2xlarge": (None, 64),
+}
 
 # (hidden size, parameters, layers, KV heads, head size) of hub models too big to expect in a
 # cache: the paper's upstream models and its reward and cost models (their published configs).
@@ -99,6 +127,16 @@ class NodeKind:
     resources: dict[str, float]
     count: int = 1
     is_head: bool = False
+    gpu_memory: float | None = None  # bytes of each of its GPUs (None: unknown, or no GPU)
+    host_memory: float | None = None  # bytes of its RAM (None: unknown)
+    memory_source: str = "unknown"  # where the two figures come from
+
+    @property
+    def gpu_name(self) -> str:
+        """How the plan names this node's GPU: its memory and where that came from."""
+        if self.gpu_memory is None:
+            return f"the GPU of {self.name} (memory unknown)"
+        return f"the {self.gpu_memory / GIB:.1f} GiB GPU of {self.name} ({self.memory_source})"
 
 
 @dataclass
@@ -121,14 +159,39 @@ def describe_cluster(cfg: RunConfig, cluster_file: str | None = None) -> Cluster
             return _cluster_from_nodes(f"the running Ray cluster at {address}", ray.nodes())
         finally:
             ray.shutdown()
+    gpu_memory, host_memory = machine_memory()
     return Cluster("this machine (a local Ray, as launch.py starts it)", [
-        NodeKind("local", {"CPU": float(local_cpus(cfg)), "GPU": float(_local_gpus())}, is_head=True)])
+        NodeKind("local", {"CPU": float(local_cpus(cfg)), "GPU": float(_local_gpus())}, is_head=True,
+                 gpu_memory=gpu_memory, host_memory=host_memory, memory_source="this machine's")])
+
+
+def machine_memory() -> tuple[float | None, float]:
+    """(bytes of this machine's smallest GPU, or None without one; bytes of its RAM): the
+    GPUs as ``nvidia-smi`` lists them, whichever of them this process may use."""
+    import psutil
+
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=20, check=True).stdout
+        gpus = [float(line) * 2**20 for line in out.split() if line.strip()]  # MiB
+    except (OSError, subprocess.SubprocessError, ValueError):
+        gpus = []
+    return (min(gpus) if gpus else None), float(psutil.virtual_memory().total)
 
 
 def _cluster_from_nodes(source: str, nodes: list[dict]) -> Cluster:
+    """The live nodes, each with the memory it reports (a task on each node asks it)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    alive = [n for n in nodes if n.get("Alive")]
+    ask = ray.remote(num_cpus=0)(machine_memory)
+    memory = ray.get([ask.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote()
+                      for n in alive])
     return Cluster(source, [NodeKind(n.get("NodeManagerAddress", "node"), dict(n["Resources"]),
-                                     is_head="node:__internal_head__" in n["Resources"])
-                            for n in nodes if n.get("Alive")])
+                                     is_head="node:__internal_head__" in n["Resources"], gpu_memory=gpu,
+                                     host_memory=host, memory_source="as the node reports it")
+                            for n, (gpu, host) in zip(alive, memory)])
 
 
 def _local_gpus() -> int:
@@ -151,8 +214,26 @@ def _cluster_from_file(path: Path) -> Cluster:
     for name, t in types.items():
         head = name == spec["head_node_type"]
         count = 1 if head else int(t.get("max_workers", spec.get("max_workers", 0)))
-        kinds.append(NodeKind(name, {k: float(v) for k, v in (t.get("resources") or {}).items()}, count, head))
+        resources = {k: float(v) for k, v in (t.get("resources") or {}).items()}
+        kinds.append(NodeKind(name, resources, count, head, *_node_type_memory(name, t, resources.get("GPU", 0))))
     return Cluster(f"the node types of {path} (workers up to their max_workers)", kinds)
+
+
+def _node_type_memory(name: str, node_type: dict, gpus: float) -> tuple[float | None, float | None, str]:
+    """(GPU memory each, host memory, where from) of a cluster file's node type: its labels
+    ``gpu_memory_gib`` / ``memory_gib``, else its instance type's row of ``INSTANCE_TYPES``."""
+    labels = node_type.get("labels") or {}
+    instance = (node_type.get("node_config") or {}).get("InstanceType", "")
+    gpu_model, host_gib = INSTANCE_TYPES.get(instance, (None, None))
+    try:
+        gpu_gib = float(labels["gpu_memory_gib"]) if "gpu_memory_gib" in labels \
+            else GPU_MODELS.get(gpu_model) if gpus else None
+        host_gib = float(labels["memory_gib"]) if "memory_gib" in labels else host_gib
+    except ValueError as err:
+        raise ValueError(f"node type {name}: labels gpu_memory_gib / memory_gib must be numbers: {err}") from None
+    source = "its labels" if {"gpu_memory_gib", "memory_gib"} & set(labels) \
+        else f"{instance}: {gpu_model or 'no GPU'}, {host_gib} GiB" if instance in INSTANCE_TYPES else "unknown"
+    return (gpu_gib * GIB if gpu_gib else None), (host_gib * GIB if host_gib else None), source
 
 
 # --------------------------------------------------------------------------- the plan
@@ -165,6 +246,9 @@ class PlannedActor:
     placed_on: list[str]
     fits: int  # how many of them the cluster can hold at once
     note: str = ""
+    host_bytes: float = 0.0  # host memory it needs to load its models
+    too_small: list[str] = field(default_factory=list)  # why node kinds with the resources cannot hold it
+    reward_models: int = 0  # reward models it holds together (a reward actor's)
 
 
 def _fit(request: dict[str, float], kind: NodeKind) -> int:
@@ -184,48 +268,78 @@ def plan_run(cfg: RunConfig, cluster: Cluster) -> tuple[list[PlannedActor], dict
     rollout_request = {"CPU": cfg.rollout.num_cpus, "GPU": cfg.rollout.num_gpus}
     if cfg.rollout.resource:
         rollout_request[cfg.rollout.resource] = 1
-    reward_bytes, unknown = 0.0, []
-    for s in cfg.reward.scorers:
-        if s.kind in ("score-model", "seq-cls"):
-            try:
-                reward_bytes += model_facts(s.path).weight_bytes(dtype)
-            except FileNotFoundError:
-                unknown.append(s.path)
-    reward_note = ", ".join(f"{s.kind}:{s.path or '-'} x{s.weight:g}" for s in cfg.reward.scorers)
+    model_scorers = [(i, spec) for i, spec in enumerate(cfg.reward.scorers) if spec.kind in MODEL_SCORERS]
+    sizes, unknown = {}, []
+    for i, spec in model_scorers:
+        try:
+            sizes[i] = model_facts(spec.path).weight_bytes(dtype)
+        except FileNotFoundError:
+            unknown.append(spec.path)
+    inside = [i for i, spec in model_scorers if spec.num_gpus is None and i in sizes]
+    reward_bytes = sum(sizes[i] for i in inside)
+    reward_note = "sums " + ", ".join(f"{s.kind}:{s.path or '-'} x{s.weight:g}"
+                                      + (" (in its own actor)" if s.num_gpus is not None else "")
+                                      for s in cfg.reward.scorers)
     if unknown:
         reward_note += f" (size of {', '.join(unknown)} unknown: not cached, not in the table; not counted)"
     if cfg.reward.needs_upstream:
         reward_bytes += llm_bytes
         reward_note += " + the upstream LLM (greedy baseline / fluency)"
+    reward_host = reward_bytes - (llm_bytes - upstream.weight_bytes(dtype) if cfg.reward.needs_upstream else 0)
     learner_note = "trains on " + ("a GPU" if learner_gpu else "CPU (the head node has no GPU)")
     replay_note = f"{cfg.replay.capacity:,} transitions"
     learner_cpus = cfg.learner.num_cpus
     learner_bytes = _learner_bytes(cfg, state_dim) if learner_gpu else 0.0
+    replay_bytes = cfg.replay.capacity * transition_bytes(state_dim, cfg.replay.state_dtype)
     if cfg.replay.in_learner:  # one actor is both (driver/learner_with_replay.py)
         learner_note += f"; holds the replay ({replay_note}) and samples it in its own process"
         learner_cpus += cfg.replay.num_cpus
         if cfg.replay.on_learner_device and learner_gpu:  # replay/device_buffer.py: a copy on the GPU
-            learner_bytes += cfg.replay.capacity * transition_bytes(state_dim, cfg.replay.state_dtype)
+            learner_bytes += replay_bytes
             learner_note += ", with a copy on its GPU"
+    # (role, count, request, GPU bytes, host bytes to load, on the head only, note)
     actors = [
-        *([] if cfg.replay.in_learner else [("replay", 1, {"CPU": cfg.replay.num_cpus}, 0.0, True, replay_note)]),
-        ("learner", 1, {"CPU": learner_cpus, "GPU": 1.0 if learner_gpu else 0.0},
-         learner_bytes, True, learner_note),
+        *([] if cfg.replay.in_learner else [("replay", 1, {"CPU": cfg.replay.num_cpus}, 0.0, 0.0, True, replay_note)]),
+        ("learner", 1, {"CPU": learner_cpus, "GPU": 1.0 if learner_gpu else 0.0}, learner_bytes, 0.0, True,
+         learner_note),
         ("reward actor", cfg.reward.num_actors, {"CPU": cfg.reward.num_cpus, "GPU": cfg.reward.num_gpus},
-         reward_bytes if cfg.reward.num_gpus else 0.0, False, reward_note),
+         reward_bytes if cfg.reward.num_gpus else 0.0, reward_host, False, reward_note),
+        *[(f"scorer actor ({spec.path})", 1, {"CPU": cfg.reward.num_cpus, "GPU": spec.num_gpus},
+           sizes.get(i, 0.0) if spec.num_gpus else 0.0, sizes.get(i, 0.0), False,
+           f"{spec.kind}:{spec.path} x{spec.weight:g} in an actor of its own")
+          for i, spec in model_scorers if spec.num_gpus is not None],
         ("rollout worker", _worker_count(cfg, cluster), rollout_request, llm_bytes if cfg.rollout.num_gpus else 0.0,
-         False, f"{upstream.name} ({dtype}; sizes from {upstream.source}), {rows} rows at once"),
+         upstream.weight_bytes(dtype), False,
+         f"{upstream.name} ({dtype}; sizes from {upstream.source}), {rows} rows at once"),
     ]
     planned = []
-    for role, count, request, gpu_bytes, on_head, note in actors:
+    for role, count, request, gpu_bytes, host_bytes, on_head, note in actors:
+        gpu_bytes += CUDA_CONTEXT if gpu_bytes else 0.0
+        host_bytes += HOST_OVERHEAD if host_bytes else 0.0
         kinds = [k for k in cluster.kinds if (k.is_head or not on_head) and _fit(request, k) > 0]
+        too_small = {k.name: why for k in kinds if (why := _too_small(request, gpu_bytes, host_bytes, k))}
+        kinds = [k for k in kinds if k.name not in too_small]
         fits = sum(_fit(request, k) * k.count for k in kinds)
-        planned.append(PlannedActor(role, count, request, gpu_bytes, [k.name for k in kinds], fits, note))
+        planned.append(PlannedActor(role, count, request, gpu_bytes, [k.name for k in kinds], fits, note,
+                                    host_bytes, list(too_small.values()),
+                                    reward_models=len(inside) if role == "reward actor" else 0))
     replay = {"capacity": cfg.replay.capacity,
               "bytes_per_transition": transition_bytes(state_dim, cfg.replay.state_dtype),
-              "state_dim": state_dim, "state_dtype": cfg.replay.state_dtype}
-    replay["bytes"] = replay["capacity"] * replay["bytes_per_transition"]
+              "state_dim": state_dim, "state_dtype": cfg.replay.state_dtype, "bytes": replay_bytes}
     return planned, replay
+
+
+def _too_small(request: dict[str, float], gpu_bytes: float, host_bytes: float, kind: NodeKind) -> str:
+    """Why a node of ``kind``, which has the resources, cannot hold the actor's memory ("": it can).
+    An actor with g GPUs has g times a GPU's memory (a share of one below 1)."""
+    gpus = request.get("GPU", 0)
+    if gpu_bytes and gpus and kind.gpu_memory is not None and gpu_bytes > kind.gpu_memory * gpus:
+        return (f"{kind.gpu_name} holds {kind.gpu_memory * gpus / GIB:.2f} GiB for it "
+                f"({gpus:g} GPU), it needs {gpu_bytes / GIB:.2f} GiB")
+    if host_bytes and kind.host_memory is not None and host_bytes > kind.host_memory:
+        return (f"{kind.name} has {kind.host_memory / GIB:.1f} GiB of host memory ({kind.memory_source}), "
+                f"loading its models needs {host_bytes / GIB:.1f} GiB")
+    return ""
 
 
 def _worker_count(cfg: RunConfig, cluster: Cluster) -> int:
@@ -248,8 +362,16 @@ def _learner_bytes(cfg: RunConfig, d: int) -> float:
 
 
 def problems(planned: list[PlannedActor], replay: dict, cluster: Cluster) -> list[str]:
-    found = [f"{a.count} {a.role}(s) asked for, but the cluster holds {a.fits} "
-             f"(each needs {_resources(a.request)})" for a in planned if a.fits < a.count]
+    found = []
+    for a in planned:
+        if a.fits >= a.count:
+            continue
+        if a.too_small:  # nodes with the resources exist, but their memory is too small
+            found.append(f"{a.count} {a.role}(s) asked for, but the cluster holds {a.fits}: "
+                         + "; ".join(a.too_small) + f". What would fit: {_what_would_fit(a)}")
+        else:
+            found.append(f"{a.count} {a.role}(s) asked for, but the cluster holds {a.fits} "
+                         f"(each needs {_resources(a.request)})")
     # Together: every actor's request at once, against the whole cluster.
     for resource in sorted({r for a in planned for r in a.request}):
         asked = sum(a.request.get(resource, 0) * a.count for a in planned)
@@ -263,6 +385,27 @@ def problems(planned: list[PlannedActor], replay: dict, cluster: Cluster) -> lis
     return found
 
 
+def _what_would_fit(a: PlannedActor) -> str:
+    """Suggestions for an actor whose memory no node it may land on holds."""
+    need = a.gpu_bytes / max(a.request.get("GPU", 0), 1e-9) if a.request.get("GPU") else 0.0
+    larger = sorted((memory, model) for model, memory in GPU_MODELS.items() if memory * GIB >= need)[:2]
+    ideas = []
+    if a.reward_models >= 2:
+        ideas.append("each reward model in an actor of its own (`num_gpus: 1` on each scorer of reward.scorers, "
+                     "actors/scorer_actor.py)")
+    if need and larger:
+        gpus = [f"{model} ({memory:.0f} GiB: "
+                + ", ".join(name for name, (m, _) in INSTANCE_TYPES.items() if m == model)[:40] + ")"
+                for memory, model in larger]
+        ideas.append(f"a node type with a larger GPU: {' or '.join(gpus)}")
+    if need:
+        ideas.append("more GPUs for the actor with the model spread over them (num_gpus > 1, or "
+                     "tensor_parallel_size with the vLLM backend)")
+    if a.too_small and "host memory" in " ".join(a.too_small):
+        ideas.append("a node type with more host memory")
+    return "; or ".join(ideas) or "a larger node type"
+
+
 def _resources(request: dict[str, float]) -> str:
     return ", ".join(f"{v:g} {k}" for k, v in request.items() if v) or "nothing"
 
@@ -270,15 +413,20 @@ def _resources(request: dict[str, float]) -> str:
 def format_plan(cfg: RunConfig, cluster: Cluster, planned: list[PlannedActor], replay: dict) -> str:
     lines = [f"dry run: nothing is loaded or started. Cluster: {cluster.source}"]
     for k in cluster.kinds:
-        lines.append(f"  {'head ' if k.is_head else ''}{k.name} x{k.count}: {_resources(k.resources)}")
+        memory = ", ".join(part for part in (
+            f"GPU memory {k.gpu_memory / GIB:.1f} GiB each" if k.gpu_memory else "",
+            f"host memory {k.host_memory / GIB:.1f} GiB" if k.host_memory else "") if part) or "memory unknown"
+        lines.append(f"  {'head ' if k.is_head else ''}{k.name} x{k.count}: {_resources(k.resources)}; {memory} "
+                     f"({k.memory_source})")
     lines.append(f"mode {cfg.mode}; budget {cfg.budget.episodes or '-'} episodes, {cfg.budget.updates or '-'} "
                  f"updates, {cfg.budget.seconds or '-'} s")
-    lines.append("| actor | count | on | each asks for | GPU memory each (est.) | what |")
-    lines.append("| --- | ---: | --- | --- | ---: | --- |")
+    lines.append("| actor | count | on | each asks for | GPU memory each (est.) | host memory to load (est.) | what |")
+    lines.append("| --- | ---: | --- | --- | ---: | ---: | --- |")
     for a in planned:
         memory = f"{a.gpu_bytes / GIB:.2f} GiB" if a.gpu_bytes else "-"
+        host = f"{a.host_bytes / GIB:.1f} GiB" if a.host_bytes else "-"
         where = ", ".join(a.placed_on) or "NOWHERE"
-        lines.append(f"| {a.role} | {a.count} | {where} | {_resources(a.request)} | {memory} | {a.note} |")
+        lines.append(f"| {a.role} | {a.count} | {where} | {_resources(a.request)} | {memory} | {host} | {a.note} |")
     lines.append(f"replay at capacity: {replay['capacity']:,} x {replay['bytes_per_transition']:,} bytes "
                  f"(states of size {replay['state_dim']}, {replay['state_dtype']}) = {replay['bytes'] / GIB:.2f} "
                  f"GiB of the head's memory")

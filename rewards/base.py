@@ -144,7 +144,9 @@ def fluency_penalty(log_likelihood: np.ndarray, weight: float, floor: float) -> 
 
 
 def build_reward(specs: Sequence[ScorerSpec], baseline: float | str = 0.0,
-                 scale: float = 1.0) -> CombinedReward:
-    """Build every scorer of ``specs`` and combine them with their weights."""
-    return CombinedReward([(build_scorer(spec), spec.weight) for spec in specs],
-                          baseline=baseline, scale=scale)
+                 scale: float = 1.0, built: dict[int, SentenceScorer] | None = None) -> CombinedReward:
+    """Build every scorer of ``specs`` and combine them with their weights. ``built``: scorers
+    made elsewhere, by their index in ``specs`` (a scorer actor's ``RemoteScorer``)."""
+    built = built or {}
+    return CombinedReward([(built[i] if i in built else build_scorer(spec), spec.weight)
+                           for i, spec in enumerate(specs)], baseline=baseline, scale=scale)

@@ -25,6 +25,17 @@ def pytest_configure(config):
     torch.set_num_threads(1)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` need an NVIDIA GPU: skipped, with the reason, where torch sees none
+    (``scripts/gpu_check.sh`` runs them on a GPU machine)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs an NVIDIA GPU (torch sees none here); scripts/gpu_check.sh runs it on one")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
@@ -131,3 +142,30 @@ def smollm2(smollm2_path):
     from envs.upstream import load_upstream
 
     return load_upstream("smollm2", device="cpu")
+
+
+# A tiny reward model body (score models, sequence classifiers).
+TINY_SCORER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                   num_key_value_heads=2, max_position_embeddings=512)
+
+
+@pytest.fixture(scope="session")
+def tiny_score_model(tmp_path_factory, smollm2_path):
+    """A random Llama body + score_head written in safe-rlhf's LlamaForScore layout."""
+    from safetensors.torch import save_file
+    from transformers import AutoTokenizer, LlamaConfig, LlamaModel
+
+    tokenizer = AutoTokenizer.from_pretrained(str(smollm2_path))
+    config = LlamaConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, **TINY_SCORER)
+    config.architectures = ["LlamaForScore"]
+    config.score_dim = 1
+    torch.manual_seed(0)
+    body, head = LlamaModel(config).eval(), torch.nn.Linear(TINY_SCORER["hidden_size"], 1)
+    state = {f"model.{k}": v.contiguous() for k, v in body.state_dict().items()}
+    state.update({f"score_head.{k}": v.detach().clone() for k, v in head.state_dict().items()})
+    path = tmp_path_factory.mktemp("tiny-score-model")
+    save_file(state, str(path / "model.safetensors"), metadata={"format": "pt"})
+    config.save_pretrained(str(path))
+    tokenizer.save_pretrained(str(path))
+    return path, body, head, tokenizer

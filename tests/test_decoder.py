@@ -43,7 +43,7 @@ def coin(rng, n):
 
 def hf_greedy(llm, prompt, max_new_tokens):
     """transformers' own greedy decoding, cut after the first EOS (as the decoder stops there)."""
-    ids = torch.tensor([llm.encode_prompt(prompt)])
+    ids = torch.tensor([llm.encode_prompt(prompt)], device=llm.device)
     out = llm.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
                              do_sample=False, temperature=None, top_k=None, top_p=None)
     tokens = out[0, ids.shape[1]:].tolist()

@@ -49,6 +49,10 @@ def test_the_paper_run_fits_the_cluster_file_with_the_learner_on_the_head_gpu(ca
     weights = 8.03e9 * 2 / GIB
     assert weights < float(plan["rollout worker"][3].split()[0]) < weights + 2
     assert "beaver-7b-v1.0-reward" in plan["reward actor"][-1] and "x-1" in plan["reward actor"][-1]
+    # The reward and cost models (12.6 GiB each in bfloat16) each have an A10G of their own.
+    for model in ("reward", "cost"):
+        scorer = plan[f"scorer actor (PKU-Alignment/beaver-7b-v1.0-{model})"]
+        assert "1 GPU" in scorer[2] and 12.5 < float(scorer[3].split()[0]) < 22.49
     assert "1,000,000 x 8,206 bytes (states of size 4096, float16) = 7.64 GiB" in out
     # With the prompt's state too, every state is twice as long (core/state_features.py).
     assert launch.main(["--config", PAPER, "--dry-run", "--cluster", CLUSTER,
@@ -69,19 +73,60 @@ def test_the_paper_run_fits_the_cluster_file_with_the_learner_on_the_head_gpu(ca
 
 
 def test_a_plan_that_does_not_fit_says_why_and_exits_1(capsys):
-    # One more rollout worker than the cluster file has GPUs for (8 workers + 1 head).
+    # One more rollout worker than the cluster file has GPUs for (7 + 2 reward models + the learner's).
     assert launch.main(["--config", PAPER, "--dry-run", "--cluster", CLUSTER, "--set", "rollout.num_workers=8"]) == 1
-    assert "the actors ask for 10 GPU in all, the cluster holds 9" in capsys.readouterr().out
+    assert "the actors ask for 11 GPU in all, the cluster holds 10" in capsys.readouterr().out
     # This machine has no GPU: nothing but the replay can be placed.
     assert launch.main(["--config", PAPER, "--dry-run"]) == 1
     out = capsys.readouterr().out
     assert rows(out)["rollout worker"][1] == "NOWHERE" and "7 rollout worker(s) asked for" in out
 
 
+# The paper's reward and cost models in one reward actor, on one GPU (25.6 GiB with its CUDA context).
+TOGETHER = ["--set", "reward.scorers.0.num_gpus=null", "--set", "reward.scorers.1.num_gpus=null",
+            "--set", "reward.num_gpus=1"]
+
+
+def test_a_reward_actor_whose_models_no_gpu_holds_is_refused_with_what_would_fit(tmp_path, capsys):
+    import yaml
+
+    assert launch.main(["--config", PAPER, "--dry-run", "--cluster", CLUSTER, *TOGETHER]) == 1
+    out = capsys.readouterr().out
+    assert rows(out)["reward actor"][1] == "NOWHERE"
+    assert "1 reward actor(s) asked for, but the cluster holds 0" in out
+    assert "the 22.5 GiB GPU of gpu_worker (its labels) holds 22.49 GiB for it (1 GPU), it needs 25.61 GiB" in out
+    assert "each reward model in an actor of its own" in out and "a node type with a larger GPU" in out
+    # Without the labels, the node types' memory comes from their instance types.
+    spec = yaml.safe_load(Path(CLUSTER).read_text())
+    for node_type in spec["available_node_types"].values():
+        node_type.pop("labels")
+    unlabelled = tmp_path / "cluster.yaml"
+    unlabelled.write_text(yaml.safe_dump(spec))
+    assert launch.main(["--config", PAPER, "--dry-run", "--cluster", str(unlabelled), *TOGETHER]) == 1
+    assert "GPU of gpu_worker (g5.xlarge: A10G, 16 GiB) holds 22.49 GiB for it (1 GPU), it needs 25.61 GiB" \
+        in capsys.readouterr().out
+    assert launch.main(["--config", PAPER, "--dry-run", "--cluster", str(unlabelled)]) == 0  # split, it fits
+    # A node type with a larger GPU holds them together.
+    spec["available_node_types"]["gpu_worker"]["node_config"]["InstanceType"] = "g6e.2xlarge"
+    unlabelled.write_text(yaml.safe_dump(spec))
+    assert launch.main(["--config", PAPER, "--dry-run", "--cluster", str(unlabelled), *TOGETHER]) == 0
+    # Host memory counts too: a node whose RAM cannot hold the model it loads.
+    spec["available_node_types"]["gpu_worker"]["labels"] = {"gpu_memory_gib": "80", "memory_gib": "8"}
+    unlabelled.write_text(yaml.safe_dump(spec))
+    assert launch.main(["--config", PAPER, "--dry-run", "--cluster", str(unlabelled)]) == 1
+    assert "gpu_worker has 8.0 GiB of host memory (its labels), loading its models needs 16.0 GiB" \
+        in capsys.readouterr().out
+
+
 def test_the_plan_reads_a_connected_cluster(ray_local):
+    import psutil
+
     cfg = load_config(None, ["address=auto"])
     cluster = describe_cluster(cfg)
     assert cluster.source == "the connected Ray cluster" and cluster.kinds[0].is_head
+    # each node reports its own memory: here, this machine's RAM and no GPU
+    assert cluster.kinds[0].host_memory == psutil.virtual_memory().total
+    assert cluster.kinds[0].gpu_memory is None and cluster.kinds[0].memory_source == "as the node reports it"
     planned, replay = plan_run(cfg, cluster)
     assert all(a.fits >= a.count for a in planned)
     text, problems = dry_run(cfg)

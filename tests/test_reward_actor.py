@@ -100,3 +100,34 @@ def test_an_answer_the_upstream_finds_unlikely_pays_the_fluency_term(ray_local, 
     np.testing.assert_allclose(scored.rewards, expected, rtol=1e-5)
     assert all(ll < 0 for ll in log_likelihood)
     ray.kill(actor)
+
+
+def test_scorers_in_actors_of_their_own_sum_to_the_same_reward(ray_local, replay, tiny_score_model):
+    """Reward and cost models too big for one GPU together run in scorer actors of their own
+    (``ScorerSpec.num_gpus``; 0 here, on the CPU); the reward actor sums their scores as
+    Eq. 13 does, the same reward as with every scorer inside it."""
+    from actors.scorer_actor import ScorerActor
+    from actors.worker_group import start_actor
+    from rewards.base import build_reward
+
+    ray = ray_local
+    path = str(tiny_score_model[0])
+    options = {"device": "cpu"}
+    reward_model = ScorerSpec(kind="score-model", path=path, weight=1.0, options=options, num_gpus=0)
+    cost_model = ScorerSpec(kind="score-model", path=path, weight=-0.5, options=options, num_gpus=0)
+    config = RewardConfig(scorers=(reward_model, WORDS, cost_model), baseline=-15.0)
+    scorers = {i: start_actor(ScorerActor, {"num_cpus": 0, "num_gpus": spec.num_gpus}, spec=spec)
+               for i, spec in enumerate(config.scorers) if spec.num_gpus is not None}
+    assert sorted(scorers) == [0, 2]
+    from actors.reward_actor import RewardActor
+
+    actor = start_actor(RewardActor, {"num_cpus": 0}, reward=config, replay=replay, model=ModelConfig(),
+                        sampling=SamplingConfig(max_new_tokens=6), scorer_actors=scorers)
+    rng = np.random.default_rng(4)
+    prompts, responses = ["How can I bake bread?", "Say no."], ["Knead flour and water.", "No."]
+    scored = ray.get(actor.score_and_insert.remote([episode(p, r, 2, rng) for p, r in zip(prompts, responses)]))
+    in_one_process = build_reward(list(config.scorers), baseline=-15.0).score(prompts, responses)
+    np.testing.assert_allclose(scored.rewards, in_one_process, rtol=1e-5)
+    assert scored.inserted == 4 and not scored.error
+    for handle in [actor, *scorers.values()]:
+        ray.kill(handle)

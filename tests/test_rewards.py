@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_SCORER
 
 from core.config import ScorerSpec
 from rewards import (
@@ -25,8 +26,6 @@ from rewards import (
     shipped_head_path,
 )
 
-TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, max_position_embeddings=512)
 PROMPTS = ["How can I bake bread?", "Tell me a joke about cats, please, a long one with many words."]
 RESPONSES = ["Mix flour, water, yeast and salt, knead, let it rise and bake at 220 C.", "No."]
 
@@ -38,28 +37,6 @@ def test_registry_has_every_backend():
 
 
 # ---------------------------------------------------------------- score-model (safe-rlhf)
-
-@pytest.fixture(scope="module")
-def tiny_score_model(tmp_path_factory, smollm2_path):
-    """A random Llama body + score_head written in safe-rlhf's LlamaForScore layout."""
-    from safetensors.torch import save_file
-    from transformers import AutoTokenizer, LlamaConfig, LlamaModel
-
-    tokenizer = AutoTokenizer.from_pretrained(str(smollm2_path))
-    config = LlamaConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, **TINY)
-    config.architectures = ["LlamaForScore"]
-    config.score_dim = 1
-    torch.manual_seed(0)
-    body, head = LlamaModel(config).eval(), torch.nn.Linear(TINY["hidden_size"], 1)
-    state = {f"model.{k}": v.contiguous() for k, v in body.state_dict().items()}
-    state.update({f"score_head.{k}": v.detach().clone() for k, v in head.state_dict().items()})
-    path = tmp_path_factory.mktemp("tiny-score-model")
-    save_file(state, str(path / "model.safetensors"), metadata={"format": "pt"})
-    config.save_pretrained(str(path))
-    tokenizer.save_pretrained(str(path))
-    return path, body, head, tokenizer
-
 
 def test_score_model_matches_a_manual_forward_at_the_last_token(tiny_score_model):
     path, body, head, tokenizer = tiny_score_model
@@ -96,7 +73,7 @@ def tiny_seq_cls(tmp_path_factory, smollm2_path):
 
     tokenizer = AutoTokenizer.from_pretrained(str(smollm2_path))
     config = LlamaConfig(vocab_size=len(tokenizer), num_labels=1, pad_token_id=tokenizer.pad_token_id
-                         or tokenizer.eos_token_id, **TINY)
+                         or tokenizer.eos_token_id, **TINY_SCORER)
     torch.manual_seed(1)
     model = LlamaForSequenceClassification(config).eval()
     with_template = tmp_path_factory.mktemp("tiny-seq-cls")
