@@ -120,15 +120,13 @@ def _engine_config(settings: list[str]):
     ``launch.py --set``), or None when there are none."""
     if not settings:
         return None
-    import yaml
-
     from core.config import VllmEngineConfig
-    from driver.config import from_dict
+    from driver.config import from_dict, yaml_value
 
     values = {}
     for item in settings:
         key, sep, raw = item.partition("=")
         if not sep:
             raise ValueError(f"--vllm {item!r} must look like KEY=VALUE")
-        values[key.strip()] = yaml.safe_load(raw)
+        values[key.strip()] = yaml_value(raw)
     return from_dict(VllmEngineConfig, values)

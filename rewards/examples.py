@@ -10,7 +10,3 @@ def word_count(prompt: str, response: str) -> float:
     """Longer answers score higher (a toy signal an agent can visibly learn)."""
     return float(len(response.split())) / 10.0
 
-
-def always_fails(prompt: str, response: str) -> float:
-    """A scorer that cannot score: what a broken reward model looks like to a run."""
-    raise RuntimeError("the always_fails example scorer cannot score anything")

@@ -36,6 +36,17 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def unreachable_reward_server() -> dict:
+    """An ``http`` scorer whose server is down (a port nothing listens on): a real reward
+    model that cannot score, refused at once."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return {"kind": "http", "path": f"http://127.0.0.1:{port}/score", "options": {"timeout": 2.0}}
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

@@ -120,3 +120,20 @@ def test_the_shipped_agents_training_chain_parses_and_ends_at_its_config():
         cfg = load_config(config, settings)
     assert cfg == load_config(config, [o for o in settings if o.startswith("run_name=")])
     assert cfg.budget.seconds == 7000 and cfg.prompts.mix[2].limit == 12000
+
+
+def test_mara_config_prints_the_resolved_settings_with_their_descriptions(tmp_path, capsys):
+    from cli.main import main
+    from driver.config import save_config
+
+    assert main(["config", "configs/safety_smollm2.yaml", "--set", "budget.seconds=60"]) == 0
+    out = capsys.readouterr().out
+    assert "budget:  # When the run stops" in out and "  seconds: 60.0  # wall-clock seconds of training" in out
+    assert "  top_k: 40  # at most this many candidates" in out
+    run = tmp_path / "run"
+    run.mkdir()
+    save_config(load_config(None, ["run_name=x", "replay.capacity=1000"]), run / "config.yaml")
+    assert main(["config", str(run)]) == 0  # a run folder: the settings it goes on with
+    assert "  capacity: 1000  # ring-buffer size" in capsys.readouterr().out
+    assert main(["config", "--set", "budget.episodes=-3"]) == 2
+    assert "budget.episodes must be an int >= 0, got -3" in capsys.readouterr().err

@@ -15,6 +15,7 @@ from pathlib import Path
 import psutil
 import ray
 import yaml
+from conftest import unreachable_reward_server
 from test_driver import ROOT, tiny_config, training_run
 from waiting import wait_for
 
@@ -129,11 +130,11 @@ def test_a_reward_that_never_scores_fails_the_run_and_exports_no_agent(ray_local
     config = tmp_path / "broken.yaml"
     config.write_text(yaml.safe_dump(tiny_config(
         tiny_llm_path, tmp_path, budget={"episodes": 0, "seconds": 200},
-        reward={"scorers": [{"kind": "function", "path": "rewards.examples:always_fails"}], "max_failed_batches": 3})))
+        reward={"scorers": [unreachable_reward_server()], "max_failed_batches": 3})))
     assert launch.main(["--config", str(config), "--set", "run_name=broken"]) == 1
     captured = capsys.readouterr()
     assert "launch.py: error: the run failed: the reward failed on 3 batches in a row" in captured.err
-    assert "cannot score anything" in captured.err and "| unscored " in captured.out
+    assert "ConnectionRefusedError" in captured.err and "| unscored " in captured.out
     run_dir = tmp_path / "runs" / "broken"
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "failed" and summary["agent"] is None and summary["unscored_episodes"] >= 6

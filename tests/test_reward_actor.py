@@ -7,13 +7,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import unreachable_reward_server
+
 from core.config import ModelConfig, ReplayConfig, RewardConfig, SamplingConfig, ScorerSpec
 from core.contracts import EpisodeTransitions, ScoredBatch
 from rewards.examples import word_count
 
 D = 8
 WORDS = ScorerSpec(kind="function", path="rewards.examples:word_count")
-BROKEN = ScorerSpec(kind="function", path="rewards.examples:always_fails")
+BROKEN = ScorerSpec(**unreachable_reward_server())
 
 
 def episode(prompt: str, response: str, n: int, rng) -> EpisodeTransitions:
@@ -63,7 +65,7 @@ def test_a_failing_scorer_is_reported_and_nothing_is_inserted(ray_local, replay)
     actor = reward_actor(ray, replay, RewardConfig(scorers=(BROKEN,)))
     scored = ray.get(actor.score_and_insert.remote([episode("Say hi.", "hi", 2, rng)]))
     assert scored.episodes == scored.unscored == 1 and scored.rewards == [] and scored.inserted == 0
-    assert "cannot score anything" in scored.error
+    assert "HttpScorerError" in scored.error and "ConnectionRefusedError" in scored.error
     assert ray.get(replay.size.remote()) == 0
     ray.kill(actor)
 
