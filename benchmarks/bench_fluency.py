@@ -19,11 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from record import write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -99,11 +99,13 @@ def main() -> None:
         ratio = f"{r['seconds'] / full['seconds']:.2f}" if full else "-"
         print(f"| {r['prompt_tokens']} | {r['method']} | {r['batch']} | {r['seconds']:.1f} | {r['peak_rss_gib']:.2f} | "
               f"{r['loaded_rss_gib']:.2f} | {ratio} |")
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({
-        "benchmark": "bench_fluency", "command": "python " + " ".join([f"benchmarks/{Path(__file__).name}", *sys.argv[1:]]),
-        "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
-        "ratios_in_one_run": ["time / full"], "prompts": args.prompts, "rows": rows}, indent=2))
+    for r in rows:
+        full = next((f for f in rows if f["method"] == "full" and f["length"] == r["length"]), None)
+        r["time / full"] = round(r["seconds"] / full["seconds"], 2) if full else None
+    write_result("bench_fluency", rows, ratios=["time / full"], path=args.json,
+                 notes=f"{args.prompts} answers of 48 tokens per configuration; answers: only the positions that "
+                       "predict answer tokens through the output head (envs.generation.answer_token_log_probs); "
+                       "full: every position's full-vocabulary float32 log-softmax")
     print("wrote", args.json)
 
 

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -33,6 +31,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from record import write_result  # noqa: E402
 PROMPTS = ["How can I bake bread?", "Tell me a joke.", "Why is the sky blue?", "Name three rivers.",
            "How do vaccines work?", "Write a haiku about rain.", "What is Ray?", "Explain entropy simply."] * 4
 
@@ -152,14 +151,9 @@ def main() -> None:
     print("| part | what | figure | note |\n| --- | --- | ---: | --- |")
     for row in rows:
         print("| " + " | ".join(row) + " |")
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({
-        "benchmark": "bench_gpu", "command": "python benchmarks/bench_gpu.py " + " ".join(sys.argv[1:]),
-        "date": time.strftime("%Y-%m-%d"), "machine": f"{torch.cuda.get_device_name(0)}, {os.cpu_count()} cores, "
-                                                      f"{platform.python_version()}",
-        "ratios_in_one_run": ["generation"], "rows": [dict(zip(("part", "what", "figure", "note"), r)) for r in rows]},
-        indent=2))
-
+    write_result("bench_gpu", [dict(zip(("part", "what", "figure", "note"), r)) for r in rows],
+                 ratios=["note (generation rows)"], path=args.json,
+                 notes="generation: tokens/s and its ratio to plain greedy decoding, measured in one run")
 
 if __name__ == "__main__":
     main()
