@@ -49,7 +49,7 @@ class RolloutWorker:
                       hidden_size=rollout.agent_hidden_size)
         self.generator = AlignedGenerator(llm, actor, sampling=sampling, mode=model.mode, greedy=False,
                                           seed=seed + 1000 * worker_index, kl=kl,
-                                          decision_delay_s=rollout.decision_delay_s, backend=model.backend,
+                                          backend=model.backend,
                                           state_features=rollout.state_features)
         self.worker_index = worker_index
         self.batch_rows = rollout.batch_rows or None  # None: all of a call's episodes at once

@@ -304,7 +304,6 @@ class RolloutConfig:
     state_features: Choice(STATE_FEATURES, "what the agent reads at each decision: candidate (the paper's "
                                            "state, Eq. 4) or candidate+prompt (followed by the prompt's last "
                                            "hidden state; core/state_features.py)") = "candidate"
-    decision_delay_s: Number(ge=0, doc="testing knob: sleep per decision to simulate a slow LLM") = 0.0
 
     def __post_init__(self) -> None:
         if self.num_workers == AUTO and not self.resource:

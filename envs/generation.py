@@ -14,7 +14,6 @@ generation. ``gen.close()`` stops the engines' processes.
 from __future__ import annotations
 
 import logging
-import time
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -113,7 +112,6 @@ class AlignedGenerator:
         batch_size: int = 8,
         seed: int = 0,
         kl: KLConfig = KLConfig(),
-        decision_delay_s: float = 0.0,
         backend: str = "transformers",
         horizon: int | None = None,
         ragged: bool | None = None,
@@ -155,7 +153,6 @@ class AlignedGenerator:
         self.ragged = ragged
         self.batch_size = batch_size
         self.kl = kl
-        self.decision_delay_s = decision_delay_s  # testing knob: simulates a slower LLM
         self.draw = draw
         self.rng = np.random.default_rng(seed)
         self.agent_path: str | None = None  # set by from_paths: the agent file, or "untrained"
@@ -251,8 +248,6 @@ class AlignedGenerator:
             accept_prob, greedy = self.decision_rule(decoder)
             actions = decide(accept_prob, greedy, None if greedy.all() else self.rng.random(len(accept_prob)))
             decoder.apply(actions, accept_prob)
-            if self.decision_delay_s:
-                time.sleep(self.decision_delay_s)
         return decoder.results()
 
     def decision_rule(self, decoder, aligned: np.ndarray | None = None,

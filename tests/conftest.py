@@ -36,6 +36,12 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def slow_llm(seconds_per_forward: float) -> str:
+    """A synthetic upstream of the tiny model's width whose every forward takes this long
+    (envs/synthetic.py): a slow environment, so that episodes are in flight for a while."""
+    return f"synthetic:{TINY_HIDDEN}:{seconds_per_forward}"
+
+
 def unreachable_reward_server() -> dict:
     """An ``http`` scorer whose server is down (a port nothing listens on): a real reward
     model that cannot score, refused at once."""

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import ray
 from ray.cluster_utils import Cluster
+from conftest import slow_llm
 from test_driver import tiny_config, training_run
 from waiting import wait_for
 
@@ -48,7 +49,8 @@ def cluster():
 def test_workers_follow_nodes_joining_and_leaving_and_nothing_inserted_is_lost(cluster, tiny_llm_path, tmp_path):
     cfg = from_dict(RunConfig, tiny_config(
         tiny_llm_path, tmp_path, budget={"episodes": 0, "seconds": 540},
-        rollout={"num_workers": "auto", "resource": "rollout_slot", "num_cpus": 0.5, "decision_delay_s": 0.01}))
+        rollout={"num_workers": "auto", "resource": "rollout_slot", "num_cpus": 0.5},
+        model={"name": slow_llm(0.01)}))
     run = training_run(cfg)
     run.build()
     head = ray.get_runtime_context().get_node_id()

@@ -20,6 +20,7 @@ import pytest
 import ray
 import yaml
 import waiting
+from conftest import slow_llm
 
 import launch
 from core.agent_file import SHIPPED_AGENT, load_agent, read_agent_metadata, save_agent
@@ -134,8 +135,8 @@ def metric_value(text: str, name: str) -> float:
 
 
 def test_learner_updates_while_episodes_are_in_flight_and_resume(ray_local, tiny_llm_path, tmp_path, capsys):
-    # A deliberately slow environment: every decision sleeps, so episodes take seconds.
-    raw = tiny_config(tiny_llm_path, tmp_path, rollout={"decision_delay_s": 0.1}, budget={"episodes": 16})
+    # A deliberately slow environment: every forward of the upstream sleeps, so episodes take seconds.
+    raw = tiny_config(tiny_llm_path, tmp_path, model={"name": slow_llm(0.1)}, budget={"episodes": 16})
     cfg = from_dict(RunConfig, raw)
     run_dir = new_run_dir(cfg)
     save_config(cfg, run_dir / "config.yaml")
@@ -277,7 +278,7 @@ def test_mara_scale_changes_the_workers_of_a_running_run(ray_local, tiny_llm_pat
     from cli.main import main as mara
 
     cfg = from_dict(RunConfig, tiny_config(tiny_llm_path, tmp_path, budget={"episodes": 0, "seconds": 540},
-                                           rollout={"num_workers": 1, "decision_delay_s": 0.01}))
+                                           rollout={"num_workers": 1}, model={"name": slow_llm(0.01)}))
     run = training_run(cfg)
     save_config(cfg, run.run_dir / "config.yaml")  # as launch.py does: what makes it a run folder
     run.build()
@@ -313,7 +314,7 @@ def test_a_killed_rollout_worker_is_replaced_and_no_data_is_lost(ray_local, tiny
     # The killer thread ends the run; the time budget is only a backstop, longer than the
     # phases below so that a slow start (CI's 2 cores shared with other work) is waited for.
     cfg = from_dict(RunConfig, tiny_config(tiny_llm_path, tmp_path, budget={"episodes": 0, "seconds": 540},
-                                           rollout={"decision_delay_s": 0.01}))
+                                           model={"name": slow_llm(0.01)}))
     run = training_run(cfg)
     run.build()
     seen = {}
@@ -498,7 +499,7 @@ def interrupted_run(tiny_llm_path: Path, tmp_path: Path, run_name: str, interrup
     return the summary of the run it stopped cleanly (exit 0)."""
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(tiny_config(tiny_llm_path, tmp_path, budget={"episodes": 0, "seconds": 300},
-                                                 rollout={"decision_delay_s": 0.01})))
+                                                 model={"name": slow_llm(0.01)})))
     proc = subprocess.Popen([sys.executable, "launch.py", "--config", str(config), "--set", f"run_name={run_name}"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import ray
 import yaml
-from conftest import unreachable_reward_server
+from conftest import slow_llm, unreachable_reward_server
 from test_driver import ROOT, tiny_config, training_run
 from waiting import wait_for
 
@@ -44,7 +44,7 @@ def kill_tree(pid: int) -> None:
 def test_a_sigkilled_run_resumes_from_its_last_snapshot(ray_local, tiny_llm_path, tmp_path):
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(tiny_config(
-        tiny_llm_path, tmp_path, rollout={"decision_delay_s": 0.01}, budget={"episodes": 0, "seconds": 300},
+        tiny_llm_path, tmp_path, model={"name": slow_llm(0.01)}, budget={"episodes": 0, "seconds": 300},
         replay={"snapshot_every_s": 3.0})))
     run_dir = tmp_path / "runs" / "killed"
     proc = subprocess.Popen([sys.executable, "launch.py", "--config", str(config), "--set", "run_name=killed"],
@@ -85,7 +85,7 @@ def test_a_sigkilled_run_resumes_from_its_last_snapshot(ray_local, tiny_llm_path
 
 def run_and_kill(ray_local, tiny_llm_path, tmp_path, which: str, in_learner: bool = False) -> tuple[dict, Path]:
     """A run in this process whose replay or learner actor is killed once a snapshot exists."""
-    cfg = from_dict(RunConfig, tiny_config(tiny_llm_path, tmp_path, rollout={"decision_delay_s": 0.01},
+    cfg = from_dict(RunConfig, tiny_config(tiny_llm_path, tmp_path, model={"name": slow_llm(0.01)},
                                            budget={"episodes": 40, "seconds": 240},
                                            replay={"snapshot_every_s": 2.0, "in_learner": in_learner}))
     run = training_run(cfg)
