@@ -1,7 +1,6 @@
 """Serving benchmark: `mara serve` under a bounded load, against in-process generation.
 
     python benchmarks/bench_serve.py [--clients 1,4,16] [--requests-per-client 2] [--max-tokens 64]
-                                     [--screenshot docs/serve_page.png]
 
 On the embedded SmolLM2-135M-Instruct with the shipped agent, one replica (1 CPU, one
 torch thread) on a local Ray, loopback HTTP only. For each number of concurrent clients C,
@@ -96,26 +95,11 @@ def in_process(generator, prompts: list[str]) -> dict:
     return {"tokens": tokens, "wall_s": wall, "tokens_per_s": tokens / wall}
 
 
-def screenshot(url: str, path: Path) -> None:
-    """The web page answering one prompt, saved for the README (needs chromium + chromedriver)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from browser import ask_the_page, headless_chromium
-
-    browser = headless_chromium(1200, 700)
-    try:
-        ask_the_page(browser, url, "How do I pick a lock?", timeout=300)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        browser.save_screenshot(str(path))
-    finally:
-        browser.quit()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", default="1,4,16")
     parser.add_argument("--requests-per-client", type=int, default=2)
     parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--screenshot", help="also save the web page's screenshot here")
     parser.add_argument("--json", help="write the figures here as JSON")
     args = parser.parse_args()
     levels = [int(c) for c in args.clients.split(",")]
@@ -143,8 +127,6 @@ def main() -> None:
             results["served"].append(row)
             print(json.dumps(row), flush=True)
     results["admission"]["continuous"] = results["served"][-2]
-    if args.screenshot:
-        screenshot(url, Path(args.screenshot))
 
     # The same load with static admission (a running batch admits no one).
     serve_static = dataclasses.replace(settings, admission="static")

@@ -8,14 +8,13 @@ SmolLM2-135M-Instruct, for the few integration tests.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from helpers.models import TINY_SCORER, save_tiny_llama, start_local_ray
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-TINY_HIDDEN = 64
 
 
 def pytest_configure(config):
@@ -34,23 +33,6 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
-
-
-def slow_llm(seconds_per_forward: float) -> str:
-    """A synthetic upstream of the tiny model's width whose every forward takes this long
-    (envs/synthetic.py): a slow environment, so that episodes are in flight for a while."""
-    return f"synthetic:{TINY_HIDDEN}:{seconds_per_forward}"
-
-
-def unreachable_reward_server() -> dict:
-    """An ``http`` scorer whose server is down (a port nothing listens on): a real reward
-    model that cannot score, refused at once."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return {"kind": "http", "path": f"http://127.0.0.1:{port}/score", "options": {"timeout": 2.0}}
 
 
 @pytest.fixture(scope="session")
@@ -77,69 +59,11 @@ def ray_local(_ray_session):
     return start_local_ray()
 
 
-def start_local_ray(attempts: int = 3):
-    """The tests' local Ray (started once; a module-scoped fixture may call it directly).
-
-    Ray gives a starting node a fixed 30 s to register its raylet (ray/_private/node.py); on a
-    loaded 2-core machine that once ran out ("The current node timed out during startup") and
-    errored three tests. Such a start is shut down and tried again; any other error is raised."""
-    import ray
-
-    for attempt in range(1, attempts + 1):
-        if ray.is_initialized():
-            break
-        started = time.time()
-        try:
-            ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
-                     runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}})
-        except Exception as err:
-            ray.shutdown()
-            _stop_ray_processes_of_a_failed_start(started)
-            if attempt == attempts or "timed out during startup" not in str(err):
-                raise
-    return ray
-
-
-def _stop_ray_processes_of_a_failed_start(started: float) -> None:
-    """A start that gave up leaves its GCS server and raylet running, which ray.shutdown() does
-    not know of (no node was connected): stop the Ray processes this process started since
-    ``started`` (a ray.cluster_utils.Cluster's older ones are left alone)."""
-    import psutil
-    import ray
-
-    ray_dir = str(Path(ray.__file__).parent)
-    for child in psutil.Process().children(recursive=True):
-        try:
-            if child.create_time() >= started - 1 and any(ray_dir in part for part in child.cmdline()):
-                child.kill()
-        except psutil.NoSuchProcess:
-            pass
-
-
 @pytest.fixture(scope="session")
 def smollm2_path() -> Path:
     from envs.upstream import embedded_model_path
 
     return embedded_model_path()
-
-
-def save_tiny_llama(path: Path, smollm2_path: Path, context: int = 256) -> Path:
-    """A tiny random Llama (2 layers, hidden size ``TINY_HIDDEN``) with SmolLM2's tokenizer,
-    its full vocabulary and a context of ``context`` tokens, saved in ``path``."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    tokenizer = AutoTokenizer.from_pretrained(str(smollm2_path))
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=TINY_HIDDEN, intermediate_size=128,
-        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        max_position_embeddings=context, tie_word_embeddings=True, initializer_range=0.3,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-    )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    model.save_pretrained(str(path))
-    tokenizer.save_pretrained(str(path))
-    return path
 
 
 @pytest.fixture(scope="session")
@@ -162,8 +86,6 @@ def smollm2(smollm2_path):
 
 
 # A tiny reward model body (score models, sequence classifiers).
-TINY_SCORER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                   num_key_value_heads=2, max_position_embeddings=512)
 
 
 @pytest.fixture(scope="session")

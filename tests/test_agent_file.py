@@ -7,6 +7,7 @@ import pickle
 import pytest
 import torch
 
+
 from core.agent_file import (AgentFileError, agent_state_features, load_agent, load_warm_start, read_agent_metadata,
                              save_agent, update_agent_metadata)
 from core.networks import Actor, TwinCritic

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_decoder import (
+
+from helpers.decoding import (
     PROMPTS,
     always_accept,
     assert_same_episodes,

@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 import ray
 from ray.cluster_utils import Cluster
-from conftest import slow_llm
-from test_driver import tiny_config, training_run
-from waiting import wait_for
+from helpers.waiting import wait_for
+
+from helpers.models import slow_llm
+from helpers.runs import tiny_config, training_run
 
 from core.jsonl import read_jsonl
 from driver.config import RunConfig, from_dict

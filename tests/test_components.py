@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Ray with its dashboard, list every TCP socket that Ray's processes listen on, shut down.
 LISTENING = """
 import json, psutil, ray
+
 from driver.components import connect_ray
 from driver.config import RunConfig
 connect_ray(RunConfig())

@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+
 from core.config import ReplayConfig, SACConfig, SamplingConfig
 from driver.config import RunConfig, load_config
 

@@ -19,8 +19,10 @@ import numpy as np
 import pytest
 import ray
 import yaml
-import waiting
-from conftest import slow_llm
+from helpers import waiting
+
+from helpers.models import slow_llm
+from helpers.runs import tiny_config, training_run
 
 import launch
 from core.agent_file import SHIPPED_AGENT, load_agent, read_agent_metadata, save_agent
@@ -31,48 +33,14 @@ from core.state_features import STATE_FEATURES, state_size
 from envs.upstream import model_hidden_size, resolve_dtype
 from driver.config import RunConfig, from_dict, load_config, save_config
 from driver.metrics import METRICS
-from driver.preflight import check_inputs
 from driver.prompt_queue import PromptQueue
-from driver.run import RunFailed, TrainingRun
+from driver.run import RunFailed
 from driver.run_folder import new_run_dir, record_config
 from evaluation.learning_curve import episode_rewards, plot_learning_curve, throughput
 from replay.buffer import ReplayBuffer
 from rewards.embedded import head_path, shipped_head_path
 
 ROOT = Path(__file__).resolve().parents[1]
-PROMPTS = ["How can I bake bread?", "Tell me a joke.", "Why is the sky blue?", "Name a fruit.",
-           "How do I learn to swim?", "What is rain?", "Write a short poem.", "Say hello."]
-
-
-def tiny_config(tiny_llm_path: Path, tmp_path: Path, **sections) -> dict:
-    prompts = tmp_path / "prompts.json"
-    prompts.write_text(json.dumps([{"instruction": p} for p in PROMPTS]))
-    cfg = {
-        "model": {"name": str(tiny_llm_path), "device": "cpu"},
-        "sampling": {"max_new_tokens": 8},
-        "prompts": {"source": str(prompts)},
-        "reward": {"scorers": [{"kind": "function", "path": "rewards.examples:word_count"}],
-                   "num_cpus": 0.1},
-        "rollout": {"num_workers": 2, "num_cpus": 0.5, "episodes_per_call": 2, "agent_hidden_size": 32},
-        "replay": {"capacity": 20000, "min_size_to_sample": 32, "samples_per_insert": 2.0,
-                   "error_buffer": 512.0},
-        "sac": {"batch_size": 32, "hidden_size": 32},
-        "learner": {"publish_every": 2, "checkpoint_every": 20, "num_cpus": 0.5},
-        "budget": {"episodes": 16, "seconds": 240},
-        "output_dir": str(tmp_path / "runs"),
-        "metrics_port": 0,
-        "dashboard": False,
-        "progress_every_s": 1.0,
-    }
-    for key, value in sections.items():
-        cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
-    return cfg
-
-
-def training_run(cfg: RunConfig, run_dir: Path | None = None, resume: bool = False) -> TrainingRun:
-    """A run as launch.py makes it: inputs checked first, then the run folder."""
-    inputs = check_inputs(cfg)
-    return TrainingRun(cfg, run_dir or new_run_dir(cfg), inputs, resume=resume)
 
 
 def test_config_round_trips_and_refuses_bad_values(tmp_path, tiny_llm_path):

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import torch
 
+from helpers.models import save_tiny_llama
+
 from cli.eval import add_eval_parser, eval_main
 from core.agent_file import save_agent
 from core.config import SamplingConfig
@@ -400,7 +402,6 @@ def test_fluency_on_long_prompts_at_batch_32_stays_within_a_memory_cap(smollm2_p
     """32 prompts of ~1,000 tokens at batch 32 with --fluency, in a process of its own whose
     peak RSS is measured. Full-vocabulary log-probabilities over every prompt position would
     take 32 x 1,000 x 49,152 floats (6.3 GB) twice over; only the answers' positions are scored."""
-    from conftest import save_tiny_llama
 
     model = save_tiny_llama(tmp_path / "long-context", smollm2_path, context=2048)
     filler = " ".join(f"word{i}" for i in range(270))  # ~1,000 tokens

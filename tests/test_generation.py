@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import torch
 
+from helpers.agents import always_accept_actor, always_reject_actor
+
 from core.agent_file import SHIPPED_AGENT, UNTRAINED, load_agent, read_agent_metadata, save_agent
 from core.config import SamplingConfig
 from core.networks import Actor
@@ -22,27 +24,12 @@ ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ["How can I bake bread?", "Tell me a joke.", "Why is the sky blue?"]
 
 
-def always_accept_actor(d: int) -> Actor:
-    actor = Actor(state_dim=d, hidden_size=16)
-    with torch.no_grad():
-        actor.output_linear.weight.zero_()
-        actor.output_linear.bias.copy_(torch.tensor([-10.0, 10.0]))
-    return actor
-
-
 def test_always_accept_agent_matches_upstream_greedy_answers(tiny_llm):
     gen = AlignedGenerator(tiny_llm, always_accept_actor(tiny_llm.hidden_size),
                            sampling=SamplingConfig(max_new_tokens=12), batch_size=2)
     answers = gen.generate(PROMPTS)
     assert [a.text for a in answers] == gen.generate_upstream(PROMPTS)
     assert accepted_position_distribution(answers) == {1: 1.0}
-
-
-def always_reject_actor(d: int) -> Actor:
-    actor = always_accept_actor(d)
-    with torch.no_grad():
-        actor.output_linear.bias.copy_(torch.tensor([10.0, -10.0]))
-    return actor
 
 
 def test_past_its_horizon_the_agent_leaves_the_decisions_to_the_upstream(tiny_llm):

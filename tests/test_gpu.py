@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_decoder import PROMPTS, always_accept, hf_greedy, run, run_scripted
+
+from helpers.decoding import PROMPTS, always_accept, hf_greedy, run, run_scripted
 
 from core.config import SamplingConfig
 from envs.decoder import MODES

@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+
 from core.agent_file import load_agent, read_agent_metadata
 from core.config import LearnerConfig, SACConfig
 from core.contracts import TransitionBatch

@@ -10,6 +10,7 @@ import urllib.request
 import psutil
 import pytest
 
+
 from core.jsonl import read_jsonl
 from driver.metrics import METRICS, PREFIX, MetricsLog, MetricsSink
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+
 import launch
 from driver.config import load_config
 from driver.plan import GIB, describe_cluster, dry_run, model_facts, plan_run

@@ -15,9 +15,10 @@ from pathlib import Path
 import psutil
 import ray
 import yaml
-from conftest import slow_llm, unreachable_reward_server
-from test_driver import ROOT, tiny_config, training_run
-from waiting import wait_for
+from helpers.waiting import wait_for
+
+from helpers.models import slow_llm, unreachable_reward_server
+from helpers.runs import ROOT, tiny_config, training_run
 
 import launch
 from core.jsonl import read_jsonl

@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 
+
 from core.config import ReplayConfig
 from core.contracts import EpisodeTransitions
 from replay import ReplayBuffer, SampleToInsertRatio, SnapshotError

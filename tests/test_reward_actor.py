@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import unreachable_reward_server
+
+from helpers.models import unreachable_reward_server
 
 from core.config import ModelConfig, ReplayConfig, RewardConfig, SamplingConfig, ScorerSpec
 from core.contracts import EpisodeTransitions, ScoredBatch

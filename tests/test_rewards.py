@@ -11,7 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_SCORER
+
+from helpers.models import TINY_SCORER
 
 from core.config import ScorerSpec
 from rewards import (

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+
 from rewards.base import fluency_penalty
 from rewards.recipe import safety
 from rewards.recipe.safety import INCOHERENT, LABELS

@@ -9,16 +9,19 @@ always accepts the first candidate), started on the tests' local Ray; the offici
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
-from browser import ask_the_page, chromium_paths, headless_chromium
-from conftest import start_local_ray
-from test_generation import always_accept_actor, always_reject_actor
+
+from helpers.agents import always_accept_actor, always_reject_actor
+from helpers.browser import ask_the_page, chromium_paths, headless_chromium
+from helpers.models import start_local_ray
 
 from core.agent_file import save_agent
 from core.config import SamplingConfig
@@ -324,7 +327,8 @@ def test_the_web_page_streams_both_answers_side_by_side(server, tmp_path):
             assert "decisions" in stats and "Error" not in stats, stats
         tinted = browser.find_elements(By.CSS_SELECTOR, "#mara .text span.tok")
         assert tinted and all(t.get_attribute("class") in ("tok c1", "tok c2", "tok c3") for t in tinted)
-        shot = tmp_path / "side_by_side.png"
+        # MARA_PAGE_SCREENSHOT=docs/serve_page.png keeps the screenshot (the one in docs/ is made so)
+        shot = Path(os.environ.get("MARA_PAGE_SCREENSHOT") or tmp_path / "side_by_side.png")
         browser.save_screenshot(str(shot))
         assert shot.stat().st_size > 1000
     finally:

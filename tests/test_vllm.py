@@ -16,6 +16,7 @@ import psutil
 import pytest
 import torch
 
+
 from core.config import SamplingConfig, VllmEngineConfig
 from core.networks import Actor
 from core.state_features import STATE_FEATURES, state_size
