@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -212,25 +212,6 @@ class SACLearner:
                 group["lr"] = lrs[short]
         self.state.updates = int(manifest["updates"])
         self._version = int(manifest["version"])
-
-    @classmethod
-    def from_checkpoint(cls, directory: str | Path, *, device: str | torch.device = "auto",
-                        expected_state_dim: int | None = None,
-                        sac: SACConfig | None = None) -> "SACLearner":
-        """Build a learner from a checkpoint (its own SAC config unless one is given)."""
-        directory = Path(directory)
-        manifest = read_manifest(directory)
-        if expected_state_dim is not None:
-            _check_size("state_dim", manifest["state_dim"], expected_state_dim, directory)
-        if sac is None:
-            known = {f.name for f in fields(SACConfig)}
-            sac = SACConfig(**{k: v for k, v in manifest["sac"].items() if k in known})
-        learner = cls(state_dim=int(manifest["state_dim"]), sac=sac, device=device,
-                      seed=int(manifest.get("seed", 0)),
-                      upstream_model=str(manifest.get("upstream_model", "")),
-                      state_features=str(manifest.get("state_features", PAPER_STATE)))
-        learner.restore_checkpoint(directory)
-        return learner
 
 
 # ---------------------------------------------------------------------------------------

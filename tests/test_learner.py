@@ -13,6 +13,8 @@ import torch
 from torch import nn
 
 
+from helpers.learning import learner_from_checkpoint
+
 from core.agent_file import load_agent, read_agent_metadata
 from core.config import LearnerConfig, SACConfig
 from core.contracts import TransitionBatch
@@ -352,7 +354,7 @@ def test_checkpoint_roundtrip_is_exact(tmp_path):
 
     restored = SACLearner(state_dim=D, sac=SMALL, device="cpu", seed=99)
     restored.restore_checkpoint(tmp_path / "ckpt")
-    other = SACLearner.from_checkpoint(tmp_path / "ckpt", device="cpu", expected_state_dim=D)
+    other = learner_from_checkpoint(tmp_path / "ckpt", state_dim=D)
     for copy in (restored, other):
         assert (copy.updates, copy.version) == (3, 1)
         a, b = _state_tensors(learner), _state_tensors(copy)
@@ -379,7 +381,7 @@ def test_a_learner_of_prompt_states_records_them_in_its_agents_and_checkpoints(t
     for path in (tmp_path / "agent.safetensors", tmp_path / "ckpt" / "agent.safetensors"):
         assert read_agent_metadata(path)["state_features"] == "candidate+prompt"
         assert load_agent(path, model_hidden_size=D // 2).state_dim == D
-    assert SACLearner.from_checkpoint(tmp_path / "ckpt", device="cpu").state_features == "candidate+prompt"
+    assert learner_from_checkpoint(tmp_path / "ckpt").state_features == "candidate+prompt"
 
 
 def test_checkpoint_errors(tmp_path):
@@ -389,7 +391,7 @@ def test_checkpoint_errors(tmp_path):
     with pytest.raises(ValueError, match=r"state_dim 16.*state_dim 24"):
         wrong.restore_checkpoint(tmp_path / "ckpt")
     with pytest.raises(ValueError, match=r"16.*24"):
-        SACLearner.from_checkpoint(tmp_path / "ckpt", device="cpu", expected_state_dim=24)
+        learner_from_checkpoint(tmp_path / "ckpt", state_dim=24)
     with pytest.raises(ValueError, match=r"hidden_size 32.*hidden_size 64"):
         SACLearner(state_dim=D, sac=SACConfig(hidden_size=64), device="cpu").restore_checkpoint(
             tmp_path / "ckpt")
