@@ -85,8 +85,9 @@ def test_a_sigkilled_run_resumes_from_its_last_snapshot(ray_local, tiny_llm_path
 
 
 def run_and_kill(ray_local, tiny_llm_path, tmp_path, which: str, in_learner: bool = False) -> tuple[dict, Path]:
-    """A run in this process whose replay or learner actor is killed once a snapshot exists."""
-    cfg = from_dict(RunConfig, tiny_config(tiny_llm_path, tmp_path, model={"name": slow_llm(0.01)},
+    """A run in this process whose replay or learner actor is killed once a snapshot exists (its
+    upstream slow enough that the 40 episodes take several snapshot intervals)."""
+    cfg = from_dict(RunConfig, tiny_config(tiny_llm_path, tmp_path, model={"name": slow_llm(0.05)},
                                            budget={"episodes": 40, "seconds": 240},
                                            replay={"snapshot_every_s": 2.0, "in_learner": in_learner}))
     run = training_run(cfg)
