@@ -105,19 +105,20 @@ def results_markdown(result: EvalResult) -> str:
                      + (f"; it is also the judge {same[0]!r}, which therefore favours best-of-N" if same else ""))
 
     lines += ["", "## Mean judge scores and refusal rates", ""]
-    head = ["Prompt set", "system"] + [j.name for j in result.judges] + ["refusal"] \
+    head = ["Prompt set", "system"] + [j.name for j in result.judges] + ["refusal", "= upstream greedy"] \
         + (["fluency (mean log p)"] if result.fluency else []) \
         + ([f"fluency, first {result.opening_tokens} tokens"] if result.opening_fluency else [])
     lines += ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(head) - 2)) + "|"]
     for ps in result.prompt_sets:
         for s in result.systems:
             cells = [ps, s] + [f"{result.mean_scores[(ps, s, j.name)]:.4g}" for j in result.judges] \
-                + [f"{100 * result.refusal_rates[(ps, s)]:.1f}%"] \
+                + [f"{100 * result.refusal_rates[(ps, s)]:.1f}%", f"{100 * result.identical_rates[(ps, s)]:.1f}%"] \
                 + ([f"{result.fluency[(ps, s)]:.3f}"] if result.fluency else []) \
                 + ([f"{result.opening_fluency[(ps, s)]:.3f}"] if result.opening_fluency else [])
             lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append("Refusals are detected by a phrase heuristic (`evaluation.preference.is_refusal`).")
+    lines.append("Refusals are detected by a phrase heuristic (`evaluation.preference.is_refusal`). "
+                 "= upstream greedy: the share of answers identical to the upstream's greedy answer.")
     if result.fluency:
         lines.append("Fluency: the upstream model's mean log-probability per token of the answers (higher is more "
                      "fluent; word salad scores far below the upstream's own sampled answers).")

@@ -91,6 +91,9 @@ class EvalResult:
     # when it has a horizon (past it the upstream continues alone); with ``fluency``
     opening_fluency: dict[tuple[str, str], float] = field(default_factory=dict)
     opening_tokens: int | None = None
+    # (prompt set, system) -> share of the system's answers identical to the upstream's greedy answer
+    # (an aligner should leave alone what needs no fixing)
+    identical_rates: dict[tuple[str, str], float] = field(default_factory=dict)
 
     @property
     def prompt_sets(self) -> list[str]:
@@ -219,6 +222,7 @@ def summarise(records: list[dict], judges: list[Judge], systems: list[str], *, o
     comparisons: list[Comparison] = []
     mean_scores: dict[tuple[str, str, str], float] = {}
     refusal_rates: dict[tuple[str, str], float] = {}
+    identical: dict[tuple[str, str], float] = {}
     fluency: dict[tuple[str, str], float] = {}
     opening: dict[tuple[str, str], float] = {}
     accepted: dict[str, list[int]] = {}
@@ -231,6 +235,8 @@ def summarise(records: list[dict], judges: list[Judge], systems: list[str], *, o
             mean_scores.update({(set_name, s, j.name): float(np.mean([r["scores"][j.name][s] for r in rows]))
                                 for s in systems})
         refusal_rates.update({(set_name, s): float(np.mean([r["refusal"][s] for r in rows])) for s in systems})
+        identical.update({(set_name, s): float(np.mean([r["answers"][s] == r["answers"][UPSTREAM_GREEDY] for r in rows]))
+                          for s in systems})
         if "fluency" in rows[0]:
             fluency.update({(set_name, s): float(np.mean([r["fluency"][s] for r in rows])) for s in systems})
         if opening_tokens and "opening_fluency" in rows[0]:
@@ -241,6 +247,7 @@ def summarise(records: list[dict], judges: list[Judge], systems: list[str], *, o
         seconds.update(r.get("seconds", {}))
     return EvalResult(
         judges=judges, systems=systems, records=records, comparisons=comparisons, refusal_rates=refusal_rates,
+        identical_rates=identical,
         fluency=fluency, opening_fluency=opening, opening_tokens=opening_tokens if opening else None,
         mean_scores=mean_scores, accepted_positions=accepted, seconds={s: seconds[s] for s in systems if s in seconds},
         training_reward=training_reward, bon_scorer=bon_scorer, settings=dict(settings or {}),

@@ -151,6 +151,12 @@ def test_run_eval_counts_and_mirrors_a_cost_judge(tiny_llm):
     direct = gen.log_likelihood(PROMPTS[:2], b_answers)
     assert result.fluency[("b", UPSTREAM_SAMPLED)] == pytest.approx(float(np.mean(direct)), abs=1e-5)
     assert all(v < 0 for v in result.fluency.values())
+    # how often each system's answer is the upstream's greedy answer: always, for the upstream itself
+    for ps in ("a", "b"):
+        rows = [r for r in result.records if r["prompt_set"] == ps]
+        same = np.mean([r["answers"][MARA] == r["answers"][UPSTREAM_GREEDY] for r in rows])
+        assert result.identical_rates[(ps, MARA)] == same and result.identical_rates[(ps, UPSTREAM_GREEDY)] == 1.0
+    assert "= upstream greedy" in results_markdown(result)
 
 
 def test_with_a_horizon_fluency_is_also_measured_over_the_part_the_agent_decided(tiny_llm):
