@@ -20,6 +20,7 @@ import sys
 import warnings
 
 from cli.agent import add_agent_parser
+from cli.blind import add_blind_parser
 from cli.config import add_config_parser
 from cli.eval import add_eval_parser
 from cli.generator_args import add_generator_arguments, generator_from_args
@@ -96,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_scale_parser(sub)
     add_agent_parser(sub)
     add_config_parser(sub)
+    add_blind_parser(sub)
     return parser
 
 

@@ -11,13 +11,11 @@ the rest exactly as the first run would have.
 from __future__ import annotations
 
 import json
-import logging
 import os
 from pathlib import Path
 
 from core.atomic import write_json_atomic
-
-log = logging.getLogger(__name__)
+from core.jsonl import read_jsonl
 
 ANSWERS = "answers.jsonl"
 ARGUMENTS = "eval_args.json"  # the evaluation's settings, for --resume
@@ -34,24 +32,9 @@ def append_records(path: str | os.PathLike, records: list[dict]) -> None:
 
 
 def read_records(path: str | os.PathLike) -> list[dict]:
-    """The records of an answers.jsonl; a last line cut short by a kill is dropped (its batch
-    is answered again), a damaged line elsewhere is an error."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    lines = path.read_text(encoding="utf-8").split("\n")
-    records = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as err:
-            if number >= len(lines) - 1:  # the last line, written when the process died
-                log.warning("%s: dropping its unfinished last line", path)
-                break
-            raise ValueError(f"{path}, line {number}: not a JSON record ({err})") from None
-    return records
+    """The records of an answers.jsonl ([] when there is none); a last line cut short by a kill
+    is dropped (its batch is answered again), a damaged line elsewhere is an error."""
+    return read_jsonl(path) if Path(path).is_file() else []
 
 
 def save_arguments(out: Path, arguments: dict) -> None:

@@ -1,0 +1,54 @@
+"""``mara blind``: a blind pairwise read of two systems' answers from a ``mara eval`` folder.
+
+    mara blind pairs eval/ --systems mara,upstream-greedy      # eval/blind/pairs.jsonl + key.json
+    ... a reader writes one verdict per item (docs/RUBRIC.md) to verdicts.jsonl
+    mara blind score eval/ --verdicts verdicts.jsonl            # eval/blind/results.md
+
+The reader sees pairs.jsonl only (request, A, B): never which system wrote which answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_blind_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("blind", help="write blind A/B pairs of an evaluation's answers; score a reader's verdicts",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    steps = p.add_subparsers(dest="step", required=True)
+    pairs = steps.add_parser("pairs", help="shuffled A/B pairs of two systems and the hidden key")
+    pairs.add_argument("eval_dir", help="a mara eval output folder (its answers.jsonl)")
+    pairs.add_argument("--systems", default="mara,upstream-greedy", help="FIRST,SECOND: the two systems to compare")
+    pairs.add_argument("--seed", type=int, default=0)
+    score = steps.add_parser("score", help="unblind a verdicts file into the preference table")
+    score.add_argument("eval_dir")
+    score.add_argument("--verdicts", required=True, help="JSON lines: {id, labels: {A, B}, preference: A|B|tie}")
+    p.set_defaults(func=_cmd_blind)
+    return p
+
+
+def _cmd_blind(args: argparse.Namespace) -> int:
+    from core.atomic import write_json_atomic
+    from core.jsonl import read_jsonl
+    from evaluation.blind import blind_pairs, score_verdicts, verdicts_markdown
+
+    folder = Path(args.eval_dir) / "blind"
+    if args.step == "pairs":
+        first, sep, second = args.systems.partition(",")
+        if not sep or not first or not second or first == second:
+            raise ValueError(f"--systems must name two systems, FIRST,SECOND, got {args.systems!r}")
+        items, key = blind_pairs(list(read_jsonl(Path(args.eval_dir) / "answers.jsonl")), first, second, args.seed)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "pairs.jsonl").write_text("".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items),
+                                            encoding="utf-8")
+        write_json_atomic(folder / "key.json", key)
+        print(f"wrote {len(items)} pairs to {folder / 'pairs.jsonl'} (the key: {folder / 'key.json'}; "
+              f"{sum(key['ties'].values())} identical pairs count as ties)")
+        return 0
+    key = json.loads((folder / "key.json").read_text(encoding="utf-8"))
+    text = verdicts_markdown(key, score_verdicts(key, list(read_jsonl(Path(args.verdicts)))))
+    (folder / "results.md").write_text(text, encoding="utf-8")
+    print(text)
+    return 0
