@@ -92,7 +92,7 @@ def main() -> None:
             r = {"method": method, "batch": batch, "length": length, **run(method, batch, length, args.prompts)}
             rows.append(r)
             print(json.dumps(r), flush=True)
-    print(f"\n| prompt tokens | method | batch | seconds | peak RSS (GiB) | RSS after load (GiB) | time / full |")
+    print("\n| prompt tokens | method | batch | seconds | peak RSS (GiB) | RSS after load (GiB) | time / full |")
     print("| ---: | --- | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         full = next((f for f in rows if f["method"] == "full" and f["length"] == r["length"]), None)

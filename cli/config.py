@@ -41,7 +41,7 @@ def config_lines(section, prefix: str = "") -> list[str]:
     from core.sections import describe
 
     lines = []
-    for name, _, _, doc in describe(type(section)):
+    for name, doc in describe(type(section)).items():
         value = getattr(section, name)
         if dataclasses.is_dataclass(value):
             lines += [f"{prefix}{name}:  # {doc or type(value).__doc__.splitlines()[0]}"]

@@ -23,6 +23,7 @@ from evaluation.answers_file import (
     read_records,
     save_arguments,
     start_fresh,
+    write_records,
 )
 from evaluation.judges import build_judge, default_judges, parse_judge_spec, training_reward_sources
 from evaluation.report import write_outputs
@@ -145,8 +146,6 @@ def eval_main(args: argparse.Namespace) -> int:
 def _resumed(args: argparse.Namespace) -> tuple[argparse.Namespace, list[dict]]:
     """The arguments an interrupted evaluation started with, and the records it finished (its
     answers.jsonl rewritten without a last line cut short, so that new batches append cleanly)."""
-    from core.atomic import atomic_path
-
     given = [k for k, default in _DEFAULTS.items() if k not in _RUN_ONLY and getattr(args, k, default) != default]
     if given:
         raise ValueError(f"--resume takes the evaluation's settings from its folder; drop {sorted(given)}")
@@ -157,8 +156,7 @@ def _resumed(args: argparse.Namespace) -> tuple[argparse.Namespace, list[dict]]:
         raise ValueError(f"{out}: eval_args.json has settings this mara eval does not know: {sorted(unknown)}")
     resumed = argparse.Namespace(**{**vars(args), **saved, "out": str(out)})
     done = read_records(out / ANSWERS)
-    with atomic_path(out / ANSWERS) as tmp:
-        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in done), encoding="utf-8")
+    write_records(out / ANSWERS, done)
     print(f"resuming the evaluation in {out}: {len(done)} prompts answered", flush=True)
     return resumed, done
 

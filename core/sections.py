@@ -70,13 +70,9 @@ def section(cls):
     return cls
 
 
-def describe(cls) -> list[tuple[str, str, object, str]]:
-    """(name, type, default, description) of each field of section ``cls``."""
-    rows = []
-    for name, info in cls.__pydantic_fields__.items():
-        default = info.get_default(call_default_factory=True)
-        rows.append((name, _type_name(info.annotation), default, info.description or _inner_doc(info.annotation)))
-    return rows
+def describe(cls) -> dict[str, str]:
+    """Each field of section ``cls`` with its description, in declaration order."""
+    return {name: info.description or _inner_doc(info.annotation) for name, info in cls.__pydantic_fields__.items()}
 
 
 def _inner_doc(annotation) -> str:
@@ -199,10 +195,3 @@ def _section_type(annotation):
         if found is not None:
             return found
     return None
-
-
-def _type_name(annotation) -> str:
-    inner = _unwrapped(annotation)
-    if typing.get_origin(inner) is Literal:
-        return " | ".join(map(str, typing.get_args(inner)))
-    return getattr(inner, "__name__", str(inner).replace("typing.", ""))

@@ -276,21 +276,24 @@ def plan_run(cfg: RunConfig, cluster: Cluster) -> tuple[list[PlannedActor], dict
         except FileNotFoundError:
             unknown.append(spec.path)
     inside = [i for i, spec in model_scorers if spec.num_gpus is None and i in sizes]
-    reward_bytes = sum(sizes[i] for i in inside)
+    # The reward actor loads the scorers it runs itself and, for the greedy baseline or the fluency
+    # term, the upstream LLM (whose KV cache needs GPU memory, not host memory to load).
+    hosts_upstream = cfg.reward.needs_upstream
+    reward_bytes = sum(sizes[i] for i in inside) + (llm_bytes if hosts_upstream else 0.0)
+    reward_host = sum(sizes[i] for i in inside) + (upstream.weight_bytes(dtype) if hosts_upstream else 0.0)
     reward_note = "sums " + ", ".join(f"{s.kind}:{s.path or '-'} x{s.weight:g}"
                                       + (" (in its own actor)" if s.num_gpus is not None else "")
                                       for s in cfg.reward.scorers)
     if unknown:
         reward_note += f" (size of {', '.join(unknown)} unknown: not cached, not in the table; not counted)"
-    if cfg.reward.needs_upstream:
-        reward_bytes += llm_bytes
+    if hosts_upstream:
         reward_note += " + the upstream LLM (greedy baseline / fluency)"
-    reward_host = reward_bytes - (llm_bytes - upstream.weight_bytes(dtype) if cfg.reward.needs_upstream else 0)
     learner_note = "trains on " + ("a GPU" if learner_gpu else "CPU (the head node has no GPU)")
     replay_note = f"{cfg.replay.capacity:,} transitions"
     learner_cpus = cfg.learner.num_cpus
     learner_bytes = _learner_bytes(cfg, state_dim) if learner_gpu else 0.0
-    replay_bytes = cfg.replay.capacity * transition_bytes(state_dim, cfg.replay.state_dtype)
+    per_transition = transition_bytes(state_dim, cfg.replay.state_dtype)
+    replay_bytes = cfg.replay.capacity * per_transition
     if cfg.replay.in_learner:  # one actor is both (driver/learner_with_replay.py)
         learner_note += f"; holds the replay ({replay_note}) and samples it in its own process"
         learner_cpus += cfg.replay.num_cpus
@@ -323,8 +326,7 @@ def plan_run(cfg: RunConfig, cluster: Cluster) -> tuple[list[PlannedActor], dict
         planned.append(PlannedActor(role, count, request, gpu_bytes, [k.name for k in kinds], fits, note,
                                     host_bytes, list(too_small.values()),
                                     reward_models=len(inside) if role == "reward actor" else 0))
-    replay = {"capacity": cfg.replay.capacity,
-              "bytes_per_transition": transition_bytes(state_dim, cfg.replay.state_dtype),
+    replay = {"capacity": cfg.replay.capacity, "bytes_per_transition": per_transition,
               "state_dim": state_dim, "state_dtype": cfg.replay.state_dtype, "bytes": replay_bytes}
     return planned, replay
 

@@ -3,6 +3,7 @@ an interrupted ``mara eval`` loses at most one batch, and read back by ``mara ev
 
     append_records(out / ANSWERS, records)      # one JSON line per prompt, flushed to disk
     done = read_records(out / ANSWERS)          # what an interrupted run finished
+    write_records(out / ANSWERS, done)          # the whole file anew, atomically
 
 The arguments of the evaluation are kept beside it (``ARGUMENTS``), so a resumed run answers
 the rest exactly as the first run would have.
@@ -14,7 +15,7 @@ import json
 import os
 from pathlib import Path
 
-from core.atomic import write_json_atomic
+from core.atomic import atomic_path, write_json_atomic
 from core.jsonl import read_jsonl
 
 ANSWERS = "answers.jsonl"
@@ -22,13 +23,22 @@ ARGUMENTS = "eval_args.json"  # the evaluation's settings, for --resume
 FINISHED = "results.md"  # written once every prompt has been answered and judged
 
 
+def _lines(records: list[dict]) -> str:
+    return "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+
+
 def append_records(path: str | os.PathLike, records: list[dict]) -> None:
     """Append one JSON line per record and flush them to disk before returning."""
     with open(path, "a", encoding="utf-8") as f:
-        for record in records:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        f.write(_lines(records))
         f.flush()
         os.fsync(f.fileno())
+
+
+def write_records(path: str | os.PathLike, records: list[dict]) -> None:
+    """Replace the file with one JSON line per record, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(_lines(records), encoding="utf-8")
 
 
 def read_records(path: str | os.PathLike) -> list[dict]:

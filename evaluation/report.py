@@ -12,11 +12,11 @@ accepted positions, a few answers side by side (``pick_examples``) and the setti
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 from typing import Sequence
 
 from core.atomic import atomic_path
+from evaluation.answers_file import write_records
 from evaluation.plots import plot_accepted_positions, plot_scores
 from evaluation.preference import LOSE, WIN
 from evaluation.run import MARA, EvalResult, position_shares
@@ -32,8 +32,7 @@ def write_outputs(result: EvalResult, out_dir: str | Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = {name: out / name for name in
              ("results.md", "results.csv", "answers.jsonl", "accepted_positions.png", "scores.png")}
-    with atomic_path(paths["answers.jsonl"]) as tmp:  # replaces the one appended batch by batch
-        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in result.records), encoding="utf-8")
+    write_records(paths["answers.jsonl"], result.records)  # replaces the one appended batch by batch
     header, rows = results_rows(result)
     with open(paths["results.csv"], "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
