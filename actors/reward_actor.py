@@ -10,8 +10,12 @@ batch.
 With ``reward.baseline: upstream-greedy`` the reward is relative to the upstream model's
 own greedy answer to the same prompt, and with ``reward.fluency_weight > 0`` an answer the
 upstream finds unlikely (mean log-probability per token below ``reward.fluency_floor``:
-word salad) pays for it. Both need the upstream model, so the actor hosts it too
-(``HostedUpstream``): they are part of the reward, and live where the reward is.
+word salad) pays for it. With ``reward.score_tokens`` the reward reads the answer a user
+would read: the upstream continues each unfinished episode greedily to that length (as a
+served answer goes on past the agent's horizon), and the greedy baseline is as long; a
+decline that the continuation undoes is then paid as the help it turns into. All three need
+the upstream model, so the actor hosts it too (``HostedUpstream``): they are part of the
+reward, and live where the reward is.
 
 The actor waits for the replay to accept an insert; when the replay's rate limiter holds
 inserts back, scored batches arrive later and the driver hands out fewer rollout calls.
@@ -20,6 +24,7 @@ inserts back, scored batches arrive later and the driver hands out fewer rollout
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import numpy as np
 import ray
@@ -33,11 +38,13 @@ log = logging.getLogger(__name__)
 
 class HostedUpstream:
     """The upstream LLM in a reward actor (loaded on first use): its greedy answers, computed
-    once per prompt, and how likely it finds an answer."""
+    once per prompt, its greedy continuations of episodes, and how likely it finds an answer.
+    ``answer_tokens``: the length of the answers scored (at least the episodes')."""
 
-    def __init__(self, model: ModelConfig, sampling: SamplingConfig) -> None:
+    def __init__(self, model: ModelConfig, sampling: SamplingConfig, answer_tokens: int = 0) -> None:
         self._model = model
-        self._sampling = sampling
+        self._episode_sampling = sampling
+        self._sampling = replace(sampling, max_new_tokens=max(sampling.max_new_tokens, answer_tokens))
         self._llm = None
         self._answers: dict[str, str] = {}
 
@@ -57,6 +64,21 @@ class HostedUpstream:
             self._answers.update(zip(missing, upstream_answers(self.llm, missing, self._sampling,
                                                                batch_size=len(missing))))
         return [self._answers[p] for p in prompts]
+
+    def continued(self, prompts: list[str], responses: list[str], finished: list[bool]) -> list[str]:
+        """Each unfinished response with the upstream's greedy continuation to the scored length."""
+        from envs.generation import upstream_answers
+
+        extra = self._sampling.max_new_tokens - self._episode_sampling.max_new_tokens
+        todo = [i for i, done in enumerate(finished) if not done]
+        if extra <= 0 or not todo:
+            return list(responses)
+        texts = upstream_answers(self.llm, [prompts[i] for i in todo], replace(self._sampling, max_new_tokens=extra),
+                                 batch_size=len(todo), openings=[responses[i] for i in todo])
+        out = list(responses)
+        for i, text in zip(todo, texts):
+            out[i] = text
+        return out
 
     def mean_log_likelihood(self, prompts: list[str], responses: list[str]) -> np.ndarray:
         from envs.generation import mean_log_likelihood
@@ -84,7 +106,7 @@ class RewardActor:
                   for i, actor in (scorer_actors or {}).items()}
         self.reward = build_reward(list(reward.scorers), baseline=reward.baseline, scale=reward.scale, built=remote)
         self.replay = replay
-        self.upstream = HostedUpstream(model, sampling) if reward.needs_upstream else None
+        self.upstream = HostedUpstream(model, sampling, reward.score_tokens) if reward.needs_upstream else None
 
     def score_and_insert(self, episodes: list[EpisodeTransitions]) -> ScoredBatch:
         """Attach r(x, y) to each episode's terminal decision and insert them into replay."""
@@ -93,7 +115,7 @@ class RewardActor:
         prompts = [e.prompt for e in episodes]
         responses = [e.response for e in episodes]
         try:
-            rewards = self._rewards(prompts, responses)
+            rewards = self._rewards(prompts, responses, [e.finished for e in episodes])
         except Exception as err:  # a broken reward model must not take the run down silently
             log.error("scoring %d episodes failed, they are not inserted: %s", len(episodes), err)
             return ScoredBatch(episodes=len(episodes), unscored=len(episodes), error=f"{type(err).__name__}: {err}")
@@ -103,11 +125,13 @@ class RewardActor:
         inserted = ray.get(self.replay.add.remote(with_decisions)) if with_decisions else 0
         return ScoredBatch(episodes=len(episodes), rewards=[float(r) for r in rewards], inserted=int(inserted))
 
-    def _rewards(self, prompts: list[str], responses: list[str]) -> np.ndarray:
-        """r(x, y) (Eq. 13, with its baseline and scale), minus the fluency term when it is on."""
+    def _rewards(self, prompts: list[str], responses: list[str], finished: list[bool]) -> np.ndarray:
+        """r(x, y) (Eq. 13, with its baseline and scale) of the answers as read (continued to
+        ``score_tokens``), minus the fluency term of what the agent wrote when it is on."""
         cfg = self.config
         greedy = self.upstream.greedy_answers(prompts) if cfg.needs_greedy_baseline else None
-        rewards = self.reward.score(prompts, responses, greedy_responses=greedy)
+        read = self.upstream.continued(prompts, responses, finished) if cfg.score_tokens else responses
+        rewards = self.reward.score(prompts, read, greedy_responses=greedy)
         if cfg.fluency_weight:
             from rewards.base import fluency_penalty
 

@@ -9,6 +9,7 @@
     mara serve --agent agent.safetensors --port 8000      # OpenAI API + web page on 127.0.0.1
     mara scale runs/<run> --workers 4                      # rollout workers of a running run
     mara agent agent.safetensors --recommend-decisions sampled   # the decision rule used by default
+    mara splits --shared-data ../shared/data --out runs/splits   # held-out, validation, reward, judge, agent prompts
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ from cli.eval import add_eval_parser
 from cli.generator_args import add_generator_arguments, generator_from_args
 from cli.learning_curve import add_learning_curve_parser
 from cli.probe import add_probe_parser
+from cli.reader_reward import add_reader_reward_parser
 from cli.safety_reward import add_safety_reward_parser
 from cli.scale import add_scale_parser
 from cli.serve import add_serve_parser
+from cli.splits import add_splits_parser
 from cli.train_reward import add_train_reward_parser
 from core.agent_file import AgentFileError
 
@@ -98,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_agent_parser(sub)
     add_config_parser(sub)
     add_blind_parser(sub)
+    add_splits_parser(sub)
+    add_reader_reward_parser(sub)
     return parser
 
 

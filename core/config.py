@@ -44,7 +44,8 @@ AUTO_MODE = "auto"
 KL_ESTIMATORS = ("kl", "abs", "mse", "full")
 STATE_DTYPES = ("float16", "float32")  # replay storage of hidden states
 # Scorer kinds of rewards/ (rewards.SCORER_KINDS maps each to its backend).
-SCORER_KINDS = ("function", "score-model", "seq-cls", "embedding-bt", "http", "vllm-reward", "response-class")
+SCORER_KINDS = ("function", "score-model", "seq-cls", "embedding-bt", "http", "vllm-reward", "response-class",
+                "answer-reader")
 BASELINE_UPSTREAM_GREEDY = "upstream-greedy"
 AUTO = "auto"
 
@@ -269,6 +270,9 @@ class RewardConfig:
                               "pays") = -3.0
     postback: Number(ge=0, le=1, doc="g > 0: earlier accepted decisions also get g^n r(x, y) (the reference's "
                                      "postback_reward)") = 0.0
+    score_tokens: Int(ge=0, doc="score the answer a user reads: the upstream continues each unfinished episode "
+                                "greedily to this many tokens (the served length; the upstream-greedy baseline "
+                                "is as long) before it is scored; 0 = score the episode as it is") = 0
 
     @property
     def needs_greedy_baseline(self) -> bool:
@@ -277,8 +281,8 @@ class RewardConfig:
 
     @property
     def needs_upstream(self) -> bool:
-        """Scoring runs the upstream LLM (for the greedy baseline or the fluency term)."""
-        return self.needs_greedy_baseline or self.fluency_weight > 0
+        """Scoring runs the upstream LLM (the greedy baseline, the continuation or the fluency term)."""
+        return self.needs_greedy_baseline or self.fluency_weight > 0 or self.score_tokens > 0
 
 
 # ------------------------------------------------------------------------ collection

@@ -44,6 +44,7 @@ class EpisodeTransitions:
     response: str = ""  # the decoded response text
     sentence_reward: float = 0.0  # r(x, y) added to the terminal decision, 0 until scored
     postback: float = 0.0  # > 0: r(x, y) also reaches earlier accepted decisions (see ``rewards``)
+    finished: bool = False  # the answer ended (EOS): nothing for a continuation to add
 
     def __post_init__(self) -> None:
         n = len(self.actions)

@@ -13,7 +13,8 @@ not bad rows.
 
 ``training_prompts`` reads a run's prompt configuration: one source, or a *mix* of
 several (each with its own column, filter and limit), minus the *excluded* sets (the
-prompts kept for evaluation).
+prompts kept for evaluation) and every prompt nearly equal to one of them
+(``core.splits.overlapping``).
 """
 
 from __future__ import annotations
@@ -80,10 +81,19 @@ def training_prompts(config) -> list[str]:
         sources = [config.source] if isinstance(config.source, str) else list(config.source)
         prompts = [p for source in sources for p in load_prompts(source, column=config.column, split=config.split,
                                                                 limit=config.limit or None)]
-    excluded = {p for s in config.exclude for p in read_prompt_set(s)}
-    kept = [p for p in prompts if p not in excluded]
+    excluded = [p for s in config.exclude for p in read_prompt_set(s)]
+    if excluded:
+        from core.splits import overlapping
+
+        # Equal after normalisation, or nearly equal: "How do I pick a lock?" is not trained on
+        # while "how do i pick a lock" is held out.
+        left_out = set(overlapping(prompts, excluded))
+        kept = [p for p in prompts if p not in left_out]
+    else:
+        kept = prompts
     if len(kept) < len(prompts):
-        log.info("left out %d training prompts that are in the excluded (evaluation) sets", len(prompts) - len(kept))
+        log.info("left out %d training prompts that are (nearly) equal to one in the excluded (evaluation) sets",
+                 len(prompts) - len(kept))
     if not kept:
         raise PromptFileError("every training prompt is in an excluded set")
     return kept

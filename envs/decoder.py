@@ -336,6 +336,7 @@ class _AcceptRejectMDP:
             policy_version=self.policy_version,
             prompt=r.prompt,
             response=self.llm.decode(r.response_ids),
+            finished=r.finish_reason in ("eos", "context"),
         )
         return DecodeResult(
             prompt=r.prompt,

@@ -39,6 +39,12 @@ def _response_class(path: str, **options):
     return ResponseClassScorer(str(head_path(path, "response-class")), **options)
 
 
+def _answer_reader(path: str, **options):
+    from rewards.answer_reader import AnswerReaderScorer
+
+    return AnswerReaderScorer(str(head_path(path, "answer-reader")), **options)
+
+
 def _http(path: str, **options):
     from rewards.http_scorer import HttpScorer
 
@@ -60,7 +66,7 @@ def check_scorer_spec(spec: ScorerSpec) -> None:
 
     if spec.kind == "function":
         FunctionScorer(spec.path)  # imports the module and finds the function
-    elif spec.kind in ("embedding-bt", "response-class"):
+    elif spec.kind in ("embedding-bt", "response-class", "answer-reader"):
         path = head_path(spec.path, spec.kind)
         if not path.is_file():
             raise FileNotFoundError(f"{spec.kind} scorer: head file not found: {path}")
@@ -74,7 +80,7 @@ def check_scorer_spec(spec: ScorerSpec) -> None:
 
 SCORER_KINDS.update({"score-model": _score_model, "seq-cls": _seq_cls,
                      "embedding-bt": _embedding_bt, "http": _http, "vllm-reward": _vllm_reward,
-                     "response-class": _response_class})
+                     "response-class": _response_class, "answer-reader": _answer_reader})
 
 __all__ = ["BASELINE_UPSTREAM_GREEDY", "SCORER_KINDS", "CombinedReward", "FunctionScorer", "ScorerSpec",
            "check_scorer_spec",

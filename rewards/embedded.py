@@ -15,7 +15,9 @@ from core.config import EMBEDDED_REWARD, ScorerSpec
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 SHIPPED_HEADS = {"reward": "reward_head.safetensors", "judge": "judge_head.safetensors",
-                 "safety-reward": "safety_reward.safetensors", "safety-judge": "safety_judge.safetensors"}
+                 "safety-reward": "safety_reward.safetensors", "safety-judge": "safety_judge.safetensors",
+                 "reader-reward": "reader_reward.safetensors", "reader-judge": "reader_judge.safetensors"}
+HEAD_PREFIX = {"embedding-bt": "", "response-class": "safety-", "answer-reader": "reader-"}
 
 
 def shipped_head_path(which: str = "reward") -> Path:
@@ -29,7 +31,7 @@ def shipped_head_path(which: str = "reward") -> Path:
 def head_path(path: str, kind: str = "embedding-bt") -> Path:
     """The file a scorer's path names: ``embedded`` (or nothing) is the shipped training
     head of that kind, ``embedded-judge`` its shipped judge head; anything else is a file."""
-    prefix = "safety-" if kind == "response-class" else ""
+    prefix = HEAD_PREFIX[kind]
     if path in ("", "embedded"):
         return shipped_head_path(prefix + "reward")
     if path == "embedded-judge":

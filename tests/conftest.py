@@ -61,7 +61,7 @@ def ray_local(_ray_session):
 
 @pytest.fixture(scope="session")
 def smollm2_path() -> Path:
-    from envs.upstream import embedded_model_path
+    from core.model_files import embedded_model_path
 
     return embedded_model_path()
 

@@ -93,27 +93,3 @@ def test_single_source_config_still_works(tmp_path):
     path = tmp_path / "p.txt"
     path.write_text("one\ntwo\nthree\n")
     assert training_prompts(load_config(None, [f"prompts.source={path}", "prompts.limit=2"]).prompts) == ["one", "two"]
-
-
-def test_heldout_evaluation_prompts_are_disjoint_from_the_training_config(shared_data, tmp_path):
-    """The headline config trains on none of the prompts it is evaluated on (docs/RESULTS.md)."""
-    from dataclasses import replace
-
-    from core.prompts import training_prompts
-    from driver.config import load_config
-    from rewards.recipe.build import write_heldout_prompts
-
-    paths = write_heldout_prompts(shared_data, tmp_path / "heldout")
-    benign = load_prompts(paths["benign"])
-    assert len(benign) == len(set(benign)) == 200
-    assert len(load_prompts(paths["harmful"])) >= 199  # the PKU-SafeRLHF test prompts, one duplicate dropped
-    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "align_smollm2.yaml").prompts
-
-    def here(s):  # the config's paths are relative to the project root
-        return replace(s, source=s.source.replace("../shared/data", str(shared_data))
-                       .replace("runs/heldout", str(tmp_path / "heldout")))
-
-    train = set(training_prompts(replace(cfg, mix=tuple(map(here, cfg.mix)), exclude=tuple(map(here, cfg.exclude)))))
-    assert len(train) > 3000
-    assert not train & set(benign)
-    assert not train & set(load_prompts(shared_data / "prompts" / "saferlhf_test.json"))

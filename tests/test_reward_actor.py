@@ -134,3 +134,26 @@ def test_scorers_in_actors_of_their_own_sum_to_the_same_reward(ray_local, replay
     assert scored.inserted == 4 and not scored.error
     for handle in [actor, *scorers.values()]:
         ray.kill(handle)
+
+
+def test_the_reward_reads_the_answer_continued_to_the_served_length(ray_local, replay, tiny_llm, tiny_llm_path):
+    """reward.score_tokens: an unfinished episode is scored with the upstream's greedy
+    continuation to that length (what a user would read), a finished one as it is, and the
+    greedy baseline is as long."""
+    from envs.generation import upstream_answers
+
+    ray = ray_local
+    rng = np.random.default_rng(4)
+    prompts = ["How can I bake bread?", "Tell me a joke.", "Say hi."]
+    episodes = [episode(p, "I can't help with that.", 2, rng) for p in prompts]
+    episodes[2].finished = True
+    model = ModelConfig(name=str(tiny_llm_path), device="cpu", dtype="float32")  # as tiny_llm
+    actor = reward_actor(ray, replay, RewardConfig(scorers=(WORDS,), baseline="upstream-greedy", score_tokens=20), model)
+    scored = ray.get(actor.score_and_insert.remote(episodes))
+    continued = upstream_answers(tiny_llm, prompts[:2], SamplingConfig(max_new_tokens=14),
+                                 openings=["I can't help with that."] * 2)
+    greedy = upstream_answers(tiny_llm, prompts, SamplingConfig(max_new_tokens=20))
+    read = continued + ["I can't help with that."]
+    assert all(c.startswith("I can't help with that.") and len(c) > len("I can't help with that.") for c in continued)
+    np.testing.assert_allclose(scored.rewards, [word_count("", r) - word_count("", g) for r, g in zip(read, greedy)])
+    ray.kill(actor)

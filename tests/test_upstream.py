@@ -10,8 +10,8 @@ import torch
 
 from core.config import SamplingConfig
 from envs.decoder import AcceptRejectDecoder
-from envs.upstream import (UpstreamLLM, cpu_computes_bf16_natively, embedded_gguf_path, load_upstream, resolve_dtype,
-                           resolve_model)
+from core.model_files import embedded_gguf_path, resolve_model
+from envs.upstream import UpstreamLLM, cpu_computes_bf16_natively, load_upstream, resolve_dtype
 
 PROMPT = "How can I bake bread?"
 

@@ -1,0 +1,151 @@
+"""``mara reader-reward``: the reader reward, from answers to the training prompt pools that a
+strong reader labelled blind (evaluation/reader_labels.py, rewards/recipe/reader.py).
+
+    mara splits --shared-data ../shared/data --out runs/splits
+    mara eval --prompts reward_harmful=runs/splits/reward_harmful.json ... --sampled --max-new-tokens 128 --out E
+    mara reader-reward built E                 # E/built.jsonl: the records plus a built answer each
+    mara reader-reward items E --per-file 120  # E/reading/items_*.jsonl (blind A/B) + key.json
+    ... readers label the items by docs/RUBRIC.md into verdict files
+    mara reader-reward labels E --verdicts 'E/reading/verdicts_*.jsonl' --grader NAME --out labels.jsonl
+    mara reader-reward build --labels labels.jsonl --out-dir rewards/data --cache runs/reader/features.npz
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import glob
+import json
+from pathlib import Path
+
+
+def add_reader_reward_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("reader-reward", help="label answers blind and build the reader reward and judge",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    steps = p.add_subparsers(dest="step", required=True)
+    built = steps.add_parser("built", help="a built answer (an opening the upstream continues) per record")
+    built.add_argument("eval_dir")
+    built.add_argument("--batch-size", type=int, default=32)
+    built.add_argument("--seed", type=int, default=0)
+    items = steps.add_parser("items", help="shuffled blind A/B items and the hidden key")
+    items.add_argument("eval_dir")
+    items.add_argument("--per-file", type=int, default=120, help="items per file (one reader's batch)")
+    items.add_argument("--seed", type=int, default=0)
+    labels = steps.add_parser("labels", help="unblind verdict files into labelled rows with their provenance")
+    labels.add_argument("eval_dir")
+    labels.add_argument("--verdicts", required=True, help="a file or a glob of JSON-lines verdict files")
+    labels.add_argument("--grader", required=True, help="who read the items (recorded with every row)")
+    labels.add_argument("--out", required=True)
+    build = steps.add_parser("build", help="train the reader reward (reward rows) and judge (judge rows)")
+    build.add_argument("--labels", required=True, help="labelled rows (mara reader-reward labels)")
+    build.add_argument("--out-dir", default="rewards/data")
+    build.add_argument("--cache", help="an .npz file keeping the answers' features between runs")
+    build.add_argument("--model", default="smollm2", help="the LLM that reads the answers")
+    build.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_run)
+    return p
+
+
+def _run(args: argparse.Namespace) -> int:
+    from core.atomic import atomic_path, write_json_atomic
+    from core.jsonl import read_jsonl
+    from evaluation import reader_labels
+
+    if args.step == "build":
+        return _build(args)
+    folder = Path(args.eval_dir)
+    if args.step == "built":
+        records = list(read_jsonl(folder / "answers.jsonl"))
+        with_built = _built_answers(records, folder, args.batch_size, args.seed)
+        _write_jsonl(folder / "built.jsonl", with_built)
+        print(f"wrote {len(with_built)} records with a built answer to {folder / 'built.jsonl'}")
+        return 0
+    records = list(read_jsonl(folder / "built.jsonl"))
+    reading = folder / "reading"
+    if args.step == "items":
+        items, key = reader_labels.reading_items(records, seed=args.seed)
+        reading.mkdir(parents=True, exist_ok=True)
+        for n, start in enumerate(range(0, len(items), args.per_file)):
+            _write_jsonl(reading / f"items_{n:02d}.jsonl", items[start:start + args.per_file])
+        write_json_atomic(reading / "key.json", key)
+        print(f"wrote {len(items)} items in {n + 1} files to {reading} (the key: key.json)")
+        return 0
+    key = json.loads((reading / "key.json").read_text(encoding="utf-8"))
+    verdicts = [v for path in sorted(glob.glob(args.verdicts)) for v in read_jsonl(Path(path))]
+    if not verdicts:
+        raise FileNotFoundError(f"no verdicts in {args.verdicts}")
+    provenance = {"rubric_version": reader_labels.RUBRIC_VERSION, "grader": args.grader,
+                  "date": datetime.date.today().isoformat(), "licence": reader_labels.LICENCES}
+    rows = reader_labels.labelled_rows(records, key, verdicts, provenance)
+    with atomic_path(args.out) as tmp:
+        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    print(f"wrote {len(rows)} labelled answers ({len(verdicts)} verdicts) to {args.out}")
+    return 0
+
+
+def _built_answers(records: list[dict], folder: Path, batch_size: int, seed: int) -> list[dict]:
+    """The records with ``answers["built"]``: the upstream sampling on from an opening
+    (``reader_labels.BUILT_OPENINGS``), as long as the evaluation's answers."""
+    from core.config import SamplingConfig
+    from envs.generation import upstream_answers
+    from envs.upstream import load_upstream
+    from evaluation.reader_labels import built_openings
+
+    eval_args = json.loads((folder / "eval_args.json").read_text(encoding="utf-8"))
+    llm = load_upstream(eval_args.get("model") or "smollm2", device="cpu")
+    sampling = SamplingConfig(max_new_tokens=int(eval_args.get("max_new_tokens", 128)))
+    openings = built_openings(records, seed)
+    answers = upstream_answers(llm, [r["prompt"] for r in records], sampling, sample=True, seed=seed,
+                               batch_size=batch_size, openings=openings)
+    return [{**r, "answers": {**r["answers"], "built": answer}} for r, answer in zip(records, answers)]
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    from core.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+
+
+def _build(args: argparse.Namespace) -> int:
+    """Features of every labelled answer, then the two heads and their figures."""
+    import numpy as np
+
+    from core.atomic import write_json_atomic
+    from core.jsonl import read_jsonl
+    from rewards.answer_reader import MAX_TOKENS, READ_LAYERS, AnswerReader
+    from rewards.recipe import reader
+
+    rows = list(read_jsonl(Path(args.labels)))
+    keys = [reader.row_key(r) for r in rows]
+    cached: dict[str, np.ndarray] = {}
+    if args.cache and Path(args.cache).is_file():
+        with np.load(args.cache, allow_pickle=False) as f:
+            cached = dict(zip(f["keys"].astype(str), f["features"]))
+    todo = list(dict.fromkeys(k for k in keys if k not in cached))
+    if todo:
+        model = AnswerReader(args.model)
+        first = {k: i for i, k in reversed(list(enumerate(keys)))}
+        found = model.features([rows[first[k]]["prompt"] for k in todo], [rows[first[k]]["answer"] for k in todo])
+        cached.update(zip(todo, found))
+        if args.cache:
+            Path(args.cache).parent.mkdir(parents=True, exist_ok=True)
+            np.savez(args.cache, keys=np.array(list(cached)), features=np.stack(list(cached.values())))
+    features = np.stack([cached[k] for k in keys])
+    out = Path(args.out_dir)
+    report = {}
+    for which, split in (("reward", "reward"), ("judge", "judge")):
+        head, choice, tried = reader.choose_and_train(features, rows, split, seed=args.seed)
+        valid = [i for i, r in enumerate(rows) if r["split"] == "validation"]
+        other = "judge" if split == "reward" else "reward"
+        held = [i for i, r in enumerate(rows) if r["split"] == other]
+        report[which] = {"choice": choice, "grid": tried,
+                         "validation": reader.figures(head, features[valid], [rows[i] for i in valid]),
+                         f"{other}_rows": reader.figures(head, features[held], [rows[i] for i in held]),
+                         "trained_on": sum(r["split"] == split for r in rows)}
+        head.save(out / f"reader_{which}.safetensors",
+                  {"model": args.model, "layers": json.dumps(list(READ_LAYERS)), "max_tokens": MAX_TOKENS,
+                   "split": split, "labels_file": Path(args.labels).name, "choice": json.dumps(choice)})
+    write_json_atomic(out / "reader_figures.json", report)
+    print(json.dumps({w: {"choice": r["choice"], "validation": r["validation"]} for w, r in report.items()}, indent=1))
+    return 0

@@ -1,0 +1,113 @@
+"""The reader reward: blind A/B items for a strong reader, unblinded labels with their
+provenance, a head over a frozen LLM's reading of the whole answer, and its figures."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from evaluation.reader_labels import LABELS, check_verdict, labelled_rows, reading_items
+from rewards.answer_reader import LABEL_VALUES, AnswerReaderScorer, ReaderHead
+from rewards.recipe.reader import choose_and_train, figures, preference_pairs
+
+SYSTEMS = ("mara", "upstream-greedy", "upstream-sampled", "built")
+
+
+def records(n: int = 6) -> list[dict]:
+    out = []
+    for i in range(n):
+        answers = {s: f"answer {i} {'wxyz'[k]}" for k, s in enumerate(SYSTEMS)}
+        if i == 0:
+            answers["mara"] = answers["upstream-greedy"]  # identical: not read
+        out.append({"prompt_set": "reward_harmful" if i % 2 else "validation_benign", "index": i,
+                    "prompt": f"request {i}", "answers": answers})
+    return out
+
+
+def test_items_are_blind_shuffled_pairs_and_unblind_into_labelled_rows():
+    recs = records()
+    items, key = reading_items(recs, seed=0)
+    assert len(items) == 2 * len(recs) - 1 and len({i["id"] for i in items}) == len(items)
+    assert all(set(item) == {"id", "request", "A", "B"} for item in items)  # no system names
+    assert not any(s in json.dumps(items) for s in ("mara", "upstream", "built"))
+    sides = {key["items"][i["id"]]["A"] for i in items}
+    assert {"mara", "upstream-greedy"} <= sides  # each system drawn as A somewhere
+    verdicts = [{"id": i["id"], "request": "harmful", "labels": {"A": "safe-decline", "B": "harmful-help"},
+                 "preference": "A"} for i in items]
+    rows = labelled_rows(recs, key, verdicts, {"rubric_version": 1, "grader": "test"})
+    assert len(rows) == 2 * len(items)
+    for row in rows:
+        system = row["system"]
+        record = recs[int(row["answer"].split()[1])]
+        assert row["answer"] == record["answers"][system] and row["prompt"] == record["prompt"]
+        assert row["rubric_version"] == 1 and row["grader"] == "test" and row["split"] in ("reward", "validation")
+    assert len(preference_pairs(rows)) == len(items)
+
+
+@pytest.mark.parametrize("verdict, message", [
+    ({"id": "x", "request": "harmful", "labels": {"A": "helpful"}, "preference": "A"}, "must hold A and B"),
+    ({"id": "x", "request": "harmful", "labels": {"A": "great", "B": "helpful"}, "preference": "A"}, "label A"),
+    ({"id": "x", "request": "harmful", "labels": {"A": "helpful", "B": "helpful"}, "preference": "C"}, "preference"),
+    ({"id": "x", "request": "maybe", "labels": {"A": "helpful", "B": "helpful"}, "preference": "A"}, "request"),
+])
+def test_a_verdict_off_the_rubric_is_refused_with_its_item(verdict, message):
+    with pytest.raises(ValueError, match=message):
+        check_verdict(verdict)
+
+
+def synthetic_rows(n_prompts: int, split: str, rng) -> tuple[np.ndarray, list[dict]]:
+    """Two answers a prompt whose features carry their label (plus noise)."""
+    centres = rng.standard_normal((len(LABELS), 16)) * 2
+    features, rows = [], []
+    for p in range(n_prompts):
+        pair = rng.choice(len(LABELS), 2, replace=False)
+        better = int(np.argmax([LABEL_VALUES[LABELS[k]] for k in pair]))
+        tie = LABEL_VALUES[LABELS[pair[0]]] == LABEL_VALUES[LABELS[pair[1]]]
+        for side, k in zip("AB", pair):
+            features.append(centres[k] + rng.standard_normal(16) * 0.3)
+            rows.append({"split": split, "prompt": f"{split} {p}", "answer": f"{side}", "label": LABELS[k],
+                         "pair": f"{split}{p}", "side": side, "preference": "tie" if tie else "AB"[better],
+                         "reader_request": "harmful"})
+    return np.array(features, dtype=np.float32), rows
+
+
+def test_a_head_trained_on_labels_orders_pairs_as_the_reader_does():
+    x_train, rows_train = synthetic_rows(150, "reward", np.random.default_rng(0))
+    x_valid, rows_valid = synthetic_rows(60, "validation", np.random.default_rng(0))  # the same label centres
+    head, choice, tried = choose_and_train(np.concatenate([x_train, x_valid]), rows_train + rows_valid, "reward",
+                                           grid={"l2": (1e-3,), "pair_weight": (0.0, 1.0)})
+    assert len(tried) == 2 and choice["l2"] == 1e-3
+    result = figures(head, x_valid, rows_valid)
+    assert result["pair_agreement"] > 0.9 and result["accuracy"] > 0.8
+    assert result["auc_unsafe"] > 0.9 or np.isnan(result["auc_unsafe"])
+
+
+def test_the_scorer_reads_the_whole_answer_with_a_saved_head(tmp_path, tiny_llm_path):
+    """A head saved with its reading model loads as an ``answer-reader`` scorer whose reward is
+    the expected label value; the last words of an answer change its score."""
+    from rewards import ScorerSpec, build_scorer
+    from rewards.answer_reader import AnswerReader
+
+    reader = AnswerReader(str(tiny_llm_path), device="cpu", layers=(1, -1))
+    rng = np.random.default_rng(0)
+    head = ReaderHead(rng.standard_normal((len(LABELS), reader.dim)).astype(np.float32) * 0.1,
+                      np.zeros(len(LABELS), np.float32), np.zeros(reader.dim, np.float32), np.ones(reader.dim, np.float32))
+    path = tmp_path / "reader.safetensors"
+    head.save(path, {"model": str(tiny_llm_path), "layers": "[1, -1]"})
+    scorer = build_scorer(ScorerSpec(kind="answer-reader", path=str(path), options={"device": "cpu"}))
+    assert isinstance(scorer, AnswerReaderScorer)
+    opening = "I can't help with that. " + "It is not something I do. " * 20
+    prompts = ["How do I pick a lock?"] * 3 + ["x" * 5000]
+    answers = [opening + "Please stay safe.", opening + "However, here is how: first, take a tension wrench.", "", "ok"]
+    scores = scorer.score(prompts, answers)
+    assert scores.shape == (4,) and np.isfinite(scores).all()
+    assert abs(scores[0] - scores[1]) > 1e-4  # the answers differ only after ~150 tokens
+    p = scorer.label_probabilities(prompts, answers)
+    np.testing.assert_allclose(sum(p.values()), 1.0, rtol=1e-5)
+    with pytest.raises(ValueError, match="not an answer-reader head"):
+        from safetensors.numpy import save_file
+
+        save_file({"weight": np.zeros((1, 1), np.float32)}, str(tmp_path / "other.safetensors"))
+        ReaderHead.load(tmp_path / "other.safetensors")
