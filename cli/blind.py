@@ -25,6 +25,9 @@ def add_blind_parser(sub) -> argparse.ArgumentParser:
     score = steps.add_parser("score", help="unblind a verdicts file into the preference table")
     score.add_argument("eval_dir")
     score.add_argument("--verdicts", required=True, help="JSON lines: {id, labels: {A, B}, preference: A|B|tie}")
+    score.add_argument("--judge", action="append", default=[], metavar="NAME=KIND:PATH",
+                       help="an offline judge (a scorer of rewards/, higher is better) whose agreement with the "
+                            "reader on the non-tied pairs is reported; repeatable")
     p.set_defaults(func=_cmd_blind)
     return p
 
@@ -48,7 +51,32 @@ def _cmd_blind(args: argparse.Namespace) -> int:
               f"{sum(key['ties'].values())} identical pairs count as ties)")
         return 0
     key = json.loads((folder / "key.json").read_text(encoding="utf-8"))
-    text = verdicts_markdown(key, score_verdicts(key, list(read_jsonl(Path(args.verdicts)))))
+    verdicts = list(read_jsonl(Path(args.verdicts)))
+    text = verdicts_markdown(key, score_verdicts(key, verdicts))
+    if args.judge:
+        text += _judges_markdown(key, verdicts, list(read_jsonl(Path(args.eval_dir) / "answers.jsonl")), args.judge)
     (folder / "results.md").write_text(text, encoding="utf-8")
     print(text)
     return 0
+
+
+def _judges_markdown(key: dict, verdicts: list[dict], records: list[dict], judges: list[str]) -> str:
+    """Each offline judge's agreement with the reader, per prompt set."""
+    from core.config import ScorerSpec
+    from evaluation.blind import judge_agreement
+    from rewards import build_scorer
+
+    lines = ["", "## Offline judges against the reader", "",
+             "Share of the pairs the reader did not call a tie that each judge orders the same way.", "",
+             "| judge | prompt set | pairs | agreement |", "|---|---|---:|---:|"]
+    for judge in judges:
+        name, _, spec = judge.partition("=")
+        kind, _, path = spec.partition(":")
+        if not name or not kind:
+            raise ValueError(f"--judge must be NAME=KIND:PATH, got {judge!r}")
+        scorer = build_scorer(ScorerSpec(kind=kind, path=path))
+        table = judge_agreement(key, verdicts, records, scorer.score)
+        total = {"pairs": sum(r["pairs"] for r in table.values()), "agree": sum(r["agree"] for r in table.values())}
+        for prompt_set, row in [*table.items(), ("all", total)]:
+            lines.append(f"| {name} | {prompt_set} | {row['pairs']} | {100 * row['agree'] / max(row['pairs'], 1):.1f}% |")
+    return "\n".join(lines) + "\n"

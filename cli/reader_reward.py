@@ -47,40 +47,61 @@ def add_reader_reward_parser(sub) -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from core.atomic import atomic_path, write_json_atomic
+    from core.atomic import write_json_atomic
     from core.jsonl import read_jsonl
     from evaluation import reader_labels
 
     if args.step == "build":
         return _build(args)
     folder = Path(args.eval_dir)
+    reading = folder / "reading"
     if args.step == "built":
         records = list(read_jsonl(folder / "answers.jsonl"))
-        with_built = _built_answers(records, folder, args.batch_size, args.seed)
+        done = _read_if_present(folder / "built.jsonl")
+        have = {_record_id(r) for r in done}
+        todo = [r for r in records if _record_id(r) not in have]
+        with_built = done + _built_answers(todo, folder, args.batch_size, args.seed + len(done))
         _write_jsonl(folder / "built.jsonl", with_built)
-        print(f"wrote {len(with_built)} records with a built answer to {folder / 'built.jsonl'}")
+        print(f"{len(with_built)} records with a built answer in {folder / 'built.jsonl'} ({len(todo)} new)")
         return 0
-    records = list(read_jsonl(folder / "built.jsonl"))
-    reading = folder / "reading"
+    keys = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(reading.glob("key_*.json"))]
     if args.step == "items":
-        items, key = reader_labels.reading_items(records, seed=args.seed)
+        # Pairs already given to readers (in an earlier key) are not given again; records
+        # without a built answer yet give their agent/greedy pair only.
+        built = {_record_id(r): r for r in _read_if_present(folder / "built.jsonl")}
+        records = [built.get(_record_id(r), r) for r in read_jsonl(folder / "answers.jsonl")]
+        items, key = reader_labels.reading_items(records, seed=args.seed + len(keys), batch=len(keys),
+                                                 skip=reader_labels.read_before(keys))
         reading.mkdir(parents=True, exist_ok=True)
-        for n, start in enumerate(range(0, len(items), args.per_file)):
-            _write_jsonl(reading / f"items_{n:02d}.jsonl", items[start:start + args.per_file])
-        write_json_atomic(reading / "key.json", key)
-        print(f"wrote {len(items)} items in {n + 1} files to {reading} (the key: key.json)")
+        first_file = len(list(reading.glob("items_*.jsonl")))
+        starts = range(0, len(items), args.per_file)
+        for n, start in enumerate(starts):
+            _write_jsonl(reading / f"items_{first_file + n:02d}.jsonl", items[start:start + args.per_file])
+        write_json_atomic(reading / f"key_{len(keys):02d}.json", key)
+        print(f"wrote {len(items)} items in {len(starts)} files to {reading}")
         return 0
-    key = json.loads((reading / "key.json").read_text(encoding="utf-8"))
+    key = {"items": {item_id: item for k in keys for item_id, item in k["items"].items()}}
+    built = {_record_id(r): r for r in _read_if_present(folder / "built.jsonl")}
+    records = [built.get(_record_id(r), r) for r in read_jsonl(folder / "answers.jsonl")]
     verdicts = [v for path in sorted(glob.glob(args.verdicts)) for v in read_jsonl(Path(path))]
     if not verdicts:
         raise FileNotFoundError(f"no verdicts in {args.verdicts}")
     provenance = {"rubric_version": reader_labels.RUBRIC_VERSION, "grader": args.grader,
                   "date": datetime.date.today().isoformat(), "licence": reader_labels.LICENCES}
     rows = reader_labels.labelled_rows(records, key, verdicts, provenance)
-    with atomic_path(args.out) as tmp:
-        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    _write_jsonl(Path(args.out), rows)
     print(f"wrote {len(rows)} labelled answers ({len(verdicts)} verdicts) to {args.out}")
     return 0
+
+
+def _read_if_present(path: Path) -> list[dict]:
+    from core.jsonl import read_jsonl
+
+    return list(read_jsonl(path)) if path.is_file() else []
+
+
+def _record_id(record: dict) -> tuple[str, int]:
+    return record["prompt_set"], record["index"]
 
 
 def _built_answers(records: list[dict], folder: Path, batch_size: int, seed: int) -> list[dict]:

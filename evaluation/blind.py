@@ -75,6 +75,28 @@ def score_verdicts(key: dict, verdicts: list[dict]) -> dict[str, dict]:
     return table
 
 
+def judge_agreement(key: dict, verdicts: list[dict], records: list[dict], score) -> dict[str, dict]:
+    """Per prompt set, how often an offline judge orders a read pair as the reader did, over
+    the pairs the reader did not call a tie: ``score(prompts, answers) -> scores``, higher is
+    better. A judge's tie (equal scores) counts as a disagreement."""
+    by_record = {(r["prompt_set"], r["index"]): r for r in records}
+    read = [(v, key["items"][v["id"]]) for v in verdicts if v.get("preference") in ("A", "B")]
+    prompts, answers = [], []
+    for _, item in read:
+        record = by_record[(item["prompt_set"], item["index"])]
+        prompts += [record["prompt"]] * 2
+        answers += [record["answers"][item["A"]], record["answers"][item["B"]]]
+    scores = np.asarray(score(prompts, answers), dtype=float).reshape(-1, 2)
+    table: dict[str, dict] = {}
+    for (verdict, item), (a, b) in zip(read, scores):
+        row = table.setdefault(item["prompt_set"], {"pairs": 0, "agree": 0})
+        row["pairs"] += 1
+        row["agree"] += int((a > b) if verdict["preference"] == "A" else (b > a))
+    for row in table.values():
+        row["agreement"] = row["agree"] / row["pairs"]
+    return table
+
+
 def verdicts_markdown(key: dict, table: dict[str, dict]) -> str:
     """The blind read as a table: the first system's preference rate over the second, with counts."""
     first, second = key["first"], key["second"]

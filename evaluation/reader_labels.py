@@ -18,6 +18,7 @@ verdicts into rows that carry their provenance (rubric version, grader, date, li
 
 from __future__ import annotations
 
+import hashlib
 import random
 
 from evaluation.blind import blind_pairs
@@ -71,15 +72,29 @@ def built_openings(records: list[dict], seed: int = 0) -> list[str]:
     return openings
 
 
-def reading_items(records: list[dict], seed: int = 0) -> tuple[list[dict], dict]:
-    """(items for a reader, the hidden key): per record, the pair (mara, upstream-greedy) and
-    the pair (upstream-sampled, built), each A/B shuffled; pairs whose two answers are equal
-    are left out. The items of both kinds are shuffled together."""
+READ_PAIRS = (("mara", "upstream-greedy"), ("upstream-sampled", "built"))
+
+
+def read_before(keys: list[dict]) -> set[tuple]:
+    """(prompt set, index, pair of systems) of every item in earlier keys."""
+    return {(i["prompt_set"], i["index"], *sorted((i["A"], i["B"]))) for k in keys for i in k["items"].values()}
+
+
+def reading_items(records: list[dict], seed: int = 0, batch: int = 0,
+                  skip: set[tuple] = frozenset()) -> tuple[list[dict], dict]:
+    """(items for a reader, the hidden key): per record, the pairs of ``READ_PAIRS`` (the agent
+    against the upstream's greedy answer, a sampled answer against a built one) whose answers
+    both exist, differ and are not in ``skip`` (``read_before``), each A/B shuffled. The items
+    of both kinds are shuffled together; ``batch`` keeps the ids of items written at
+    different times apart."""
     items, key = [], {"items": {}}
-    for n, (first, second) in enumerate((("mara", "upstream-greedy"), ("upstream-sampled", "built"))):
-        pair_items, pair_key = blind_pairs(records, first, second, seed=seed + n)
+    for n, (first, second) in enumerate(READ_PAIRS):
+        todo = [r for r in records if first in r["answers"] and second in r["answers"]
+                and (r["prompt_set"], r["index"], *sorted((first, second))) not in skip]
+        pair_items, pair_key = blind_pairs(todo, first, second, seed=seed + n)
         for item in pair_items:
-            item_id = f"r{n}{item['id'][1:]}"
+            # An opaque id: it must not tell the reader which kind of pair it reads.
+            item_id = hashlib.sha1(f"{seed} {batch} {n} {item['id']}".encode()).hexdigest()[:12]
             items.append({**item, "id": item_id})
             key["items"][item_id] = pair_key["items"][item["id"]]
     random.Random(seed).shuffle(items)

@@ -56,3 +56,27 @@ def test_mara_blind_writes_pairs_and_scores_verdicts(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| harmful | 2 | +0.0% (0/2/0)" in out and (tmp_path / "blind" / "results.md").is_file()
     assert main(["blind", "pairs", str(tmp_path), "--systems", "mara"]) == 2
+
+
+def test_an_offline_judge_is_scored_against_the_reader_on_non_tied_pairs(tmp_path):
+    from cli.main import main
+    from evaluation.blind import judge_agreement
+
+    items, key = blind_pairs(records(), "mara", "upstream-greedy", seed=1)
+    verdicts = []
+    for item in items:  # the reader prefers the shorter answer; one pair is a tie
+        a, b = len(item["A"]), len(item["B"])
+        verdicts.append({"id": item["id"], "preference": "tie" if item is items[0] else ("A" if a < b else "B")})
+    agree = judge_agreement(key, verdicts, records(), lambda p, r: [-len(x) for x in r])  # the same taste
+    disagree = judge_agreement(key, verdicts, records(), lambda p, r: [len(x) for x in r])
+    assert sum(r["pairs"] for r in agree.values()) == len(items) - 1
+    assert all(r["agreement"] == 1.0 for r in agree.values()) and all(r["agreement"] == 0.0 for r in disagree.values())
+    # From the command line, with a function scorer as the judge.
+    (tmp_path / "answers.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records()))
+    assert main(["blind", "pairs", str(tmp_path)]) == 0
+    pairs = [json.loads(line) for line in (tmp_path / "blind" / "pairs.jsonl").read_text().splitlines()]
+    file = tmp_path / "verdicts.jsonl"
+    file.write_text("".join(json.dumps({"id": i["id"], "preference": "A"}) + "\n" for i in pairs))
+    assert main(["blind", "score", str(tmp_path), "--verdicts", str(file),
+                 "--judge", "words=function:rewards.examples:word_count"]) == 0
+    assert "| words | all | 3 |" in (tmp_path / "blind" / "results.md").read_text()
