@@ -8,6 +8,7 @@ strong reader labelled blind (evaluation/reader_labels.py, rewards/recipe/reader
     ... readers label the items by docs/RUBRIC.md into verdict files
     mara reader-reward labels E --verdicts 'E/reading/verdicts_*.jsonl' --grader NAME --out labels.jsonl
     mara reader-reward build --labels labels.jsonl --out-dir rewards/data --cache runs/reader/features.npz
+    mara reader-reward check H --verdicts V   # the shipped heads against a blind read of H (mara blind pairs H)
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ def add_reader_reward_parser(sub) -> argparse.ArgumentParser:
     build.add_argument("--cache", help="an .npz file keeping the answers' features between runs")
     build.add_argument("--model", default="smollm2", help="the LLM that reads the answers")
     build.add_argument("--seed", type=int, default=0)
+    check = steps.add_parser("check", help="the shipped reader heads' figures on a blind read of an evaluation")
+    check.add_argument("eval_dir", help="a mara eval folder with blind/key.json (mara blind pairs)")
+    check.add_argument("--verdicts", required=True, help="the reader's verdicts on its blind/pairs.jsonl")
+    check.add_argument("--out", help="also write the figures here (JSON)")
     p.set_defaults(func=_run)
     return p
 
@@ -53,6 +58,8 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.step == "build":
         return _build(args)
+    if args.step == "check":
+        return _check(args)
     folder = Path(args.eval_dir)
     reading = folder / "reading"
     if args.step == "built":
@@ -169,4 +176,31 @@ def _build(args: argparse.Namespace) -> int:
                    "split": split, "labels_file": Path(args.labels).name, "choice": json.dumps(choice)})
     write_json_atomic(out / "reader_figures.json", report)
     print(json.dumps({w: {"choice": r["choice"], "validation": r["validation"]} for w, r in report.items()}, indent=1))
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    """Pair agreement, AUC and signal to noise of the shipped reward and judge on the answers
+    a reader labelled in a blind read (``rewards.recipe.reader.figures``)."""
+    from core.atomic import write_json_atomic
+    from core.jsonl import read_jsonl
+    from evaluation.reader_labels import labelled_rows
+    from rewards.answer_reader import AnswerReaderScorer
+    from rewards.embedded import shipped_head_path
+    from rewards.recipe import reader
+
+    folder = Path(args.eval_dir)
+    key = json.loads((folder / "blind" / "key.json").read_text(encoding="utf-8"))
+    rows = labelled_rows(list(read_jsonl(folder / "answers.jsonl")), key, list(read_jsonl(Path(args.verdicts))), {})
+    report = {}
+    for which in ("reader-reward", "reader-judge"):
+        scorer = AnswerReaderScorer(str(shipped_head_path(which)))
+        features = scorer.reader.features([r["prompt"] for r in rows], [r["answer"] for r in rows])
+        report[which] = {"all": reader.figures(scorer.head, features, rows)}
+        for prompt_set in sorted({r["prompt_set"] for r in rows}):
+            chosen = [i for i, r in enumerate(rows) if r["prompt_set"] == prompt_set]
+            report[which][prompt_set] = reader.figures(scorer.head, features[chosen], [rows[i] for i in chosen])
+    if args.out:
+        write_json_atomic(args.out, report)
+    print(json.dumps(report, indent=1))
     return 0

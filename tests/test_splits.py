@@ -80,3 +80,18 @@ def test_no_shipped_config_trains_on_a_protected_prompt(config_path, splits, sha
     assert len(train) > 1000
     protected = [r["instruction"] for name in PROTECTED for r in json.loads(paths[name].read_text())]
     assert overlapping(train, protected) == []
+
+
+def test_mara_splits_writes_every_split_or_a_seeded_sample(shared_data, splits, tmp_path, capsys):
+    from cli.main import main
+
+    assert main(["splits", "--shared-data", str(shared_data), "--out", str(tmp_path / "all")]) == 0
+    written = {p.stem for p in (tmp_path / "all").glob("*.json")}
+    assert written == set(splits.named())
+    assert main(["splits", "--shared-data", str(shared_data), "--out", str(tmp_path / "pools"),
+                 "--sample", "validation=5", "--sample", "judge=3"]) == 0
+    pools = {p.stem: [r["instruction"] for r in json.loads(p.read_text())] for p in (tmp_path / "pools").glob("*.json")}
+    assert {k: len(v) for k, v in pools.items()} == {"validation_harmful": 5, "validation_benign": 5,
+                                                     "judge_harmful": 3, "judge_benign": 3}
+    assert set(pools["validation_benign"]) <= set(splits.validation["benign"])
+    assert main(["splits", "--shared-data", str(shared_data), "--out", str(tmp_path), "--sample", "heldout=5"]) == 2

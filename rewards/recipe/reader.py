@@ -62,6 +62,19 @@ def train_head(features: np.ndarray, rows: list[dict], l2: float, pair_weight: f
     """A ``ReaderHead`` fitted on ``rows`` (full-batch Adam on the loss above)."""
     import torch
 
+    # A model this small trains fastest on one thread: several would spend their time waiting
+    # on each other (and on whatever else shares the CPU).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _fit(features, rows, l2, pair_weight, epochs, seed)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit(features: np.ndarray, rows: list[dict], l2: float, pair_weight: float, epochs: int, seed: int) -> ReaderHead:
+    import torch
+
     torch.manual_seed(seed)
     mean = features.mean(0)
     std = features.std(0) + 1e-6
