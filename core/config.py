@@ -246,7 +246,7 @@ class ScorerSpec:
 
 
 # The embedded offline reward head (rewards/data/reward_head.safetensors; docs/REWARD.md).
-EMBEDDED_REWARD = ScorerSpec(kind="embedding-bt", path="embedded")
+EMBEDDED_REWARD = ScorerSpec(kind="answer-reader", path="embedded")  # rewards/data/reader_reward.safetensors
 
 
 @section

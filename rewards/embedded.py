@@ -1,9 +1,11 @@
 """The embedded offline reward and judge shipped in ``rewards/data`` (see docs/REWARD.md).
 
 ``DEFAULT_REWARD`` is the training reward used when nothing else is configured
-(``core.config.EMBEDDED_REWARD``: kind ``embedding-bt``, path ``embedded``);
-``DEFAULT_JUDGE`` is a second head trained on disjoint data, for evaluation that does not
-grade the policy with its own training reward.
+(``core.config.EMBEDDED_REWARD``: kind ``answer-reader``, path ``embedded``: a head over the
+upstream's reading of the whole answer, trained on a strong reader's labels);
+``DEFAULT_JUDGE`` is a second head built the same way on disjoint data, for evaluation that
+does not grade the policy with its own training reward. The earlier embedded heads
+(``embedding-bt``, ``response-class``) ship beside them.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ def shipped_head_path(which: str = "reward") -> Path:
 def head_path(path: str, kind: str = "embedding-bt") -> Path:
     """The file a scorer's path names: ``embedded`` (or nothing) is the shipped training
     head of that kind, ``embedded-judge`` its shipped judge head; anything else is a file."""
+    if kind not in HEAD_PREFIX:
+        raise ValueError(f"{kind!r} has no shipped heads; kinds with one: {sorted(HEAD_PREFIX)}")
     prefix = HEAD_PREFIX[kind]
     if path in ("", "embedded"):
         return shipped_head_path(prefix + "reward")
@@ -45,4 +49,4 @@ def default_prompts_path() -> Path:
 
 
 DEFAULT_REWARD = [EMBEDDED_REWARD]
-DEFAULT_JUDGE = [ScorerSpec(kind="embedding-bt", path=str(shipped_head_path("judge")), options={"name": "judge"})]
+DEFAULT_JUDGE = [ScorerSpec(kind="answer-reader", path=str(shipped_head_path("reader-judge")), options={"name": "judge"})]

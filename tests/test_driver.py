@@ -369,9 +369,9 @@ def test_the_default_configuration_is_the_embedded_offline_run(smollm2_path):
     cfg = load_config()
     assert cfg.model.name == "smollm2" and cfg.address == ""  # local Ray unless told otherwise
     assert len(load_prompts(cfg.prompts.source)) >= 50  # the prompts that ship with the project
-    assert [s.kind for s in cfg.reward.scorers] == ["embedding-bt"]  # the offline reward
-    assert all(head_path(s.path) == shipped_head_path("reward") for s in cfg.reward.scorers)
-    assert shipped_head_path("reward").is_file()
+    assert [s.kind for s in cfg.reward.scorers] == ["answer-reader"]  # the offline reader reward
+    assert all(head_path(s.path, s.kind) == shipped_head_path("reader-reward") for s in cfg.reward.scorers)
+    assert shipped_head_path("reader-reward").is_file()
     assert 0 < cfg.budget.seconds <= 600 and cfg.budget.episodes > 0
 
 

@@ -140,7 +140,7 @@ def choose_and_train(features: np.ndarray, rows: list[dict], train_split: str,
     """The head trained on ``train_split``'s rows with the (l2, pair_weight) that does best on
     the validation rows (pair agreement, then AUC); returns it, the choice, and the grid's
     validation figures."""
-    grid = grid or {"l2": (1e-4, 1e-3, 1e-2), "pair_weight": (0.0, 1.0, 3.0)}
+    grid = grid or {"l2": (1e-3, 1e-2, 3e-2, 1e-1, 3e-1), "pair_weight": (0.0, 1.0)}
     train = np.array([r["split"] == train_split for r in rows])
     valid = np.array([r["split"] == "validation" for r in rows])
     train_rows = [r for r, t in zip(rows, train) if t]
