@@ -36,6 +36,9 @@ def answers_of_length(tokenizer, n: int, tokens: int) -> list[str]:
 
 
 def main() -> None:
+    import sys
+
+    sys.path.insert(0, str(ROOT))  # run as python benchmarks/bench_reward_cost.py from anywhere
     from transformers import AutoTokenizer
 
     from core.model_files import embedded_model_path
