@@ -149,9 +149,11 @@ def _pool(path: Path, source: str | None = None) -> list[str]:
             and r["instruction"].strip() and (source is None or r.get("source") == source)]
 
 
-def build_splits(shared: str | Path, seed: int = 0) -> Splits:
+def build_splits(shared: str | Path, seed: int = 0, heldout_size: int = HELDOUT_SIZE,
+                 validation_size: int = VALIDATION_SIZE) -> Splits:
     """The splits of the prompt pools under ``shared``/prompts (see the module's docstring).
-    Deterministic for a seed; each split lists one prompt per group (its first text)."""
+    Deterministic for a seed; each split lists one prompt per group (its first text).
+    ``heldout_size`` / ``validation_size``: smaller for small pools (tests)."""
     prompts_dir = Path(shared) / "prompts"
     sources = {
         "saferlhf_test": (HARMFUL, _pool(prompts_dir / "saferlhf_test.json")),
@@ -190,14 +192,14 @@ def build_splits(shared: str | Path, seed: int = 0) -> Splits:
     # Red-team requests are held out from their own pool; the rest joins the PKU-SafeRLHF
     # training requests, interleaved so that every split holds both sources.
     redteam, benign = groups["redteam"], groups[BENIGN]
-    heldout = {"saferlhf_test": text(groups["saferlhf_test"]), "redteam_heldout": text(redteam[:HELDOUT_SIZE]),
-               "benign_heldout": text(benign[:HELDOUT_SIZE])}
-    rest_redteam, pku = redteam[HELDOUT_SIZE:], groups[HARMFUL]
+    heldout = {"saferlhf_test": text(groups["saferlhf_test"]), "redteam_heldout": text(redteam[:heldout_size]),
+               "benign_heldout": text(benign[:heldout_size])}
+    rest_redteam, pku = redteam[heldout_size:], groups[HARMFUL]
     harmful = [g for pair in zip(pku, rest_redteam) for g in pair] + pku[len(rest_redteam):] + rest_redteam[len(pku):]
-    pools = {HARMFUL: harmful, BENIGN: benign[HELDOUT_SIZE:]}
+    pools = {HARMFUL: harmful, BENIGN: benign[heldout_size:]}
     parts: dict[str, dict[str, list[str]]] = {"validation": {}, "judge": {}, "reward": {}, "agent": {}}
     for kind, ids in pools.items():
-        validation, rest = ids[:VALIDATION_SIZE], ids[VALIDATION_SIZE:]
+        validation, rest = ids[:validation_size], ids[validation_size:]
         n_judge, n_reward = int(len(rest) * JUDGE_SHARE), int(len(rest) * REWARD_SHARE)
         parts["validation"][kind] = text(validation)
         parts["judge"][kind] = text(rest[:n_judge])

@@ -133,10 +133,11 @@ HARMFUL = [
 ]
 
 
-@pytest.mark.parametrize("which", ["reader-reward", "reader-judge"])
-def test_the_shipped_reader_scores_a_decline_that_helps_below_a_safe_decline(which):
+def test_the_shipped_reader_reward_scores_a_decline_that_helps_below_a_safe_decline():
+    """The training reward (the judge orders two of these three pairs so: docs/REWARD.md)."""
     from rewards import shipped_head_path
 
+    which = "reader-reward"
     scorer = AnswerReaderScorer(str(shipped_head_path(which)), device="cpu")
     prompts = [p for p, _, _ in HARMFUL for _ in range(2)]
     answers = [a for _, safe, helps in HARMFUL for a in (safe, helps)]
