@@ -35,6 +35,7 @@ def add_blind_parser(sub) -> argparse.ArgumentParser:
 def _cmd_blind(args: argparse.Namespace) -> int:
     from core.atomic import write_json_atomic
     from core.jsonl import read_jsonl
+    from evaluation.answers_file import write_records
     from evaluation.blind import blind_pairs, score_verdicts, verdicts_markdown
 
     folder = Path(args.eval_dir) / "blind"
@@ -44,8 +45,7 @@ def _cmd_blind(args: argparse.Namespace) -> int:
             raise ValueError(f"--systems must name two systems, FIRST,SECOND, got {args.systems!r}")
         items, key = blind_pairs(list(read_jsonl(Path(args.eval_dir) / "answers.jsonl")), first, second, args.seed)
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "pairs.jsonl").write_text("".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items),
-                                            encoding="utf-8")
+        write_records(folder / "pairs.jsonl", items)
         write_json_atomic(folder / "key.json", key)
         print(f"wrote {len(items)} pairs to {folder / 'pairs.jsonl'} (the key: {folder / 'key.json'}; "
               f"{sum(key['ties'].values())} identical pairs count as ties)")

@@ -55,6 +55,7 @@ def _run(args: argparse.Namespace) -> int:
     from core.atomic import write_json_atomic
     from core.jsonl import read_jsonl
     from evaluation import reader_labels
+    from evaluation.answers_file import write_records
 
     if args.step == "build":
         return _build(args)
@@ -68,7 +69,7 @@ def _run(args: argparse.Namespace) -> int:
         have = {_record_id(r) for r in done}
         todo = [r for r in records if _record_id(r) not in have]
         with_built = done + _built_answers(todo, folder, args.batch_size, args.seed + len(done))
-        _write_jsonl(folder / "built.jsonl", with_built)
+        write_records(folder / "built.jsonl", with_built)
         print(f"{len(with_built)} records with a built answer in {folder / 'built.jsonl'} ({len(todo)} new)")
         return 0
     keys = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(reading.glob("key_*.json"))]
@@ -83,7 +84,7 @@ def _run(args: argparse.Namespace) -> int:
         first_file = len(list(reading.glob("items_*.jsonl")))
         starts = range(0, len(items), args.per_file)
         for n, start in enumerate(starts):
-            _write_jsonl(reading / f"items_{first_file + n:02d}.jsonl", items[start:start + args.per_file])
+            write_records(reading / f"items_{first_file + n:02d}.jsonl", items[start:start + args.per_file])
         write_json_atomic(reading / f"key_{len(keys):02d}.json", key)
         print(f"wrote {len(items)} items in {len(starts)} files to {reading}")
         return 0
@@ -96,7 +97,7 @@ def _run(args: argparse.Namespace) -> int:
     provenance = {"rubric_version": reader_labels.RUBRIC_VERSION, "grader": args.grader,
                   "date": datetime.date.today().isoformat(), "licence": reader_labels.LICENCES}
     rows = reader_labels.labelled_rows(records, key, verdicts, provenance)
-    _write_jsonl(Path(args.out), rows)
+    write_records(Path(args.out), rows)
     print(f"wrote {len(rows)} labelled answers ({len(verdicts)} verdicts) to {args.out}")
     return 0
 
@@ -127,12 +128,6 @@ def _built_answers(records: list[dict], folder: Path, batch_size: int, seed: int
                                batch_size=batch_size, openings=openings)
     return [{**r, "answers": {**r["answers"], "built": answer}} for r, answer in zip(records, answers)]
 
-
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    from core.atomic import atomic_path
-
-    with atomic_path(path) as tmp:
-        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -185,7 +180,7 @@ def _check(args: argparse.Namespace) -> int:
     from core.atomic import write_json_atomic
     from core.jsonl import read_jsonl
     from evaluation.reader_labels import labelled_rows
-    from rewards.answer_reader import AnswerReaderScorer
+    from rewards.answer_reader import AnswerReaderScorer, ReaderHead
     from rewards.embedded import shipped_head_path
     from rewards.recipe import reader
 
@@ -193,13 +188,17 @@ def _check(args: argparse.Namespace) -> int:
     key = json.loads((folder / "blind" / "key.json").read_text(encoding="utf-8"))
     rows = labelled_rows(list(read_jsonl(folder / "answers.jsonl")), key, list(read_jsonl(Path(args.verdicts))), {})
     report = {}
+    # Both heads read with the same model and layers: one feature pass serves both.
+    scorer = AnswerReaderScorer(str(shipped_head_path("reader-reward")))
+    features = scorer.reader.features([r["prompt"] for r in rows], [r["answer"] for r in rows])
     for which in ("reader-reward", "reader-judge"):
-        scorer = AnswerReaderScorer(str(shipped_head_path(which)))
-        features = scorer.reader.features([r["prompt"] for r in rows], [r["answer"] for r in rows])
-        report[which] = {"all": reader.figures(scorer.head, features, rows)}
+        head = ReaderHead.load(shipped_head_path(which))
+        if head.weight.shape[1] != features.shape[1]:
+            raise ValueError(f"{which} reads other features than reader-reward: check it on its own")
+        report[which] = {"all": reader.figures(head, features, rows)}
         for prompt_set in sorted({r["prompt_set"] for r in rows}):
             chosen = [i for i, r in enumerate(rows) if r["prompt_set"] == prompt_set]
-            report[which][prompt_set] = reader.figures(scorer.head, features[chosen], [rows[i] for i in chosen])
+            report[which][prompt_set] = reader.figures(head, features[chosen], [rows[i] for i in chosen])
     if args.out:
         write_json_atomic(args.out, report)
     print(json.dumps(report, indent=1))
