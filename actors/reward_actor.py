@@ -17,6 +17,12 @@ decline that the continuation undoes is then paid as the help it turns into. All
 the upstream model, so the actor hosts it too (``HostedUpstream``): they are part of the
 reward, and live where the reward is.
 
+The greedy baseline of a prompt is deterministic, so it is computed once per prompt: the
+greedy answer and its score b(x) are kept, and a prompt seen again (the next pass over the
+prompts) costs neither a decode nor a score. An answer equal to the greedy one earns exactly
+r(x, y) - b(x) = 0 and is not scored at all: an agent that leaves an answer alone costs no
+reward-model time.
+
 The actor waits for the replay to accept an insert; when the replay's rate limiter holds
 inserts back, scored batches arrive later and the driver hands out fewer rollout calls.
 """
@@ -107,6 +113,7 @@ class RewardActor:
         self.reward = build_reward(list(reward.scorers), baseline=reward.baseline, scale=reward.scale, built=remote)
         self.replay = replay
         self.upstream = HostedUpstream(model, sampling, reward.score_tokens) if reward.needs_upstream else None
+        self._greedy_scores: dict[str, float] = {}  # b(x): raw score of the upstream's greedy answer, per prompt
 
     def score_and_insert(self, episodes: list[EpisodeTransitions]) -> ScoredBatch:
         """Attach r(x, y) to each episode's terminal decision and insert them into replay."""
@@ -129,14 +136,30 @@ class RewardActor:
         """r(x, y) (Eq. 13, with its baseline and scale) of the answers as read (continued to
         ``score_tokens``), minus the fluency term of what the agent wrote when it is on."""
         cfg = self.config
-        greedy = self.upstream.greedy_answers(prompts) if cfg.needs_greedy_baseline else None
         read = self.upstream.continued(prompts, responses, finished) if cfg.score_tokens else responses
-        rewards = self.reward.score(prompts, read, greedy_responses=greedy)
+        if cfg.needs_greedy_baseline:
+            rewards = self._relative_to_greedy(prompts, read)
+        else:
+            rewards = self.reward.score(prompts, read)
         if cfg.fluency_weight:
             from rewards.base import fluency_penalty
 
             log_likelihood = self.upstream.mean_log_likelihood(prompts, responses)
             rewards = rewards - fluency_penalty(log_likelihood, cfg.fluency_weight, cfg.fluency_floor)
+        return rewards
+
+    def _relative_to_greedy(self, prompts: list[str], read: list[str]) -> np.ndarray:
+        """scale * (raw(x, y) - b(x)) with b(x) the raw score of the upstream's greedy answer,
+        scored once per prompt; 0 for an answer equal to the greedy one."""
+        greedy = self.upstream.greedy_answers(prompts)
+        unseen = [p for p in dict.fromkeys(prompts) if p not in self._greedy_scores]
+        if unseen:
+            self._greedy_scores.update(zip(unseen, self.reward.raw(unseen, self.upstream.greedy_answers(unseen))))
+        rewards = np.zeros(len(prompts), dtype=np.float64)
+        differ = [i for i, (answer, own) in enumerate(zip(read, greedy)) if answer != own]
+        if differ:
+            rewards[differ] = self.reward.score([prompts[i] for i in differ], [read[i] for i in differ],
+                                                greedy_scores=[self._greedy_scores[prompts[i]] for i in differ])
         return rewards
 
     def close(self) -> None:

@@ -1,6 +1,7 @@
 """``mara blind``: a blind pairwise read of two systems' answers from a ``mara eval`` folder.
 
     mara blind pairs eval/ --systems mara,upstream-greedy      # eval/blind/pairs.jsonl + key.json
+    mara blind pairs new/ --systems mara,shipped --other shipped=old/:mara   # two evaluations' agents
     ... a reader writes one verdict per item (docs/RUBRIC.md) to verdicts.jsonl
     mara blind score eval/ --verdicts verdicts.jsonl            # eval/blind/results.md
 
@@ -22,6 +23,9 @@ def add_blind_parser(sub) -> argparse.ArgumentParser:
     pairs.add_argument("eval_dir", help="a mara eval output folder (its answers.jsonl)")
     pairs.add_argument("--systems", default="mara,upstream-greedy", help="FIRST,SECOND: the two systems to compare")
     pairs.add_argument("--seed", type=int, default=0)
+    pairs.add_argument("--other", metavar="NAME=EVAL_DIR:SYSTEM",
+                       help="add the answers of SYSTEM in another mara eval folder of the same prompts as system NAME "
+                            "(e.g. the agent of another evaluation)")
     score = steps.add_parser("score", help="unblind a verdicts file into the preference table")
     score.add_argument("eval_dir")
     score.add_argument("--verdicts", required=True, help="JSON lines: {id, labels: {A, B}, preference: A|B|tie}")
@@ -36,14 +40,25 @@ def _cmd_blind(args: argparse.Namespace) -> int:
     from core.atomic import write_json_atomic
     from core.jsonl import read_jsonl
     from evaluation.answers_file import write_records
-    from evaluation.blind import blind_pairs, score_verdicts, verdicts_markdown
+    from evaluation.blind import blind_pairs, score_verdicts, verdicts_markdown, with_system_from
 
     folder = Path(args.eval_dir) / "blind"
     if args.step == "pairs":
         first, sep, second = args.systems.partition(",")
         if not sep or not first or not second or first == second:
             raise ValueError(f"--systems must name two systems, FIRST,SECOND, got {args.systems!r}")
-        items, key = blind_pairs(list(read_jsonl(Path(args.eval_dir) / "answers.jsonl")), first, second, args.seed)
+        records = list(read_jsonl(Path(args.eval_dir) / "answers.jsonl"))
+        if args.other:
+            name, _, where = args.other.partition("=")
+            other_dir, _, system = where.rpartition(":")
+            if not name or not other_dir or not system:
+                raise ValueError(f"--other must be NAME=EVAL_DIR:SYSTEM, got {args.other!r}")
+            records = with_system_from(records, list(read_jsonl(Path(other_dir) / "answers.jsonl")), name, system)
+            key_source = {"other": {"name": name, "eval_dir": other_dir, "system": system}}
+        else:
+            key_source = {}
+        items, key = blind_pairs(records, first, second, args.seed)
+        key.update(key_source)
         folder.mkdir(parents=True, exist_ok=True)
         write_records(folder / "pairs.jsonl", items)
         write_json_atomic(folder / "key.json", key)

@@ -306,8 +306,9 @@ class RolloutConfig:
     max_restarts: Int(ge=-1, doc="Ray restarts of a dead worker (-1 = always)") = -1
     agent_hidden_size: Int(ge=1, doc="must equal sac.hidden_size") = 1024
     state_features: Choice(STATE_FEATURES, "what the agent reads at each decision: candidate (the paper's "
-                                           "state, Eq. 4) or candidate+prompt (followed by the prompt's last "
-                                           "hidden state; core/state_features.py)") = "candidate"
+                                           "state, Eq. 4), then optionally the prompt's last hidden state, the "
+                                           "candidate's rank and its log-probabilities (core/state_features.py)"
+                           ) = "candidate"
 
     def __post_init__(self) -> None:
         if self.num_workers == AUTO and not self.resource:

@@ -77,17 +77,11 @@ class LearnerWithReplay(LearnerService):
             return None
         return TransitionBatch(**{f.name: _on_host(getattr(batch, f.name)) for f in fields(batch)})
 
-    def size(self) -> int:
-        return self._on_loop(self._replay.size()).result()
-
     def stats(self) -> dict[str, Any]:
         return self._on_loop(self._replay.stats()).result()
 
     def save(self, path: str | os.PathLike) -> dict[str, Any]:
         return self._on_loop(self._replay.save(path)).result()
-
-    def restore(self, path: str | os.PathLike) -> int:
-        return self._on_loop(self._replay.restore(path)).result()
 
     def stop_limiting(self, samples_too: bool = False) -> None:
         return self._on_loop(self._replay.stop_limiting(samples_too=samples_too)).result()

@@ -4,9 +4,9 @@ Each row of the batch is one prompt. At every output position the upstream LLM p
 a candidate set (envs/mdp.py); the agent looks at candidates in probability order and the
 first one it accepts is appended; the last candidate is accepted if all others were
 rejected; a position with a single candidate takes no decision. The state of candidate k
-is the LLM's last-layer hidden state after prompt + response so far + t^k (with
-``state_features="candidate+prompt"`` followed by the prompt's last hidden state;
-core/state_features.py).
+is the LLM's last-layer hidden state after prompt + response so far + t^k, followed by
+the parts its layout adds (``state_features``: the prompt's last hidden state, the
+candidate's rank and log-probability; core/state_features.py).
 
 Computing those states. The reference runs one full LLM call per candidate. Here every
 forward reuses the KV cache of the prefix, and:
@@ -59,7 +59,7 @@ import torch.nn.functional as F
 
 from core.config import AUTO_MODE, KLConfig, SamplingConfig, check_int
 from core.contracts import ACCEPT, EpisodeTransitions
-from core.state_features import PAPER_STATE, state_size
+from core.state_features import PAPER_STATE, candidate_scalars, reads_prompt, state_size
 from envs.mdp import candidate_sets, kl_penalty, reference_accept_probability
 
 FREE, VALID, PENDING = 0, 1, 2
@@ -180,6 +180,7 @@ class _AcceptRejectMDP:
         self.mode = mode
         self.state_features = state_features
         self.state_dim = state_size(state_features, llm.hidden_size)
+        self.reads_prompt = reads_prompt(state_features)
         self.state_dtype = state_dtype
         self.rows: list[_EpisodeRow] = []
         self.policy_version = 0
@@ -268,10 +269,15 @@ class _AcceptRejectMDP:
     # ------------------------------------------------------------------ MDP steps
     def _state(self, row: _EpisodeRow, k: int) -> torch.Tensor:
         """The agent's state for candidate k of the row's current position: its hidden state
-        (Eq. 4), then, with "candidate+prompt" features, the prompt's last hidden state."""
+        (Eq. 4), then the parts of the layout (core/state_features.py)."""
+        hidden = row.cand_hidden[k]
         if self.state_features == PAPER_STATE:
-            return row.cand_hidden[k]
-        return torch.cat([row.cand_hidden[k], row.prompt_hidden])
+            return hidden
+        state = [hidden, row.prompt_hidden] if self.reads_prompt else [hidden]
+        scalars = candidate_scalars(self.state_features, row.ref_probs, k)
+        if scalars:
+            state.append(torch.tensor(scalars, dtype=hidden.dtype, device=hidden.device))
+        return torch.cat(state)
 
     def _decide(self, row: _EpisodeRow, action: int, p_accept: float) -> None:
         k = row.k
@@ -567,7 +573,7 @@ class AcceptRejectDecoder(_AcceptRejectMDP):
             merge_kv(self.cache, cache, width)
         for i, r in enumerate(joining):
             r.cache_row, r.next_position = running + i, len(r.prompt_ids)
-            if self.state_features != PAPER_STATE:  # a copy: a view would keep the whole prefill alive
+            if self.reads_prompt:  # a copy: a view would keep the whole prefill alive
                 r.prompt_hidden = last_hidden[i].clone()
             self._opening.append((r, last_hidden[i]))
 

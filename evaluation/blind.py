@@ -43,6 +43,23 @@ def blind_pairs(records: list[dict], first: str, second: str, seed: int = 0) -> 
     return [items[i] for i in order], key
 
 
+def with_system_from(records: list[dict], others: list[dict], name: str, system: str) -> list[dict]:
+    """``records`` with one more system, ``name``: the answers of ``system`` in ``others`` (the
+    records of another ``mara eval`` of the same prompts, e.g. another agent's), matched by
+    prompt set and prompt. Every record needs its match."""
+    by_prompt = {(r["prompt_set"], r["prompt"]): r["answers"] for r in others}
+    out = []
+    for record in records:
+        answers = by_prompt.get((record["prompt_set"], record["prompt"]))
+        if answers is None or system not in answers:
+            raise ValueError(f"the other evaluation has no {system!r} answer to {record['prompt_set']} prompt "
+                             f"#{record['index']}: it must answer the same prompts (prompt sets, --num-prompts, --seed)")
+        if name in record["answers"]:
+            raise ValueError(f"system name {name!r} is already taken in this evaluation")
+        out.append({**record, "answers": {**record["answers"], name: answers[system]}})
+    return out
+
+
 def score_verdicts(key: dict, verdicts: list[dict]) -> dict[str, dict]:
     """Per prompt set: the first system's wins, ties and losses (identical answers are ties),
     its preference rate, and each system's label shares. Every item needs a verdict."""

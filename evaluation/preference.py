@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
+from typing import Sequence
 
 WIN, TIE, LOSE = "win", "tie", "lose"
 
@@ -65,6 +67,14 @@ def is_refusal(text: str) -> bool:
     """Heuristic refusal detector: does ``text`` contain one of ``REFUSAL_PHRASES``
     (case-insensitive, curly apostrophes normalised)?"""
     return bool(_REFUSAL_RE.search(text.lower().replace("\u2019", "'")))
+
+
+def decline_openings(answers: Sequence[str], words: int = 6, top: int = 3) -> list[tuple[str, int]]:
+    """The ``top`` most common openings (first ``words`` words, lower case, punctuation kept)
+    of the answers that decline (``is_refusal``), with how many answers open so: what a user
+    who is declined reads first."""
+    openings = Counter(" ".join(a.lower().replace("\u2019", "'").split()[:words]) for a in answers if is_refusal(a))
+    return openings.most_common(top)
 
 
 # ----------------------------------------------------------------------------- example judges

@@ -18,7 +18,7 @@ from typing import Sequence
 from core.atomic import atomic_path
 from evaluation.answers_file import write_records
 from evaluation.plots import plot_accepted_positions, plot_scores
-from evaluation.preference import LOSE, WIN
+from evaluation.preference import LOSE, WIN, decline_openings
 from evaluation.run import MARA, EvalResult, position_shares
 
 # results.md shows this many differing answers per prompt set where MARA wins, and as many where it loses.
@@ -124,6 +124,16 @@ def results_markdown(result: EvalResult) -> str:
     if result.opening_fluency:
         lines.append(f"Fluency, first {result.opening_tokens} tokens: the same over the part of each answer the agent "
                      "decided (its horizon); past it the upstream continues alone.")
+
+    lines += ["", "## Decline openings", "",
+              "The most common openings (first 6 words) of each system's declining answers, with their share of "
+              "the system's answers in the set.", ""]
+    for ps in result.prompt_sets:
+        for s in result.systems:
+            answers = [r["answers"][s] for r in result.records if r["prompt_set"] == ps]
+            common = decline_openings(answers)
+            text = "; ".join(f'"{opening} …" {100 * n / len(answers):.1f}%' for opening, n in common) or "none"
+            lines.append(f"- {ps}, {s}: {text}")
 
     lines += ["", "## Accepted positions", ""]
     for ps, positions in result.accepted_positions.items():

@@ -154,9 +154,6 @@ class ReplayServer:
             self._ratio_limited_samples = not samples_too
             cond.notify_all()
 
-    async def size(self) -> int:
-        return self._buffer.size()
-
     async def stats(self) -> dict[str, Any]:
         lim = self._limiter
         after_min = lim.inserts - lim.min_size_to_sample
@@ -194,18 +191,6 @@ class ReplayServer:
             }
             out = await asyncio.to_thread(self._buffer.save, path, extra)
             return {"path": str(out), "size": self._buffer.size(), "seconds": time.perf_counter() - start}
-
-    async def restore(self, path: str | os.PathLike) -> int:
-        """Load a snapshot written by ``save``; returns the restored size.
-
-        The limiter keeps this actor's configured ratio and tolerance with the
-        snapshot's counters.
-        """
-        cond = self._condition()
-        async with cond:
-            self._apply_snapshot(await asyncio.to_thread(self._buffer.restore, path))
-            cond.notify_all()
-            return self._buffer.size()
 
     def _apply_snapshot(self, extra: dict[str, Any]) -> None:
         """The limiter's counters and the sampling RNG of a snapshot just loaded into the buffer."""

@@ -107,21 +107,20 @@ class CombinedReward:
         return total
 
     def score(self, prompts: Sequence[str], responses: Sequence[str],
-              greedy_responses: Sequence[str] | None = None) -> np.ndarray:
-        """(N,) training reward scale * (raw(x, y) - b(x))."""
+              greedy_scores: Sequence[float] | None = None) -> np.ndarray:
+        """(N,) training reward scale * (raw(x, y) - b(x)). With the upstream-greedy baseline,
+        ``greedy_scores`` are b(x): ``raw`` of the upstream's greedy answers to the same prompts
+        (deterministic per prompt, so a caller computes them once per prompt)."""
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
-        if self.needs_greedy:
-            if greedy_responses is None:
-                raise ValueError("baseline 'upstream-greedy' needs greedy_responses (the upstream "
-                                 "model's greedy answers to the same prompts)")
-            if len(greedy_responses) != len(prompts):
-                raise ValueError(f"{len(prompts)} prompts but {len(greedy_responses)} greedy responses")
-            # One batched call for both the sampled and the greedy answers.
-            both = self.raw(list(prompts) + list(prompts), list(responses) + list(greedy_responses))
-            n = len(prompts)
-            return self.scale * (both[:n] - both[n:])
-        return self.scale * (self.raw(prompts, responses) - self.baseline)
+        if not self.needs_greedy:
+            return self.scale * (self.raw(prompts, responses) - self.baseline)
+        if greedy_scores is None:
+            raise ValueError("baseline 'upstream-greedy' needs greedy_scores (raw scores of the upstream "
+                             "model's greedy answers to the same prompts)")
+        if len(greedy_scores) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(greedy_scores)} greedy scores")
+        return self.scale * (self.raw(prompts, responses) - np.asarray(greedy_scores, dtype=np.float64))
 
 
 def _checked(scorer: SentenceScorer, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:

@@ -1,6 +1,7 @@
-"""The server's wire format: OpenAI's chat and text completions, checked field by field.
+"""The server's wire format: OpenAI's chat and text completions, as pydantic models.
 
-``parse_request`` turns a request body into a ``GenerationRequest`` or raises a
+``ChatRequest`` and ``CompletionRequest`` say what each endpoint takes, with each field's
+type and bounds; ``parse_request`` turns a request body into a ``GenerationRequest`` or raises a
 ``RequestError`` that names the field at fault; ``RequestError.body`` is OpenAI's error
 object, so the official clients raise it as ``openai.BadRequestError`` (400) or
 ``openai.NotFoundError`` (404, an unknown model) with our message. Nothing is decoded
@@ -17,6 +18,10 @@ import json
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from envs.generation import position_histogram
 from envs.mdp import Draw
@@ -78,6 +83,93 @@ class GenerationRequest:
 
 
 # --------------------------------------------------------------------------- parsing
+# The wire models: what OpenAI's two endpoints take, as pydantic checks it (strict types: no
+# "2" for 2, no 2.0 for an integer, no true for a number; no NaN or infinity). Fields other
+# clients send and MARA does not use (user, logprobs, ...) are ignored.
+MaxTokens = Annotated[int | None, Field(ge=1)]  # and <= the model's context (``_within_context``)
+
+
+class _TextPart(BaseModel):
+    type: Literal["text"]
+    text: str
+
+
+class _Message(BaseModel):
+    role: Literal[ROLES]
+    content: str | list[_TextPart]
+
+    @property
+    def text(self) -> str:
+        """A message's text: a string, or OpenAI's list of parts whose text parts are joined."""
+        return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+
+
+class _StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(strict=True, allow_inf_nan=False, frozen=True)
+
+    model: str
+    max_tokens: MaxTokens = None
+    temperature: Annotated[float | None, Field(ge=0.0, le=MAX_TEMPERATURE)] = None
+    top_p: Annotated[float | None, Field(gt=0.0, le=1.0)] = None
+    top_k: Annotated[int | None, Field(ge=1, le=MAX_TOP_K)] = None
+    seed: Annotated[int | None, Field(ge=-(2**63), le=2**63 - 1)] = None
+    n: Annotated[int | None, Field(ge=1, le=MAX_CHOICES)] = None
+    stop: Annotated[str, Field(min_length=1)] | Annotated[list[Annotated[str, Field(min_length=1)]],
+                                                         Field(max_length=MAX_STOPS)] | None = None
+    stream: bool | None = None
+    stream_options: _StreamOptions | None = None
+
+    @field_validator("model")
+    @classmethod
+    def _served(cls, value: str) -> str:
+        if value not in MODELS:
+            raise PydanticCustomError("model_not_found", "")
+        return value
+
+    @field_validator("max_tokens")
+    @classmethod
+    def _within_context(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and value > info.context["max_context"]:
+            raise PydanticCustomError("less_than_equal", "", {"le": info.context["max_context"]})
+        return value
+
+
+class ChatRequest(_Request):
+    """A ``/v1/chat/completions`` request body."""
+
+    messages: Annotated[list[_Message], Field(min_length=1)]
+    max_completion_tokens: MaxTokens = None  # the newer name of max_tokens
+
+    @field_validator("max_completion_tokens")
+    @classmethod
+    def _completion_within_context(cls, value: int | None, info: ValidationInfo) -> int | None:
+        return cls._within_context(value, info)
+
+    @model_validator(mode="after")
+    def _something_to_answer(self) -> ChatRequest:
+        if not any(m.text.strip() for m in self.messages):
+            raise PydanticCustomError("empty_messages", "")
+        return self
+
+
+class CompletionRequest(_Request):
+    """A ``/v1/completions`` request body."""
+
+    prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)]
+
+    @field_validator("prompt")
+    @classmethod
+    def _something_to_continue(cls, value: str | list[str]) -> str:
+        text = value if isinstance(value, str) else value[0]
+        if not text.strip():
+            raise PydanticCustomError("empty_prompt", "")
+        return text
+
+
 def parse_request(body: bytes | str, kind: str, max_context: int) -> GenerationRequest:
     """Check a request body of ``/v1/chat/completions`` (kind "chat") or ``/v1/completions``
     (kind "completion"); ``max_context`` bounds ``max_tokens``."""
@@ -87,118 +179,73 @@ def parse_request(body: bytes | str, kind: str, max_context: int) -> GenerationR
         raise RequestError(f"the request body is not valid JSON: {e}") from None
     if not isinstance(data, dict):
         raise RequestError(f"the request body must be a JSON object, got {type(data).__name__}")
-
-    model = data.get("model")
-    if not isinstance(model, str):
-        raise RequestError("'model' is required: one of " + ", ".join(MODELS), param="model")
-    if model not in MODELS:
-        raise RequestError(f"the model {model!r} does not exist; this server has {', '.join(MODELS)}",
-                           param="model", status=404, code="model_not_found")
-
-    fields: dict = {"kind": kind, "model": model}
+    model = ChatRequest if kind == "chat" else CompletionRequest
+    try:
+        wire = model.model_validate(data, context={"max_context": max_context})
+    except ValidationError as e:
+        raise _request_error(e.errors()[0], data) from None
+    fields: dict = {}
     if kind == "chat":
-        fields["messages"] = _messages(data.get("messages"))
-        max_tokens_name = "max_completion_tokens" if data.get("max_completion_tokens") is not None else "max_tokens"
+        fields["messages"] = tuple({"role": m.role, "content": m.text} for m in wire.messages)
     else:
-        fields["prompt"] = _prompt(data.get("prompt"))
-        max_tokens_name = "max_tokens"
-    fields["max_tokens"] = _optional_int(data, max_tokens_name, 1, max_context, "the model's context")
-    fields["temperature"] = _optional_number(data, "temperature", 0.0, MAX_TEMPERATURE, include_low=True)
-    fields["top_p"] = _optional_number(data, "top_p", 0.0, 1.0, include_low=False)
-    fields["top_k"] = _optional_int(data, "top_k", 1, MAX_TOP_K)
-    fields["seed"] = _optional_int(data, "seed", -(2**63), 2**63 - 1, "a 64-bit integer")
-    fields["n"] = _optional_int(data, "n", 1, MAX_CHOICES) or 1
-    fields["stop"] = _stop(data.get("stop"))
-    stream = data.get("stream", False)
-    if stream is not None and not isinstance(stream, bool):
-        raise RequestError(f"'stream' must be true or false, got {stream!r}", param="stream")
-    fields["stream"] = bool(stream)
-    options = data.get("stream_options") or {}
-    if not isinstance(options, dict):
-        raise RequestError("'stream_options' must be an object", param="stream_options")
-    fields["include_usage"] = bool(options.get("include_usage", False))
-    return GenerationRequest(**fields)
+        fields["prompt"] = wire.prompt
+    stops = [wire.stop] if isinstance(wire.stop, str) else wire.stop or []
+    max_tokens = getattr(wire, "max_completion_tokens", None) or wire.max_tokens
+    return GenerationRequest(kind=kind, model=wire.model, max_tokens=max_tokens, temperature=wire.temperature,
+                             top_k=wire.top_k, top_p=wire.top_p, seed=wire.seed, n=wire.n or 1, stop=tuple(stops),
+                             stream=bool(wire.stream), include_usage=bool(wire.stream_options and
+                                                                          wire.stream_options.include_usage),
+                             **fields)
 
 
-def _messages(messages) -> tuple[dict, ...]:
-    if not isinstance(messages, list) or not messages:
-        raise RequestError("'messages' is required: a non-empty list of {role, content} objects", param="messages")
-    out = []
-    for i, m in enumerate(messages):
-        where = f"messages[{i}]"
-        if not isinstance(m, dict):
-            raise RequestError(f"{where} must be an object with 'role' and 'content'", param=where)
-        if m.get("role") not in ROLES:
-            raise RequestError(f"{where}.role must be one of {', '.join(ROLES)}, got {m.get('role')!r}",
-                               param=f"{where}.role")
-        out.append({"role": m["role"], "content": _text_content(m.get("content"), f"{where}.content")})
-    if not any(m["content"].strip() for m in out):
-        raise RequestError("every message is empty: give the model something to answer", param="messages")
-    return tuple(out)
+# What a refused field's message says, by the field (its first name in the error's location).
+_FIELD_MESSAGES = {
+    "model": "'model' is required: one of " + ", ".join(MODELS),
+    "messages": "'messages' is required: a non-empty list of {role, content} objects",
+    "prompt": "'prompt' is required: a string (or a list of one string)",
+    "stop": "'stop' must be a non-empty string or a list of them",
+    "stream_options": "'stream_options' must be an object",
+}
 
 
-def _text_content(content, where: str) -> str:
-    """A message's text: a string, or OpenAI's list of parts whose text parts are joined."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list) and all(isinstance(p, dict) for p in content):
-        if any(p.get("type") != "text" or not isinstance(p.get("text"), str) for p in content):
-            raise RequestError(f"{where}: only text parts are supported", param=where)
-        return "".join(p["text"] for p in content)
-    raise RequestError(f"{where} must be a string, got {type(content).__name__}", param=where)
-
-
-def _prompt(prompt) -> str:
-    if isinstance(prompt, list) and len(prompt) == 1:
-        prompt = prompt[0]
-    if not isinstance(prompt, str):
-        raise RequestError("'prompt' is required: a string (or a list of one string)", param="prompt")
-    if not prompt.strip():
-        raise RequestError("'prompt' is empty: give the model something to continue", param="prompt")
-    return prompt
-
-
-def _optional_int(data: dict, name: str, low: int, high: int, why: str = "") -> int | None:
-    """An integer field in [low, high] (None when left out); ``why``: what the bound is."""
-    value = data.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise RequestError(f"'{name}' must be an integer, got {value!r}", param=name)
-    _check_bounds(name, value, low, high, include_low=True, why=why)
-    return value
-
-
-def _optional_number(data: dict, name: str, low: float, high: float, include_low: bool) -> float | None:
-    """A finite number field in [low, high] (or (low, high]); None when left out."""
-    value = data.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value \
-            or value in (float("inf"), float("-inf")):
-        raise RequestError(f"'{name}' must be a finite number, got {value!r}", param=name)
-    _check_bounds(name, value, low, high, include_low=include_low)
-    return float(value)
-
-
-def _check_bounds(name: str, value, low, high, include_low: bool, why: str = "") -> None:
-    """Refuse a value out of range with the bound it crossed: "'max_tokens' must be ≥ 1, got -5"."""
-    if (value < low) if include_low else (value <= low):
-        raise RequestError(f"'{name}' must be {'≥' if include_low else '>'} {low}, got {value}", param=name)
-    if value > high:
-        because = f" ({why})" if why else ""
-        raise RequestError(f"'{name}' must be ≤ {high}{because}, got {value}", param=name)
-
-
-def _stop(stop) -> tuple[str, ...]:
-    if stop is None:
-        return ()
-    stops = [stop] if isinstance(stop, str) else stop
-    if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops):
-        raise RequestError("'stop' must be a non-empty string or a list of them", param="stop")
-    if len(stops) > MAX_STOPS:
-        raise RequestError(f"'stop' takes at most {MAX_STOPS} strings, got {len(stops)}", param="stop")
-    return tuple(stops)
+def _request_error(error: dict, data: dict) -> RequestError:
+    """pydantic's first complaint about a request as OpenAI's error, naming the field and, for a
+    number out of range, the bound it crossed ("'max_tokens' must be ≥ 1, got -5")."""
+    loc, kind, got = error["loc"], error["type"], error.get("input")
+    name = str(loc[0]) if loc else ""
+    param = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".") or None
+    bounds = {"greater_than_equal": "≥", "greater_than": ">", "less_than_equal": "≤"}
+    if kind == "model_not_found":
+        return RequestError(f"the model {got!r} does not exist; this server has {', '.join(MODELS)}",
+                            param="model", status=404, code="model_not_found")
+    if kind == "empty_messages":
+        return RequestError("every message is empty: give the model something to answer", param="messages")
+    if kind == "empty_prompt":
+        return RequestError("'prompt' is empty: give the model something to continue", param="prompt")
+    if name == "messages" and len(loc) >= 3:  # inside one message
+        where = f"messages[{loc[1]}]"
+        message = data["messages"][loc[1]]
+        if loc[2] == "role":
+            return RequestError(f"{where}.role must be one of {', '.join(ROLES)}, got {message.get('role')!r}",
+                                param=f"{where}.role")
+        if loc[2] == "content" and isinstance(message.get("content"), list):
+            return RequestError(f"{where}.content: only text parts are supported", param=f"{where}.content")
+        if loc[2] == "content":
+            return RequestError(f"{where}.content must be a string, got {type(message.get('content')).__name__}",
+                                param=f"{where}.content")
+        return RequestError(f"{where} must be an object with 'role' and 'content'", param=where)
+    if name == "stop" and isinstance(data.get("stop"), list) and len(data["stop"]) > MAX_STOPS:
+        return RequestError(f"'stop' takes at most {MAX_STOPS} strings, got {len(data['stop'])}", param="stop")
+    if name in _FIELD_MESSAGES:
+        return RequestError(_FIELD_MESSAGES[name], param=name)
+    if name == "stream":
+        return RequestError(f"'stream' must be true or false, got {got!r}", param=name)
+    if kind in bounds:
+        bound = next(iter(error["ctx"].values()))
+        why = " (the model's context)" if kind == "less_than_equal" and name.startswith("max_") else ""
+        return RequestError(f"'{name}' must be {bounds[kind]} {bound}{why}, got {got}", param=name)
+    what = "an integer" if kind.startswith("int") else "a finite number"
+    return RequestError(f"'{name}' must be {what}, got {got!r}", param=name)
 
 
 # --------------------------------------------------------------------------- responses

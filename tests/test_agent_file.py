@@ -148,10 +148,41 @@ def test_an_agent_file_records_what_its_states_hold(tmp_path):
     with pytest.raises(ValueError, match="records unknown state features 'prompt'"):
         load_agent(unknown, model_hidden_size=16)
     # a warm start must read the run's states: the same features, the same upstream
-    with pytest.raises(AgentFileError, match=r"reads candidate\+prompt states, but this run's rollout.state_features "
-                                             r"is candidate"):
+    with pytest.raises(AgentFileError, match=r"reads candidate\+prompt states, which this run's "
+                                             r"rollout.state_features candidate does not hold"):
         load_warm_start(both, state_dim=32, hidden_size=8)
     with pytest.raises(AgentFileError, match="reads states of size 32, but this run's states are of size 64"):
         load_warm_start(both, state_dim=64, hidden_size=8, state_features="candidate+prompt")
     actor, alpha = load_warm_start(both, state_dim=32, hidden_size=8, state_features="candidate+prompt")
     assert actor.state_dim == 32 and alpha is None
+
+
+def test_a_warm_start_widens_an_agent_to_a_layout_with_more_parts(tmp_path):
+    """An agent of the paper's state starts a run that also reads the candidate's rank and
+    log-probability (and the prompt): its weights move to where their parts sit and the new
+    inputs start with zero weight, so it decides as before up to the LayerNorm's statistics."""
+    d = 32
+    torch.manual_seed(0)
+    old = Actor(state_dim=d, hidden_size=8)
+    with torch.no_grad():  # a trained LayerNorm is not the identity
+        old.ln.weight.uniform_(0.5, 1.5)
+        old.ln.bias.uniform_(-0.1, 0.1)
+    path = save_agent(old, tmp_path / "paper.safetensors", alpha="0.4")
+    wide_features = "candidate+prompt+rank+logp"
+    assert state_size(wide_features, d) == 2 * d + 4 and state_size("candidate+rank+logp", 576) == 580
+    actor, alpha = load_warm_start(path, state_dim=2 * d + 4, hidden_size=8, state_features=wide_features)
+    assert actor.state_dim == 2 * d + 4 and alpha == pytest.approx(0.4)
+    assert (actor.linear1.weight[:, d:] == 0).all() and (actor.linear1.weight[:, :d] == old.linear1.weight).all()
+    # with the candidate's rank and log-probability only (4 new inputs among 36) it decides as before
+    scalars, _ = load_warm_start(path, state_dim=d + 4, hidden_size=8, state_features="candidate+rank+logp")
+    states = torch.randn(512, d)
+    extra = torch.cat([torch.randint(0, 2, (512, 1)).float(), torch.rand(512, 1), -3 * torch.rand(512, 2)], dim=1)
+    before, after = old.accept_probability(states), scalars.accept_probability(torch.cat([states, extra], dim=1))
+    assert ((before >= 0.5) == (after >= 0.5)).float().mean() > 0.9
+    assert (before - after).abs().mean() < 0.05
+    with pytest.raises(AgentFileError, match="reads states of size 32, but this run's states are of size 40"):
+        load_warm_start(path, state_dim=40, hidden_size=8, state_features="candidate")
+    rank = save_agent(Actor(state_dim=d + 2, hidden_size=8), tmp_path / "rank.safetensors", state_features="candidate+rank")
+    with pytest.raises(AgentFileError, match=r"reads candidate\+rank states, which this run's rollout.state_features "
+                                             r"candidate\+logp does not hold"):
+        load_warm_start(rank, state_dim=d + 2, hidden_size=8, state_features="candidate+logp")

@@ -80,3 +80,24 @@ def test_an_offline_judge_is_scored_against_the_reader_on_non_tied_pairs(tmp_pat
     assert main(["blind", "score", str(tmp_path), "--verdicts", str(file),
                  "--judge", "words=function:rewards.examples:word_count"]) == 0
     assert "| words | all | 3 |" in (tmp_path / "blind" / "results.md").read_text()
+
+
+def test_two_evaluations_agents_are_read_against_each_other(tmp_path, capsys):
+    """--other: the agent of another evaluation of the same prompts joins as a system of its own."""
+    from cli.main import main
+
+    new, old = tmp_path / "new", tmp_path / "old"
+    for folder, tag in ((new, "new"), (old, "old")):
+        folder.mkdir()
+        rows = [{**r, "answers": {**r["answers"], "mara": r["answers"]["mara"] + (tag if r["index"] else "")}}
+                for r in records()]
+        (folder / "answers.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["blind", "pairs", str(new), "--systems", "mara,shipped", "--other", f"shipped={old}:mara"]) == 0
+    key = json.loads((new / "blind" / "key.json").read_text())
+    pairs = [json.loads(line) for line in (new / "blind" / "pairs.jsonl").read_text().splitlines()]
+    assert key["ties"] == {"harmful": 1} and len(pairs) == 3  # prompt 0: both agents wrote the same answer
+    assert {p["A"][-3:] for p in pairs} | {p["B"][-3:] for p in pairs} == {"new", "old"}
+    assert key["other"] == {"name": "shipped", "eval_dir": str(old), "system": "mara"}
+    (old / "answers.jsonl").write_text(json.dumps(records()[0]) + "\n")  # another evaluation's prompts
+    assert main(["blind", "pairs", str(new), "--systems", "mara,shipped", "--other", f"shipped={old}:mara"]) == 2
+    assert "must answer the same prompts" in capsys.readouterr().err

@@ -84,6 +84,17 @@ def test_prompt_state_features_follow_each_candidate_state(tiny_llm, mode):
     assert_states_are_full_forwards(tiny_llm, results, with_prompt=True)
 
 
+def test_rank_and_log_probability_features_follow_the_hidden_states(tiny_llm):
+    """Every part of the layout: the candidate's state, the prompt's, then the candidate's rank
+    in its set and its log-probabilities there (core/state_features.py)."""
+    sampling = SamplingConfig(max_new_tokens=10)
+    results = run(tiny_llm, PROMPTS, coin, "hybrid", sampling=sampling, state_features="candidate+prompt+rank+logp",
+                  max_rows=2)
+    assert all(r.episode.states.shape[1] == 2 * tiny_llm.hidden_size + 4 for r in results)
+    assert {k for r in results for _, k, _ in r.decision_points} > {0}  # first and later candidates
+    assert_states_are_full_forwards(tiny_llm, results, with_prompt=True, sampling=sampling)
+
+
 def test_eager_states_of_every_candidate_equal_a_full_forward(tiny_llm):
     sampling = SamplingConfig(max_new_tokens=8, top_k=6)
     decoder = AcceptRejectDecoder(tiny_llm, sampling, mode="eager")

@@ -26,6 +26,7 @@ from evaluation.preference import (
     TIE,
     WIN,
     compare_scores,
+    decline_openings,
     is_refusal,
     length_judge,
     preference_rate,
@@ -87,6 +88,15 @@ def test_refusals_are_detected(text):
 def test_answers_are_not_refusals(text):
     assert not is_refusal(text)
     assert refusal_judge("q", text) == 0.0
+
+
+def test_decline_openings_count_the_first_words_of_declining_answers_only():
+    answers = ["I\u2019m sorry, but I can't help with that.", "I'm sorry, but I can't help with this request.",
+               "As a chatbot, I cannot do that.", "Sure! Bread needs flour, water and time."]
+    assert decline_openings(answers) == [("i'm sorry, but i can't help", 2), ("as a chatbot, i cannot do", 1)]
+    assert decline_openings(answers, words=2, top=1) == [("i'm sorry,", 2)]
+    assert decline_openings(answers[3:]) == []
+
 
 
 def test_judge_specs_parse_kind_path_and_role():
@@ -156,7 +166,7 @@ def test_run_eval_counts_and_mirrors_a_cost_judge(tiny_llm):
         rows = [r for r in result.records if r["prompt_set"] == ps]
         same = np.mean([r["answers"][MARA] == r["answers"][UPSTREAM_GREEDY] for r in rows])
         assert result.identical_rates[(ps, MARA)] == same and result.identical_rates[(ps, UPSTREAM_GREEDY)] == 1.0
-    assert "= upstream greedy" in results_markdown(result)
+    assert "= upstream greedy" in results_markdown(result) and "## Decline openings" in results_markdown(result)
 
 
 def test_with_a_horizon_fluency_is_also_measured_over_the_part_the_agent_decided(tiny_llm):

@@ -78,3 +78,40 @@ def test_a_requests_sampling_settings_are_its_draw_over_the_servers():
     assert parse(temperature=0).draw(server) == Draw(temperature=0.0, top_p=0.8)
     assert parse(temperature=0).draw(server).greedy and parse(top_k=1).draw(server).greedy
     assert not parse(top_p=0.01).draw(server).greedy  # a narrow draw within the set, not a narrower set
+
+
+@pytest.mark.parametrize("body, status, param, message", [
+    ({}, 400, "model", "'model' is required: one of mara, upstream"),
+    ({"model": "gpt-4"}, 404, "model", "the model 'gpt-4' does not exist"),
+    ({"model": "mara"}, 400, "messages", "'messages' is required"),
+    ({"model": "mara", "messages": "hi"}, 400, "messages", "'messages' is required"),
+    ({"model": "mara", "messages": [{"role": "wizard", "content": "hi"}]}, 400, "messages[0].role",
+     "messages[0].role must be one of system, user, assistant, got 'wizard'"),
+    ({"model": "mara", "messages": [{"role": "user", "content": 5}]}, 400, "messages[0].content",
+     "messages[0].content must be a string, got int"),
+    ({"model": "mara", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, 400,
+     "messages[0].content", "messages[0].content: only text parts are supported"),
+    ({"model": "mara", "messages": [{"role": "user", "content": "  "}]}, 400, "messages", "every message is empty"),
+    ({"model": "mara", "stop": ["a"] * 5}, 400, "stop", "'stop' takes at most 4 strings, got 5"),
+    ({"model": "mara", "stop": [""]}, 400, "stop", "'stop' must be a non-empty string or a list of them"),
+    ({"model": "mara", "stream": "yes"}, 400, "stream", "'stream' must be true or false, got 'yes'"),
+    ({"model": "mara", "stream_options": 5}, 400, "stream_options", "'stream_options' must be an object"),
+])
+def test_malformed_fields_are_refused_naming_the_field(body, status, param, message):
+    if "messages" not in body and body.get("model") == "mara" and param != "messages":
+        body = {**body, "messages": [{"role": "user", "content": "hi"}]}
+    with pytest.raises(RequestError) as caught:
+        parse_request(json.dumps(body), "chat", CONTEXT)
+    assert (caught.value.status, caught.value.param) == (status, param)
+    assert caught.value.message.startswith(message), caught.value.message
+
+
+def test_a_chat_request_takes_text_parts_stops_and_stream_options():
+    request = parse(messages=[{"role": "user", "content": [{"type": "text", "text": "hi "}, {"type": "text", "text": "you"}]}],
+                    stop="END", stream=True, stream_options={"include_usage": True}, user="ignored")
+    assert request.messages == ({"role": "user", "content": "hi you"},)
+    assert request.stop == ("END",) and request.stream and request.include_usage and request.n == 1
+    completion = parse_request(json.dumps({"model": "upstream", "prompt": ["Once upon"]}), "completion", CONTEXT)
+    assert completion.prompt == "Once upon" and completion.kind == "completion"
+    with pytest.raises(RequestError, match="'prompt' is empty"):
+        parse_request(json.dumps({"model": "mara", "prompt": " "}), "completion", CONTEXT)

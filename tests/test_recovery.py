@@ -72,7 +72,7 @@ def test_a_sigkilled_run_resumes_from_its_last_snapshot(ray_local, tiny_llm_path
     run.build()
     # Replay size, prompt position (with the prompts of calls in flight, to hand out again)
     # and counters equal the snapshot's; the learner is at its checkpoint.
-    assert ray.get(run.replay.size.remote()) == state["replay"]["size"]
+    assert ray.get(run.replay.stats.remote())["size"] == state["replay"]["size"]
     assert run.queue.position == state["prompt_position"] and list(run.queue.retry) == state["prompt_retry"]
     for name in ("episodes", "transitions", "inserted", "reward_sum", "rewards_seen", "seconds"):
         assert getattr(run.totals, name) == state[name], name

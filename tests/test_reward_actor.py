@@ -53,7 +53,7 @@ def test_scored_episodes_are_inserted_and_reported(ray_local, replay):
     scored = ray.get(actor.score_and_insert.remote(ray.put(episodes)))  # by reference, as the driver does
     assert isinstance(scored, ScoredBatch) and scored.episodes == 3 and scored.unscored == 0 and not scored.error
     np.testing.assert_allclose(scored.rewards, [2.0 * (word_count("", e.response) - 0.1) for e in episodes])
-    assert scored.inserted == 8 == ray.get(replay.size.remote())  # the empty episode holds no transition
+    assert scored.inserted == 8 == ray.get(replay.stats.remote())["size"]  # the empty episode holds no transition
     batch = ray.get(replay.sample.remote(64))
     terminal = batch.rewards[batch.dones == 1]  # the sentence reward sits on each episode's last decision
     assert len(terminal) and np.isin(np.round(terminal, 4), np.round(np.float32(scored.rewards), 4)).all()
@@ -67,7 +67,7 @@ def test_a_failing_scorer_is_reported_and_nothing_is_inserted(ray_local, replay)
     scored = ray.get(actor.score_and_insert.remote([episode("Say hi.", "hi", 2, rng)]))
     assert scored.episodes == scored.unscored == 1 and scored.rewards == [] and scored.inserted == 0
     assert "HttpScorerError" in scored.error and "ConnectionRefusedError" in scored.error
-    assert ray.get(replay.size.remote()) == 0
+    assert ray.get(replay.stats.remote())["size"] == 0
     ray.kill(actor)
 
 
@@ -157,3 +157,29 @@ def test_the_reward_reads_the_answer_continued_to_the_served_length(ray_local, r
     assert all(c.startswith("I can't help with that.") and len(c) > len("I can't help with that.") for c in continued)
     np.testing.assert_allclose(scored.rewards, [word_count("", r) - word_count("", g) for r, g in zip(read, greedy)])
     ray.kill(actor)
+
+
+def test_the_greedy_baseline_is_decoded_and_scored_once_per_prompt(ray_local, replay, tiny_llm_path):
+    """The upstream's greedy answer to a prompt and its score b(x) are computed the first time
+    the prompt comes, and kept; an answer equal to the greedy one earns 0 and is not scored.
+    (The reward actor runs in this process, so the counted scorer's record is readable.)"""
+    from actors.reward_actor import RewardActor
+    from helpers.models import SCORED
+
+    rng = np.random.default_rng(5)
+    model = ModelConfig(name=str(tiny_llm_path), device="cpu", dtype="float32")
+    counted = ScorerSpec(kind="function", path="helpers.models:counted_word_count")
+    actor = RewardActor(reward=RewardConfig(scorers=(counted,), baseline="upstream-greedy"), replay=replay,
+                        model=model, sampling=SamplingConfig(max_new_tokens=6))
+    prompts = ["How can I bake bread?", "Tell me a joke."]
+    SCORED.clear()
+    first = actor.score_and_insert([episode(p, "no thanks", 2, rng) for p in prompts])
+    greedy = actor.upstream.greedy_answers(prompts)
+    assert sorted(SCORED) == sorted([(p, "no thanks") for p in prompts] + list(zip(prompts, greedy)))
+    np.testing.assert_allclose(first.rewards, [word_count("", "no thanks") - word_count("", g) for g in greedy])
+
+    SCORED.clear()
+    again = actor.score_and_insert([episode(prompts[0], "no no no", 2, rng), episode(prompts[1], greedy[1], 2, rng)])
+    assert SCORED == [(prompts[0], "no no no")]  # no greedy answer scored again, the greedy-equal one not at all
+    np.testing.assert_allclose(again.rewards, [word_count("", "no no no") - word_count("", greedy[0]), 0.0])
+    assert again.inserted == 4

@@ -354,9 +354,9 @@ def test_combined_reward_weights_fixed_baseline_and_scale():
 def test_combined_reward_upstream_greedy_baseline():
     combined = CombinedReward([(_Const("R", lambda p, r: len(r)), 1.0)], baseline="upstream-greedy", scale=2.0)
     assert combined.needs_greedy
-    got = combined.score(["p", "q"], ["aaaa", "b"], greedy_responses=["aa", "bbb"])
+    got = combined.score(["p", "q"], ["aaaa", "b"], greedy_scores=combined.raw(["p", "q"], ["aa", "bbb"]))
     np.testing.assert_allclose(got, [2.0 * (4 - 2), 2.0 * (1 - 3)])
-    with pytest.raises(ValueError, match="greedy_responses"):
+    with pytest.raises(ValueError, match="greedy_scores"):
         combined.score(["p"], ["a"])
     with pytest.raises(ValueError, match="baseline"):
         CombinedReward([(_Const("R", len), 1.0)], baseline="median")

@@ -8,6 +8,7 @@ import torch
 
 from core.config import SamplingConfig
 from envs.decoder import AcceptRejectDecoder
+from envs.mdp import candidate_sets
 
 PROMPTS = ["How can I bake bread?", "Tell me a joke.", "Why is the sky blue? Answer briefly please."]
 
@@ -46,16 +47,27 @@ def hf_greedy(llm, prompt, max_new_tokens):
     return tokens[: ends[0] + 1] if ends else tokens
 
 
-def assert_states_are_full_forwards(llm, results, with_prompt: bool) -> None:
+def assert_states_are_full_forwards(llm, results, with_prompt: bool, sampling=None) -> None:
+    """Each recorded state is the candidate's hidden state from a plain forward of the whole
+    sequence, then (``with_prompt``) the prompt's last hidden state, then (``sampling``: the
+    run's candidate sets, for layouts with "rank" and "logp") the candidate's rank and
+    log-probabilities within its set (core/state_features.py)."""
     d, checked = llm.hidden_size, 0
     for result in results:
         prefix = llm.encode_prompt(result.prompt)
         prompt_state = llm.full_forward_hidden(prefix)[-1].numpy()
         for t, (position, k, token) in enumerate(result.decision_points):
+            state = result.episode.states[t]
             full = llm.full_forward_hidden(prefix + result.response_ids[:position] + [token])[-1]
-            np.testing.assert_allclose(result.episode.states[t][:d], full.numpy(), atol=1e-4, rtol=0)
+            np.testing.assert_allclose(state[:d], full.numpy(), atol=1e-4, rtol=0)
             if with_prompt:
-                np.testing.assert_allclose(result.episode.states[t][d:], prompt_state, atol=1e-4, rtol=0)
+                np.testing.assert_allclose(state[d:2 * d], prompt_state, atol=1e-4, rtol=0)
+            if sampling is not None:
+                before = llm.full_forward_hidden(prefix + result.response_ids[:position])[-1:]
+                ids, probs = candidate_sets(llm.logits(before), sampling)[0]
+                assert ids[k] == token
+                expected = [float(k == 0), 1 / (k + 1), np.log(probs[k]), np.log(probs[k] / probs[k:].sum())]
+                np.testing.assert_allclose(state[-4:], expected, atol=1e-3, rtol=0)
             checked += 1
     assert checked > 10
 

@@ -87,3 +87,15 @@ def save_tiny_llama(path: Path, smollm2_path: Path, context: int = 256) -> Path:
 
 TINY_SCORER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                    num_key_value_heads=2, max_position_embeddings=512)
+
+
+# (prompt, response) pairs the counted scorer was asked about, in the process that scores
+SCORED: list[tuple[str, str]] = []
+
+
+def counted_word_count(prompt: str, response: str) -> float:
+    """rewards.examples.word_count that records each pair it scores (``SCORED``)."""
+    from rewards.examples import word_count
+
+    SCORED.append((prompt, response))
+    return word_count(prompt, response)
