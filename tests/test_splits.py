@@ -77,7 +77,7 @@ def test_no_shipped_config_trains_on_a_protected_prompt(config_path, splits, sha
                        .replace("runs/splits", str(tmp_path / "splits")))
 
     train = training_prompts(replace(cfg, mix=tuple(map(here, cfg.mix)), exclude=tuple(map(here, cfg.exclude))))
-    assert len(train) > 1000
+    assert len(train) >= 300  # the reader config trains on a small pool it revisits
     protected = [r["instruction"] for name in PROTECTED for r in json.loads(paths[name].read_text())]
     assert overlapping(train, protected) == []
 
