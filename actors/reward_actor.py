@@ -152,9 +152,10 @@ class RewardActor:
         """scale * (raw(x, y) - b(x)) with b(x) the raw score of the upstream's greedy answer,
         scored once per prompt; 0 for an answer equal to the greedy one."""
         greedy = self.upstream.greedy_answers(prompts)
-        unseen = [p for p in dict.fromkeys(prompts) if p not in self._greedy_scores]
+        own = dict(zip(prompts, greedy))
+        unseen = [p for p in own if p not in self._greedy_scores]
         if unseen:
-            self._greedy_scores.update(zip(unseen, self.reward.raw(unseen, self.upstream.greedy_answers(unseen))))
+            self._greedy_scores.update(zip(unseen, self.reward.raw(unseen, [own[p] for p in unseen])))
         rewards = np.zeros(len(prompts), dtype=np.float64)
         differ = [i for i, (answer, own) in enumerate(zip(read, greedy)) if answer != own]
         if differ:

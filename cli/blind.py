@@ -69,7 +69,12 @@ def _cmd_blind(args: argparse.Namespace) -> int:
     verdicts = list(read_jsonl(Path(args.verdicts)))
     text = verdicts_markdown(key, score_verdicts(key, verdicts))
     if args.judge:
-        text += _judges_markdown(key, verdicts, list(read_jsonl(Path(args.eval_dir) / "answers.jsonl")), args.judge)
+        records = list(read_jsonl(Path(args.eval_dir) / "answers.jsonl"))
+        if "other" in key:  # the second system's answers are in the other evaluation
+            other = key["other"]
+            records = with_system_from(records, list(read_jsonl(Path(other["eval_dir"]) / "answers.jsonl")),
+                                       other["name"], other["system"])
+        text += _judges_markdown(key, verdicts, records, args.judge)
     (folder / "results.md").write_text(text, encoding="utf-8")
     print(text)
     return 0

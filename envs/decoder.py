@@ -275,8 +275,8 @@ class _AcceptRejectMDP:
             return hidden
         state = [hidden, row.prompt_hidden] if self.reads_prompt else [hidden]
         scalars = candidate_scalars(self.state_features, row.ref_probs, k)
-        if scalars:
-            state.append(torch.tensor(scalars, dtype=hidden.dtype, device=hidden.device))
+        if scalars:  # in float32 whatever the upstream's dtype: bfloat16 would round them to 3 digits
+            state = [s.float() for s in state] + [torch.tensor(scalars, dtype=torch.float32, device=hidden.device)]
         return torch.cat(state)
 
     def _decide(self, row: _EpisodeRow, action: int, p_accept: float) -> None:

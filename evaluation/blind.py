@@ -46,11 +46,12 @@ def blind_pairs(records: list[dict], first: str, second: str, seed: int = 0) -> 
 def with_system_from(records: list[dict], others: list[dict], name: str, system: str) -> list[dict]:
     """``records`` with one more system, ``name``: the answers of ``system`` in ``others`` (the
     records of another ``mara eval`` of the same prompts, e.g. another agent's), matched by
-    prompt set and prompt. Every record needs its match."""
-    by_prompt = {(r["prompt_set"], r["prompt"]): r["answers"] for r in others}
+    prompt set and index, with the same prompt. Every record needs its match."""
+    by_index = {(r["prompt_set"], r["index"]): r for r in others}
     out = []
     for record in records:
-        answers = by_prompt.get((record["prompt_set"], record["prompt"]))
+        other = by_index.get((record["prompt_set"], record["index"]))
+        answers = other["answers"] if other and other["prompt"] == record["prompt"] else None
         if answers is None or system not in answers:
             raise ValueError(f"the other evaluation has no {system!r} answer to {record['prompt_set']} prompt "
                              f"#{record['index']}: it must answer the same prompts (prompt sets, --num-prompts, --seed)")

@@ -63,12 +63,12 @@ class CombinedReward:
     ``b(x)`` is ``baseline`` when it is a number (the reference's default is -15, i.e.
     r - (-15)), or, with ``baseline="upstream-greedy"``, the combined score
     sum_i w_i * s_i(x, g(x)) of the upstream model's own greedy answer g(x), which the
-    caller passes as ``greedy_responses``. Usage::
+    caller computes (``raw``, once per prompt) and passes as ``greedy_scores``. Usage::
 
         reward = build_reward([ScorerSpec("embedding-bt", path=str(shipped_head_path()))],
                               baseline=0.0, scale=1.0)
         r = reward.score(prompts, responses)                       # (N,)
-        r = reward.score(prompts, responses, greedy_responses=g)   # upstream-greedy baseline
+        r = reward.score(prompts, responses, greedy_scores=reward.raw(prompts, g))  # upstream-greedy
     """
 
     def __init__(self, scorers: Sequence[tuple[SentenceScorer, float]],

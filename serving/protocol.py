@@ -105,7 +105,7 @@ class _Message(BaseModel):
 
 
 class _StreamOptions(BaseModel):
-    include_usage: bool = False
+    include_usage: bool | None = None
 
 
 class _Request(BaseModel):
@@ -130,7 +130,7 @@ class _Request(BaseModel):
             raise PydanticCustomError("model_not_found", "")
         return value
 
-    @field_validator("max_tokens")
+    @field_validator("max_tokens", "max_completion_tokens", check_fields=False)
     @classmethod
     def _within_context(cls, value: int | None, info: ValidationInfo) -> int | None:
         if value is not None and value > info.context["max_context"]:
@@ -143,11 +143,6 @@ class ChatRequest(_Request):
 
     messages: Annotated[list[_Message], Field(min_length=1)]
     max_completion_tokens: MaxTokens = None  # the newer name of max_tokens
-
-    @field_validator("max_completion_tokens")
-    @classmethod
-    def _completion_within_context(cls, value: int | None, info: ValidationInfo) -> int | None:
-        return cls._within_context(value, info)
 
     @model_validator(mode="after")
     def _something_to_answer(self) -> ChatRequest:
@@ -234,6 +229,10 @@ def _request_error(error: dict, data: dict) -> RequestError:
             return RequestError(f"{where}.content must be a string, got {type(message.get('content')).__name__}",
                                 param=f"{where}.content")
         return RequestError(f"{where} must be an object with 'role' and 'content'", param=where)
+    if name == "messages" and len(loc) == 2 and isinstance(data.get("messages"), list):  # a message not an object
+        return RequestError(f"messages[{loc[1]}] must be an object with 'role' and 'content'", param=f"messages[{loc[1]}]")
+    if name == "stream_options" and len(loc) >= 2:
+        return RequestError(f"'stream_options.{loc[1]}' must be true or false, got {got!r}", param=param)
     if name == "stop" and isinstance(data.get("stop"), list) and len(data["stop"]) > MAX_STOPS:
         return RequestError(f"'stop' takes at most {MAX_STOPS} strings, got {len(data['stop'])}", param="stop")
     if name in _FIELD_MESSAGES:

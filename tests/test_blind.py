@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from evaluation.blind import blind_pairs, score_verdicts
+from evaluation.blind import blind_pairs, score_verdicts, with_system_from
 
 
 def records():
@@ -98,6 +98,16 @@ def test_two_evaluations_agents_are_read_against_each_other(tmp_path, capsys):
     assert key["ties"] == {"harmful": 1} and len(pairs) == 3  # prompt 0: both agents wrote the same answer
     assert {p["A"][-3:] for p in pairs} | {p["B"][-3:] for p in pairs} == {"new", "old"}
     assert key["other"] == {"name": "shipped", "eval_dir": str(old), "system": "mara"}
+    # the reader's verdicts score the pair, and an offline judge reads both agents' answers
+    verdicts = new / "verdicts.jsonl"
+    verdicts.write_text("".join(json.dumps({"id": p["id"], "preference": "A"}) + "\n" for p in pairs))
+    assert main(["blind", "score", str(new), "--verdicts", str(verdicts),
+                 "--judge", "words=function:rewards.examples:word_count"]) == 0
+    assert "| words | all | 3 |" in (new / "blind" / "results.md").read_text()
+    # a prompt asked twice in a set is matched by its index, not its text
+    twice = [{**r, "prompt": "same question"} for r in records()]
+    joined = with_system_from(twice, [{**r, "answers": {"mara": f"old {r['index']}"}} for r in twice], "shipped", "mara")
+    assert [r["answers"]["shipped"] for r in joined] == [f"old {i}" for i in range(len(twice))]
     (old / "answers.jsonl").write_text(json.dumps(records()[0]) + "\n")  # another evaluation's prompts
     assert main(["blind", "pairs", str(new), "--systems", "mara,shipped", "--other", f"shipped={old}:mara"]) == 2
     assert "must answer the same prompts" in capsys.readouterr().err

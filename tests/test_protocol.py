@@ -96,6 +96,10 @@ def test_a_requests_sampling_settings_are_its_draw_over_the_servers():
     ({"model": "mara", "stop": [""]}, 400, "stop", "'stop' must be a non-empty string or a list of them"),
     ({"model": "mara", "stream": "yes"}, 400, "stream", "'stream' must be true or false, got 'yes'"),
     ({"model": "mara", "stream_options": 5}, 400, "stream_options", "'stream_options' must be an object"),
+    ({"model": "mara", "stream_options": {"include_usage": "x"}}, 400, "stream_options.include_usage",
+     "'stream_options.include_usage' must be true or false"),
+    ({"model": "mara", "messages": [{"role": "user", "content": "hi"}, 5]}, 400, "messages[1]",
+     "messages[1] must be an object with 'role' and 'content'"),
 ])
 def test_malformed_fields_are_refused_naming_the_field(body, status, param, message):
     if "messages" not in body and body.get("model") == "mara" and param != "messages":
@@ -111,6 +115,7 @@ def test_a_chat_request_takes_text_parts_stops_and_stream_options():
                     stop="END", stream=True, stream_options={"include_usage": True}, user="ignored")
     assert request.messages == ({"role": "user", "content": "hi you"},)
     assert request.stop == ("END",) and request.stream and request.include_usage and request.n == 1
+    assert not parse(stream=True, stream_options={"include_usage": None}).include_usage
     completion = parse_request(json.dumps({"model": "upstream", "prompt": ["Once upon"]}), "completion", CONTEXT)
     assert completion.prompt == "Once upon" and completion.kind == "completion"
     with pytest.raises(RequestError, match="'prompt' is empty"):
