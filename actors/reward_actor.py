@@ -152,10 +152,10 @@ class RewardActor:
         """scale * (raw(x, y) - b(x)) with b(x) the raw score of the upstream's greedy answer,
         scored once per prompt; 0 for an answer equal to the greedy one."""
         greedy = self.upstream.greedy_answers(prompts)
-        own = dict(zip(prompts, greedy))
-        unseen = [p for p in own if p not in self._greedy_scores]
+        greedy_of = dict(zip(prompts, greedy))
+        unseen = [p for p in greedy_of if p not in self._greedy_scores]
         if unseen:
-            self._greedy_scores.update(zip(unseen, self.reward.raw(unseen, [own[p] for p in unseen])))
+            self._greedy_scores.update(zip(unseen, self.reward.raw(unseen, [greedy_of[p] for p in unseen])))
         rewards = np.zeros(len(prompts), dtype=np.float64)
         differ = [i for i, (answer, own) in enumerate(zip(read, greedy)) if answer != own]
         if differ:

@@ -40,25 +40,23 @@ def _cmd_blind(args: argparse.Namespace) -> int:
     from core.atomic import write_json_atomic
     from core.jsonl import read_jsonl
     from evaluation.answers_file import write_records
-    from evaluation.blind import blind_pairs, score_verdicts, verdicts_markdown, with_system_from
+    from evaluation.blind import blind_pairs, score_verdicts, verdicts_markdown
 
     folder = Path(args.eval_dir) / "blind"
     if args.step == "pairs":
         first, sep, second = args.systems.partition(",")
         if not sep or not first or not second or first == second:
             raise ValueError(f"--systems must name two systems, FIRST,SECOND, got {args.systems!r}")
-        records = list(read_jsonl(Path(args.eval_dir) / "answers.jsonl"))
+        other = None
         if args.other:
             name, _, where = args.other.partition("=")
             other_dir, _, system = where.rpartition(":")
             if not name or not other_dir or not system:
                 raise ValueError(f"--other must be NAME=EVAL_DIR:SYSTEM, got {args.other!r}")
-            records = with_system_from(records, list(read_jsonl(Path(other_dir) / "answers.jsonl")), name, system)
-            key_source = {"other": {"name": name, "eval_dir": other_dir, "system": system}}
-        else:
-            key_source = {}
-        items, key = blind_pairs(records, first, second, args.seed)
-        key.update(key_source)
+            other = {"name": name, "eval_dir": other_dir, "system": system}
+        items, key = blind_pairs(_answers(args.eval_dir, other), first, second, args.seed)
+        if other:
+            key["other"] = other
         folder.mkdir(parents=True, exist_ok=True)
         write_records(folder / "pairs.jsonl", items)
         write_json_atomic(folder / "key.json", key)
@@ -69,15 +67,23 @@ def _cmd_blind(args: argparse.Namespace) -> int:
     verdicts = list(read_jsonl(Path(args.verdicts)))
     text = verdicts_markdown(key, score_verdicts(key, verdicts))
     if args.judge:
-        records = list(read_jsonl(Path(args.eval_dir) / "answers.jsonl"))
-        if "other" in key:  # the second system's answers are in the other evaluation
-            other = key["other"]
-            records = with_system_from(records, list(read_jsonl(Path(other["eval_dir"]) / "answers.jsonl")),
-                                       other["name"], other["system"])
-        text += _judges_markdown(key, verdicts, records, args.judge)
+        text += _judges_markdown(key, verdicts, _answers(args.eval_dir, key.get("other")), args.judge)
     (folder / "results.md").write_text(text, encoding="utf-8")
     print(text)
     return 0
+
+
+def _answers(eval_dir: str, other: dict | None) -> list[dict]:
+    """An evaluation's answer records, with ``other`` (``--other``: {name, eval_dir, system})
+    joined as a system of its own."""
+    from core.jsonl import read_jsonl
+    from evaluation.blind import with_system_from
+
+    records = list(read_jsonl(Path(eval_dir) / "answers.jsonl"))
+    if other is None:
+        return records
+    return with_system_from(records, list(read_jsonl(Path(other["eval_dir"]) / "answers.jsonl")),
+                            other["name"], other["system"])
 
 
 def _judges_markdown(key: dict, verdicts: list[dict], records: list[dict], judges: list[str]) -> str:

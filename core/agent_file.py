@@ -20,8 +20,8 @@ from safetensors.torch import load_file, save_file
 from core.atomic import atomic_path
 from core.config import SamplingConfig
 from core.networks import Actor
-from core.state_features import (PAPER_STATE, check_state_size, hidden_size_of, part_sizes, parts,
-                                 recorded_state_features)
+from core.state_features import (PAPER_STATE, check_state_size, hidden_size_of, part_slices, parts,
+                                 recorded_state_features, state_size)
 
 FORMAT_VERSION = "mara-agent-1"
 # The agent trained for the embedded SmolLM2-135M-Instruct (docs/RESULTS.md), used when no
@@ -222,9 +222,10 @@ def load_warm_start(path: str | Path, state_dim: int, hidden_size: int,
     """The actor a training run starts from (``learner.init_agent``) and the temperature alpha
     its file records it was trained at (None: the file records none, e.g. one written before
     agent files recorded it). Checked against the run's states (``state_features``,
-    ``state_dim``: rollout.state_features and the upstream's hidden size) and the width of the run's SAC networks (``hidden_size``): the launch preflight calls this
-    before Ray starts, the learner when it loads the actor. A file whose layout lacks parts of
-    the run's is widened to it (``widened_actor``)."""
+    ``state_dim``: rollout.state_features and the upstream's hidden size) and the width of the
+    run's SAC networks (``hidden_size``): the launch preflight calls this before Ray starts, the
+    learner when it loads the actor. A file whose layout lacks parts of the run's is widened to
+    it (``widened_actor``)."""
     reads = agent_state_features(path)
     actor = load_agent(path)
     if reads != state_features:
@@ -261,15 +262,14 @@ def widened_actor(actor: Actor, reads: str, features: str, model_hidden_size: in
     zero weight into the first layer (and the identity LayerNorm gain), so the widened actor
     decides as the old one did up to the LayerNorm's statistics over the new inputs, and
     training can grow the new weights from there."""
-    old_sizes, new_sizes = part_sizes(reads, model_hidden_size), part_sizes(features, model_hidden_size)
-    old_at, new_at = _offsets(old_sizes), _offsets(new_sizes)
-    wide = Actor(state_dim=sum(new_sizes.values()), hidden_size=actor.hidden_size)
+    old_at, new_at = part_slices(reads, model_hidden_size), part_slices(features, model_hidden_size)
+    wide = Actor(state_dim=state_size(features, model_hidden_size), hidden_size=actor.hidden_size)
     with torch.no_grad():
         wide.ln.weight.fill_(1.0)
         wide.ln.bias.zero_()
         wide.linear1.weight.zero_()
-        for name, size in old_sizes.items():
-            src, dst = slice(old_at[name], old_at[name] + size), slice(new_at[name], new_at[name] + size)
+        for name, src in old_at.items():
+            dst = new_at[name]
             wide.ln.weight[dst] = actor.ln.weight[src]
             wide.ln.bias[dst] = actor.ln.bias[src]
             wide.linear1.weight[:, dst] = actor.linear1.weight[:, src]
@@ -277,14 +277,6 @@ def widened_actor(actor: Actor, reads: str, features: str, model_hidden_size: in
         for layer in ("linear2", "output_linear"):
             getattr(wide, layer).load_state_dict(getattr(actor, layer).state_dict())
     return wide.eval()
-
-
-def _offsets(sizes: dict[str, int]) -> dict[str, int]:
-    """Where each part of a layout starts in the state."""
-    out, at = {}, 0
-    for name, size in sizes.items():
-        out[name], at = at, at + size
-    return out
 
 
 def default_agent(model_hidden_size: int) -> Path | None:

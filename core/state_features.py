@@ -47,6 +47,14 @@ def part_sizes(features: str, model_hidden_size: int) -> dict[str, int]:
     return {name: model_hidden_size if _PARTS.get(name) is None else _PARTS[name] for name in parts(features)}
 
 
+def part_slices(features: str, model_hidden_size: int) -> dict[str, slice]:
+    """Where each part of a layout sits in its states, in order."""
+    out, at = {}, 0
+    for name, size in part_sizes(features, model_hidden_size).items():
+        out[name], at = slice(at, at + size), at + size
+    return out
+
+
 def state_size(features: str, model_hidden_size: int) -> int:
     """The length of a state with ``features`` for an upstream of hidden size ``model_hidden_size``."""
     return sum(part_sizes(features, model_hidden_size).values())

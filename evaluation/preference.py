@@ -63,17 +63,22 @@ REFUSAL_PHRASES = (
 _REFUSAL_RE = re.compile("|".join(re.escape(p) for p in REFUSAL_PHRASES))
 
 
+def _folded(text: str) -> str:
+    """Lower case, curly apostrophes made straight: how the refusal phrases are written."""
+    return text.lower().replace("\u2019", "'")
+
+
 def is_refusal(text: str) -> bool:
     """Heuristic refusal detector: does ``text`` contain one of ``REFUSAL_PHRASES``
     (case-insensitive, curly apostrophes normalised)?"""
-    return bool(_REFUSAL_RE.search(text.lower().replace("\u2019", "'")))
+    return bool(_REFUSAL_RE.search(_folded(text)))
 
 
 def decline_openings(answers: Sequence[str], words: int = 6, top: int = 3) -> list[tuple[str, int]]:
     """The ``top`` most common openings (first ``words`` words, lower case, punctuation kept)
     of the answers that decline (``is_refusal``), with how many answers open so: what a user
     who is declined reads first."""
-    openings = Counter(" ".join(a.lower().replace("\u2019", "'").split()[:words]) for a in answers if is_refusal(a))
+    openings = Counter(" ".join(_folded(a).split()[:words]) for a in answers if is_refusal(a))
     return openings.most_common(top)
 
 

@@ -217,20 +217,18 @@ def _request_error(error: dict, data: dict) -> RequestError:
         return RequestError("every message is empty: give the model something to answer", param="messages")
     if kind == "empty_prompt":
         return RequestError("'prompt' is empty: give the model something to continue", param="prompt")
-    if name == "messages" and len(loc) >= 3:  # inside one message
-        where = f"messages[{loc[1]}]"
+    if name == "messages" and len(loc) >= 2:  # one message: its role, its content, or not an object at all
+        where, field_name = f"messages[{loc[1]}]", loc[2] if len(loc) >= 3 else None
         message = data["messages"][loc[1]]
-        if loc[2] == "role":
+        if field_name == "role":
             return RequestError(f"{where}.role must be one of {', '.join(ROLES)}, got {message.get('role')!r}",
                                 param=f"{where}.role")
-        if loc[2] == "content" and isinstance(message.get("content"), list):
+        if field_name == "content" and isinstance(message.get("content"), list):
             return RequestError(f"{where}.content: only text parts are supported", param=f"{where}.content")
-        if loc[2] == "content":
+        if field_name == "content":
             return RequestError(f"{where}.content must be a string, got {type(message.get('content')).__name__}",
                                 param=f"{where}.content")
         return RequestError(f"{where} must be an object with 'role' and 'content'", param=where)
-    if name == "messages" and len(loc) == 2 and isinstance(data.get("messages"), list):  # a message not an object
-        return RequestError(f"messages[{loc[1]}] must be an object with 'role' and 'content'", param=f"messages[{loc[1]}]")
     if name == "stream_options" and len(loc) >= 2:
         return RequestError(f"'stream_options.{loc[1]}' must be true or false, got {got!r}", param=param)
     if name == "stop" and isinstance(data.get("stop"), list) and len(data["stop"]) > MAX_STOPS:
