@@ -153,15 +153,6 @@ class WorkerGroup:
         self._members[member].retiring = True
         self._reap()
 
-    def wait_started(self, timeout: float = PROBE_DEADLINE_S) -> bool:
-        """Wait until every member has started (placed, constructed, probed) or given up;
-        True if all are in service. A group with calls in flight must use ``wait_any``."""
-        deadline = time.monotonic() + timeout
-        while any(m.starting and not m.dead for m in self._members) and time.monotonic() < deadline:
-            for result in wait_any([self], timeout=0.5):
-                raise RuntimeError(f"wait_started: a call of {self.name} {result.member} finished meanwhile")
-        return len(self.available()) == len(self._members)
-
     def on_nodes(self, nodes: set[str]) -> list[int]:
         """Live members last seen on one of ``nodes``."""
         return [i for i in self.live() if self._members[i].node in nodes]

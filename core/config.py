@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, Strict
+from pydantic import Field
 
-from core.sections import Choice, Flag, Int, Number, Text, section
+from core.sections import Choice, Flag, Int, Number, Text, check_number, checked, section
 from core.state_features import STATE_FEATURES
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -50,38 +49,6 @@ BASELINE_UPSTREAM_GREEDY = "upstream-greedy"
 AUTO = "auto"
 
 
-# Checks of values outside configuration sections (a server's settings, a generator's
-# arguments): each raises a ValueError that starts with the value's name.
-def check_int(name: str, value, minimum: int = 0, maximum: int | None = None) -> None:
-    ok = isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-    if not (ok and (maximum is None or value <= maximum)):
-        bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        raise ValueError(f"{name} must be an int {bounds}, got {value!r}")
-
-
-def check_number(name: str, value, minimum: float | None = None, *, above: float | None = None,
-                 maximum: float | None = None) -> None:
-    """A finite number (no NaN, no infinity) within the bounds given."""
-    bounds = {">=": minimum, ">": above, "<=": maximum}
-    rule = " and ".join(f"{op} {bound}" for op, bound in bounds.items() if bound is not None)
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
-        and (minimum is None or value >= minimum) and (above is None or value > above) \
-        and (maximum is None or value <= maximum)
-    if not ok:
-        raise ValueError(f"{name} must be a finite number{' ' + rule if rule else ''}, got {value!r}")
-
-
-def check_choice(name: str, value, choices) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {sorted(choices)}, got {value!r}")
-
-
-def check_worker_count(name: str, value) -> None:
-    """A number of workers: an int >= 1, or "auto"."""
-    if value != AUTO and not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
-        raise ValueError(f"{name} must be an int >= 1 or 'auto', got {value!r}")
-
-
 def check_device_name(device: str) -> None:
     """A torch device name MARA accepts: auto, cpu, cuda or cuda:N."""
     ok = isinstance(device, str) and (device in ("auto", "cpu", "cuda")
@@ -90,13 +57,17 @@ def check_device_name(device: str) -> None:
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
 
 
-def _device(value: str) -> str:
-    check_device_name(value)
-    return value
-
-
 def Device(doc: str):  # noqa: N802 - a field type
-    return Annotated[str, Strict(), AfterValidator(_device), Field(description=doc)]
+    return checked(str, lambda name, value: check_device_name(value) or value, doc)
+
+
+def check_sources(name: str, value):
+    """One prompt source or several, each named."""
+    sources = [value] if isinstance(value, str) else value
+    if not isinstance(sources, (list, tuple)) or not sources or not all(isinstance(s, str) and s.strip()
+                                                                        for s in sources):
+        raise ValueError(f"{name} must name one or more prompt files or datasets, got {value!r}")
+    return value
 
 
 # ------------------------------------------------------------------------ the upstream LLM
@@ -109,14 +80,14 @@ class VllmEngineConfig:
     max_model_len: Int(ge=16, doc="context limit of each request; bounds the KV cache needed") = 2048
     gpu_memory_utilization: Number(gt=0, le=1, doc="per engine: share of GPU memory (CPU: of RAM, for its "
                                                    "process and KV cache)") = 0.2
-    kv_cache_memory_bytes: Int(ge=1, doc="per engine: KV cache size, set explicitly (overrides the "
-                                         "share)") | None = None
-    block_size: Int(ge=1, doc="KV block, a power of two; a request recomputes its tokens after the last full "
-                              "cached block. None: 32 on CPU (the smallest its attention accepts), vLLM's "
-                              "default on GPU") | None = None
+    kv_cache_memory_bytes: Int(ge=1, also=(None,), doc="per engine: KV cache size, set explicitly (overrides "
+                                                      "the share)") = None
+    block_size: Int(ge=1, also=(None,), doc="KV block, a power of two; a request recomputes its tokens after the "
+                                           "last full cached block. None: 32 on CPU (the smallest its attention "
+                                           "accepts), vLLM's default on GPU") = None
     enforce_eager: Flag("no torch.compile / CUDA graphs: faster start-up, slower steps") = False
     enable_prefix_caching: Flag("what makes candidate requests cheap; keep on") = True
-    max_num_seqs: Int(ge=1, doc="requests per engine step; None: vLLM's default") | None = None
+    max_num_seqs: Int(ge=1, also=(None,), doc="requests per engine step; None: vLLM's default") = None
     seed: Int(ge=0, doc="the engines' seed") = 0
 
     def __post_init__(self) -> None:
@@ -143,7 +114,8 @@ class ModelConfig:
     """The frozen upstream LLM that rollout workers host (and reward actors, for the
     upstream-greedy baseline)."""
 
-    name: Text("'smollm2' (embedded), a hub id, a local folder or a .gguf file (transformers only)") = "smollm2"
+    name: Text("'smollm2' (embedded), a hub id, a local folder or a .gguf file (transformers only)",
+               nonblank=True) = "smollm2"
     dtype: Choice((*DTYPES, AUTO_DTYPE), "weights and activations; auto: bfloat16 where the hardware computes it "
                                          "natively (a CPU with AVX-512 BF16, most GPUs), else float32") = AUTO_DTYPE
     device: Device("auto: cuda when the worker was given a GPU, else cpu (vllm: where the output head runs)") = "auto"
@@ -156,8 +128,6 @@ class ModelConfig:
     vllm: VllmEngineConfig = Field(default=VllmEngineConfig(), description="engine settings, with backend vllm")
 
     def __post_init__(self) -> None:
-        if not self.name.strip():
-            raise ValueError(f"name must name a model, got {self.name!r}")
         if self.backend == "vllm" and self.name.endswith(".gguf"):
             raise ValueError(f"backend vllm needs a safetensors checkpoint (folder or hub id), not {self.name!r}")
 
@@ -186,24 +156,21 @@ class KLConfig:
 class PromptSet:
     """One prompt source with its own field, filter and size (an entry of ``prompts.mix``)."""
 
-    source: Text("JSON/JSONL/parquet/txt file, dataset id or folder")
-    column: Text("field holding the prompt") = "instruction"
+    source: Text("JSON/JSONL/parquet/txt file, dataset id or folder", nonblank=True)
+    column: Text("field holding the prompt", nonblank=True) = "instruction"
     split: Text("dataset split, for dataset sources") = "train"
     where: dict[str, str] = Field(default_factory=dict, description="keep rows with these field values, "
                                                                     "e.g. {source: helpful-base}")
     limit: Int(ge=0, doc="only the first N prompts (after where; 0 = all)") = 0
-
-    def __post_init__(self) -> None:
-        _check_names(self.source, self.column)
 
 
 @section
 class PromptConfig:
     """Where training prompts come from (see core/prompts.py for the accepted formats)."""
 
-    source: Text() | tuple[Text(), ...] = Field(
-        default=DEFAULT_PROMPTS, description="JSON/JSONL/parquet/txt file, dataset id or folder; or several, mixed")
-    column: Text("field holding the prompt") = "instruction"
+    source: checked(str | tuple[str, ...], check_sources, "JSON/JSONL/parquet/txt file, dataset id or folder; "
+                                                          "or several, mixed") = DEFAULT_PROMPTS
+    column: Text("field holding the prompt", nonblank=True) = "instruction"
     split: Text("dataset split, for dataset sources") = "train"
     limit: Int(ge=0, doc="use only the first N prompts of each source (0 = all)") = 0
     mix: tuple[PromptSet, ...] = Field(default=(), description="several sets, each with its own column / where / "
@@ -211,19 +178,6 @@ class PromptConfig:
     exclude: tuple[PromptSet, ...] = Field(default=(), description="prompts never trained on (evaluation sets): "
                                                                    "removed from the training prompts")
     shuffle_seed: Int(ge=0, doc="prompts are shuffled once with this seed") = 0
-
-    def __post_init__(self) -> None:
-        sources = [self.source] if isinstance(self.source, str) else list(self.source)
-        if not sources or not all(s.strip() for s in sources):
-            raise ValueError(f"source must name one or more prompt files or datasets, got {self.source!r}")
-        _check_names(sources[0], self.column)
-
-
-def _check_names(source: str, column: str) -> None:
-    if not source.strip():
-        raise ValueError(f"source must name a prompt file or dataset, got {source!r}")
-    if not column:
-        raise ValueError(f"column must name the field holding the prompt, got {column!r}")
 
 
 # ------------------------------------------------------------------------ the reward
@@ -236,9 +190,9 @@ class ScorerSpec:
     path: Text("model path / hub id / URL / module:function, depending on the kind") = ""
     weight: Number(doc="w_i in r = sum_i w_i * s_i - baseline") = 1.0
     options: dict = Field(default_factory=dict, description="kind-specific keyword arguments")
-    num_gpus: Number(ge=0, doc="None: scored inside the reward actor (on its GPUs); a number: in an actor of its "
-                               "own with that many GPUs (actors/scorer_actor.py), for models that do not fit one "
-                               "GPU together") | None = None
+    num_gpus: Number(ge=0, also=(None,), doc="None: scored inside the reward actor (on its GPUs); a number: in "
+                                             "an actor of its own with that many GPUs (actors/scorer_actor.py), for "
+                                             "models that do not fit one GPU together") = None
 
     def __post_init__(self) -> None:
         if self.kind not in SCORER_KINDS:
@@ -253,10 +207,10 @@ EMBEDDED_REWARD = ScorerSpec(kind="answer-reader", path="embedded")  # rewards/d
 class RewardConfig:
     """The sentence reward r(x, y) = scale * (sum_i w_i * s_i(x, y) - baseline) (Eq. 13)."""
 
-    scorers: tuple[ScorerSpec, ...] = Field(default=(EMBEDDED_REWARD,), min_length=1,
-                                            description="the scorers s_i with their weights")
-    baseline: Number() | Literal["upstream-greedy"] = Field(
-        default=0.0, description="a number, or upstream-greedy: the score of the upstream's greedy answer")
+    scorers: tuple[ScorerSpec, ...] = Field(default=(EMBEDDED_REWARD,), description="the scorers s_i with their "
+                                                                                   "weights (at least one)")
+    baseline: Number(also=(BASELINE_UPSTREAM_GREEDY,), doc="a number, or upstream-greedy: the score of the "
+                                                           "upstream's greedy answer") = 0.0
     scale: Number(gt=0, doc="multiplies the reward") = 1.0
     num_actors: Int(ge=1, doc="reward actors scoring finished answers in batches") = 1
     num_cpus: Number(ge=0, doc="Ray CPUs per reward actor") = 0.5
@@ -274,6 +228,10 @@ class RewardConfig:
                                 "greedily to this many tokens (the served length; the upstream-greedy baseline "
                                 "is as long) before it is scored; 0 = score the episode as it is") = 0
 
+    def __post_init__(self) -> None:
+        if not self.scorers:
+            raise ValueError("scorers must hold at least one scorer")
+
     @property
     def needs_greedy_baseline(self) -> bool:
         """The reward is relative to the upstream model's own greedy answer."""
@@ -290,9 +248,9 @@ class RewardConfig:
 class RolloutConfig:
     """Rollout workers: each hosts an upstream LLM and runs episodes with the current actor."""
 
-    num_workers: Int(ge=1) | Literal["auto"] = Field(
-        default=1, description="a number, or auto: one worker per unit of `resource` on the cluster's live nodes, "
-                               "followed as nodes join and leave; `mara scale RUN --workers N` changes it live")
+    num_workers: Int(ge=1, also=(AUTO,), doc="a number, or auto: one worker per unit of `resource` on the "
+                                             "cluster's live nodes, followed as nodes join and leave; `mara scale "
+                                             "RUN --workers N` changes it live") = 1
     num_cpus: Number(ge=0, doc="Ray CPUs per worker") = 1.0
     num_gpus: Number(ge=0, doc="Ray GPUs per worker; below 1 several workers share a GPU") = 0.0
     resource: Text("custom Ray resource each worker needs one unit of (cluster.yaml: rollout_slot)") = ""

@@ -1,5 +1,5 @@
 """What a configuration section is: a frozen pydantic dataclass whose fields carry their
-constraints and their description, and whose errors read like sentences.
+check and their description, and whose refusals read like sentences.
 
     @section
     class BudgetConfig:
@@ -7,51 +7,111 @@ constraints and their description, and whose errors read like sentences.
 
     BudgetConfig(episodes=-3)   # ConfigError: episodes must be an int >= 0, got -3
 
-``Int``, ``Number``, ``Text``, ``Flag`` and ``Choice`` are the field types: integers are
-never booleans or floats, numbers are finite (no NaN, no infinity) and never booleans or
-strings. A section refuses unknown keys. ``readable`` turns pydantic's errors into one line
-per problem that names the field by its path from the root (``budget.episodes``,
-``reward.scorers[0].kind``) and says what it must be.
+A field type (``Int``, ``Number``, ``Text``, ``Flag``, ``Choice``) runs the ``check_*`` function
+of its kind on a value before pydantic reads it, so that a refusal names the field and says
+what it must be; the same functions check values outside sections (a server's settings, a
+generator's arguments). Integers are never booleans or floats; numbers are finite (no NaN,
+no infinity) and never booleans or strings; ``also`` lists values a field takes besides
+(None, "auto"). A section refuses unknown keys, naming the ones it knows.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import types
+import math
 import typing
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Union
 
-import annotated_types
-from pydantic import ConfigDict, Field, Strict, ValidationError
+from pydantic import BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic.dataclasses import dataclass
-
-SECTION_CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class ConfigError(ValueError):
     """A configuration value that is refused; the message names the field."""
 
 
-def Int(ge: int | None = None, le: int | None = None, doc: str = ""):  # noqa: N802 - a type
-    return Annotated[int, Strict(), Field(ge=ge, le=le, description=doc)]
+# --------------------------------------------------------------------------- value checks
+# Each returns the value it accepts and raises a ValueError that starts with the value's name.
+def check_int(name: str, value, minimum: int | None = 0, maximum: int | None = None) -> int:
+    ok = isinstance(value, int) and not isinstance(value, bool)
+    if not (ok and (minimum is None or value >= minimum) and (maximum is None or value <= maximum)):
+        bounds = (f" in [{minimum}, {maximum}]" if maximum is not None
+                  else f" >= {minimum}" if minimum is not None else "")
+        raise ValueError(f"{name} must be an int{bounds}, got {value!r}")
+    return value
 
 
-def Number(ge: float | None = None, gt: float | None = None, le: float | None = None,  # noqa: N802
-           doc: str = ""):
-    return Annotated[float, Strict(), Field(ge=ge, gt=gt, le=le, description=doc)]
+def check_number(name: str, value, minimum: float | None = None, *, above: float | None = None,
+                 maximum: float | None = None) -> float:
+    """A finite number (no NaN, no infinity) within the bounds given."""
+    bounds = {">=": minimum, ">": above, "<=": maximum}
+    rule = " and ".join(f"{op} {bound}" for op, bound in bounds.items() if bound is not None)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+        and (minimum is None or value >= minimum) and (above is None or value > above) \
+        and (maximum is None or value <= maximum)
+    if not ok:
+        raise ValueError(f"{name} must be a finite number{' ' + rule if rule else ''}, got {value!r}")
+    return value
 
 
-def Text(doc: str = ""):  # noqa: N802 - a type
-    return Annotated[str, Strict(), Field(description=doc)]
+def check_choice(name: str, value, choices):
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {sorted(choices)}, got {value!r}")
+    return value
+
+
+def check_text(name: str, value, nonblank: bool = False) -> str:
+    if not isinstance(value, str) or (nonblank and not value.strip()):
+        raise ValueError(f"{name} must be {'a non-empty' if nonblank else 'a'} string, got {value!r}")
+    return value
+
+
+def check_flag(name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
+# --------------------------------------------------------------------------- field types
+def checked(base, check, doc: str = "", also: tuple = (), **bounds):
+    """Field type ``base`` whose values pass ``check(field name, value, **bounds)`` first, or
+    are one of ``also``; ``doc`` is the field's description (``mara config`` prints it)."""
+    def validate(value, info):
+        if any(value is a or (type(value) is type(a) and value == a) for a in also):
+            return value
+        try:
+            return check(info.field_name, value, **bounds)
+        except ValueError as err:
+            raise ValueError(f"{err}{'; also accepted: ' + ', '.join(map(repr, also)) if also else ''}") from None
+
+    extra = [Literal[a] for a in also if a is not None] + [type(None)] * (None in also)
+    return Annotated[Union[(base, *extra)], BeforeValidator(validate), Field(description=doc)]  # noqa: UP007
+
+
+def Int(ge: int | None = None, le: int | None = None, doc: str = "", also: tuple = ()):  # noqa: N802 - a type
+    return checked(int, check_int, doc, also, minimum=ge, maximum=le)
+
+
+def Number(ge: float | None = None, gt: float | None = None, le: float | None = None,  # noqa: N802 - a type
+           doc: str = "", also: tuple = ()):
+    return checked(float, check_number, doc, also, minimum=ge, above=gt, maximum=le)
+
+
+def Text(doc: str = "", nonblank: bool = False):  # noqa: N802 - a type
+    return checked(str, check_text, doc, nonblank=nonblank)
 
 
 def Flag(doc: str = ""):  # noqa: N802 - a type
-    return Annotated[bool, Strict(), Field(description=doc)]
+    return checked(bool, check_flag, doc)
 
 
 def Choice(options, doc: str = ""):  # noqa: N802 - a type
-    return Annotated[Literal[tuple(options)], Field(description=doc)]
+    return checked(Literal[tuple(options)], check_choice, doc, choices=tuple(options))
+
+
+# --------------------------------------------------------------------------- sections
+SECTION_CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 def section(cls):
@@ -72,77 +132,32 @@ def section(cls):
 
 def describe(cls) -> dict[str, str]:
     """Each field of section ``cls`` with its description, in declaration order."""
-    return {name: info.description or _inner_doc(info.annotation) for name, info in cls.__pydantic_fields__.items()}
+    return {name: info.description or "" for name, info in cls.__pydantic_fields__.items()}
 
 
-def _inner_doc(annotation) -> str:
-    """The description of a field type inside a union (``Int(doc=...) | None``)."""
-    for arg in typing.get_args(annotation):
-        for meta in typing.get_args(arg)[1:] if typing.get_origin(arg) is Annotated else ():
-            if getattr(meta, "description", None):
-                return meta.description
-    return ""
+# What pydantic's own refusals (the shape of a section or a list, a missing field) ask for.
+SHAPES = {"dict_type": "a mapping", "dataclass_type": "a mapping", "dataclass_exact_type": "a mapping",
+          "tuple_type": "a list", "list_type": "a list", "missing": "given"}
 
 
-# --------------------------------------------------------------------------- readable errors
 def readable(err: ValidationError, root) -> str:
     """One line per problem of ``err`` (raised validating section ``root``), each naming the
-    field by its path and saying what it must be."""
+    field by its path (``budget.episodes``, ``reward.scorers[0].kind``)."""
     lines, unknown = [], {}
     for e in err.errors(include_url=False):
         *parent, last = e["loc"] or ("",)
         if e["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
             unknown.setdefault(tuple(parent), []).append(str(last))
-            continue
-        where = _path(e["loc"])
-        if e["type"] in ("value_error", "assertion_error"):  # a section's own check: it names the field
-            message = str(e["ctx"]["error"]) if "error" in e.get("ctx", {}) else e["msg"]
-            if e["loc"] and message.startswith(str(last)):  # a field's check: the path of its section
-                where = _path(parent)
+        elif e["type"] == "value_error":  # a field's check or a section's: the message names the field
+            message = str(e["ctx"]["error"])
+            where = _path(parent if message.startswith(str(last)) else e["loc"])
             lines.append(f"{where}.{message}" if where else message)
-            continue
-        info = _field_info(root, e["loc"])
-        lines.append(f"{where} must be {_what(e, info)}, got {e['input']!r}")
+        else:
+            lines.append(f"{_path(e['loc'])} must be {SHAPES.get(e['type'], e['msg'])}, got {e['input']!r}")
     for parent, keys in unknown.items():
-        section_type = _section_at(root, parent)
-        known = sorted(section_type.__pydantic_fields__) if section_type else []
+        known = sorted(getattr(_section_at(root, parent), "__pydantic_fields__", ()))
         lines.append(f"unknown {_path(parent) or root.__name__} setting(s) {sorted(keys)}; known: {known}")
     return "; ".join(lines)
-
-
-def _what(e: dict, info) -> str:
-    """What a field whose value was refused with error ``e`` must be."""
-    kind = e["type"]
-    if kind == "literal_error":
-        options = typing.get_args(_unwrapped(info.annotation)) if info else ()
-        return f"one of {sorted(map(str, options)) or e['ctx']['expected']}"
-    if kind in ("int_type", "int_parsing", "int_from_float"):
-        return "int"
-    if kind in ("float_type", "float_parsing"):
-        return "a number"
-    if kind in ("bool_type", "bool_parsing"):
-        return "true or false"
-    if kind in ("string_type",):
-        return "a string"
-    if kind in ("dict_type", "dataclass_type", "dataclass_exact_type", "model_type"):
-        return "a mapping"
-    if kind in ("tuple_type", "list_type"):
-        return "a list"
-    if info is not None and kind in ("greater_than_equal", "greater_than", "less_than_equal", "finite_number"):
-        return _bounds(info)
-    return e["msg"][0].lower() + e["msg"][1:]
-
-
-def _bounds(info) -> str:
-    """"an int >= 0", "an int in [-1, 65535]", "a finite number > 0 and <= 1" of a field."""
-    limits = {type(m).__name__: m for m in info.metadata if isinstance(m, annotated_types.BaseMetadata)}
-    ge, gt, le = (getattr(limits.get(k), k.lower(), None) for k in ("Ge", "Gt", "Le"))
-    if _unwrapped(info.annotation) is int:
-        if ge is not None and le is not None:
-            return f"an int in [{ge}, {le}]"
-        return "an int" + (f" >= {ge}" if ge is not None else "")
-    rule = " and ".join(f"{op} {bound}" for op, bound in ((">=", ge), (">", gt), ("<=", le)) if bound is not None)
-    return "a finite number" + (f" {rule}" if rule else "")
 
 
 def _path(loc) -> str:
@@ -153,45 +168,17 @@ def _path(loc) -> str:
     return out
 
 
-def _unwrapped(annotation):
-    """The type inside ``Annotated[...]`` and ``X | None``."""
-    while typing.get_origin(annotation) is Annotated:
-        annotation = typing.get_args(annotation)[0]
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        options = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if len(options) == 1:
-            return _unwrapped(options[0])
-    return annotation
-
-
-def _field_info(root, loc):
-    """The FieldInfo of the field at ``loc`` below section ``root`` (None if not found)."""
-    section_type = _section_at(root, loc[:-1])
-    if section_type is None or not isinstance(loc[-1], str):
-        return None
-    return section_type.__pydantic_fields__.get(loc[-1])
-
-
 def _section_at(root, loc):
-    """The section type found at ``loc`` below ``root`` (through lists of sections)."""
-    current = root
+    """The section type found at ``loc`` below ``root`` (None if there is none)."""
     for part in loc:
-        if isinstance(part, int):
-            continue  # an entry of a tuple of sections: the tuple's item type was taken already
-        info = getattr(current, "__pydantic_fields__", {}).get(part)
-        if info is None:
-            return None
-        current = _section_type(info.annotation)
-    return current if dataclasses.is_dataclass(current) else None
+        if isinstance(part, str):  # an int is an entry of a tuple of sections, whose type was taken already
+            info = getattr(root, "__pydantic_fields__", {}).get(part)
+            root = _section_type(info.annotation) if info else None
+    return root
 
 
 def _section_type(annotation):
-    """The section type a field holds (itself, or a tuple's items, or one side of a union)."""
-    annotation = _unwrapped(annotation)
+    """The section type a field's annotation holds (itself, a tuple's items, a side of a union)."""
     if dataclasses.is_dataclass(annotation):
         return annotation
-    for arg in typing.get_args(annotation):
-        found = _section_type(arg)
-        if found is not None:
-            return found
-    return None
+    return next(filter(None, map(_section_type, typing.get_args(annotation))), None)

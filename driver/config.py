@@ -85,18 +85,11 @@ def from_dict(cls, data: dict | None, base=None):
     section it names, so ``{"replay": {"capacity": 100000}}`` keeps the run's other replay
     settings (``RunConfig.replay``), not ``ReplayConfig``'s. Refusals name the field by its
     path (``budget.episodes``) in a ``ConfigError``."""
-    merged = _merged(to_dict(base) if base is not None else _defaults(cls), dict(data or {}))
+    merged = _merged(to_dict(base if base is not None else cls()), dict(data or {}))
     try:
         return TypeAdapter(cls).validate_python(merged)
     except ValidationError as err:
         raise ConfigError(readable(err, cls)) from None
-
-
-def _defaults(cls) -> dict:
-    try:
-        return to_dict(cls())
-    except (ConfigError, TypeError):  # a section with required fields has no defaults to start from
-        return {}
 
 
 def _merged(defaults: dict, data: dict) -> dict:

@@ -48,7 +48,6 @@ MODEL_SCORERS = ("score-model", "seq-cls")  # scorer kinds that load a model of 
 PROMPT_TOKENS = 512  # prompt length assumed by the KV-cache estimate
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2,
                "auto": 4}  # resolved where the actor runs (envs/upstream.py): sized for the largest
-HEAD = "head"
 CUDA_CONTEXT = 0.5 * GIB  # what a process's CUDA context and allocator hold besides its tensors
 HOST_OVERHEAD = 1.0 * GIB  # a Python process with torch and transformers, before any model
 

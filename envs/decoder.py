@@ -57,7 +57,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.config import AUTO_MODE, KLConfig, SamplingConfig, check_int
+from core.config import AUTO_MODE, KLConfig, SamplingConfig
+from core.sections import check_int
 from core.contracts import ACCEPT, EpisodeTransitions
 from core.state_features import PAPER_STATE, candidate_scalars, reads_prompt, state_size
 from envs.mdp import candidate_sets, kl_penalty, reference_accept_probability
@@ -224,17 +225,6 @@ class _AcceptRejectMDP:
         return np.array([reference_accept_probability(
             r.ref_probs if d is None else d.probabilities(r.ref_probs, self.sampling_of(r).temperature), r.k)
             for r, d in zip(rows, draws)], dtype=np.float64)
-
-    def pending_candidates(self) -> list[tuple[int, int]]:
-        """(token id, 1-based candidate index) of each waiting row's current candidate."""
-        return [(self.rows[i].cand_ids[self.rows[i].k], self.rows[i].k + 1) for i in self.pending_rows()]
-
-    def candidate_states(self, row: int) -> torch.Tensor:
-        """(K, state_dim) states of all candidates of a row's current position (eager mode only)."""
-        r = self.rows[row]
-        if self.mode != "eager" or len(r.cand_hidden) != len(r.cand_ids):
-            raise RuntimeError("all candidate states exist only in eager mode")
-        return torch.stack([self._state(r, k) for k in range(len(r.cand_ids))]).float()
 
     def apply(self, actions, accept_probs=None, advance: bool = True) -> np.ndarray:
         """Apply one decision to every waiting row (in ``pending_rows`` order) and

@@ -35,7 +35,8 @@ from core.agent_file import (
     resolve_decisions,
     resolve_horizon,
 )
-from core.config import BACKENDS, KLConfig, ModelConfig, SamplingConfig, VllmEngineConfig, check_choice, check_int
+from core.config import BACKENDS, KLConfig, ModelConfig, SamplingConfig, VllmEngineConfig
+from core.sections import check_choice, check_int
 from core.networks import Actor
 from core.state_features import PAPER_STATE, check_state_size
 from envs.decoder import AcceptRejectDecoder, DecodeResult, resolve_mode

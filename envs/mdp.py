@@ -1,7 +1,6 @@
 """Pure functions of the accept/reject MDP (paper §3.1-3.3, MARA.md).
 
 - ``candidate_sets``: the hybrid truncation that defines the candidates of a position.
-- ``emission_probabilities``: Eq. 6, the probability that each candidate is emitted.
 - ``kl_penalty``: the per-decision KL penalty of Eq. 8.
 - ``Draw``: how an answer is drawn within the candidate set the agent judges (a request's
   temperature, top-k and top-p).
@@ -25,8 +24,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from core.config import KLConfig, SamplingConfig, check_int, check_number
-from core.contracts import ACCEPT
+from core.config import KLConfig, SamplingConfig
+from core.sections import check_int, check_number
+from core.contracts import ACCEPT, REJECT
 
 _EPS = 1e-8
 GREEDY_BELOW = 1e-3  # temperatures below this are greedy (logits / 1e-40 would overflow)
@@ -53,18 +53,6 @@ def candidate_sets(logits: torch.Tensor, cfg: SamplingConfig) -> list[tuple[list
     return out
 
 
-def emission_probabilities(accept_probs: np.ndarray) -> np.ndarray:
-    """Eq. 6: pi(y_i = t^k) = pi(accept | t^k) * prod_{k' < k} pi(reject | t^k').
-
-    The last candidate is accepted whenever it is reached (the fallback rule), so its
-    own accept probability is taken as 1 and the result sums to 1.
-    """
-    accept = np.asarray(accept_probs, dtype=np.float64).copy()
-    accept[-1] = 1.0
-    reach = np.concatenate([[1.0], np.cumprod(1.0 - accept[:-1])])
-    return reach * accept
-
-
 def decide(accept_probs: np.ndarray, greedy: np.ndarray | bool, uniforms: np.ndarray | None = None) -> np.ndarray:
     """Actions (1 = ACCEPT, 0 = reject) from pi(accept | s), per row: greedy, accept when
     pi >= 0.5; sampled, accept when u < pi for u ~ U[0, 1) given in ``uniforms`` (the caller's
@@ -76,7 +64,7 @@ def decide(accept_probs: np.ndarray, greedy: np.ndarray | bool, uniforms: np.nda
             raise ValueError("sampled decisions need uniforms")
         uniforms = np.ones_like(accept_probs)
     accepted = np.where(greedy, accept_probs >= 0.5, np.asarray(uniforms) < accept_probs)
-    return np.where(accepted, ACCEPT, 1 - ACCEPT).astype(np.int64)
+    return np.where(accepted, ACCEPT, REJECT).astype(np.int64)
 
 
 def reference_accept_probability(ref_probs: np.ndarray, k: int) -> float:

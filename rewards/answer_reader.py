@@ -149,9 +149,5 @@ class AnswerReaderScorer:
                              f"{self.reader.model_id!r} gives {self.reader.dim}")
         self.name = name or f"answer-reader:{Path(path).stem}"
 
-    def label_probabilities(self, prompts: Sequence[str], responses: Sequence[str]) -> dict[str, np.ndarray]:
-        p = self.head.probabilities(self.reader.features(prompts, responses))
-        return {label: p[:, i] for i, label in enumerate(self.head.labels)}
-
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
         return self.head.value(self.reader.features(prompts, responses)).astype(np.float64)

@@ -29,7 +29,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from ray import serve
 
 from core.agent_file import AGENT_DECISIONS, AGENT_HORIZON, CANDIDATE_FIELDS, CONTINUATIONS, DECISIONS, parse_horizon
-from core.config import AUTO_DTYPE, DTYPES, SamplingConfig, check_choice, check_device_name, check_int, check_number
+from core.config import AUTO_DTYPE, DTYPES, SamplingConfig, check_device_name
+from core.sections import check_choice, check_int, check_number
 from envs.decoder import MODES
 from envs.mdp import Draw
 from serving.engine import ADMISSIONS, Failed, Finished, Piece, ServingEngine, Submission

@@ -36,7 +36,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from core.config import SamplingConfig, check_choice, check_int, check_number
+from core.config import SamplingConfig
+from core.sections import check_choice, check_int, check_number
 from core.metrics import MetricsSink
 from envs.decoder import AcceptRejectDecoder
 from envs.generation import AlignedGenerator

@@ -14,7 +14,9 @@ from helpers.decoding import (
     always_reject,
     assert_same_episodes,
     assert_states_are_full_forwards,
+    candidate_states,
     coin,
+    emission_probabilities,
     hf_greedy,
     run,
     run_scripted,
@@ -24,7 +26,7 @@ from core.config import SamplingConfig
 from core.contracts import ACCEPT, REJECT
 from core.networks import Actor
 from envs.decoder import MODES, AcceptRejectDecoder, NonFiniteStateError, resolve_mode
-from envs.mdp import candidate_sets, emission_probabilities
+from envs.mdp import candidate_sets
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -103,7 +105,7 @@ def test_eager_states_of_every_candidate_equal_a_full_forward(tiny_llm):
     decoder.apply([ACCEPT] * len(decoder.pending_rows()))
     for i in decoder.pending_rows():
         row = decoder.rows[i]
-        states = decoder.candidate_states(i)
+        states = candidate_states(decoder, i)
         for k, token in enumerate(row.cand_ids):
             full = tiny_llm.full_forward_hidden(row.prompt_ids + row.response_ids + [token])[-1]
             torch.testing.assert_close(states[k], full, atol=1e-4, rtol=0)
@@ -117,7 +119,7 @@ def test_emitted_candidates_follow_eq6(tiny_llm):
     actor = Actor(state_dim=tiny_llm.hidden_size, hidden_size=16)
     probe = AcceptRejectDecoder(tiny_llm, sampling, mode="eager")
     probe.start(PROMPTS[:1])
-    accept = actor.accept_probability(probe.candidate_states(0)).double().numpy()
+    accept = actor.accept_probability(candidate_states(probe, 0)).double().numpy()
     expected = emission_probabilities(accept)  # Eq. 6 over the position's 4 candidates
     assert len(expected) == 4 and expected.sum() == pytest.approx(1.0)
 

@@ -353,12 +353,15 @@ def test_examples_show_wins_and_losses_where_the_answers_differ():
 
 
 # ----------------------------------------------------------------------------- interruptions
-def test_an_evaluation_killed_midway_resumes_to_the_table_of_an_uninterrupted_one(eval_inputs, tmp_path):
+def test_an_evaluation_killed_midway_resumes_to_the_table_of_an_uninterrupted_one(eval_inputs, tmp_path, capsys):
     """SIGKILL after the first batches: answers.jsonl holds whole batches (at most one lost),
-    ``mara eval --resume`` answers the rest, and every figure equals an uninterrupted run's."""
+    ``mara eval --resume`` answers the rest, and every figure equals an uninterrupted run's.
+    Only the killed evaluation runs in a process of its own; like this one, with one torch thread."""
     import os
     import signal
     import time
+
+    from cli.main import main
 
     agent, _, _ = eval_inputs
     prompts = tmp_path / "prompts.json"
@@ -371,7 +374,8 @@ def test_an_evaluation_killed_midway_resumes_to_the_table_of_an_uninterrupted_on
                 "--max-new-tokens", "24", "--batch-size", "2", "--seed", "4", "--out", str(out), "--no-progress"]
 
     whole, cut = tmp_path / "whole", tmp_path / "cut"
-    killed = subprocess.Popen(command(cut), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    killed = subprocess.Popen(command(cut), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
     answers = cut / "answers.jsonl"
     deadline = time.monotonic() + 240
     while not (answers.is_file() and answers.read_text().count("\n") >= 2):
@@ -383,14 +387,12 @@ def test_an_evaluation_killed_midway_resumes_to_the_table_of_an_uninterrupted_on
     kept = [line for line in answers.read_text().split("\n") if line.strip()]
     assert 2 <= len(kept) < 16
 
-    proc = subprocess.run(command(cut), cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2 and f"--resume {cut}" in proc.stderr  # a new run would lose the answers
-    proc = subprocess.run([sys.executable, "-m", "cli.main", "eval", "--resume", str(cut), "--no-progress"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    assert "prompts answered" in proc.stdout
-    proc = subprocess.run(command(whole), cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
+    capsys.readouterr()
+    assert main(command(cut)[3:]) == 2  # a new run would lose the answers
+    assert f"--resume {cut}" in capsys.readouterr().err
+    assert main(["eval", "--resume", str(cut), "--no-progress"]) == 0
+    assert "prompts answered" in capsys.readouterr().out
+    assert main(command(whole)[3:]) == 0
 
     assert (cut / "results.csv").read_text() == (whole / "results.csv").read_text()
     table = (cut / "results.md").read_text().split("## ")[0]

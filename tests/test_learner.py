@@ -559,3 +559,31 @@ def test_learner_service_stop_serves_weights_while_running_and_prefetches(ray_lo
     assert early >= 0.5 * (len(updates_at_call) - 1)
     for handle in (learner, replay):
         ray.kill(handle)
+
+
+def test_a_learner_holding_the_replay_trains_on_its_own_buffer_only(ray_local, tmp_path):
+    """``replay.in_learner`` with ``on_learner_device``: every update's batch comes from the local
+    buffer (nothing else samples it), drawn on the learner's device (CPU here: the path a GPU
+    learner takes, replay/device_buffer.py). The learner asks for the next batch before updating
+    on the last one, so at most one batch is drawn and not used."""
+    from actors.worker_group import start_actor
+    from core.config import ReplayConfig
+    from core.contracts import EpisodeTransitions
+    from driver.learner_with_replay import LearnerWithReplay
+
+    ray, rng = ray_local, np.random.default_rng(0)
+    sac = SACConfig(hidden_size=HIDDEN, batch_size=16)
+    learner = start_actor(LearnerWithReplay, {"num_cpus": 0, "max_concurrency": 4}, state_dim=D, sac=sac,
+                          replay_config=ReplayConfig(capacity=1000, min_size_to_sample=32, samples_per_insert=1.0,
+                                                     error_buffer=1000.0, in_learner=True, on_learner_device=True),
+                          config=LearnerConfig(device="cpu", sample_timeout_s=1.0), run_dir=str(tmp_path / "run"))
+    episodes = [EpisodeTransitions(states=rng.standard_normal((20, D)).astype(np.float32),
+                                   actions=rng.integers(0, 2, 20).astype(np.int8),
+                                   kl_penalties=np.zeros(20, np.float32)).with_sentence_reward(1.0)
+                for _ in range(10)]
+    assert ray.get(learner.add.remote(episodes)) == 200
+    stats = ray.get(learner.run.remote(learner, until_updates=20), timeout=240)
+    assert stats.updates == 20
+    unused = ray.get(learner.stats.remote())["samples"] - 20 * sac.batch_size
+    assert unused in (0, sac.batch_size)
+    ray.kill(learner)

@@ -104,8 +104,8 @@ def test_the_scorer_reads_the_whole_answer_with_a_saved_head(tmp_path, tiny_llm_
     scores = scorer.score(prompts, answers)
     assert scores.shape == (4,) and np.isfinite(scores).all()
     assert abs(scores[0] - scores[1]) > 1e-4  # the answers differ only after ~150 tokens
-    p = scorer.label_probabilities(prompts, answers)
-    np.testing.assert_allclose(sum(p.values()), 1.0, rtol=1e-5)
+    p = scorer.head.probabilities(scorer.reader.features(prompts, answers))  # one distribution over labels per answer
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-5)
     with pytest.raises(ValueError, match="not an answer-reader head"):
         from safetensors.numpy import save_file
 

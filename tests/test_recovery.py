@@ -84,47 +84,42 @@ def test_a_sigkilled_run_resumes_from_its_last_snapshot(ray_local, tiny_llm_path
     assert run.totals.rewards_seen > state["rewards_seen"]  # the reward sum went on from the saved one
 
 
-def run_and_kill(ray_local, tiny_llm_path, tmp_path, which: str, in_learner: bool = False) -> tuple[dict, Path]:
-    """A run in this process whose replay or learner actor is killed once a snapshot exists (its
-    upstream slow enough that the 40 episodes take several snapshot intervals)."""
+def run_and_kill(ray_local, tiny_llm_path, tmp_path, victims: list[str]) -> tuple[dict, Path]:
+    """A run in this process whose replay or learner actors (``victims``, in turn) are killed,
+    each once a snapshot newer than the previous kill exists (its upstream slow enough that the
+    40 episodes take several snapshot intervals)."""
     cfg = from_dict(RunConfig, tiny_config(tiny_llm_path, tmp_path, model={"name": slow_llm(0.05)},
                                            budget={"episodes": 40, "seconds": 240},
-                                           replay={"snapshot_every_s": 2.0, "in_learner": in_learner}))
+                                           replay={"snapshot_every_s": 2.0}))
     run = training_run(cfg)
     run.build()
-    killed = {}
+    killed = []
 
-    def kill_after_the_first_snapshot():
-        wait_for(lambda: events(run.run_dir, "snapshot") and events(run.run_dir, "snapshot")[-1]["replay_size"],
-                 "a snapshot")
-        killed["at"] = time.time()
-        ray.kill(run.replay if which == "replay" else run.learner, no_restart=False)
+    def kill_each_after_a_snapshot():
+        for victim in victims:
+            since = killed[-1] if killed else 0.0
+            wait_for(lambda: [e for e in events(run.run_dir, "snapshot") if e["replay_size"] and e["time"] > since],
+                     f"a snapshot before killing the {victim}")
+            killed.append(time.time())
+            ray.kill(run.replay if victim == "replay" else run.learner, no_restart=False)
 
-    killer = threading.Thread(target=kill_after_the_first_snapshot, daemon=True)
+    killer = threading.Thread(target=kill_each_after_a_snapshot, daemon=True)
     killer.start()
     summary = run.run()  # goes on: no exception, no traceback
     killer.join(timeout=60)
-    assert "at" in killed, "the run ended before the kill"
+    assert len(killed) == len(victims), "the run ended before the kills"
     return summary, run.run_dir
 
 
-def test_a_killed_replay_is_rebuilt_from_its_snapshot_and_the_run_goes_on(ray_local, tiny_llm_path, tmp_path,
-                                                                          capsys):
-    summary, run_dir = run_and_kill(ray_local, tiny_llm_path, tmp_path, "replay")
+def test_a_killed_replay_and_a_killed_learner_are_rebuilt_and_the_run_goes_on(ray_local, tiny_llm_path, tmp_path,
+                                                                              capsys):
+    summary, run_dir = run_and_kill(ray_local, tiny_llm_path, tmp_path, ["replay", "learner"])
     restarts = events(run_dir, "restart")
-    assert [r["component"] for r in restarts] == ["replay"]
+    assert [r["component"] for r in restarts] == ["replay", "learner"]
     assert "rebuilt it from its snapshot" in capsys.readouterr().out
+    assert "from checkpoint update_" in restarts[1]["what"]
     assert summary["status"] == "completed" and summary["episodes"] >= 40
     assert summary["replay"]["size"] > 0 and summary["learner_updates"] > 0
-    assert (run_dir / "agent.safetensors").is_file()
-
-
-def test_a_killed_learner_is_rebuilt_from_its_checkpoint_and_the_run_goes_on(ray_local, tiny_llm_path, tmp_path,
-                                                                            capsys):
-    summary, run_dir = run_and_kill(ray_local, tiny_llm_path, tmp_path, "learner")
-    restarts = events(run_dir, "restart")
-    assert [r["component"] for r in restarts] == ["learner"] and "from checkpoint update_" in restarts[0]["what"]
-    assert summary["status"] == "completed" and summary["episodes"] >= 40 and summary["learner_updates"] > 0
     assert (run_dir / "agent.safetensors").is_file()
 
 
@@ -154,13 +149,3 @@ def test_a_run_that_made_no_update_fails_and_exports_no_agent(ray_local, tiny_ll
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "failed"
     assert not (run_dir / "agent.safetensors").exists()
     assert (run_dir / "state.json").is_file() and (run_dir / "replay.arrow").is_file()  # resumable
-
-
-def test_a_killed_learner_holding_the_replay_is_rebuilt_from_both_and_the_run_goes_on(ray_local, tiny_llm_path,
-                                                                                      tmp_path):
-    summary, run_dir = run_and_kill(ray_local, tiny_llm_path, tmp_path, "learner", in_learner=True)
-    restarts = {r["component"]: r["what"] for r in events(run_dir, "restart")}
-    assert set(restarts) == {"learner", "replay"}  # one actor, both rebuilt from the run folder
-    assert "from checkpoint update_" in restarts["learner"]
-    assert summary["status"] == "completed" and summary["episodes"] >= 40 and summary["learner_updates"] > 0
-    assert summary["replay"]["size"] > 0 and (run_dir / "agent.safetensors").is_file()

@@ -56,10 +56,6 @@ def test_every_split_is_disjoint_from_the_others_even_near_duplicates(splits):
     assert not set(splits.agent["benign"]) & set(splits.judge["benign"])
 
 
-def test_splits_are_deterministic_for_a_seed(shared_data, splits):
-    assert build_splits(shared_data, seed=0).named() == splits.named()
-
-
 @pytest.mark.parametrize("config_path", CONFIGS, ids=lambda p: p.stem)
 def test_no_shipped_config_trains_on_a_protected_prompt(config_path, splits, shared_data, tmp_path):
     from driver.config import load_config
@@ -82,12 +78,16 @@ def test_no_shipped_config_trains_on_a_protected_prompt(config_path, splits, sha
     assert overlapping(train, protected) == []
 
 
-def test_mara_splits_writes_every_split_or_a_seeded_sample(shared_data, splits, tmp_path, capsys):
+def test_mara_splits_writes_every_split_the_same_for_a_seed_or_a_seeded_sample(shared_data, splits, tmp_path,
+                                                                               monkeypatch):
+    import core.splits
     from cli.main import main
 
     assert main(["splits", "--shared-data", str(shared_data), "--out", str(tmp_path / "all")]) == 0
-    written = {p.stem for p in (tmp_path / "all").glob("*.json")}
-    assert written == set(splits.named())
+    written = {p.stem: [r["instruction"] for r in json.loads(p.read_text())] for p in (tmp_path / "all").glob("*.json")}
+    assert written == splits.named()  # built again from the same seed: the same splits
+    # The samples below are drawn from these splits; building them a third time checks nothing new.
+    monkeypatch.setattr(core.splits, "build_splits", lambda *args, **kwargs: splits)
     assert main(["splits", "--shared-data", str(shared_data), "--out", str(tmp_path / "pools"),
                  "--sample", "validation=5", "--sample", "judge=3"]) == 0
     pools = {p.stem: [r["instruction"] for r in json.loads(p.read_text())] for p in (tmp_path / "pools").glob("*.json")}

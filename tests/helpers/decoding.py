@@ -25,6 +25,28 @@ def run(llm, prompts, policy, mode, max_new_tokens=12, sampling=None, ragged=Non
     return decoder.results()
 
 
+def emission_probabilities(accept_probs) -> np.ndarray:
+    """Eq. 6, the oracle the decoder is checked against: pi(y_i = t^k) = pi(accept | t^k) *
+    prod_{k' < k} pi(reject | t^k'). The last candidate is accepted whenever it is reached (the
+    fallback rule), so its own accept probability is taken as 1 and the result sums to 1."""
+    accept = np.asarray(accept_probs, dtype=np.float64).copy()
+    accept[-1] = 1.0
+    reach = np.concatenate([[1.0], np.cumprod(1.0 - accept[:-1])])
+    return reach * accept
+
+
+def pending_candidates(decoder) -> list[tuple[int, int]]:
+    """(token id, 1-based candidate index) of each waiting row's current candidate."""
+    return [(decoder.rows[i].cand_ids[decoder.rows[i].k], decoder.rows[i].k + 1) for i in decoder.pending_rows()]
+
+
+def candidate_states(decoder, row: int) -> torch.Tensor:
+    """(K, state_dim) states of all candidates of a row's current position (eager mode only)."""
+    r = decoder.rows[row]
+    assert decoder.mode == "eager" and len(r.cand_hidden) == len(r.cand_ids), "eager mode keeps every candidate"
+    return torch.stack([decoder._state(r, k) for k in range(len(r.cand_ids))]).float()
+
+
 def always_accept(rng, n):
     return np.ones(n, dtype=np.int64)
 
