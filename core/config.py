@@ -49,16 +49,17 @@ BASELINE_UPSTREAM_GREEDY = "upstream-greedy"
 AUTO = "auto"
 
 
-def check_device_name(device: str) -> None:
+def check_device_name(device: str, name: str = "device") -> str:
     """A torch device name MARA accepts: auto, cpu, cuda or cuda:N."""
     ok = isinstance(device, str) and (device in ("auto", "cpu", "cuda")
                                       or (device.startswith("cuda:") and device[5:].isdigit()))
     if not ok:
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+        raise ValueError(f"{name} must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    return device
 
 
 def Device(doc: str):  # noqa: N802 - a field type
-    return checked(str, lambda name, value: check_device_name(value) or value, doc)
+    return checked(str, lambda name, value: check_device_name(value, name), doc)
 
 
 def check_sources(name: str, value):

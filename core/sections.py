@@ -47,9 +47,12 @@ def check_number(name: str, value, minimum: float | None = None, *, above: float
     """A finite number (no NaN, no infinity) within the bounds given."""
     bounds = {">=": minimum, ">": above, "<=": maximum}
     rule = " and ".join(f"{op} {bound}" for op, bound in bounds.items() if bound is not None)
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
-        and (minimum is None or value >= minimum) and (above is None or value > above) \
-        and (maximum is None or value <= maximum)
+    try:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+            and (minimum is None or value >= minimum) and (above is None or value > above) \
+            and (maximum is None or value <= maximum)
+    except OverflowError:  # an int too large for a float
+        ok = False
     if not ok:
         raise ValueError(f"{name} must be a finite number{' ' + rule if rule else ''}, got {value!r}")
     return value
@@ -83,7 +86,8 @@ def checked(base, check, doc: str = "", also: tuple = (), **bounds):
         try:
             return check(info.field_name, value, **bounds)
         except ValueError as err:
-            raise ValueError(f"{err}{'; also accepted: ' + ', '.join(map(repr, also)) if also else ''}") from None
+            accepted = ", ".join("null" if a is None else repr(a) for a in also)  # as YAML writes None
+            raise ValueError(f"{err}{'; also accepted: ' + accepted if also else ''}") from None
 
     extra = [Literal[a] for a in also if a is not None] + [type(None)] * (None in also)
     return Annotated[Union[(base, *extra)], BeforeValidator(validate), Field(description=doc)]  # noqa: UP007
@@ -137,7 +141,7 @@ def describe(cls) -> dict[str, str]:
 
 # What pydantic's own refusals (the shape of a section or a list, a missing field) ask for.
 SHAPES = {"dict_type": "a mapping", "dataclass_type": "a mapping", "dataclass_exact_type": "a mapping",
-          "tuple_type": "a list", "list_type": "a list", "missing": "given"}
+          "tuple_type": "a list", "list_type": "a list", "string_type": "a string"}
 
 
 def readable(err: ValidationError, root) -> str:
@@ -152,6 +156,8 @@ def readable(err: ValidationError, root) -> str:
             message = str(e["ctx"]["error"])
             where = _path(parent if message.startswith(str(last)) else e["loc"])
             lines.append(f"{where}.{message}" if where else message)
+        elif e["type"] == "missing":
+            lines.append(f"{_path(e['loc'])} is missing")
         else:
             lines.append(f"{_path(e['loc'])} must be {SHAPES.get(e['type'], e['msg'])}, got {e['input']!r}")
     for parent, keys in unknown.items():

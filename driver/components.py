@@ -140,7 +140,9 @@ def connect_ray(cfg: RunConfig) -> bool:
         print(f"joined Ray cluster at {address}", flush=True)
         return True
     _bind_to_loopback()
-    context = ray.init(num_cpus=local_cpus(cfg), dashboard_host="127.0.0.1",
+    # address "local": a cluster of this run's own. Without an address, ray.init joins the cluster
+    # this machine started last (`ray start`, another run's), which the settings do not ask for.
+    context = ray.init(address="local", num_cpus=local_cpus(cfg), dashboard_host="127.0.0.1",
                        include_dashboard=cfg.dashboard, log_to_driver=True)
     if cfg.dashboard and context.dashboard_url:
         print(f"Ray dashboard: http://{context.dashboard_url}", flush=True)

@@ -27,6 +27,7 @@ import ray
 from actors.worker_group import WorkerGroup
 from core.atomic import write_json_atomic
 from core.config import AUTO, RolloutConfig
+from core.sections import check_int
 
 SCALE_FILE = "scale.json"
 CHECK_S = 2.0  # how often the driver compares the group with its target
@@ -34,8 +35,8 @@ CHECK_S = 2.0  # how often the driver compares the group with its target
 
 def check_worker_count(name: str, value) -> None:
     """A number of workers: an int >= 1, or "auto"."""
-    if value != AUTO and not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
-        raise ValueError(f"{name} must be an int >= 1 or 'auto', got {value!r}")
+    if value != AUTO:
+        check_int(name, value, 1)
 
 
 def request_scale(run_dir: str | Path, workers: int | str) -> Path:

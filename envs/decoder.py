@@ -58,8 +58,8 @@ import torch
 import torch.nn.functional as F
 
 from core.config import AUTO_MODE, KLConfig, SamplingConfig
-from core.sections import check_int
 from core.contracts import ACCEPT, EpisodeTransitions
+from core.sections import check_int
 from core.state_features import PAPER_STATE, candidate_scalars, reads_prompt, state_size
 from envs.mdp import candidate_sets, kl_penalty, reference_accept_probability
 

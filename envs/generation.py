@@ -36,8 +36,8 @@ from core.agent_file import (
     resolve_horizon,
 )
 from core.config import BACKENDS, KLConfig, ModelConfig, SamplingConfig, VllmEngineConfig
-from core.sections import check_choice, check_int
 from core.networks import Actor
+from core.sections import check_choice, check_int
 from core.state_features import PAPER_STATE, check_state_size
 from envs.decoder import AcceptRejectDecoder, DecodeResult, resolve_mode
 from envs.mdp import Draw, decide

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 from core.config import KLConfig, SamplingConfig
-from core.sections import check_int, check_number
 from core.contracts import ACCEPT, REJECT
+from core.sections import check_int, check_number
 
 _EPS = 1e-8
 GREEDY_BELOW = 1e-3  # temperatures below this are greedy (logits / 1e-40 would overflow)

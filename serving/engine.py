@@ -37,8 +37,8 @@ import numpy as np
 import torch
 
 from core.config import SamplingConfig
-from core.sections import check_choice, check_int, check_number
 from core.metrics import MetricsSink
+from core.sections import check_choice, check_int, check_number
 from envs.decoder import AcceptRejectDecoder
 from envs.generation import AlignedGenerator
 from envs.mdp import Draw, decide

@@ -138,6 +138,7 @@ def test_mara_config_prints_the_resolved_settings_with_their_descriptions(tmp_pa
     out = capsys.readouterr().out
     assert "budget:  # When the run stops" in out and "  seconds: 60.0  # wall-clock seconds of training" in out
     assert "  top_k: 40  # at most this many candidates" in out
+    assert "  num_workers: 1  # a number, or auto: one worker per unit of `resource`" in out  # an "also" field
     run = tmp_path / "run"
     run.mkdir()
     save_config(load_config(None, ["run_name=x", "replay.capacity=1000"]), run / "config.yaml")

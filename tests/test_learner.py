@@ -561,11 +561,13 @@ def test_learner_service_stop_serves_weights_while_running_and_prefetches(ray_lo
         ray.kill(handle)
 
 
-def test_a_learner_holding_the_replay_trains_on_its_own_buffer_only(ray_local, tmp_path):
-    """``replay.in_learner`` with ``on_learner_device``: every update's batch comes from the local
-    buffer (nothing else samples it), drawn on the learner's device (CPU here: the path a GPU
-    learner takes, replay/device_buffer.py). The learner asks for the next batch before updating
-    on the last one, so at most one batch is drawn and not used."""
+@pytest.mark.parametrize("on_learner_device", [False, True])
+def test_a_learner_holding_the_replay_trains_on_its_own_buffer_only(ray_local, tmp_path, on_learner_device):
+    """``replay.in_learner``: what reaches the actor's handle lands in its buffer, and every
+    update's batch comes from that buffer (nothing else samples it), drawn on the host or on the
+    learner's device (CPU here: the path a GPU learner takes, replay/device_buffer.py). The
+    learner asks for the next batch before updating on the last one, so at most one batch is
+    drawn and not used."""
     from actors.worker_group import start_actor
     from core.config import ReplayConfig
     from core.contracts import EpisodeTransitions
@@ -575,7 +577,8 @@ def test_a_learner_holding_the_replay_trains_on_its_own_buffer_only(ray_local, t
     sac = SACConfig(hidden_size=HIDDEN, batch_size=16)
     learner = start_actor(LearnerWithReplay, {"num_cpus": 0, "max_concurrency": 4}, state_dim=D, sac=sac,
                           replay_config=ReplayConfig(capacity=1000, min_size_to_sample=32, samples_per_insert=1.0,
-                                                     error_buffer=1000.0, in_learner=True, on_learner_device=True),
+                                                     error_buffer=1000.0, in_learner=True,
+                                                     on_learner_device=on_learner_device),
                           config=LearnerConfig(device="cpu", sample_timeout_s=1.0), run_dir=str(tmp_path / "run"))
     episodes = [EpisodeTransitions(states=rng.standard_normal((20, D)).astype(np.float32),
                                    actions=rng.integers(0, 2, 20).astype(np.int8),
@@ -584,6 +587,8 @@ def test_a_learner_holding_the_replay_trains_on_its_own_buffer_only(ray_local, t
     assert ray.get(learner.add.remote(episodes)) == 200
     stats = ray.get(learner.run.remote(learner, until_updates=20), timeout=240)
     assert stats.updates == 20
-    unused = ray.get(learner.stats.remote())["samples"] - 20 * sac.batch_size
+    replay = ray.get(learner.stats.remote())
+    assert replay["size"] == replay["inserted_transitions"] == 200
+    unused = replay["samples"] - 20 * sac.batch_size
     assert unused in (0, sac.batch_size)
     ray.kill(learner)

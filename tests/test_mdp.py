@@ -7,10 +7,9 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from core.config import KLConfig, SamplingConfig
 from helpers.decoding import emission_probabilities
 
+from core.config import KLConfig, SamplingConfig
 from envs.mdp import Draw, candidate_sets, kl_penalty, reference_accept_probability
 
 

@@ -46,7 +46,7 @@ def test_a_sigkilled_run_resumes_from_its_last_snapshot(ray_local, tiny_llm_path
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(tiny_config(
         tiny_llm_path, tmp_path, model={"name": slow_llm(0.01)}, budget={"episodes": 0, "seconds": 300},
-        replay={"snapshot_every_s": 3.0})))
+        replay={"snapshot_every_s": 3.0}, rollout={"num_workers": 2})))  # calls of two workers in flight
     run_dir = tmp_path / "runs" / "killed"
     proc = subprocess.Popen([sys.executable, "launch.py", "--config", str(config), "--set", "run_name=killed"],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -84,42 +84,48 @@ def test_a_sigkilled_run_resumes_from_its_last_snapshot(ray_local, tiny_llm_path
     assert run.totals.rewards_seen > state["rewards_seen"]  # the reward sum went on from the saved one
 
 
-def run_and_kill(ray_local, tiny_llm_path, tmp_path, victims: list[str]) -> tuple[dict, Path]:
+def run_and_kill(ray_local, tiny_llm_path, tmp_path, victims: list[str]) -> tuple[dict, Path, float]:
     """A run in this process whose replay or learner actors (``victims``, in turn) are killed,
-    each once a snapshot newer than the previous kill exists (its upstream slow enough that the
-    40 episodes take several snapshot intervals)."""
+    each once a snapshot newer than the previous kill exists; the test ends the run once
+    episodes were decoded after the last kill (the time budget is only a backstop). Returns
+    the summary, the run folder and the time of the last kill."""
     cfg = from_dict(RunConfig, tiny_config(tiny_llm_path, tmp_path, model={"name": slow_llm(0.05)},
-                                           budget={"episodes": 40, "seconds": 240},
+                                           budget={"episodes": 0, "seconds": 400},
                                            replay={"snapshot_every_s": 2.0}))
     run = training_run(cfg)
     run.build()
     killed = []
 
-    def kill_each_after_a_snapshot():
-        for victim in victims:
-            since = killed[-1] if killed else 0.0
-            wait_for(lambda: [e for e in events(run.run_dir, "snapshot") if e["replay_size"] and e["time"] > since],
-                     f"a snapshot before killing the {victim}")
-            killed.append(time.time())
-            ray.kill(run.replay if victim == "replay" else run.learner, no_restart=False)
+    def kill_each_after_a_snapshot_then_end_the_run():
+        try:
+            for victim in victims:
+                since = killed[-1] if killed else 0.0
+                wait_for(lambda: [e for e in events(run.run_dir, "snapshot") if e["replay_size"] and e["time"] > since],
+                         f"a snapshot before killing the {victim}")
+                killed.append(time.time())
+                ray.kill(run.replay if victim == "replay" else run.learner, no_restart=False)
+            wait_for(lambda: [e for e in events(run.run_dir, "rollout") if e["episode_start"] > killed[-1]],
+                     "episodes decoded after the last kill")
+        finally:
+            run.learner.stop.remote()  # ends the run (as an update budget would)
 
-    killer = threading.Thread(target=kill_each_after_a_snapshot, daemon=True)
+    killer = threading.Thread(target=kill_each_after_a_snapshot_then_end_the_run, daemon=True)
     killer.start()
     summary = run.run()  # goes on: no exception, no traceback
     killer.join(timeout=60)
     assert len(killed) == len(victims), "the run ended before the kills"
-    return summary, run.run_dir
+    return summary, run.run_dir, killed[-1]
 
 
 def test_a_killed_replay_and_a_killed_learner_are_rebuilt_and_the_run_goes_on(ray_local, tiny_llm_path, tmp_path,
                                                                               capsys):
-    summary, run_dir = run_and_kill(ray_local, tiny_llm_path, tmp_path, ["replay", "learner"])
+    summary, run_dir, last_kill = run_and_kill(ray_local, tiny_llm_path, tmp_path, ["replay", "learner"])
     restarts = events(run_dir, "restart")
     assert [r["component"] for r in restarts] == ["replay", "learner"]
     assert "rebuilt it from its snapshot" in capsys.readouterr().out
     assert "from checkpoint update_" in restarts[1]["what"]
-    assert summary["status"] == "completed" and summary["episodes"] >= 40
-    assert summary["replay"]["size"] > 0 and summary["learner_updates"] > 0
+    assert summary["status"] == "completed" and summary["replay"]["size"] > 0 and summary["learner_updates"] > 0
+    assert [e for e in events(run_dir, "rollout") if e["episode_start"] > last_kill]  # it went on
     assert (run_dir / "agent.safetensors").is_file()
 
 

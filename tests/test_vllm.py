@@ -11,6 +11,8 @@ shut down first. The backend selection tests run without vLLM (no engine is star
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import psutil
 import pytest
@@ -44,9 +46,9 @@ MIN_COSINE = 0.999
 GiB = 1 << 30
 # enforce_eager: no torch.compile, so an engine starts in about a minute on CPU. The KV cache
 # is sized explicitly (256 MiB: ~5,700 tokens of SmolLM2 in float32, several 1024-token
-# sequences), so an engine needs that plus its worker process (~1.6 GiB with the weights),
-# whatever share of the machine's memory other processes hold; the share itself is then
-# not used on CPU.
+# sequences), so an engine needs that plus its weights and vLLM (~1.6 GiB, in this process or
+# the one it spawns), whatever share of the machine's memory other processes hold; the share
+# itself is then not used on CPU.
 TEST_ENGINE = VllmEngineConfig(enforce_eager=True, max_model_len=1024, kv_cache_memory_bytes=256 << 20)
 ENGINE_GiB = 2.0  # one engine: worker process + weights + KV cache, with a margin
 
@@ -62,10 +64,19 @@ def enough_memory_for(engines: int) -> None:
 def engines_in_this_process():
     """This module's engines run their core in the test's process: by default vLLM spawns a
     process per engine, which costs about 20 s of CPU each here. The training run's rollout
-    worker keeps the default (``test_training_run_with_the_vllm_backend``)."""
+    worker keeps the default (``test_training_run_with_the_vllm_backend``). vLLM's CPU worker
+    then takes over the process's threads (it binds them, sets their number and turns
+    torch.set_num_threads into a no-op) and starts a torch.distributed group: all of it is put
+    back for the modules this process runs next."""
+    set_num_threads, threads, cores = torch.set_num_threads, torch.get_num_threads(), os.sched_getaffinity(0)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         yield
+    torch.set_num_threads = set_num_threads
+    torch.set_num_threads(threads)
+    os.sched_setaffinity(0, cores)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 @pytest.fixture(scope="module")
@@ -316,10 +327,6 @@ def test_training_run_with_the_vllm_backend(vllm_llm, tmp_path, monkeypatch):
     import ray
     from helpers.models import start_local_ray
 
-    # The Ray workers take the environment of the cluster's start: vLLM's own default there.
-    monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING")
-    ray.shutdown()
-    start_local_ray()
     from driver.config import RunConfig, from_dict
     from driver.preflight import check_inputs
     from driver.run import TrainingRun
@@ -327,6 +334,10 @@ def test_training_run_with_the_vllm_backend(vllm_llm, tmp_path, monkeypatch):
 
     vllm_llm.close()  # one engine at a time: the CPU is small
     enough_memory_for(engines=1)
+    # The Ray workers take the environment of the cluster's start: vLLM's own default there.
+    monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING")
+    ray.shutdown()
+    start_local_ray()
     cfg = from_dict(RunConfig, {
         "model": {"backend": "vllm", "device": "cpu",
                   "vllm": {"enforce_eager": True, "max_model_len": 512,

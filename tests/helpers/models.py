@@ -40,7 +40,8 @@ def start_local_ray(attempts: int = 3):
             break
         started = time.time()
         try:
-            ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
+            # "local": never the cluster the other test process started last (test_cluster's)
+            ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
                      runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[2])}})
         except Exception as err:
             ray.shutdown()
