@@ -22,7 +22,7 @@ import yaml
 from helpers import waiting
 
 from helpers.models import slow_llm
-from helpers.runs import tiny_config, training_run
+from helpers.runs import run_with_kills, tiny_config, training_run
 
 import launch
 from core.agent_file import SHIPPED_AGENT, load_agent, read_agent_metadata, save_agent
@@ -192,27 +192,7 @@ def test_learner_updates_while_episodes_are_in_flight_and_a_resume_goes_on_with_
     # Killed once the resumed part has a snapshot, the one actor is restarted by Ray and the
     # driver rebuilds both from the run folder; once episodes were decoded after that, the test
     # ends the run (the time budget is only a backstop).
-    resumed_at, killed = time.time(), []
-
-    def since(kind: str, moment: float) -> list[dict]:
-        return [r for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("event") == kind
-                and r.get("time" if kind == "snapshot" else "episode_start", 0) > moment]
-
-    def kill_after_a_snapshot_then_end_the_run():
-        try:
-            waiting.wait_for(lambda: [r for r in since("snapshot", resumed_at) if r["replay_size"]],
-                             "a snapshot of the resumed run")
-            killed.append(time.time())
-            ray.kill(run2.learner, no_restart=False)
-            waiting.wait_for(lambda: since("rollout", killed[-1]), "episodes decoded after the kill")
-        finally:
-            run2.learner.stop.remote()
-
-    killer = threading.Thread(target=kill_after_a_snapshot_then_end_the_run, daemon=True)
-    killer.start()
-    summary2 = run2.run()  # goes on: no exception, no traceback
-    killer.join(timeout=60)
-    assert killed, "the run ended before the kill"
+    summary2, _ = run_with_kills(run2, ["learner"], after=time.time())
     restarts = {r["component"]: r["what"] for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("event") == "restart"}
     assert set(restarts) == {"learner", "replay"}  # one actor, both rebuilt from the run folder
     assert "from checkpoint update_" in restarts["learner"]

@@ -8,8 +8,6 @@ import json
 import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import psutil
@@ -18,7 +16,7 @@ import yaml
 from helpers.waiting import wait_for
 
 from helpers.models import slow_llm, unreachable_reward_server
-from helpers.runs import ROOT, tiny_config, training_run
+from helpers.runs import ROOT, run_with_kills, tiny_config, training_run
 
 import launch
 from core.jsonl import read_jsonl
@@ -94,26 +92,7 @@ def run_and_kill(ray_local, tiny_llm_path, tmp_path, victims: list[str]) -> tupl
                                            replay={"snapshot_every_s": 2.0}))
     run = training_run(cfg)
     run.build()
-    killed = []
-
-    def kill_each_after_a_snapshot_then_end_the_run():
-        try:
-            for victim in victims:
-                since = killed[-1] if killed else 0.0
-                wait_for(lambda: [e for e in events(run.run_dir, "snapshot") if e["replay_size"] and e["time"] > since],
-                         f"a snapshot before killing the {victim}")
-                killed.append(time.time())
-                ray.kill(run.replay if victim == "replay" else run.learner, no_restart=False)
-            wait_for(lambda: [e for e in events(run.run_dir, "rollout") if e["episode_start"] > killed[-1]],
-                     "episodes decoded after the last kill")
-        finally:
-            run.learner.stop.remote()  # ends the run (as an update budget would)
-
-    killer = threading.Thread(target=kill_each_after_a_snapshot_then_end_the_run, daemon=True)
-    killer.start()
-    summary = run.run()  # goes on: no exception, no traceback
-    killer.join(timeout=60)
-    assert len(killed) == len(victims), "the run ended before the kills"
+    summary, killed = run_with_kills(run, victims)
     return summary, run.run_dir, killed[-1]
 
 
