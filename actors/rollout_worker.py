@@ -39,14 +39,14 @@ def actor_options(model: ModelConfig) -> dict:
 
 class RolloutWorker:
     def __init__(self, *, worker_index: int, model: ModelConfig, sampling: SamplingConfig, kl: KLConfig,
-                 rollout: RolloutConfig, learner, seed: int = 0) -> None:
+                 rollout: RolloutConfig, agent_hidden_size: int, learner, seed: int = 0) -> None:
         from envs.generation import AlignedGenerator, llm_from_config
 
         torch.set_num_threads(rollout.torch_threads)
         torch.manual_seed(seed + worker_index)
         llm = llm_from_config(model)
         actor = Actor(state_dim=state_size(rollout.state_features, llm.hidden_size),
-                      hidden_size=rollout.agent_hidden_size)
+                      hidden_size=agent_hidden_size)
         self.generator = AlignedGenerator(llm, actor, sampling=sampling, mode=model.mode, greedy=False,
                                           seed=seed + 1000 * worker_index, kl=kl,
                                           backend=model.backend,

@@ -40,7 +40,7 @@ def config(workers: int, seconds: float, forward_s: float, out: Path) -> RunConf
         "model": {"name": f"synthetic:4096:{forward_s}"},
         "sampling": {"max_new_tokens": 32},
         "reward": {"scorers": [{"kind": "function", "path": "rewards.examples:word_count"}], "num_cpus": 0.1},
-        "rollout": {"num_workers": workers, "num_cpus": 0.1, "episodes_per_call": 8, "agent_hidden_size": 256},
+        "rollout": {"num_workers": workers, "num_cpus": 0.1, "episodes_per_call": 8},
         "replay": {"capacity": 200_000, "min_size_to_sample": 1024, "samples_per_insert": 1e6,
                    "error_buffer": 2e6},  # the learner never waits on the limiter: it shows its own pace
         "sac": {"batch_size": 256, "hidden_size": 256},

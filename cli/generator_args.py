@@ -95,9 +95,9 @@ def add_continuation_argument(p: argparse.ArgumentParser) -> None:
 
 
 def add_dtype_argument(p: argparse.ArgumentParser) -> None:
-    from core.config import AUTO_DTYPE, DTYPES
+    from core.config import AUTO, DTYPES
 
-    p.add_argument("--dtype", default="float32", choices=[*DTYPES, AUTO_DTYPE],
+    p.add_argument("--dtype", default="float32", choices=[*DTYPES, AUTO],
                    help="the upstream's weights and activations; auto: bfloat16 where the hardware computes it "
                         "natively (a GPU, a CPU with AVX-512 BF16 or AMX), else float32. Default float32, in "
                         "which the shipped agent's figures were measured")

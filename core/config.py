@@ -31,22 +31,20 @@ from core.state_features import STATE_FEATURES
 DATA_DIR = Path(__file__).resolve().parent / "data"
 DEFAULT_PROMPTS = str(DATA_DIR / "default_prompts.json")  # the project's own prompt set
 
+# "auto", a setting's value where MARA chooses: model.dtype (bfloat16 where the hardware multiplies it
+# natively, else float32: envs/upstream.py: resolve_dtype), model.mode (hybrid on a GPU, where a tree of
+# candidates costs about one token's forward, lazy on a CPU: envs/decoder.py: resolve_mode),
+# rollout.num_workers (one per unit of a custom resource: driver/scaling.py).
+AUTO = "auto"
 DTYPES = ("float32", "bfloat16", "float16")  # upstream LLM weights and activations
-# "auto": bfloat16 where the hardware multiplies it natively (a GPU that supports it, a CPU with
-# AVX-512 BF16 or AMX), else float32 (envs/upstream.py: resolve_dtype).
-AUTO_DTYPE = "auto"
 BACKENDS = ("transformers", "vllm")  # what runs the upstream LLM (envs/decoder.py or envs/vllm_backend.py)
 DECODE_MODES = ("hybrid", "lazy", "eager")  # how candidate states are computed (envs/decoder.py)
-# "auto": hybrid on a GPU, where a tree of candidates costs about one token's forward; lazy on a CPU,
-# where each token fed costs compute (envs/decoder.py: resolve_mode).
-AUTO_MODE = "auto"
 KL_ESTIMATORS = ("kl", "abs", "mse", "full")
 STATE_DTYPES = ("float16", "float32")  # replay storage of hidden states
 # Scorer kinds of rewards/ (rewards.SCORER_KINDS maps each to its backend).
 SCORER_KINDS = ("function", "score-model", "seq-cls", "embedding-bt", "http", "vllm-reward", "response-class",
                 "answer-reader")
 BASELINE_UPSTREAM_GREEDY = "upstream-greedy"
-AUTO = "auto"
 
 
 def check_device_name(device: str, name: str = "device") -> str:
@@ -117,13 +115,13 @@ class ModelConfig:
 
     name: Text("'smollm2' (embedded), a hub id, a local folder or a .gguf file (transformers only)",
                nonblank=True) = "smollm2"
-    dtype: Choice((*DTYPES, AUTO_DTYPE), "weights and activations; auto: bfloat16 where the hardware computes it "
-                                         "natively (a CPU with AVX-512 BF16, most GPUs), else float32") = AUTO_DTYPE
+    dtype: Choice((*DTYPES, AUTO), "weights and activations; auto: bfloat16 where the hardware computes it "
+                                         "natively (a CPU with AVX-512 BF16, most GPUs), else float32") = AUTO
     device: Device("auto: cuda when the worker was given a GPU, else cpu (vllm: where the output head runs)") = "auto"
-    mode: Choice((*DECODE_MODES, AUTO_MODE), "candidate states: lazy (one at a time, as far as the agent goes), "
+    mode: Choice((*DECODE_MODES, AUTO), "candidate states: lazy (one at a time, as far as the agent goes), "
                                              "hybrid (the first alone, the rest together at the first rejection), "
                                              "eager (all at once); auto: hybrid on a GPU, lazy on a CPU "
-                                             "(benchmarks/bench_generation.py)") = AUTO_MODE
+                                             "(benchmarks/bench_generation.py)") = AUTO
     backend: Choice(BACKENDS, "what runs the LLM: transformers (KV-cache loop) or vllm (docs/VLLM.md)") \
         = "transformers"
     vllm: VllmEngineConfig = Field(default=VllmEngineConfig(), description="engine settings, with backend vllm")
@@ -263,7 +261,6 @@ class RolloutConfig:
                                       "handed out") = 2
     max_failed_calls: Int(ge=1, doc="the run stops when this many rollout calls in a row raised") = 5
     max_restarts: Int(ge=-1, doc="Ray restarts of a dead worker (-1 = always)") = -1
-    agent_hidden_size: Int(ge=1, doc="must equal sac.hidden_size") = 1024
     state_features: Choice(STATE_FEATURES, "what the agent reads at each decision: candidate (the paper's "
                                            "state, Eq. 4), then optionally the prompt's last hidden state, the "
                                            "candidate's rank and its log-probabilities (core/state_features.py)"

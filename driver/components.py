@@ -94,7 +94,8 @@ def start_components(cfg: RunConfig, run_dir: Path, state_dim: int) -> Component
         RolloutWorker, size=target_workers(cfg.rollout, run_dir, current=1), name="rollout worker",
         options=rollout_options(cfg),
         make_kwargs=lambda i: dict(worker_index=i, model=cfg.model, sampling=cfg.sampling, kl=cfg.kl,
-                                   rollout=cfg.rollout, learner=learner, seed=cfg.seed))
+                                   rollout=cfg.rollout, agent_hidden_size=cfg.sac.hidden_size, learner=learner,
+                                   seed=cfg.seed))
     return Components(replay, learner, rewards, rollouts, scorers)
 
 

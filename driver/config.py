@@ -65,9 +65,6 @@ class RunConfig:
                                             "reference: 10)") = 10
 
     def __post_init__(self) -> None:
-        if self.rollout.agent_hidden_size != self.sac.hidden_size:
-            raise ValueError(f"rollout.agent_hidden_size ({self.rollout.agent_hidden_size}) must equal "
-                             f"sac.hidden_size ({self.sac.hidden_size})")
         if self.run_name and not RUN_NAME.fullmatch(self.run_name):
             raise ValueError(f"run_name must be a plain folder name (letters, digits, '.', '_', '-'; "
                              f"no path), got {self.run_name!r}")

@@ -57,7 +57,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.config import AUTO_MODE, KLConfig, SamplingConfig
+from core.config import AUTO, KLConfig, SamplingConfig
 from core.contracts import ACCEPT, EpisodeTransitions
 from core.sections import check_int
 from core.state_features import PAPER_STATE, candidate_scalars, reads_prompt, state_size
@@ -71,13 +71,13 @@ MODES = ("hybrid", "lazy", "eager")
 
 
 def resolve_mode(mode: str, device: torch.device) -> str:
-    """``mode`` itself, or for "auto" (``core.config.AUTO_MODE``) hybrid when the upstream runs on a
+    """``mode`` itself, or for "auto" (``core.config.AUTO``) hybrid when the upstream runs on a
     GPU (a tree forward of K candidates costs about what one token's does) and lazy on a CPU
     (compute grows with the tokens fed, so only the candidates the agent reaches are fed)."""
-    if mode == AUTO_MODE:
+    if mode == AUTO:
         return "hybrid" if device.type == "cuda" else "lazy"
     if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES} or {AUTO_MODE!r}, got {mode!r}")
+        raise ValueError(f"mode must be one of {MODES} or {AUTO!r}, got {mode!r}")
     return mode
 
 

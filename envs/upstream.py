@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from core.config import AUTO_DTYPE, DTYPES
+from core.config import AUTO, DTYPES
 from core.model_files import DEFAULT_MODEL, resolve_model
 
 log = logging.getLogger(__name__)
@@ -43,9 +43,9 @@ def cpu_computes_bf16_natively() -> bool:
 def resolve_dtype(dtype: str, device: str) -> str:
     """``dtype`` itself, or for "auto" bfloat16 where ``device`` ("cpu", "cuda", "cuda:1") computes
     it natively, else float32."""
-    if dtype != AUTO_DTYPE:
+    if dtype != AUTO:
         if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(DTYPES)} or {AUTO_DTYPE!r}, got {dtype!r}")
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)} or {AUTO!r}, got {dtype!r}")
         return dtype
     if device.startswith("cuda"):
         return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"

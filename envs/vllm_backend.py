@@ -47,7 +47,7 @@ from types import SimpleNamespace
 
 import torch
 
-from core.config import AUTO_DTYPE, DTYPES, SamplingConfig, VllmEngineConfig
+from core.config import AUTO, DTYPES, SamplingConfig, VllmEngineConfig
 from envs.decoder import _AcceptRejectMDP, _EpisodeRow
 from envs.mdp import candidate_sets
 from envs.upstream import DEFAULT_MODEL, UpstreamLLM, _eos_ids, resolve_model
@@ -89,7 +89,7 @@ class VllmUpstream:
         as vLLM's CPU backend in bfloat16 is not measured here); ``device``: where the output head runs."""
         from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 
-        if dtype == AUTO_DTYPE:
+        if dtype == AUTO:
             dtype = "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")

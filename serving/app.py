@@ -29,7 +29,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from ray import serve
 
 from core.agent_file import AGENT_DECISIONS, AGENT_HORIZON, CANDIDATE_FIELDS, CONTINUATIONS, DECISIONS, parse_horizon
-from core.config import AUTO_DTYPE, DTYPES, SamplingConfig, check_device_name
+from core.config import AUTO, DTYPES, SamplingConfig, check_device_name
 from core.sections import check_choice, check_int, check_number
 from envs.decoder import MODES
 from envs.mdp import Draw
@@ -104,7 +104,7 @@ class ServeSettings:
         if self.continuation is not None:
             check_choice("continuation", self.continuation, CONTINUATIONS)
         check_choice("mode", self.mode, MODES)
-        check_choice("dtype", self.dtype, (*DTYPES, AUTO_DTYPE))
+        check_choice("dtype", self.dtype, (*DTYPES, AUTO))
         check_device_name(self.device)
         check_int("max_ongoing_requests", self.max_ongoing_requests, 1)
 

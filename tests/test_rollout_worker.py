@@ -67,7 +67,7 @@ def test_worker_never_waits_for_weights(ray_local, tiny_llm_path):
     worker = start_actor(RolloutWorker, {"num_cpus": 0}, worker_index=0,
                          model=ModelConfig(name=str(tiny_llm_path), device="cpu"),
                          sampling=SamplingConfig(max_new_tokens=4), kl=KLConfig(),
-                         rollout=RolloutConfig(agent_hidden_size=HIDDEN), learner=learner)
+                         rollout=RolloutConfig(), agent_hidden_size=HIDDEN, learner=learner)
 
     def rollout():
         stats_ref, episodes_ref = worker.rollout.options(num_returns=2).remote(PROMPTS)

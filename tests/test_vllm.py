@@ -344,7 +344,7 @@ def test_training_run_with_the_vllm_backend(vllm_llm, tmp_path, monkeypatch):
                            "kv_cache_memory_bytes": TEST_ENGINE.kv_cache_memory_bytes}},
         "sampling": {"max_new_tokens": 4},
         "reward": {"scorers": [{"kind": "function", "path": "rewards.examples:word_count"}], "num_cpus": 0.1},
-        "rollout": {"num_cpus": 0.5, "episodes_per_call": 2, "agent_hidden_size": 32},
+        "rollout": {"num_cpus": 0.5, "episodes_per_call": 2},
         "replay": {"min_size_to_sample": 8, "samples_per_insert": 1.0, "error_buffer": 4096.0},
         "sac": {"batch_size": 8, "hidden_size": 32},
         "learner": {"num_cpus": 0.5},

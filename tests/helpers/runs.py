@@ -31,7 +31,7 @@ def tiny_config(tiny_llm_path: Path, tmp_path: Path, **sections) -> dict:
         "reward": {"scorers": [{"kind": "function", "path": "rewards.examples:word_count"}],
                    "num_cpus": 0.1},
         # One worker: each actor costs seconds to start on 2 cores; tests about several ask for them.
-        "rollout": {"num_workers": 1, "num_cpus": 0.5, "episodes_per_call": 2, "agent_hidden_size": 32},
+        "rollout": {"num_workers": 1, "num_cpus": 0.5, "episodes_per_call": 2},
         "replay": {"capacity": 20000, "min_size_to_sample": 32, "samples_per_insert": 2.0,
                    "error_buffer": 512.0},
         "sac": {"batch_size": 32, "hidden_size": 32},
