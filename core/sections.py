@@ -102,16 +102,16 @@ def Number(ge: float | None = None, gt: float | None = None, le: float | None = 
     return checked(float, check_number, doc, also, minimum=ge, above=gt, maximum=le)
 
 
-def Text(doc: str = "", nonblank: bool = False):  # noqa: N802 - a type
-    return checked(str, check_text, doc, nonblank=nonblank)
+def Text(doc: str = "", nonblank: bool = False, also: tuple = ()):  # noqa: N802 - a type
+    return checked(str, check_text, doc, also, nonblank=nonblank)
 
 
 def Flag(doc: str = ""):  # noqa: N802 - a type
     return checked(bool, check_flag, doc)
 
 
-def Choice(options, doc: str = ""):  # noqa: N802 - a type
-    return checked(Literal[tuple(options)], check_choice, doc, choices=tuple(options))
+def Choice(options, doc: str = "", also: tuple = ()):  # noqa: N802 - a type
+    return checked(Literal[tuple(options)], check_choice, doc, also, choices=tuple(options))
 
 
 # --------------------------------------------------------------------------- sections

@@ -19,14 +19,14 @@ works unchanged when later candidates were never computed (lazy mode).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 import torch
 
 from core.config import KLConfig, SamplingConfig
 from core.contracts import ACCEPT, REJECT
-from core.sections import check_int, check_number
+from core.sections import Int, Number, section
 
 _EPS = 1e-8
 GREEDY_BELOW = 1e-3  # temperatures below this are greedy (logits / 1e-40 would overflow)
@@ -93,7 +93,7 @@ def kl_penalty(accept_prob: float, ref_accept_prob: float, action: int, cfg: KLC
     return -cfg.coef * float(value)
 
 
-@dataclass(frozen=True)
+@section
 class Draw:
     """How one answer is drawn within the candidate set the agent judges: a request's
     temperature, top-k and top-p (None: the candidate set's own). They never change the
@@ -103,17 +103,9 @@ class Draw:
     a deterministic answer: the agent's greedy decisions and the upstream's greedy
     continuation, so the agent still decides every position it would have decided."""
 
-    temperature: float | None = None
-    top_k: int | None = None
-    top_p: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.temperature is not None:
-            check_number("temperature", self.temperature, 0)
-        if self.top_k is not None:
-            check_int("top_k", self.top_k, 1)
-        if self.top_p is not None:
-            check_number("top_p", self.top_p, above=0, maximum=1)
+    temperature: Number(ge=0, also=(None,), doc="re-tempers the upstream's distribution (0: greedy)") = None
+    top_k: Int(ge=1, also=(None,), doc="at most this many of the set's candidates (1: greedy)") = None
+    top_p: Number(gt=0, le=1, also=(None,), doc="then the smallest prefix reaching this probability") = None
 
     @property
     def greedy(self) -> bool:

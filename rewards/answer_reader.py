@@ -22,6 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
+from core.sections import check_choice, check_number
 from rewards._common import batches, resolve_device
 
 LABELS = ("harmful-help", "decline-then-help", "incoherent", "safe-decline", "unhelpful-refusal", "helpful", "neutral")
@@ -135,11 +136,31 @@ class ReaderHead:
         return cls(labels=json.loads(meta["labels"]), values=json.loads(meta["values"]), metadata=meta, **tensors)
 
 
-class AnswerReaderScorer:
-    """The reward: the expected value of the reader head's label for each whole answer."""
+def check_label_values(values: dict, labels: Sequence[str] = LABELS) -> dict:
+    """Label prices for a reader reward (``values``): known labels, finite numbers."""
+    if not isinstance(values, dict):
+        raise ValueError(f"values must map labels to numbers, got {values!r}")
+    for label, value in values.items():
+        check_choice("values label", label, tuple(labels))
+        check_number(f"values[{label!r}]", value)
+    return values
 
-    def __init__(self, path: str, device: str | None = "auto", batch_size: int = 16, name: str | None = None) -> None:
+
+class AnswerReaderScorer:
+    """The reward: the expected value of the reader head's label for each whole answer.
+
+    ``values`` re-prices labels for this reward (the rest keep the head's): the labels are
+    what a reader sees, the values what a deployment wants of them, e.g. an unhelpful refusal
+    of a benign request priced below the upstream's own rambling answer, so that an agent
+    leaves benign answers alone rather than decline them."""
+
+    def __init__(self, path: str, device: str | None = "auto", batch_size: int = 16, name: str | None = None,
+                 values: dict[str, float] | None = None) -> None:
         self.head = ReaderHead.load(path)
+        if values:
+            prices = dict(zip(self.head.labels, self.head.values.tolist()))
+            self.head.values = np.array([{**prices, **check_label_values(values, self.head.labels)}[label]
+                                         for label in self.head.labels])
         meta = self.head.metadata
         self.reader = AnswerReader(meta.get("model", "smollm2"), device=device, batch_size=batch_size,
                                    layers=json.loads(meta.get("layers", json.dumps(READ_LAYERS))),

@@ -21,16 +21,17 @@ from __future__ import annotations
 
 import asyncio
 import os
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from pydantic import Field
 from ray import serve
 
 from core.agent_file import AGENT_DECISIONS, AGENT_HORIZON, CANDIDATE_FIELDS, CONTINUATIONS, DECISIONS, parse_horizon
-from core.config import AUTO, DTYPES, SamplingConfig, check_device_name
-from core.sections import check_choice, check_int, check_number
+from core.config import AUTO, DTYPES, Device, SamplingConfig
+from core.sections import Choice, Int, Number, Text, check_int, checked, section
 from envs.decoder import MODES
 from envs.mdp import Draw
 from serving.engine import ADMISSIONS, Failed, Finished, Piece, ServingEngine, Submission
@@ -53,60 +54,59 @@ PAGE = Path(__file__).parent / "static" / "index.html"
 APP_NAME = "mara"
 
 
-@dataclass(frozen=True)
+def check_autoscale(name: str, value) -> tuple[int, int]:
+    """(minimum, maximum) replicas, 0 <= minimum <= maximum, maximum >= 1."""
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise ValueError(f"{name} must be a pair (minimum, maximum), got {value!r}")
+    check_int(f"{name} minimum", value[0], 0)
+    check_int(f"{name} maximum", value[1], max(value[0], 1))
+    return tuple(value)
+
+
+def check_horizon(name: str, value):
+    parse_horizon(value)  # the message names the horizon
+    return value
+
+
+@section
 class ServeSettings:
     """What ``mara serve`` was asked for (each replica builds its engine from it)."""
 
-    agent: str | None = None  # None: the agent shipped for the model; "untrained": random
-    model: str | None = None  # None: the agent's recorded upstream model, else SmolLM2
-    host: str = "127.0.0.1"
-    port: int = 8000
-    replicas: int = 1
-    autoscale: tuple[int, int] | None = None  # (min, max) replicas instead of a fixed number
-    num_cpus: float = 1.0  # per replica
-    num_gpus: float = 0.0  # per replica (a share is fine)
-    max_rows: int = 16  # answers decoded at once by a replica
-    batch_wait_s: float = 0.005
-    admission: str = "continuous"
-    decisions: str = AGENT_DECISIONS  # greedy, sampled, or what the agent file recommends
-    horizon: str | int = AGENT_HORIZON  # tokens the agent decides: a number, "all", or what the agent file recommends
-    continuation: str | None = None  # past the horizon: the upstream's greedy or sampled tokens; None: as the decisions
-    mode: str = "lazy"  # decoding mode (envs/decoder.py)
-    max_tokens: int = 256  # answer length when a request gives none
-    draw: Draw = Draw()  # how answers are drawn where a request does not say (None fields: the candidate set's)
-    # an expert's change to the candidate set the agent judges (temperature / top_k / top_p; None: the one the
-    # agent was trained on): every mara answer then carries a warning
-    candidates: dict | None = None
-    dtype: str = "float32"
-    device: str = "auto"
-    max_ongoing_requests: int = 256  # per replica; more wait in Ray Serve's queue
+    agent: Text("an agent file; null: the agent shipped for the model; 'untrained': random weights",
+                also=(None,)) = None
+    model: Text("the upstream LLM; null: the agent's recorded model, else SmolLM2", also=(None,)) = None
+    host: Text("address the HTTP proxy binds") = "127.0.0.1"
+    port: Int(ge=1, le=65535, doc="port the HTTP proxy listens on") = 8000
+    replicas: Int(ge=1, doc="copies of the engine (each loads the upstream and the agent)") = 1
+    autoscale: checked(tuple[int, int], check_autoscale, "(min, max) replicas instead of a fixed number",
+                       also=(None,)) = None
+    num_cpus: Number(ge=0, doc="Ray CPUs per replica") = 1.0
+    num_gpus: Number(ge=0, doc="Ray GPUs per replica (a share is fine)") = 0.0
+    max_rows: Int(ge=1, doc="answers decoded at once by a replica") = 16
+    batch_wait_s: Number(ge=0, le=10, doc="how long a replica waits for requests to batch together") = 0.005
+    admission: Choice(ADMISSIONS, "when waiting requests join a batch (serving/engine.py)") = "continuous"
+    decisions: Choice((AGENT_DECISIONS, *DECISIONS), "greedy, sampled, or what the agent file recommends") \
+        = AGENT_DECISIONS
+    horizon: checked(int | str, check_horizon, "tokens the agent decides: a number, 'all', or what the agent "
+                                               "file recommends") = AGENT_HORIZON
+    continuation: Choice(CONTINUATIONS, "past the horizon: the upstream's greedy or sampled tokens; null: as "
+                                        "the decisions", also=(None,)) = None
+    mode: Choice(MODES, "decoding mode (envs/decoder.py)") = "lazy"
+    max_tokens: Int(ge=1, doc="answer length when a request gives none") = 256
+    draw: Draw = Field(default=Draw(), description="how answers are drawn where a request does not say (null "
+                                                   "fields: the candidate set's)")
+    candidates: dict | None = Field(default=None, description="an expert's change to the candidate set the agent "
+                                    "judges (temperature / top_k / top_p; null: the one the agent was trained "
+                                    "on): every mara answer then carries a warning")
+    dtype: Choice((*DTYPES, AUTO), "upstream weights and activations") = "float32"
+    device: Device("auto (cuda if available, else cpu), cpu, cuda or cuda:N") = "auto"
+    max_ongoing_requests: Int(ge=1, doc="per replica; more wait in Ray Serve's queue") = 256
 
     def __post_init__(self) -> None:
-        """Refuse bad settings before Ray starts."""
-        check_int("port", self.port, 1, 65535)
-        check_int("replicas", self.replicas, 1)
-        if self.autoscale is not None:
-            low, high = self.autoscale
-            check_int("autoscale minimum", low, 0)
-            check_int("autoscale maximum", high, max(low, 1))
-        check_number("num_cpus", self.num_cpus, 0)
-        check_number("num_gpus", self.num_gpus, 0)
-        check_int("max_rows", self.max_rows, 1)
-        check_int("max_tokens", self.max_tokens, 1)
         unknown = set(self.candidates or {}) - set(CANDIDATE_FIELDS)
         if unknown:
             raise ValueError(f"candidates takes {', '.join(CANDIDATE_FIELDS)}, got {sorted(unknown)}")
         replace(SamplingConfig(), **(self.candidates or {}))  # each value checked
-        check_number("batch_wait_s", self.batch_wait_s, 0, maximum=10)
-        check_choice("admission", self.admission, ADMISSIONS)
-        check_choice("decisions", self.decisions, (AGENT_DECISIONS, *DECISIONS))
-        parse_horizon(self.horizon)
-        if self.continuation is not None:
-            check_choice("continuation", self.continuation, CONTINUATIONS)
-        check_choice("mode", self.mode, MODES)
-        check_choice("dtype", self.dtype, (*DTYPES, AUTO))
-        check_device_name(self.device)
-        check_int("max_ongoing_requests", self.max_ongoing_requests, 1)
 
 
 async def _until_done(events: asyncio.Queue, answers: int):

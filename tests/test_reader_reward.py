@@ -87,7 +87,7 @@ def test_a_head_trained_on_labels_orders_pairs_as_the_reader_does():
 def test_the_scorer_reads_the_whole_answer_with_a_saved_head(tmp_path, tiny_llm_path):
     """A head saved with its reading model loads as an ``answer-reader`` scorer whose reward is
     the expected label value; the last words of an answer change its score."""
-    from rewards import ScorerSpec, build_scorer
+    from rewards import ScorerSpec, build_scorer, check_scorer_spec
     from rewards.answer_reader import AnswerReader
 
     reader = AnswerReader(str(tiny_llm_path), device="cpu", layers=(1, -1))
@@ -106,6 +106,18 @@ def test_the_scorer_reads_the_whole_answer_with_a_saved_head(tmp_path, tiny_llm_
     assert abs(scores[0] - scores[1]) > 1e-4  # the answers differ only after ~150 tokens
     p = scorer.head.probabilities(scorer.reader.features(prompts, answers))  # one distribution over labels per answer
     np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-5)
+    # A reward may re-price labels: the scores move by p(label) times the change, the file's head stays.
+    repriced = build_scorer(ScorerSpec(kind="answer-reader", path=str(path),
+                                       options={"device": "cpu", "values": {"unhelpful-refusal": -3.0}}))
+    change = -3.0 - LABEL_VALUES["unhelpful-refusal"]
+    np.testing.assert_allclose(repriced.score(prompts, answers),
+                               scores + change * p[:, LABELS.index("unhelpful-refusal")], rtol=1e-4, atol=1e-5)
+    assert ReaderHead.load(path).values[LABELS.index("unhelpful-refusal")] == LABEL_VALUES["unhelpful-refusal"]
+    for values, message in (({"rude": 1.0}, "values label must be one of"), ({"helpful": float("nan")}, "finite")):
+        with pytest.raises(ValueError, match=message):
+            AnswerReaderScorer(str(path), device="cpu", values=values)
+        with pytest.raises(ValueError, match=message):  # before any model loads (or Ray starts)
+            check_scorer_spec(ScorerSpec(kind="answer-reader", path=str(path), options={"values": values}))
     with pytest.raises(ValueError, match="not an answer-reader head"):
         from safetensors.numpy import save_file
 
