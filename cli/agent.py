@@ -1,4 +1,4 @@
-"""``mara agent``: what an agent file holds, and the decision rule and horizon it recommends.
+"""``mara agent``: what an agent file holds, and the decision rule, horizon and accept threshold it recommends.
 
     mara agent runs/<run>/agent.safetensors                               # its metadata
     mara agent runs/<run>/agent.safetensors --recommend-decisions sampled --recommend-horizon 12
@@ -18,8 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from cli.generator_args import horizon_value
-from core.agent_file import AGENT_HORIZON
+from cli.generator_args import horizon_value, threshold_value
+from core.agent_file import AGENT_HORIZON, AGENT_THRESHOLD
 
 
 def add_agent_parser(sub) -> argparse.ArgumentParser:
@@ -31,6 +31,9 @@ def add_agent_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--recommend-horizon", type=horizon_value, metavar="N|all",
                    help="store how many tokens of an answer the agent decides by default (the upstream's own "
                         "sampling decides the rest); 'all': every token")
+    p.add_argument("--recommend-accept-threshold", type=threshold_value, metavar="T",
+                   help="store the threshold of greedy decisions: accept when pi(accept) >= T (0.5: the "
+                        "agent's mode)")
     p.set_defaults(func=_cmd_agent)
     return p
 
@@ -41,7 +44,10 @@ def _cmd_agent(args: argparse.Namespace) -> int:
     load_agent(args.path)  # a file that is not an agent fails here, before anything is written
     if args.recommend_horizon == AGENT_HORIZON:
         raise ValueError("--recommend-horizon takes a number of tokens or 'all'")
-    recommended = {"decisions": args.recommend_decisions, "horizon": args.recommend_horizon}
+    if args.recommend_accept_threshold == AGENT_THRESHOLD:
+        raise ValueError("--recommend-accept-threshold takes a number in (0, 1]")
+    recommended = {"decisions": args.recommend_decisions, "horizon": args.recommend_horizon,
+                   "accept_threshold": args.recommend_accept_threshold}
     recommended = {key: str(value) for key, value in recommended.items() if value is not None}
     if recommended:
         metadata = update_agent_metadata(args.path, **recommended)

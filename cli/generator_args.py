@@ -18,7 +18,7 @@ def add_generator_arguments(p: argparse.ArgumentParser, max_new_tokens: int = 25
                         "seeded (sampled: how it behaved in training); default: what the agent file recommends "
                         "(its metadata's 'decisions'), else greedy")
     p.add_argument("--mode", choices=["hybrid", "lazy", "eager"], default="lazy")
-    add_horizon_argument(p)
+    add_intervention_arguments(p)
     add_continuation_argument(p)
     p.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
     add_sampling_arguments(p)
@@ -66,24 +66,44 @@ def candidates_from_args(args: argparse.Namespace) -> dict:
     return {name: value for name, value in given.items() if value is not None}
 
 
+def argument_type(parse):
+    """An argparse type that reads a value with ``parse`` (a ValueError is the option's error)."""
+    def read(text: str):
+        try:
+            return parse(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+    return read
+
+
 def horizon_value(text: str):
     """``--horizon`` as argparse reads it: a token count, "all" or "agent" (``parse_horizon``)."""
     from core.agent_file import parse_horizon
 
-    try:
-        return parse_horizon(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
+    return argument_type(parse_horizon)(text)
 
 
-def add_horizon_argument(p: argparse.ArgumentParser) -> None:
-    from core.agent_file import AGENT_HORIZON
+def threshold_value(text: str):
+    """``--accept-threshold`` as argparse reads it: a number in (0, 1] or "agent"."""
+    from core.agent_file import parse_accept_threshold
+
+    return argument_type(parse_accept_threshold)(text)
+
+
+def add_intervention_arguments(p: argparse.ArgumentParser) -> None:
+    """How far the agent steps in: the tokens it decides and how sure a rejection must be."""
+    from core.agent_file import AGENT_HORIZON, AGENT_THRESHOLD
 
     p.add_argument("--horizon", type=horizon_value, default=AGENT_HORIZON, metavar="N|all|agent",
                    help="the agent decides the first N tokens of an answer and the upstream alone the rest "
                         "(--continuation): an agent has never seen a state past the episodes it was trained "
                         "on; 'all': every token; default 'agent': what the agent file recommends (its "
                         "metadata's 'horizon'), else all")
+    p.add_argument("--accept-threshold", type=threshold_value, default=AGENT_THRESHOLD, metavar="T|agent",
+                   help="greedy decisions accept a candidate when pi(accept) >= T: 0.5 is the agent's mode; "
+                        "lower, it rejects only where it is surer, leaving more answers as the upstream writes "
+                        "them; default 'agent': what the agent file recommends (its metadata's "
+                        "'accept_threshold'), else 0.5")
 
 
 def add_continuation_argument(p: argparse.ArgumentParser) -> None:
@@ -110,7 +130,7 @@ def generator_from_args(args: argparse.Namespace, seed: int = 0):
         agent=args.agent, model=args.model, dtype=args.dtype, device=args.device,
         backend=args.backend, vllm=_engine_config(args.vllm), max_new_tokens=args.max_new_tokens,
         candidates=candidates_from_args(args), draw=draw_from_args(args), mode=args.mode,
-        decisions=args.decisions, horizon=args.horizon,
+        decisions=args.decisions, horizon=args.horizon, accept_threshold=args.accept_threshold,
         continuation=args.continuation, batch_size=args.batch_size, seed=seed,
     )
 

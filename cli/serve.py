@@ -13,7 +13,7 @@ import time
 from cli.generator_args import (
     add_continuation_argument,
     add_dtype_argument,
-    add_horizon_argument,
+    add_intervention_arguments,
     add_sampling_arguments,
     candidates_from_args,
     draw_from_args,
@@ -39,7 +39,7 @@ def add_serve_parser(sub) -> None:
     p.add_argument("--decisions", choices=["agent", "greedy", "sampled"], default="agent",
                    help="the agent's decisions: accept when pi(accept) >= 0.5 (greedy), or sampled; default: "
                         "what the agent file recommends, else greedy")
-    add_horizon_argument(p)
+    add_intervention_arguments(p)
     add_continuation_argument(p)
     p.add_argument("--mode", choices=["hybrid", "lazy", "eager"], default="lazy")
     add_sampling_arguments(p)  # a request's own settings take precedence over these
@@ -51,13 +51,21 @@ def add_serve_parser(sub) -> None:
 
 def settings_from_args(args: argparse.Namespace):
     """The ``ServeSettings`` of the command line, every value checked (before Ray starts)."""
-    from core.agent_file import UNTRAINED, agent_candidates, read_agent_metadata, resolve_decisions, resolve_horizon
+    from core.agent_file import (
+        UNTRAINED,
+        agent_candidates,
+        read_agent_metadata,
+        resolve_accept_threshold,
+        resolve_decisions,
+        resolve_horizon,
+    )
     from serving.app import ServeSettings
 
     if args.agent not in (None, UNTRAINED):
         read_agent_metadata(args.agent)  # a missing or unreadable agent file fails here, not in a replica
         resolve_decisions(args.decisions, args.agent)  # and so does an unknown recommended rule
         resolve_horizon(args.horizon, args.agent)
+        resolve_accept_threshold(args.accept_threshold, args.agent)
         agent_candidates(args.agent)  # and an unreadable candidate set
     autoscale = None
     if args.autoscale:
@@ -69,7 +77,8 @@ def settings_from_args(args: argparse.Namespace):
         agent=args.agent, model=args.model, host=args.host, port=args.port, replicas=args.replicas,
         autoscale=autoscale, num_cpus=args.num_cpus, num_gpus=args.num_gpus, max_rows=args.max_rows,
         batch_wait_s=args.batch_wait_s, admission=args.admission, decisions=args.decisions,
-        horizon=args.horizon, continuation=args.continuation, mode=args.mode,
+        horizon=args.horizon, accept_threshold=args.accept_threshold, continuation=args.continuation,
+        mode=args.mode,
         max_tokens=args.max_tokens, draw=draw_from_args(args), candidates=candidates_from_args(args) or None,
         dtype=args.dtype, device=args.device)
 

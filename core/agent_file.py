@@ -42,6 +42,13 @@ AGENT_HORIZON = "agent"
 # How the upstream continues alone past the horizon: its most likely token (greedy), or its
 # own sampling (pi_ref). Unless told, as the agent's decisions are taken.
 CONTINUATIONS = ("greedy", "sampled")
+# Greedy decisions accept a candidate when pi(accept | s) >= the accept threshold. 0.5 takes the
+# agent's mode; lower, the agent steps in only where it is surer that the upstream's token must
+# go (a rejection needs pi(reject) > 1 - threshold), so more answers stay as the upstream writes
+# them. "agent": the file's metadata "accept_threshold", written when it was evaluated and
+# shipped, else 0.5. Sampled decisions draw with probability pi(accept | s) whatever it is.
+MODE_THRESHOLD = 0.5
+AGENT_THRESHOLD = "agent"
 # The candidate set an agent was trained on (its metadata's "candidates": temperature, top-k and
 # top-p of ``SamplingConfig``): the set it judges wherever it answers, whatever a request's
 # sampling settings. Files without the record (reference .pth files) take the paper's defaults.
@@ -99,19 +106,58 @@ def read_agent_metadata(path: str | Path) -> dict[str, str]:
         raise AgentFileError(f"cannot read agent file {path}: {err}") from err
 
 
+def recommended(agent: str | Path | None, key: str, default, parse, what: str):
+    """The agent file's recommended ``key`` read by ``parse`` (``default`` for untrained agents
+    and files without one); a file cannot defer to itself ("agent")."""
+    if agent is None or str(agent) == UNTRAINED:
+        return default
+    value = read_agent_metadata(agent).get(key)
+    if value is None:
+        return default
+    try:
+        parsed = parse(value)
+        if parsed in (AGENT_DECISIONS, AGENT_HORIZON, AGENT_THRESHOLD):
+            raise ValueError(value)
+    except ValueError as err:
+        raise AgentFileError(f"agent file {agent} recommends an unknown {what} {value!r}") from err
+    return parsed
+
+
+def parse_decisions(decisions: str) -> str:
+    if decisions not in (AGENT_DECISIONS, *DECISIONS):
+        raise ValueError(f"decisions must be one of {(AGENT_DECISIONS, *DECISIONS)}, got {decisions!r}")
+    return decisions
+
+
 def resolve_decisions(decisions: str, agent: str | Path | None) -> str:
     """"greedy" or "sampled": ``decisions`` itself, or for "agent" the agent file's
     recommendation (greedy when it has none: untrained agents, reference .pth files)."""
-    if decisions in DECISIONS:
+    if parse_decisions(decisions) != AGENT_DECISIONS:
         return decisions
-    if decisions != AGENT_DECISIONS:
-        raise ValueError(f"decisions must be one of {(AGENT_DECISIONS, *DECISIONS)}, got {decisions!r}")
-    if agent is None or str(agent) == UNTRAINED:
-        return "greedy"
-    recommended = read_agent_metadata(agent).get("decisions", "greedy")
-    if recommended not in DECISIONS:
-        raise AgentFileError(f"agent file {agent} recommends unknown decisions {recommended!r}")
-    return recommended
+    return recommended(agent, "decisions", "greedy", parse_decisions, "decision rule")
+
+
+def parse_accept_threshold(value: str | float | None, name: str = "accept threshold") -> float | str:
+    """An accept threshold as given (command line, settings, metadata): a number in (0, 1], or
+    "agent"; None means "agent". A refusal starts with ``name``."""
+    if value is None or value == AGENT_THRESHOLD:
+        return AGENT_THRESHOLD
+    try:
+        threshold = float(value) if not isinstance(value, bool) else float("nan")
+    except (TypeError, ValueError):
+        threshold = float("nan")
+    if not 0 < threshold <= 1:  # NaN fails too
+        raise ValueError(f"{name} must be a number in (0, 1] or {AGENT_THRESHOLD!r}, got {value!r}")
+    return threshold
+
+
+def resolve_accept_threshold(value: str | float | None, agent: str | Path | None) -> float:
+    """The threshold of greedy decisions: ``value`` itself, or for "agent" (and None) the agent
+    file's recommendation (0.5, the agent's mode, when it has none)."""
+    threshold = parse_accept_threshold(value)
+    if threshold != AGENT_THRESHOLD:
+        return threshold
+    return recommended(agent, "accept_threshold", MODE_THRESHOLD, parse_accept_threshold, "accept threshold")
 
 
 def parse_horizon(value: str | int | None) -> int | str | None:
@@ -131,15 +177,7 @@ def resolve_horizon(horizon: str | int | None, agent: str | Path | None) -> int 
     "agent" (and None) the agent file's recommendation (all when it has none)."""
     horizon = parse_horizon(horizon)
     if horizon in (None, AGENT_HORIZON):
-        if agent is None or str(agent) == UNTRAINED:
-            return None
-        recommended = read_agent_metadata(agent).get("horizon", ALL_TOKENS)
-        try:
-            horizon = parse_horizon(recommended)
-            if horizon == AGENT_HORIZON:  # a file cannot defer to itself
-                raise ValueError(recommended)
-        except ValueError as err:
-            raise AgentFileError(f"agent file {agent} recommends an unknown horizon {recommended!r}") from err
+        horizon = recommended(agent, "horizon", ALL_TOKENS, parse_horizon, "horizon")
     return None if horizon == ALL_TOKENS else horizon
 
 

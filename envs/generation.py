@@ -24,7 +24,9 @@ import torch
 from core.agent_file import (
     AGENT_DECISIONS,
     AGENT_HORIZON,
+    AGENT_THRESHOLD,
     CONTINUATIONS,
+    MODE_THRESHOLD,
     UNTRAINED,
     agent_candidates,
     agent_state_features,
@@ -32,12 +34,13 @@ from core.agent_file import (
     default_agent,
     load_agent,
     read_agent_metadata,
+    resolve_accept_threshold,
     resolve_decisions,
     resolve_horizon,
 )
 from core.config import BACKENDS, KLConfig, ModelConfig, SamplingConfig, VllmEngineConfig
 from core.networks import Actor
-from core.sections import check_choice, check_int
+from core.sections import check_choice, check_int, check_number
 from core.state_features import PAPER_STATE, check_state_size
 from envs.decoder import AcceptRejectDecoder, DecodeResult, resolve_mode
 from envs.mdp import Draw, decide
@@ -119,6 +122,7 @@ class AlignedGenerator:
         continuation: str | None = None,
         state_features: str = PAPER_STATE,
         draw: Draw = Draw(),
+        accept_threshold: float = MODE_THRESHOLD,
     ) -> None:
         """``llm``: an ``UpstreamLLM`` with ``backend="transformers"``, a ``VllmUpstream``
         with ``backend="vllm"`` (``load_llm`` builds either). ``sampling``: the candidate set the
@@ -131,7 +135,9 @@ class AlignedGenerator:
         past the horizon, "greedy" (its most likely token) or "sampled" (its own sampling);
         None: as the agent's decisions are taken (``greedy``). ``ragged``: the transformers decoder's
         forwards grouped by width (``AcceptRejectDecoder``; None: on a CPU). ``state_features``:
-        what the agent reads (``core.state_features``; an agent file records its own)."""
+        what the agent reads (``core.state_features``; an agent file records its own).
+        ``accept_threshold``: greedy decisions accept when pi(accept | s) reaches it
+        (``core.agent_file``: 0.5, the agent's mode; lower leaves more of the upstream's tokens)."""
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if (backend == "vllm") != isinstance(llm, VllmUpstream):
@@ -144,6 +150,7 @@ class AlignedGenerator:
         self.sampling = sampling
         self.mode = resolve_mode(mode, llm.device)
         self.greedy = greedy
+        self.accept_threshold = check_number("accept_threshold", accept_threshold, above=0, maximum=1)
         if horizon is not None:
             check_int("horizon", horizon, 0)
         self.horizon = horizon
@@ -173,6 +180,7 @@ class AlignedGenerator:
         horizon: str | int | None = AGENT_HORIZON,
         max_new_tokens: int = 256,
         candidates: dict | None = None,
+        accept_threshold: float | str = AGENT_THRESHOLD,
         **kwargs,
     ) -> "AlignedGenerator":
         """Load the upstream model and the agent.
@@ -184,7 +192,8 @@ class AlignedGenerator:
         recorded upstream model is used, else the embedded SmolLM2. ``backend`` and
         ``vllm`` (engine settings) as in ``load_llm``. ``decisions``: greedy, sampled, or
         "agent", what the agent file recommends (``core.agent_file.resolve_decisions``); so can
-        ``horizon``: a token count, "all", or "agent" (``core.agent_file.resolve_horizon``).
+        ``horizon``: a token count, "all", or "agent" (``core.agent_file.resolve_horizon``); and
+        ``accept_threshold`` (``core.agent_file.resolve_accept_threshold``).
 
         The agent judges the candidate set it was trained on (``core.agent_file.agent_candidates``),
         whatever the answers' draw. ``candidates`` (temperature / top_k / top_p) changes it, an
@@ -214,6 +223,7 @@ class AlignedGenerator:
         generator = cls(llm, actor, sampling=sampling, backend=backend,
                         greedy=resolve_decisions(decisions, agent) == "greedy",
                         horizon=resolve_horizon(horizon, agent),
+                        accept_threshold=resolve_accept_threshold(accept_threshold, agent),
                         state_features=PAPER_STATE if agent == UNTRAINED else agent_state_features(agent), **kwargs)
         generator.agent_path = str(agent)  # what answers: a file, or "untrained"
         generator.candidate_warning = warning
@@ -247,7 +257,7 @@ class AlignedGenerator:
         decoder.start(prompts, policy_version=policy_version, max_rows=max_rows)
         while decoder.has_pending():
             accept_prob, greedy = self.decision_rule(decoder)
-            actions = decide(accept_prob, greedy, None if greedy.all() else self.rng.random(len(accept_prob)))
+            actions = self.decide(accept_prob, greedy, None if greedy.all() else self.rng.random(len(accept_prob)))
             decoder.apply(actions, accept_prob)
         return decoder.results()
 
@@ -278,6 +288,11 @@ class AlignedGenerator:
             accept_prob[within] = self.actor.accept_probability(states).double().cpu().numpy()
             greedy[within] = self.greedy or np.array([d.greedy for d in draws])[within]
         return accept_prob, greedy
+
+    def decide(self, accept_prob: np.ndarray, greedy: np.ndarray, uniforms) -> np.ndarray:
+        """Actions from ``decision_rule``'s output (``mdp.decide`` at this generator's accept
+        threshold; the upstream's greedy continuation accepts with probability 1 either way)."""
+        return decide(accept_prob, greedy, uniforms, threshold=self.accept_threshold)
 
     def continuation_rule(self, decoder, draws: list[Draw]) -> tuple[np.ndarray, np.ndarray]:
         """pi(accept | s) and the greedy flag of each waiting row's decision were the upstream

@@ -53,17 +53,19 @@ def candidate_sets(logits: torch.Tensor, cfg: SamplingConfig) -> list[tuple[list
     return out
 
 
-def decide(accept_probs: np.ndarray, greedy: np.ndarray | bool, uniforms: np.ndarray | None = None) -> np.ndarray:
+def decide(accept_probs: np.ndarray, greedy: np.ndarray | bool, uniforms: np.ndarray | None = None,
+           threshold: float = 0.5) -> np.ndarray:
     """Actions (1 = ACCEPT, 0 = reject) from pi(accept | s), per row: greedy, accept when
-    pi >= 0.5; sampled, accept when u < pi for u ~ U[0, 1) given in ``uniforms`` (the caller's
-    generator, so that its draws stay reproducible). ``greedy``: one flag, or one per row."""
+    pi >= ``threshold`` (0.5: the policy's mode; core.agent_file's accept threshold); sampled,
+    accept when u < pi for u ~ U[0, 1) given in ``uniforms`` (the caller's generator, so that its
+    draws stay reproducible). ``greedy``: one flag, or one per row."""
     accept_probs = np.asarray(accept_probs, dtype=np.float64)
     greedy = np.broadcast_to(np.asarray(greedy, dtype=bool), accept_probs.shape)
     if uniforms is None:
         if not greedy.all():
             raise ValueError("sampled decisions need uniforms")
         uniforms = np.ones_like(accept_probs)
-    accepted = np.where(greedy, accept_probs >= 0.5, np.asarray(uniforms) < accept_probs)
+    accepted = np.where(greedy, accept_probs >= threshold, np.asarray(uniforms) < accept_probs)
     return np.where(accepted, ACCEPT, REJECT).astype(np.int64)
 
 

@@ -401,7 +401,8 @@ def _settings(generator: "AlignedGenerator", *, seed: int, tie_margin: float,
             "candidate set (temperature / top-k / top-p)": f"{sampling.temperature} / {sampling.top_k} / {sampling.top_p}",
             "draw (temperature / top-k / top-p; -: the candidate set's)": " / ".join(
                 "-" if v is None else str(v) for v in (draw.temperature, draw.top_k, draw.top_p)),
-            "agent decisions": "greedy" if generator.greedy or draw.greedy else "sampled",
+            "agent decisions": ("sampled" if not (generator.greedy or draw.greedy)
+                                else f"greedy (accept when pi(accept) >= {generator.accept_threshold})"),
             "agent horizon": "all tokens" if generator.horizon is None else f"{generator.horizon} tokens",
             "upstream's continuation past the horizon": "none" if generator.horizon is None else generator.continuation,
             "decoding mode": generator.mode}

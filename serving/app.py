@@ -29,7 +29,16 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from pydantic import Field
 from ray import serve
 
-from core.agent_file import AGENT_DECISIONS, AGENT_HORIZON, CANDIDATE_FIELDS, CONTINUATIONS, DECISIONS, parse_horizon
+from core.agent_file import (
+    AGENT_DECISIONS,
+    AGENT_HORIZON,
+    AGENT_THRESHOLD,
+    CANDIDATE_FIELDS,
+    CONTINUATIONS,
+    DECISIONS,
+    parse_accept_threshold,
+    parse_horizon,
+)
 from core.config import AUTO, DTYPES, Device, SamplingConfig
 from core.sections import Choice, Int, Number, Text, check_int, checked, section
 from envs.decoder import MODES
@@ -68,6 +77,11 @@ def check_horizon(name: str, value):
     return value
 
 
+def check_accept_threshold(name: str, value):
+    parse_accept_threshold(value, name)
+    return value
+
+
 @section
 class ServeSettings:
     """What ``mara serve`` was asked for (each replica builds its engine from it)."""
@@ -89,6 +103,9 @@ class ServeSettings:
         = AGENT_DECISIONS
     horizon: checked(int | str, check_horizon, "tokens the agent decides: a number, 'all', or what the agent "
                                                "file recommends") = AGENT_HORIZON
+    accept_threshold: checked(float | str, check_accept_threshold, "greedy decisions accept when pi(accept) "
+                              "reaches it (0.5: the agent's mode); 'agent': what the agent file "
+                              "recommends") = AGENT_THRESHOLD
     continuation: Choice(CONTINUATIONS, "past the horizon: the upstream's greedy or sampled tokens; null: as "
                                         "the decisions", also=(None,)) = None
     mode: Choice(MODES, "decoding mode (envs/decoder.py)") = "lazy"
@@ -145,7 +162,8 @@ class MaraServer:
             agent=settings.agent, model=settings.model, dtype=settings.dtype, device=settings.device,
             mode=settings.mode, batch_size=settings.max_rows, max_new_tokens=settings.max_tokens,
             candidates=settings.candidates, draw=settings.draw, decisions=settings.decisions,
-            horizon=settings.horizon, continuation=settings.continuation)
+            horizon=settings.horizon, accept_threshold=settings.accept_threshold,
+            continuation=settings.continuation)
         self.llm = self.generator.llm
         try:
             self.replica = serve.get_replica_context().replica_tag

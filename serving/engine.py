@@ -41,7 +41,7 @@ from core.metrics import MetricsSink
 from core.sections import check_choice, check_int, check_number
 from envs.decoder import AcceptRejectDecoder
 from envs.generation import AlignedGenerator
-from envs.mdp import Draw, decide
+from envs.mdp import Draw
 from serving.protocol import ALIGNED
 
 log = logging.getLogger(__name__)
@@ -280,7 +280,8 @@ class ServingEngine:
             accept_prob, greedy = self.generator.decision_rule(self.decoder, aligned,
                                                                [c.submission.draw for c in choices])
         # Each answer draws from its own generator (its request's seed), and only when it samples.
-        actions = decide(accept_prob, greedy, [1.0 if g else c.rng.random() for g, c in zip(greedy, choices)])
+        actions = self.generator.decide(accept_prob, greedy,
+                                        [1.0 if g else c.rng.random() for g, c in zip(greedy, choices)])
         batch_rows = self.decoder.rows_in_cache
         self.counts["decision_steps"] += 1
         self.counts["max_batch_rows"] = max(self.counts["max_batch_rows"], batch_rows)

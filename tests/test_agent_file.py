@@ -131,6 +131,36 @@ def test_an_agent_file_carries_the_horizon_it_recommends(tmp_path, capsys, tiny_
         resolve_horizon("agent", path)
 
 
+def test_an_agent_file_carries_the_accept_threshold_it_recommends(tmp_path, capsys, tiny_llm_path):
+    """`mara agent --recommend-accept-threshold` writes how sure a rejection must be; generation uses it."""
+    from cli.main import main as mara
+    from core.agent_file import resolve_accept_threshold
+    from envs.generation import AlignedGenerator
+
+    path = save_agent(Actor(state_dim=64, hidden_size=8), tmp_path / "agent.safetensors",
+                      upstream_model=str(tiny_llm_path))
+    assert resolve_accept_threshold("agent", path) == 0.5  # nothing recommended: the agent's mode
+    assert mara(["agent", str(path), "--recommend-accept-threshold", "0.2"]) == 0
+    assert '"accept_threshold": "0.2"' in capsys.readouterr().out
+    assert resolve_accept_threshold("agent", path) == resolve_accept_threshold(None, path) == 0.2
+    assert resolve_accept_threshold(0.7, path) == 0.7 and resolve_accept_threshold("1", path) == 1.0
+    assert AlignedGenerator.from_paths(agent=str(path), device="cpu").accept_threshold == 0.2
+    assert AlignedGenerator.from_paths(agent=str(path), device="cpu", accept_threshold=0.5).accept_threshold == 0.5
+    assert resolve_accept_threshold("agent", "untrained") == 0.5
+    for bad in ("0", "-0.1", "1.5", "nan", "often", True):
+        with pytest.raises(ValueError, match="accept threshold must be"):
+            resolve_accept_threshold(bad, path)
+    assert mara(["agent", str(path), "--recommend-accept-threshold", "agent"]) == 2  # only a number
+    for bad in ("0", "2"):
+        with pytest.raises(SystemExit):  # argparse's own refusal
+            mara(["agent", str(path), "--recommend-accept-threshold", bad])
+    assert "accept threshold must be a number in (0, 1]" in capsys.readouterr().err
+    assert resolve_accept_threshold("agent", path) == 0.2  # nothing was written
+    update_agent_metadata(path, accept_threshold="sometimes")  # a file edited by hand
+    with pytest.raises(AgentFileError, match="unknown accept threshold"):
+        resolve_accept_threshold("agent", path)
+
+
 def test_an_agent_file_records_what_its_states_hold(tmp_path):
     """core/state_features.py: the candidate's state (d numbers), or that and the prompt's (2d).
     The file says which, so an agent of a 2d-wide upstream is not taken for a d-wide one's."""

@@ -32,6 +32,21 @@ def test_always_accept_agent_matches_upstream_greedy_answers(tiny_llm):
     assert accepted_position_distribution(answers) == {1: 1.0}
 
 
+def test_an_accept_threshold_below_the_agents_doubt_leaves_the_upstreams_answers(tiny_llm):
+    """Greedy decisions accept where pi(accept) reaches the threshold: an agent unsure of every
+    token (pi(accept) = 0.3) rewrites every answer at 0.5 and leaves them all at 0.25."""
+    unsure = always_accept_actor(tiny_llm.hidden_size)
+    with torch.no_grad():
+        unsure.output_linear.bias.copy_(torch.tensor([0.0, float(np.log(0.3 / 0.7))]))
+    sampling = SamplingConfig(max_new_tokens=8)
+    upstream = AlignedGenerator(tiny_llm, unsure, sampling=sampling).generate_upstream(PROMPTS)
+    for threshold, left_alone in ((0.25, True), (0.5, False)):
+        answers = AlignedGenerator(tiny_llm, unsure, sampling=sampling, accept_threshold=threshold).generate(PROMPTS)
+        assert all((a.text == u) == left_alone for a, u in zip(answers, upstream)), threshold
+    with pytest.raises(ValueError, match="accept_threshold must be a finite number > 0 and <= 1"):
+        AlignedGenerator(tiny_llm, unsure, sampling=sampling, accept_threshold=0.0)
+
+
 def test_past_its_horizon_the_agent_leaves_the_decisions_to_the_upstream(tiny_llm):
     horizon, sampling = 3, SamplingConfig(max_new_tokens=10)
     gen = AlignedGenerator(tiny_llm, always_reject_actor(tiny_llm.hidden_size), sampling=sampling,

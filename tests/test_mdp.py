@@ -83,6 +83,10 @@ def test_decisions_greedy_sampled_and_mixed_per_row():
     np.testing.assert_array_equal(decide(probs, True), [0, 1, 1, 1])
     np.testing.assert_array_equal(decide(probs, False, [0.1, 0.6, 0.7, 0.05]), [1, 0, 0, 1])
     np.testing.assert_array_equal(decide(probs, [True, False, True, False], [0.0, 0.6, 0.9, 0.95]), [0, 0, 1, 0])
+    # An accept threshold moves greedy decisions only: sampled ones still draw with pi.
+    np.testing.assert_array_equal(decide(probs, True, threshold=0.15), [1, 1, 1, 1])
+    np.testing.assert_array_equal(decide(probs, True, threshold=0.8), [0, 0, 0, 1])
+    np.testing.assert_array_equal(decide(probs, False, [0.1, 0.6, 0.7, 0.05], threshold=0.01), [1, 0, 0, 1])
     with pytest.raises(ValueError, match="uniforms"):
         decide(probs, False)
 
