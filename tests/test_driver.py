@@ -51,8 +51,9 @@ def test_config_round_trips_and_refuses_bad_values(tmp_path, tiny_llm_path):
     assert over.sac.batch_size == 64 and over.rollout.num_workers == 3
     with pytest.raises(ValueError, match="unknown"):
         load_config(tmp_path / "c.yaml", ["sac.batchsize=64"])
-    with pytest.raises(ValueError, match="hidden_size"):
-        load_config(tmp_path / "c.yaml", ["sac.hidden_size=64"])
+    assert load_config(tmp_path / "c.yaml", ["sac.hidden_size=64"]).sac.hidden_size == 64  # the agent's, workers too
+    with pytest.raises(ValueError, match="unknown rollout setting"):
+        load_config(tmp_path / "c.yaml", ["rollout.agent_hidden_size=64"])
     with pytest.raises(ValueError):
         load_config(tmp_path / "c.yaml", ["model.mode=greedy"])
 
