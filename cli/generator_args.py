@@ -100,10 +100,10 @@ def add_intervention_arguments(p: argparse.ArgumentParser) -> None:
                         "on; 'all': every token; default 'agent': what the agent file recommends (its "
                         "metadata's 'horizon'), else all")
     p.add_argument("--accept-threshold", type=threshold_value, default=AGENT_THRESHOLD, metavar="T|agent",
-                   help="greedy decisions accept a candidate when pi(accept) >= T: 0.5 is the agent's mode; "
-                        "lower, it rejects only where it is surer, leaving more answers as the upstream writes "
-                        "them; default 'agent': what the agent file recommends (its metadata's "
-                        "'accept_threshold'), else 0.5")
+                   help="how sure the agent must be to step into an answer: greedy decisions accept while "
+                        "pi(accept) >= T, and after its first rejection at pi(accept) >= 0.5 (its mode); lower T "
+                        "leaves more answers as the upstream writes them; default 'agent': what the agent file "
+                        "recommends (its metadata's 'accept_threshold'), else 0.5")
 
 
 def add_continuation_argument(p: argparse.ArgumentParser) -> None:

@@ -42,11 +42,13 @@ AGENT_HORIZON = "agent"
 # How the upstream continues alone past the horizon: its most likely token (greedy), or its
 # own sampling (pi_ref). Unless told, as the agent's decisions are taken.
 CONTINUATIONS = ("greedy", "sampled")
-# Greedy decisions accept a candidate when pi(accept | s) >= the accept threshold. 0.5 takes the
-# agent's mode; lower, the agent steps in only where it is surer that the upstream's token must
-# go (a rejection needs pi(reject) > 1 - threshold), so more answers stay as the upstream writes
-# them. "agent": the file's metadata "accept_threshold", written when it was evaluated and
-# shipped, else 0.5. Sampled decisions draw with probability pi(accept | s) whatever it is.
+# How sure the agent must be to step into an answer: greedy decisions accept a candidate while
+# pi(accept | s) >= the accept threshold, and once the agent has rejected one, the rest of the
+# answer at its mode (0.5), so that a decline it has started is carried on. 0.5: the agent's mode
+# throughout; lower, the agent steps in only where it is surer that the upstream's token must go
+# (pi(reject) > 1 - threshold), and more answers stay as the upstream writes them. "agent": the
+# file's metadata "accept_threshold", written when it was evaluated and shipped, else 0.5.
+# Sampled decisions draw with probability pi(accept | s) whatever it is.
 MODE_THRESHOLD = 0.5
 AGENT_THRESHOLD = "agent"
 # The candidate set an agent was trained on (its metadata's "candidates": temperature, top-k and

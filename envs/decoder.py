@@ -133,6 +133,7 @@ class _EpisodeRow:
     where: list[tuple[int, int, int]] = field(default_factory=list)  # (output position, candidate index, token)
     accepted_positions: list[int] = field(default_factory=list)
     num_fallbacks: int = 0
+    rejections: int = 0  # candidates rejected so far in this answer
     forward_tokens: int = 0
     forward_steps: list[int] = field(default_factory=list)  # per output position (see DecodeResult)
 
@@ -216,6 +217,10 @@ class _AcceptRejectMDP:
         """0-based output position of each waiting row's current candidate."""
         return np.array([len(self.rows[i].response_ids) for i in self.pending_rows()], dtype=np.int64)
 
+    def pending_rejected(self) -> np.ndarray:
+        """Whether each waiting row has rejected a candidate earlier in its answer."""
+        return np.array([self.rows[i].rejections > 0 for i in self.pending_rows()], dtype=bool)
+
     def pending_reference_accept(self, draws: list | None = None) -> np.ndarray:
         """pi_ref(accept | s) of each waiting row's current candidate (``mdp.reference_accept_probability``):
         deciding with it reproduces the upstream's own sampling from the candidate set. ``draws``:
@@ -280,6 +285,7 @@ class _AcceptRejectMDP:
             self._accept(row, k)
             return
         # Reject (Eq. 5): move to candidate k + 1 at the same position.
+        row.rejections += 1
         self._discard(row, k)
         row.k = k + 1
         if row.k == len(row.cand_ids) - 1:

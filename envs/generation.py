@@ -257,7 +257,8 @@ class AlignedGenerator:
         decoder.start(prompts, policy_version=policy_version, max_rows=max_rows)
         while decoder.has_pending():
             accept_prob, greedy = self.decision_rule(decoder)
-            actions = self.decide(accept_prob, greedy, None if greedy.all() else self.rng.random(len(accept_prob)))
+            actions = self.decide(decoder, accept_prob, greedy,
+                                  None if greedy.all() else self.rng.random(len(accept_prob)))
             decoder.apply(actions, accept_prob)
         return decoder.results()
 
@@ -289,10 +290,14 @@ class AlignedGenerator:
             greedy[within] = self.greedy or np.array([d.greedy for d in draws])[within]
         return accept_prob, greedy
 
-    def decide(self, accept_prob: np.ndarray, greedy: np.ndarray, uniforms) -> np.ndarray:
-        """Actions from ``decision_rule``'s output (``mdp.decide`` at this generator's accept
-        threshold; the upstream's greedy continuation accepts with probability 1 either way)."""
-        return decide(accept_prob, greedy, uniforms, threshold=self.accept_threshold)
+    def decide(self, decoder, accept_prob: np.ndarray, greedy: np.ndarray, uniforms) -> np.ndarray:
+        """Actions from ``decision_rule``'s output for ``decoder``'s waiting rows (``mdp.decide``).
+        Greedy decisions take this generator's accept threshold until the row's first rejection
+        (the agent steps in where it is sure), then the agent's mode (0.5) for the rest of the
+        answer: a decline it has started is carried on as the agent would. The upstream's greedy
+        continuation accepts with probability 1 either way."""
+        threshold = np.where(decoder.pending_rejected(), MODE_THRESHOLD, self.accept_threshold)
+        return decide(accept_prob, greedy, uniforms, threshold=threshold)
 
     def continuation_rule(self, decoder, draws: list[Draw]) -> tuple[np.ndarray, np.ndarray]:
         """pi(accept | s) and the greedy flag of each waiting row's decision were the upstream

@@ -54,7 +54,7 @@ def candidate_sets(logits: torch.Tensor, cfg: SamplingConfig) -> list[tuple[list
 
 
 def decide(accept_probs: np.ndarray, greedy: np.ndarray | bool, uniforms: np.ndarray | None = None,
-           threshold: float = 0.5) -> np.ndarray:
+           threshold: float | np.ndarray = 0.5) -> np.ndarray:
     """Actions (1 = ACCEPT, 0 = reject) from pi(accept | s), per row: greedy, accept when
     pi >= ``threshold`` (0.5: the policy's mode; core.agent_file's accept threshold); sampled,
     accept when u < pi for u ~ U[0, 1) given in ``uniforms`` (the caller's generator, so that its

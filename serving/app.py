@@ -103,9 +103,9 @@ class ServeSettings:
         = AGENT_DECISIONS
     horizon: checked(int | str, check_horizon, "tokens the agent decides: a number, 'all', or what the agent "
                                                "file recommends") = AGENT_HORIZON
-    accept_threshold: checked(float | str, check_accept_threshold, "greedy decisions accept when pi(accept) "
-                              "reaches it (0.5: the agent's mode); 'agent': what the agent file "
-                              "recommends") = AGENT_THRESHOLD
+    accept_threshold: checked(float | str, check_accept_threshold, "how sure the agent must be to step into an "
+                              "answer (core/agent_file.py; 0.5: its mode throughout); 'agent': what the agent "
+                              "file recommends") = AGENT_THRESHOLD
     continuation: Choice(CONTINUATIONS, "past the horizon: the upstream's greedy or sampled tokens; null: as "
                                         "the decisions", also=(None,)) = None
     mode: Choice(MODES, "decoding mode (envs/decoder.py)") = "lazy"

@@ -280,7 +280,7 @@ class ServingEngine:
             accept_prob, greedy = self.generator.decision_rule(self.decoder, aligned,
                                                                [c.submission.draw for c in choices])
         # Each answer draws from its own generator (its request's seed), and only when it samples.
-        actions = self.generator.decide(accept_prob, greedy,
+        actions = self.generator.decide(self.decoder, accept_prob, greedy,
                                         [1.0 if g else c.rng.random() for g, c in zip(greedy, choices)])
         batch_rows = self.decoder.rows_in_cache
         self.counts["decision_steps"] += 1

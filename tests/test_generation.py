@@ -17,6 +17,7 @@ from helpers.agents import always_accept_actor, always_reject_actor
 
 from core.agent_file import SHIPPED_AGENT, UNTRAINED, load_agent, read_agent_metadata, save_agent
 from core.config import SamplingConfig
+from core.contracts import ACCEPT, REJECT
 from core.networks import Actor
 from envs.generation import AlignedGenerator, accepted_position_distribution
 
@@ -45,6 +46,22 @@ def test_an_accept_threshold_below_the_agents_doubt_leaves_the_upstreams_answers
         assert all((a.text == u) == left_alone for a, u in zip(answers, upstream)), threshold
     with pytest.raises(ValueError, match="accept_threshold must be a finite number > 0 and <= 1"):
         AlignedGenerator(tiny_llm, unsure, sampling=sampling, accept_threshold=0.0)
+
+
+def test_once_it_has_rejected_a_candidate_the_agent_decides_at_its_mode(tiny_llm):
+    """The threshold is how sure the agent must be to step in; an answer it has stepped into is
+    decided at pi(accept) >= 0.5 from then on, so that a decline it started is carried on."""
+    from envs.decoder import AcceptRejectDecoder
+
+    gen = AlignedGenerator(tiny_llm, always_accept_actor(tiny_llm.hidden_size), accept_threshold=0.2)
+    decoder = AcceptRejectDecoder(tiny_llm, SamplingConfig(max_new_tokens=4))
+    decoder.start(PROMPTS[:2])
+    np.testing.assert_array_equal(decoder.pending_rejected(), [False, False])
+    decoder.apply([REJECT, ACCEPT])  # row 0 steps in at its first candidate
+    np.testing.assert_array_equal(decoder.pending_rejected(), [True, False])
+    greedy = np.array([True, True])
+    np.testing.assert_array_equal(gen.decide(decoder, np.array([0.3, 0.3]), greedy, None), [REJECT, ACCEPT])
+    np.testing.assert_array_equal(gen.decide(decoder, np.array([0.6, 0.1]), greedy, None), [ACCEPT, REJECT])
 
 
 def test_past_its_horizon_the_agent_leaves_the_decisions_to_the_upstream(tiny_llm):
