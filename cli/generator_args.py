@@ -14,7 +14,8 @@ def add_generator_arguments(p: argparse.ArgumentParser, max_new_tokens: int = 25
                                     "(default: the agent's recorded model, else smollm2)")
     p.add_argument("--decisions", "--agent-decisions", dest="decisions", default="agent",
                    choices=["agent", "greedy", "sampled"],
-                   help="the agent accepts when pi(accept) >= 0.5 (greedy), or with probability pi(accept), "
+                   help="the agent accepts when pi(accept) >= 0.5 (greedy; see --accept-threshold), or with "
+                        "probability pi(accept), "
                         "seeded (sampled: how it behaved in training); default: what the agent file recommends "
                         "(its metadata's 'decisions'), else greedy")
     p.add_argument("--mode", choices=["hybrid", "lazy", "eager"], default="lazy")

@@ -37,7 +37,8 @@ def add_serve_parser(sub) -> None:
     p.add_argument("--admission", choices=["continuous", "static"], default="continuous",
                    help="continuous: requests join the running batch between positions; static: only an empty one")
     p.add_argument("--decisions", choices=["agent", "greedy", "sampled"], default="agent",
-                   help="the agent's decisions: accept when pi(accept) >= 0.5 (greedy), or sampled; default: "
+                   help="the agent's decisions: accept when pi(accept) >= 0.5 (greedy; see --accept-threshold), "
+                        "or sampled; default: "
                         "what the agent file recommends, else greedy")
     add_intervention_arguments(p)
     add_continuation_argument(p)

@@ -125,8 +125,11 @@ def section(cls):
 
     @functools.wraps(validated_init)
     def __init__(self, *args, **kwargs):
+        if len(args) > len(cls.__pydantic_fields__):
+            raise TypeError(f"{cls.__name__} takes {len(cls.__pydantic_fields__)} settings, got {len(args)}")
+        kwargs.update(zip(cls.__pydantic_fields__, args))  # by name: a refusal names the field, not its position
         try:
-            validated_init(self, *args, **kwargs)
+            validated_init(self, **kwargs)
         except ValidationError as err:
             raise ConfigError(readable(err, type(self))) from None
 

@@ -128,7 +128,20 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ru
         if not sep:
             raise ValueError(f"override {item!r} must look like section.field=value")
         _set_path(data, key.strip(), yaml_value(raw))
-    return from_dict(RunConfig, data)
+    return from_dict(RunConfig, _without_retired(data))
+
+
+def _without_retired(data: dict) -> dict:
+    """``data`` without the settings a run folder's config.yaml may hold from an earlier
+    version: ``rollout.agent_hidden_size`` repeated ``sac.hidden_size``, which now sizes the
+    rollout workers' agent too; dropped where the two agree, refused where they do not."""
+    rollout = data.get("rollout")
+    if isinstance(rollout, dict) and "agent_hidden_size" in rollout:
+        sac = data.get("sac") if isinstance(data.get("sac"), dict) else {}
+        if rollout["agent_hidden_size"] != sac.get("hidden_size", RunConfig().sac.hidden_size):
+            raise ConfigError("rollout.agent_hidden_size is retired: sac.hidden_size sizes the agent everywhere")
+        data = {**data, "rollout": {k: v for k, v in rollout.items() if k != "agent_hidden_size"}}
+    return data
 
 
 def _set_path(data: dict, key: str, value) -> None:

@@ -136,8 +136,8 @@ class AlignedGenerator:
         None: as the agent's decisions are taken (``greedy``). ``ragged``: the transformers decoder's
         forwards grouped by width (``AcceptRejectDecoder``; None: on a CPU). ``state_features``:
         what the agent reads (``core.state_features``; an agent file records its own).
-        ``accept_threshold``: greedy decisions accept when pi(accept | s) reaches it
-        (``core.agent_file``: 0.5, the agent's mode; lower leaves more of the upstream's tokens)."""
+        ``accept_threshold``: how sure the agent must be to step into an answer (``decide``;
+        ``core.agent_file``: 0.5, the agent's mode; lower leaves more of the upstream's answers)."""
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if (backend == "vllm") != isinstance(llm, VllmUpstream):

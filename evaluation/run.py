@@ -402,7 +402,8 @@ def _settings(generator: "AlignedGenerator", *, seed: int, tie_margin: float,
             "draw (temperature / top-k / top-p; -: the candidate set's)": " / ".join(
                 "-" if v is None else str(v) for v in (draw.temperature, draw.top_k, draw.top_p)),
             "agent decisions": ("sampled" if not (generator.greedy or draw.greedy)
-                                else f"greedy (accept when pi(accept) >= {generator.accept_threshold})"),
+                                else f"greedy (accept threshold {generator.accept_threshold}: "
+                                     "then 0.5 after the agent's first rejection)"),
             "agent horizon": "all tokens" if generator.horizon is None else f"{generator.horizon} tokens",
             "upstream's continuation past the horizon": "none" if generator.horizon is None else generator.continuation,
             "decoding mode": generator.mode}

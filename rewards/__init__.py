@@ -70,10 +70,10 @@ def check_scorer_spec(spec: ScorerSpec) -> None:
         path = head_path(spec.path, spec.kind)
         if not path.is_file():
             raise FileNotFoundError(f"{spec.kind} scorer: head file not found: {path}")
-        if spec.kind == "answer-reader" and "values" in spec.options:
-            from rewards.answer_reader import check_label_values
+        if spec.kind == "answer-reader" and spec.options.get("values") is not None:
+            from rewards.answer_reader import ReaderHead, check_label_values
 
-            check_label_values(spec.options["values"])
+            check_label_values(spec.options["values"], ReaderHead.load(path).labels)
     elif spec.kind == "http":
         url = urlsplit(spec.path)
         if url.scheme not in ("http", "https") or not url.hostname:

@@ -102,10 +102,10 @@ class ServeSettings:
     decisions: Choice((AGENT_DECISIONS, *DECISIONS), "greedy, sampled, or what the agent file recommends") \
         = AGENT_DECISIONS
     horizon: checked(int | str, check_horizon, "tokens the agent decides: a number, 'all', or what the agent "
-                                               "file recommends") = AGENT_HORIZON
+                                               "file recommends", also=(None,)) = AGENT_HORIZON
     accept_threshold: checked(float | str, check_accept_threshold, "how sure the agent must be to step into an "
                               "answer (core/agent_file.py; 0.5: its mode throughout); 'agent': what the agent "
-                              "file recommends") = AGENT_THRESHOLD
+                              "file recommends", also=(None,)) = AGENT_THRESHOLD
     continuation: Choice(CONTINUATIONS, "past the horizon: the upstream's greedy or sampled tokens; null: as "
                                         "the decisions", also=(None,)) = None
     mode: Choice(MODES, "decoding mode (envs/decoder.py)") = "lazy"

@@ -52,7 +52,10 @@ def test_config_round_trips_and_refuses_bad_values(tmp_path, tiny_llm_path):
     with pytest.raises(ValueError, match="unknown"):
         load_config(tmp_path / "c.yaml", ["sac.batchsize=64"])
     assert load_config(tmp_path / "c.yaml", ["sac.hidden_size=64"]).sac.hidden_size == 64  # the agent's, workers too
-    with pytest.raises(ValueError, match="unknown rollout setting"):
+    # An earlier version's run folder repeated the agent's width as rollout.agent_hidden_size: read
+    # where it agrees (such a run resumes), refused where it does not.
+    assert load_config(tmp_path / "c.yaml", ["rollout.agent_hidden_size=32"]) == cfg
+    with pytest.raises(ValueError, match="rollout.agent_hidden_size is retired"):
         load_config(tmp_path / "c.yaml", ["rollout.agent_hidden_size=64"])
     with pytest.raises(ValueError):
         load_config(tmp_path / "c.yaml", ["model.mode=greedy"])

@@ -91,6 +91,17 @@ def test_decisions_greedy_sampled_and_mixed_per_row():
         decide(probs, False)
 
 
+def test_a_draw_refuses_bad_settings_naming_them_however_it_is_built():
+    assert Draw(0.5, 3) == Draw(temperature=0.5, top_k=3)
+    for args, kwargs, message in (((-1.0,), {}, "^temperature must be a finite number >= 0"),
+                                  ((), {"top_p": 0}, "^top_p must be a finite number > 0 and <= 1"),
+                                  ((None, True), {}, "^top_k must be an int >= 1, got True")):
+        with pytest.raises(ValueError, match=message):
+            Draw(*args, **kwargs)
+    with pytest.raises(TypeError, match="takes 3 settings"):
+        Draw(1.0, 2, 0.5, 7)
+
+
 def test_a_draw_reshapes_the_candidate_sets_distribution_within_the_set():
     """A request's temperature / top-k / top-p act within the candidate set the agent judges:
     re-tempered probabilities are the upstream's softmax(logits / T) over the same candidates."""

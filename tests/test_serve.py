@@ -442,6 +442,7 @@ def test_past_the_agents_horizon_a_served_answer_takes_the_upstreams_decisions(t
         ServeSettings(dtype="int8")
     with pytest.raises(ValueError, match="accept_threshold must be a number in"):
         ServeSettings(accept_threshold=0)
+    assert ServeSettings(horizon=None, accept_threshold=None).horizon is None  # as "agent"
 
 
 def test_an_agent_that_reads_the_prompts_state_serves_the_answers_it_generates(tiny_llm):
