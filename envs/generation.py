@@ -296,6 +296,8 @@ class AlignedGenerator:
         (the agent steps in where it is sure), then the agent's mode (0.5) for the rest of the
         answer: a decline it has started is carried on as the agent would. The upstream's greedy
         continuation accepts with probability 1 either way."""
+        if self.accept_threshold == MODE_THRESHOLD or not greedy.any():  # training's sampled rows, the default
+            return decide(accept_prob, greedy, uniforms)
         threshold = np.where(decoder.pending_rejected(), MODE_THRESHOLD, self.accept_threshold)
         return decide(accept_prob, greedy, uniforms, threshold=threshold)
 
