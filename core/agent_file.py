@@ -162,14 +162,14 @@ def resolve_accept_threshold(value: str | float | None, agent: str | Path | None
     return recommended(agent, "accept_threshold", MODE_THRESHOLD, parse_accept_threshold, "accept threshold")
 
 
-def parse_horizon(value: str | int | None) -> int | str | None:
+def parse_horizon(value: str | int | None, name: str = "horizon") -> int | str | None:
     """A horizon as given (command line, settings, metadata): a token count >= 0, "all" or
-    "agent"; None means "agent"."""
+    "agent"; None means "agent". A refusal starts with ``name``."""
     if value is None or value in (ALL_TOKENS, AGENT_HORIZON):
         return value
     text = str(value).strip()
     if not text.isdigit():
-        raise ValueError(f"horizon must be a number of tokens >= 0, {ALL_TOKENS!r} or {AGENT_HORIZON!r}, "
+        raise ValueError(f"{name} must be a number of tokens >= 0, {ALL_TOKENS!r} or {AGENT_HORIZON!r}, "
                          f"got {value!r}")
     return int(text)
 

@@ -72,14 +72,13 @@ def check_autoscale(name: str, value) -> tuple[int, int]:
     return tuple(value)
 
 
-def check_horizon(name: str, value):
-    parse_horizon(value)  # the message names the horizon
-    return value
-
-
-def check_accept_threshold(name: str, value):
-    parse_accept_threshold(value, name)
-    return value
+def read_by(parse):
+    """A field check that reads a value with ``parse(value, field name)`` (its refusal names the
+    field) and keeps the value as given: the replicas resolve it against the agent file."""
+    def check(name: str, value):
+        parse(value, name)
+        return value
+    return check
 
 
 @section
@@ -101,11 +100,11 @@ class ServeSettings:
     admission: Choice(ADMISSIONS, "when waiting requests join a batch (serving/engine.py)") = "continuous"
     decisions: Choice((AGENT_DECISIONS, *DECISIONS), "greedy, sampled, or what the agent file recommends") \
         = AGENT_DECISIONS
-    horizon: checked(int | str, check_horizon, "tokens the agent decides: a number, 'all', or what the agent "
-                                               "file recommends", also=(None,)) = AGENT_HORIZON
-    accept_threshold: checked(float | str, check_accept_threshold, "how sure the agent must be to step into an "
-                              "answer (core/agent_file.py; 0.5: its mode throughout); 'agent': what the agent "
-                              "file recommends", also=(None,)) = AGENT_THRESHOLD
+    horizon: checked(int | str, read_by(parse_horizon), "tokens the agent decides: a number, 'all', or what "
+                     "the agent file recommends", also=(None,)) = AGENT_HORIZON
+    accept_threshold: checked(float | str, read_by(parse_accept_threshold), "how sure the agent must be to step "
+                              "into an answer (core/agent_file.py; 0.5: its mode throughout); 'agent': what the "
+                              "agent file recommends", also=(None,)) = AGENT_THRESHOLD
     continuation: Choice(CONTINUATIONS, "past the horizon: the upstream's greedy or sampled tokens; null: as "
                                         "the decisions", also=(None,)) = None
     mode: Choice(MODES, "decoding mode (envs/decoder.py)") = "lazy"
