@@ -123,8 +123,9 @@ def eval_main(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if not done:
         start_fresh(out)
-        save_arguments(out, {k: getattr(args, k) for k in _DEFAULTS if k not in _RUN_ONLY})
     gen = generator_from_args(args, seed=args.seed)
+    if not done:
+        save_arguments(out, {**{k: getattr(args, k) for k in _DEFAULTS if k not in _RUN_ONLY}, **_as_resolved(gen)})
     trained = gen.agent_path not in (None, UNTRAINED)
     training_reward = training_reward_sources(read_agent_metadata(gen.agent_path)) if trained else None
     try:
@@ -141,6 +142,16 @@ def eval_main(args: argparse.Namespace) -> int:
     print(paths["results.md"].read_text(encoding="utf-8"))
     print("wrote", ", ".join(str(p) for p in paths.values()))
     return 0
+
+
+def _as_resolved(gen) -> dict:
+    """The settings the agent file can decide ("agent", and the shipped agent when none is
+    given) as ``gen`` resolved them: a resumed evaluation answers as this one did, even where
+    the agent file's recommendations or the shipped agent change in between."""
+    from core.agent_file import ALL_TOKENS
+
+    return {"agent": gen.agent_path, "decisions": "greedy" if gen.greedy else "sampled",
+            "horizon": ALL_TOKENS if gen.horizon is None else gen.horizon, "accept_threshold": gen.accept_threshold}
 
 
 def _resumed(args: argparse.Namespace) -> tuple[argparse.Namespace, list[dict]]:

@@ -20,6 +20,7 @@ from core.agent_file import save_agent
 from core.config import SamplingConfig
 from core.networks import Actor
 from envs.generation import AlignedGenerator
+from evaluation.answers_file import ARGUMENTS
 from evaluation.judges import Judge, parse_judge_spec
 from evaluation.preference import (
     LOSE,
@@ -386,6 +387,11 @@ def test_an_evaluation_killed_midway_resumes_to_the_table_of_an_uninterrupted_on
     assert killed.returncode == -signal.SIGKILL and not (cut / "results.md").exists()
     kept = [line for line in answers.read_text().split("\n") if line.strip()]
     assert 2 <= len(kept) < 16
+    # What the agent file decides ("agent") is kept as it was resolved, so that the resumed part
+    # answers as the first did even if the file's recommendations change in between.
+    saved = json.loads((cut / ARGUMENTS).read_text())
+    assert {k: saved[k] for k in ("agent", "decisions", "horizon", "accept_threshold")} == \
+        {"agent": str(agent), "decisions": "sampled", "horizon": "all", "accept_threshold": 0.5}
 
     capsys.readouterr()
     assert main(command(cut)[3:]) == 2  # a new run would lose the answers
