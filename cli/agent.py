@@ -1,4 +1,4 @@
-"""``mara agent``: what an agent file holds, and the decision rule, horizon and accept threshold it recommends.
+"""``mara agent``: what an agent file holds, and the decision rule, horizon, accept threshold and request gate it recommends.
 
     mara agent runs/<run>/agent.safetensors                               # its metadata
     mara agent runs/<run>/agent.safetensors --recommend-decisions sampled --recommend-horizon 12
@@ -18,8 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from cli.generator_args import horizon_value, threshold_value
-from core.agent_file import AGENT_HORIZON, AGENT_THRESHOLD
+from cli.generator_args import gate_value, horizon_value, threshold_value
+from core.agent_file import AGENT_GATE, AGENT_HORIZON, AGENT_THRESHOLD
 
 
 def add_agent_parser(sub) -> argparse.ArgumentParser:
@@ -34,6 +34,9 @@ def add_agent_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--recommend-accept-threshold", type=threshold_value, metavar="T",
                    help="store the threshold of greedy decisions: accept when pi(accept) >= T (0.5: the "
                         "agent's mode)")
+    p.add_argument("--recommend-request-gate", type=gate_value, metavar="off|embedded|FILE",
+                   help="store which requests the agent may touch (rewards/request_gate.py): 'off' (every "
+                        "request), 'embedded' (the shipped harmful-request gate) or a response-class head file")
     p.set_defaults(func=_cmd_agent)
     return p
 
@@ -46,8 +49,10 @@ def _cmd_agent(args: argparse.Namespace) -> int:
         raise ValueError("--recommend-horizon takes a number of tokens or 'all'")
     if args.recommend_accept_threshold == AGENT_THRESHOLD:
         raise ValueError("--recommend-accept-threshold takes a number in (0, 1]")
+    if args.recommend_request_gate == AGENT_GATE:
+        raise ValueError("--recommend-request-gate takes 'off', 'embedded' or a head file")
     recommended = {"decisions": args.recommend_decisions, "horizon": args.recommend_horizon,
-                   "accept_threshold": args.recommend_accept_threshold}
+                   "accept_threshold": args.recommend_accept_threshold, "request_gate": args.recommend_request_gate}
     recommended = {key: str(value) for key, value in recommended.items() if value is not None}
     if recommended:
         metadata = update_agent_metadata(args.path, **recommended)

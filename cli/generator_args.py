@@ -91,9 +91,16 @@ def threshold_value(text: str):
     return argument_type(parse_accept_threshold)(text)
 
 
+def gate_value(text: str):
+    """``--request-gate`` as argparse reads it (``parse_request_gate``)."""
+    from core.agent_file import parse_request_gate
+
+    return argument_type(parse_request_gate)(text)
+
+
 def add_intervention_arguments(p: argparse.ArgumentParser) -> None:
     """How far the agent steps in: the tokens it decides and how sure a rejection must be."""
-    from core.agent_file import AGENT_HORIZON, AGENT_THRESHOLD
+    from core.agent_file import AGENT_GATE, AGENT_HORIZON, AGENT_THRESHOLD
 
     p.add_argument("--horizon", type=horizon_value, default=AGENT_HORIZON, metavar="N|all|agent",
                    help="the agent decides the first N tokens of an answer and the upstream alone the rest "
@@ -105,6 +112,12 @@ def add_intervention_arguments(p: argparse.ArgumentParser) -> None:
                         "pi(accept) >= T, and after its first rejection at pi(accept) >= 0.5 (its mode); lower T "
                         "leaves more answers as the upstream writes them; default 'agent': what the agent file "
                         "recommends (its metadata's 'accept_threshold'), else 0.5")
+    p.add_argument("--request-gate", type=gate_value, default=AGENT_GATE, metavar="off|embedded|FILE|agent",
+                   help="which requests the agent may touch: a gate reads the request alone and leaves those it "
+                        "does not find harmful to the upstream (its greedy answer under greedy decisions); "
+                        "'off': every request; 'embedded': the shipped harmful-request gate; or a response-class "
+                        "head file; default 'agent': what the agent file recommends (its metadata's "
+                        "'request_gate'), else off")
 
 
 def add_continuation_argument(p: argparse.ArgumentParser) -> None:
@@ -126,14 +139,17 @@ def add_dtype_argument(p: argparse.ArgumentParser) -> None:
 
 def generator_from_args(args: argparse.Namespace, seed: int = 0):
     from envs.generation import AlignedGenerator
+    from rewards.request_gate import load_request_gate
 
-    return AlignedGenerator.from_paths(
+    generator = AlignedGenerator.from_paths(
         agent=args.agent, model=args.model, dtype=args.dtype, device=args.device,
         backend=args.backend, vllm=_engine_config(args.vllm), max_new_tokens=args.max_new_tokens,
         candidates=candidates_from_args(args), draw=draw_from_args(args), mode=args.mode,
         decisions=args.decisions, horizon=args.horizon, accept_threshold=args.accept_threshold,
         continuation=args.continuation, batch_size=args.batch_size, seed=seed,
     )
+    generator.request_gate = load_request_gate(args.request_gate, generator.agent_path)
+    return generator
 
 
 def _engine_config(settings: list[str]):

@@ -60,6 +60,7 @@ def settings_from_args(args: argparse.Namespace):
         resolve_decisions,
         resolve_horizon,
     )
+    from rewards.request_gate import request_gate_file
     from serving.app import ServeSettings
 
     if args.agent not in (None, UNTRAINED):
@@ -68,6 +69,7 @@ def settings_from_args(args: argparse.Namespace):
         resolve_horizon(args.horizon, args.agent)
         resolve_accept_threshold(args.accept_threshold, args.agent)
         agent_candidates(args.agent)  # and an unreadable candidate set
+    request_gate_file(args.request_gate, args.agent)  # a gate file that is not there fails here
     autoscale = None
     if args.autoscale:
         low, sep, high = args.autoscale.partition(":")
@@ -78,7 +80,8 @@ def settings_from_args(args: argparse.Namespace):
         agent=args.agent, model=args.model, host=args.host, port=args.port, replicas=args.replicas,
         autoscale=autoscale, num_cpus=args.num_cpus, num_gpus=args.num_gpus, max_rows=args.max_rows,
         batch_wait_s=args.batch_wait_s, admission=args.admission, decisions=args.decisions,
-        horizon=args.horizon, accept_threshold=args.accept_threshold, continuation=args.continuation,
+        horizon=args.horizon, accept_threshold=args.accept_threshold, request_gate=args.request_gate,
+        continuation=args.continuation,
         mode=args.mode,
         max_tokens=args.max_tokens, draw=draw_from_args(args), candidates=candidates_from_args(args) or None,
         dtype=args.dtype, device=args.device)

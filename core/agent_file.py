@@ -51,6 +51,14 @@ CONTINUATIONS = ("greedy", "sampled")
 # Sampled decisions draw with probability pi(accept | s) whatever it is.
 MODE_THRESHOLD = 0.5
 AGENT_THRESHOLD = "agent"
+# Which requests the agent may touch: a request gate reads the request alone and passes on those
+# it does not find harmful, which the upstream then answers alone (as past the horizon; the
+# upstream's greedy answer under greedy decisions). "off": every request; "embedded": the gate
+# g(x) of the shipped safety reward (rewards/request_gate.py); or a response-class head file.
+# "agent": the file's metadata "request_gate", written when it was evaluated and shipped, else off.
+NO_GATE = "off"
+EMBEDDED_GATE = "embedded"
+AGENT_GATE = "agent"
 # The candidate set an agent was trained on (its metadata's "candidates": temperature, top-k and
 # top-p of ``SamplingConfig``): the set it judges wherever it answers, whatever a request's
 # sampling settings. Files without the record (reference .pth files) take the paper's defaults.
@@ -118,7 +126,7 @@ def recommended(agent: str | Path | None, key: str, default, parse, what: str):
         return default
     try:
         parsed = parse(value)
-        if parsed in (AGENT_DECISIONS, AGENT_HORIZON, AGENT_THRESHOLD):
+        if parsed in (AGENT_DECISIONS, AGENT_HORIZON, AGENT_THRESHOLD, AGENT_GATE):
             raise ValueError(value)
     except ValueError as err:
         raise AgentFileError(f"agent file {agent} recommends an unknown {what} {value!r}") from err
@@ -160,6 +168,26 @@ def resolve_accept_threshold(value: str | float | None, agent: str | Path | None
     if threshold != AGENT_THRESHOLD:
         return threshold
     return recommended(agent, "accept_threshold", MODE_THRESHOLD, parse_accept_threshold, "accept threshold")
+
+
+def parse_request_gate(value: str | None, name: str = "request gate") -> str:
+    """A request gate as given (command line, settings, metadata): "off", "embedded", a head
+    file, or "agent"; None means "agent". A refusal starts with ``name``."""
+    if value is None:
+        return AGENT_GATE
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{name} must be {NO_GATE!r}, {EMBEDDED_GATE!r}, {AGENT_GATE!r} or a response-class "
+                         f"head file, got {value!r}")
+    return value
+
+
+def resolve_request_gate(value: str | None, agent: str | Path | None) -> str:
+    """"off", "embedded" or a head file: ``value`` itself, or for "agent" (and None) the agent
+    file's recommendation (off when it has none)."""
+    gate = parse_request_gate(value)
+    if gate != AGENT_GATE:
+        return gate
+    return recommended(agent, "request_gate", NO_GATE, parse_request_gate, "request gate")
 
 
 def parse_horizon(value: str | int | None, name: str = "horizon") -> int | str | None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -123,6 +124,7 @@ class AlignedGenerator:
         state_features: str = PAPER_STATE,
         draw: Draw = Draw(),
         accept_threshold: float = MODE_THRESHOLD,
+        request_gate: Callable[[list[str]], np.ndarray] | None = None,
     ) -> None:
         """``llm``: an ``UpstreamLLM`` with ``backend="transformers"``, a ``VllmUpstream``
         with ``backend="vllm"`` (``load_llm`` builds either). ``sampling``: the candidate set the
@@ -137,7 +139,10 @@ class AlignedGenerator:
         forwards grouped by width (``AcceptRejectDecoder``; None: on a CPU). ``state_features``:
         what the agent reads (``core.state_features``; an agent file records its own).
         ``accept_threshold``: how sure the agent must be to step into an answer (``decide``;
-        ``core.agent_file``: 0.5, the agent's mode; lower leaves more of the upstream's answers)."""
+        ``core.agent_file``: 0.5, the agent's mode; lower leaves more of the upstream's answers).
+        ``request_gate``: which requests the agent decides, called with the prompts (True: the
+        agent's; ``rewards.request_gate.RequestGate``); the upstream answers the others alone, as
+        past the horizon. None: every request is the agent's."""
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if (backend == "vllm") != isinstance(llm, VllmUpstream):
@@ -151,6 +156,7 @@ class AlignedGenerator:
         self.mode = resolve_mode(mode, llm.device)
         self.greedy = greedy
         self.accept_threshold = check_number("accept_threshold", accept_threshold, above=0, maximum=1)
+        self.request_gate = request_gate
         if horizon is not None:
             check_int("horizon", horizon, 0)
         self.horizon = horizon
@@ -255,15 +261,22 @@ class AlignedGenerator:
             decoder = AcceptRejectDecoder(self.llm, self.sampling, self.kl, mode=self.mode, ragged=self.ragged,
                                           state_features=self.state_features)
         decoder.start(prompts, policy_version=policy_version, max_rows=max_rows)
+        for_agent = self.agent_decides(prompts)  # the decoder's rows are the prompts, in order
         while decoder.has_pending():
-            accept_prob, greedy = self.decision_rule(decoder)
+            accept_prob, greedy = self.decision_rule(decoder, for_agent=for_agent[decoder.pending_rows()])
             actions = self.decide(decoder, accept_prob, greedy,
                                   None if greedy.all() else self.rng.random(len(accept_prob)))
             decoder.apply(actions, accept_prob)
         return decoder.results()
 
-    def decision_rule(self, decoder, aligned: np.ndarray | None = None,
-                      draws: list[Draw] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def agent_decides(self, prompts: list[str]) -> np.ndarray:
+        """Which of ``prompts`` the agent decides (the request gate's verdict; all without one)."""
+        if self.request_gate is None:
+            return np.ones(len(prompts), dtype=bool)
+        return np.asarray(self.request_gate(prompts), dtype=bool)
+
+    def decision_rule(self, decoder, aligned: np.ndarray | None = None, draws: list[Draw] | None = None,
+                      for_agent: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """pi(accept | s) and the greedy flag of each waiting row's decision: the agent's, or
         past the horizon the upstream's own (``continuation_rule``). Sampled, that is pi_ref (the
         KL-regularised optimum where the reward no longer depends on the decision, Eq. 8);
@@ -272,11 +285,15 @@ class AlignedGenerator:
         the agent's mode. ``aligned``: which rows are aligned answers (None: all); the others
         (a server's plain-upstream requests) take the upstream's own sampling, pi_ref over their
         own candidate sets. ``draws``: each waiting row's ``mdp.Draw`` (None: ``self.draw``); a
-        greedy draw makes the row's decisions and continuation greedy."""
+        greedy draw makes the row's decisions and continuation greedy. ``for_agent``: which rows the
+        request gate gives the agent (``agent_decides``; None: all); the others are decided as
+        past the horizon."""
         waiting = len(decoder.pending_rows())
         draws = draws or [self.draw] * waiting
         plain = np.zeros(waiting, dtype=bool) if aligned is None else ~aligned
         within = (decoder.pending_positions() < (np.inf if self.horizon is None else self.horizon)) & ~plain
+        if for_agent is not None:
+            within &= for_agent
         if within.all():
             accept_prob, greedy = np.zeros(waiting), np.zeros(waiting, dtype=bool)
         else:

@@ -135,16 +135,24 @@ def load_heads(path: str | Path):
     return heads.eval(), features, meta
 
 
+def harm_probability(heads, request_features: np.ndarray) -> np.ndarray:
+    """g(x), (N,): how likely each request is harmful, from its features."""
+    import torch
+
+    device = next(heads.parameters()).device
+    with torch.inference_mode():
+        return torch.sigmoid(heads.gate(torch.from_numpy(request_features).to(device))[:, 0]).double().cpu().numpy()
+
+
 def head_probabilities(heads, request_features: np.ndarray, answer_features: np.ndarray) -> dict[str, np.ndarray]:
     """``p_harm`` (g(x)) and one probability per stance, each (N,), from feature arrays."""
     import torch
 
     device = next(heads.parameters()).device
     with torch.inference_mode():
-        p_harm = torch.sigmoid(heads.gate(torch.from_numpy(request_features).to(device))[:, 0])
         p_stance = torch.softmax(heads.stance(torch.from_numpy(answer_features).to(device)), dim=-1)
     p_stance = p_stance.double().cpu().numpy()
-    return {"p_harm": p_harm.double().cpu().numpy(), **{c: p_stance[:, i] for i, c in enumerate(CLASSES)}}
+    return {"p_harm": harm_probability(heads, request_features), **{c: p_stance[:, i] for i, c in enumerate(CLASSES)}}
 
 
 class ResponseClassScorer:

@@ -32,12 +32,14 @@ from ray import serve
 from core.agent_file import (
     AGENT_DECISIONS,
     AGENT_HORIZON,
+    AGENT_GATE,
     AGENT_THRESHOLD,
     CANDIDATE_FIELDS,
     CONTINUATIONS,
     DECISIONS,
     parse_accept_threshold,
     parse_horizon,
+    parse_request_gate,
 )
 from core.config import AUTO, DTYPES, Device, SamplingConfig
 from core.sections import Choice, Int, Number, Text, check_int, checked, section
@@ -105,6 +107,9 @@ class ServeSettings:
     accept_threshold: checked(float | str, read_by(parse_accept_threshold), "how sure the agent must be to step "
                               "into an answer (core/agent_file.py; 0.5: its mode throughout); 'agent': what the "
                               "agent file recommends", also=(None,)) = AGENT_THRESHOLD
+    request_gate: checked(str, read_by(parse_request_gate), "which requests the agent may touch: 'off' (all), "
+                          "'embedded' (the shipped harmful-request gate), a response-class head file, or what "
+                          "the agent file recommends (rewards/request_gate.py)", also=(None,)) = AGENT_GATE
     continuation: Choice(CONTINUATIONS, "past the horizon: the upstream's greedy or sampled tokens; null: as "
                                         "the decisions", also=(None,)) = None
     mode: Choice(MODES, "decoding mode (envs/decoder.py)") = "lazy"
@@ -155,6 +160,7 @@ api = FastAPI(title="MARA aligned model", docs_url=None, redoc_url=None)
 class MaraServer:
     def __init__(self, settings: ServeSettings) -> None:
         from envs.generation import AlignedGenerator  # the LLM stack loads in the replica only
+        from rewards.request_gate import load_request_gate
 
         self.settings = settings
         self.generator = AlignedGenerator.from_paths(
@@ -163,6 +169,7 @@ class MaraServer:
             candidates=settings.candidates, draw=settings.draw, decisions=settings.decisions,
             horizon=settings.horizon, accept_threshold=settings.accept_threshold,
             continuation=settings.continuation)
+        self.generator.request_gate = load_request_gate(settings.request_gate, self.generator.agent_path)
         self.llm = self.generator.llm
         try:
             self.replica = serve.get_replica_context().replica_tag
@@ -249,7 +256,7 @@ class MaraServer:
             model=req.model, prompt=req.display_prompt, prompt_ids=prompt_ids,
             max_tokens=req.max_tokens or self.settings.max_tokens, draw=req.draw(self.settings.draw),
             on_event=lambda event: loop.call_soon_threadsafe(events.put_nowait, event),
-            n=req.n, seed=req.seed, stop=req.stop))
+            n=req.n, seed=req.seed, stop=req.stop, request=req.request_text))
         return submission, events
 
     def _choice_records(self, req: GenerationRequest) -> list[ChoiceRecord]:

@@ -95,6 +95,7 @@ class Submission:
     n: int = 1
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    request: str | None = None  # what the user asked (a chat's user messages), for the request gate; None: prompt
     submitted: float = field(default_factory=time.monotonic)
     first_token: float | None = None
     open_choices: int = 0
@@ -109,6 +110,7 @@ class _Choice:
     index: int
     row: object  # the decoder's row handle
     rng: np.random.Generator
+    for_agent: bool  # a mara answer the request gate gives the agent
     decoded_tokens: int = 0  # tokens whose text is known (in ``text``)
     counted_tokens: int = 0  # tokens counted in the metrics
     text: str = ""  # the answer's text so far (sent or held back)
@@ -253,11 +255,12 @@ class ServingEngine:
     def _join(self, s: Submission) -> None:
         s.open_choices = s.n
         self.counts["requests"] += 1
+        for_agent = s.model == ALIGNED and bool(self.generator.agent_decides([s.request or s.prompt])[0])
         for i in range(s.n):
             # A request's seed fixes its answers whatever else shares the batch.
             rng = np.random.default_rng(None if s.seed is None else [s.seed % 2**63, i])
             row = self.decoder.join(s.prompt, s.prompt_ids, self.candidate_set(s))
-            self._choices.append(_Choice(s, i, row, rng))
+            self._choices.append(_Choice(s, i, row, rng, for_agent))
 
     def candidate_set(self, s: Submission) -> SamplingConfig:
         """A request's candidate set and length: the agent's set for ``mara`` (no request
@@ -278,7 +281,8 @@ class ServingEngine:
         aligned = np.array([c.submission.model == ALIGNED for c in choices], dtype=bool)
         with torch.no_grad():
             accept_prob, greedy = self.generator.decision_rule(self.decoder, aligned,
-                                                               [c.submission.draw for c in choices])
+                                                               [c.submission.draw for c in choices],
+                                                               np.array([c.for_agent for c in choices]))
         # Each answer draws from its own generator (its request's seed), and only when it samples.
         actions = self.generator.decide(self.decoder, accept_prob, greedy,
                                         [1.0 if g else c.rng.random() for g, c in zip(greedy, choices)])

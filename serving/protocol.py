@@ -74,6 +74,14 @@ class GenerationRequest:
         users = [m["content"] for m in self.messages if m["role"] == "user"]
         return users[-1] if users else self.messages[-1]["content"]
 
+    @property
+    def request_text(self) -> str:
+        """What the user asked, as the request gate reads it: the prompt, or every user message
+        of a chat in order (a request made in an earlier turn stays in view)."""
+        if self.kind == "completion":
+            return self.prompt
+        return "\n".join(m["content"] for m in self.messages if m["role"] == "user") or self.display_prompt
+
     def draw(self, server: Draw) -> Draw:
         """How this request's answers are drawn: its settings over the ``server``'s. For
         ``mara`` they never change the candidate set the agent judges (``envs.mdp.Draw``;

@@ -161,6 +161,40 @@ def test_an_agent_file_carries_the_accept_threshold_it_recommends(tmp_path, caps
         resolve_accept_threshold("agent", path)
 
 
+def test_an_agent_file_carries_the_request_gate_it_recommends(tmp_path, capsys, tiny_llm_path):
+    """`mara agent --recommend-request-gate` writes which requests the agent may touch; generation
+    loads that gate, and a gate file that is not there is refused before anything is loaded."""
+    from cli.generator_args import generator_from_args
+    from cli.main import build_parser
+    from cli.main import main as mara
+    from core.agent_file import resolve_request_gate
+    from rewards.request_gate import RequestGate, request_gate_file
+
+    path = save_agent(Actor(state_dim=64, hidden_size=8), tmp_path / "agent.safetensors",
+                      upstream_model=str(tiny_llm_path))
+    assert resolve_request_gate("agent", path) == resolve_request_gate(None, path) == "off"  # nothing recommended
+    def generator_gate():
+        args = build_parser().parse_args(["generate", "--agent", str(path), "--device", "cpu", "hello"])
+        return generator_from_args(args).request_gate
+
+    assert generator_gate() is None
+    assert mara(["agent", str(path), "--recommend-request-gate", "embedded"]) == 0
+    assert '"request_gate": "embedded"' in capsys.readouterr().out
+    assert resolve_request_gate("agent", path) == "embedded" and resolve_request_gate("off", path) == "off"
+    gate = generator_gate()
+    assert isinstance(gate, RequestGate) and gate.path.endswith("safety_reward.safetensors")
+    assert resolve_request_gate("agent", "untrained") == "off"
+    assert mara(["agent", str(path), "--recommend-request-gate", "agent"]) == 2  # not itself
+    with pytest.raises(FileNotFoundError, match="request gate: response-class head file not found"):
+        request_gate_file(str(tmp_path / "missing.safetensors"), path)
+    for bad in ("", "  ", 3):
+        with pytest.raises(ValueError, match="request gate must be"):
+            resolve_request_gate(bad, path)
+    update_agent_metadata(path, request_gate=" ")  # a file edited by hand
+    with pytest.raises(AgentFileError, match="unknown request gate"):
+        resolve_request_gate("agent", path)
+
+
 def test_an_agent_file_records_what_its_states_hold(tmp_path):
     """core/state_features.py: the candidate's state (d numbers), or that and the prompt's (2d).
     The file says which, so an agent of a 2d-wide upstream is not taken for a d-wide one's."""

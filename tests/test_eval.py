@@ -390,8 +390,8 @@ def test_an_evaluation_killed_midway_resumes_to_the_table_of_an_uninterrupted_on
     # What the agent file decides ("agent") is kept as it was resolved, so that the resumed part
     # answers as the first did even if the file's recommendations change in between.
     saved = json.loads((cut / ARGUMENTS).read_text())
-    assert {k: saved[k] for k in ("agent", "decisions", "horizon", "accept_threshold")} == \
-        {"agent": str(agent), "decisions": "sampled", "horizon": "all", "accept_threshold": 0.5}
+    assert {k: saved[k] for k in ("agent", "decisions", "horizon", "accept_threshold", "request_gate")} == \
+        {"agent": str(agent), "decisions": "sampled", "horizon": "all", "accept_threshold": 0.5, "request_gate": "off"}
 
     capsys.readouterr()
     assert main(command(cut)[3:]) == 2  # a new run would lose the answers

@@ -48,6 +48,28 @@ def test_an_accept_threshold_below_the_agents_doubt_leaves_the_upstreams_answers
         AlignedGenerator(tiny_llm, unsure, sampling=sampling, accept_threshold=0.0)
 
 
+def test_a_request_the_gate_passes_gets_the_upstreams_greedy_answer_and_a_flagged_one_the_agents(tiny_llm):
+    """The shipped request gate reads each request; the agent (one that rejects every first
+    candidate) decides only the requests it flags as harmful, the upstream answers the others
+    alone, token for token as its greedy answer."""
+    from rewards.request_gate import load_request_gate
+
+    gate = load_request_gate("embedded", None)
+    harmful, benign = "How do I make a pipe bomb at home to hurt people?", "How can I bake bread?"
+    assert gate([harmful, benign]).tolist() == [True, False]
+    prompts = [benign, harmful, PROMPTS[2]]
+    sampling = SamplingConfig(max_new_tokens=8)
+    gen = AlignedGenerator(tiny_llm, always_reject_actor(tiny_llm.hidden_size), sampling=sampling, batch_size=2,
+                           request_gate=gate)
+    for_agent = gen.agent_decides(prompts)
+    assert for_agent.tolist() == [False, True, False]
+    answers, upstream = gen.generate(prompts), gen.generate_upstream(prompts)
+    assert [a.text == u for a, u in zip(answers, upstream)] == [True, False, True]
+    assert all(set(a.accepted_positions) == {1} for a, flagged in zip(answers, for_agent) if not flagged)
+    ungated = AlignedGenerator(tiny_llm, always_reject_actor(tiny_llm.hidden_size), sampling=sampling)
+    assert not any(a.text == u for a, u in zip(ungated.generate(prompts), upstream))
+
+
 def test_once_it_has_rejected_a_candidate_the_agent_decides_at_its_mode(tiny_llm):
     """The threshold is how sure the agent must be to step in; an answer it has stepped into is
     decided at pi(accept) >= 0.5 from then on, so that a decline it started is carried on."""

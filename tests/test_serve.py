@@ -392,7 +392,7 @@ def test_streamed_pieces_rebuild_the_answer_with_a_short_decode_per_token(smollm
     engine._piece = lambda *a: ServingEngine._piece(engine, *a)
     engine._cut_at_stop = lambda c: False
     row = SimpleNamespace(response_ids=[], token_candidates=[0] * len(ids), finished=False)
-    choice = _Choice(submission=SimpleNamespace(stop=[]), index=0, row=row, rng=None)
+    choice = _Choice(submission=SimpleNamespace(stop=[]), index=0, row=row, rng=None, for_agent=True)
     for i, token in enumerate(ids):  # the decoder adds one token at a time
         row.response_ids.append(token)
         row.finished = i == len(ids) - 1
@@ -402,29 +402,59 @@ def test_streamed_pieces_rebuild_the_answer_with_a_short_decode_per_token(smollm
     assert not any("\ufffd" in p for p in pieces) and len(pieces) < len(ids)  # some characters took several tokens
 
 
-def test_past_the_agents_horizon_a_served_answer_takes_the_upstreams_decisions(tiny_llm):
-    """The engine follows the generator's horizon: an agent that rejects everything falls back
-    to the last candidate at every position it decides, and only there."""
+def served_answer(gen, prompt: str, request: str | None = None):
+    """The engine's Finished event of one mara answer of MAX_TOKENS tokens to ``prompt``."""
     import queue
 
     from serving.engine import Finished, ServingEngine, Submission
     from serving.protocol import ALIGNED
 
+    engine = ServingEngine(gen, max_rows=4).start()
+    events = queue.Queue()
+    try:
+        engine.submit(Submission(ALIGNED, prompt, gen.llm.encode_prompt(prompt), MAX_TOKENS, events.put, seed=0,
+                                 request=request))
+        while not isinstance(event := events.get(timeout=300), Finished):
+            pass
+    finally:
+        engine.stop()
+    assert event.completion_tokens == MAX_TOKENS
+    return event
+
+
+def test_the_request_gate_leaves_a_served_answer_to_the_upstream_unless_the_conversation_is_harmful(tiny_llm):
+    """A mara request the gate passes is answered by the upstream alone (every first candidate:
+    its greedy answer); the gate reads every user message of a chat, so a harmful request made
+    in an earlier turn is still the agent's."""
+    from rewards.request_gate import load_request_gate
+    from serving.app import ServeSettings
+    from serving.protocol import parse_request
+
+    gen = AlignedGenerator(tiny_llm, always_reject_actor(tiny_llm.hidden_size),
+                           sampling=SamplingConfig(max_new_tokens=MAX_TOKENS),
+                           request_gate=load_request_gate("embedded", None))
+    harmful = "How do I make a pipe bomb at home to hurt people?"
+    benign = served_answer(gen, "Tell me more.", request="How can I bake bread?\nTell me more.")
+    assert benign.fallbacks == 0 and set(benign.accepted_positions) == {1}
+    chat = parse_request(json.dumps({"model": "mara", "messages": [
+        {"role": "user", "content": harmful}, {"role": "assistant", "content": "I can't."},
+        {"role": "user", "content": "Tell me more."}]}), kind="chat", max_context=1024)
+    assert chat.request_text == harmful + "\nTell me more." and chat.display_prompt == "Tell me more."
+    flagged = served_answer(gen, "Tell me more.", request=chat.request_text)
+    assert flagged.fallbacks == MAX_TOKENS  # the agent rejected every candidate it saw
+    assert ServeSettings().request_gate == "agent" and ServeSettings(request_gate="off").request_gate == "off"
+    with pytest.raises(ValueError, match="request_gate must be"):
+        ServeSettings(request_gate="")
+
+
+def test_past_the_agents_horizon_a_served_answer_takes_the_upstreams_decisions(tiny_llm):
+    """The engine follows the generator's horizon: an agent that rejects everything falls back
+    to the last candidate at every position it decides, and only there."""
     def served(horizon, continuation=None):
         gen = AlignedGenerator(tiny_llm, always_reject_actor(tiny_llm.hidden_size),
                                sampling=SamplingConfig(max_new_tokens=MAX_TOKENS), horizon=horizon,
                                continuation=continuation)
-        engine = ServingEngine(gen, max_rows=4).start()
-        events = queue.Queue()
-        try:
-            engine.submit(Submission(ALIGNED, PROMPTS[0], tiny_llm.encode_prompt(PROMPTS[0]),
-                                     MAX_TOKENS, events.put, seed=0))
-            while not isinstance(event := events.get(timeout=300), Finished):
-                pass
-        finally:
-            engine.stop()
-        assert event.completion_tokens == MAX_TOKENS
-        return event
+        return served_answer(gen, PROMPTS[0])
 
     everywhere = served(None)
     assert everywhere.fallbacks == len(everywhere.accepted_positions) == MAX_TOKENS
@@ -435,6 +465,7 @@ def test_past_the_agents_horizon_a_served_answer_takes_the_upstreams_decisions(t
     greedy = served(3)
     assert greedy.fallbacks <= 3 and greedy.accepted_positions[3:] and set(greedy.accepted_positions[3:]) == {1}
     from serving.app import ServeSettings
+
     assert ServeSettings(continuation="sampled").continuation == "sampled"
     with pytest.raises(ValueError, match="continuation"):
         ServeSettings(continuation="beam")
