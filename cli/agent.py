@@ -1,4 +1,5 @@
-"""``mara agent``: what an agent file holds, and the decision rule, horizon, accept threshold and request gate it recommends.
+"""``mara agent``: what an agent file holds, and the serving settings it recommends (decision rule, horizon,
+accept threshold, request gate, where a decline ends).
 
     mara agent runs/<run>/agent.safetensors                               # its metadata
     mara agent runs/<run>/agent.safetensors --recommend-decisions sampled --recommend-horizon 12
@@ -18,8 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from cli.generator_args import gate_value, horizon_value, threshold_value
-from core.agent_file import AGENT_GATE, AGENT_HORIZON, AGENT_THRESHOLD
+from cli.generator_args import gate_value, horizon_value, sentences_value, threshold_value
+from core.agent_file import AGENT_CUT, AGENT_GATE, AGENT_HORIZON, AGENT_THRESHOLD
 
 
 def add_agent_parser(sub) -> argparse.ArgumentParser:
@@ -37,6 +38,8 @@ def add_agent_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--recommend-request-gate", type=gate_value, metavar="off|embedded|FILE",
                    help="store which requests the agent may touch (rewards/request_gate.py): 'off' (every "
                         "request), 'embedded' (the shipped harmful-request gate) or a response-class head file")
+    p.add_argument("--recommend-decline-sentences", type=sentences_value, metavar="N|off",
+                   help="store where an answer the agent has stepped into ends: with its N-th sentence")
     p.set_defaults(func=_cmd_agent)
     return p
 
@@ -51,8 +54,11 @@ def _cmd_agent(args: argparse.Namespace) -> int:
         raise ValueError("--recommend-accept-threshold takes a number in (0, 1]")
     if args.recommend_request_gate == AGENT_GATE:
         raise ValueError("--recommend-request-gate takes 'off', 'embedded' or a head file")
+    if args.recommend_decline_sentences == AGENT_CUT:
+        raise ValueError("--recommend-decline-sentences takes a number of sentences or 'off'")
     recommended = {"decisions": args.recommend_decisions, "horizon": args.recommend_horizon,
-                   "accept_threshold": args.recommend_accept_threshold, "request_gate": args.recommend_request_gate}
+                   "accept_threshold": args.recommend_accept_threshold, "request_gate": args.recommend_request_gate,
+                   "decline_sentences": args.recommend_decline_sentences}
     recommended = {key: str(value) for key, value in recommended.items() if value is not None}
     if recommended:
         metadata = update_agent_metadata(args.path, **recommended)

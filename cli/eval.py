@@ -148,11 +148,12 @@ def _as_resolved(gen) -> dict:
     """The settings the agent file can decide ("agent", and the shipped agent when none is
     given) as ``gen`` resolved them: a resumed evaluation answers as this one did, even where
     the agent file's recommendations or the shipped agent change in between."""
-    from core.agent_file import ALL_TOKENS, NO_GATE
+    from core.agent_file import ALL_TOKENS, NO_CUT, NO_GATE
 
     return {"agent": gen.agent_path, "decisions": "greedy" if gen.greedy else "sampled",
             "horizon": ALL_TOKENS if gen.horizon is None else gen.horizon, "accept_threshold": gen.accept_threshold,
-            "request_gate": NO_GATE if gen.request_gate is None else str(gen.request_gate)}
+            "request_gate": NO_GATE if gen.request_gate is None else str(gen.request_gate),
+            "decline_sentences": NO_CUT if gen.decline_sentences is None else gen.decline_sentences}
 
 
 def _resumed(args: argparse.Namespace) -> tuple[argparse.Namespace, list[dict]]:

@@ -98,9 +98,16 @@ def gate_value(text: str):
     return argument_type(parse_request_gate)(text)
 
 
+def sentences_value(text: str):
+    """``--decline-sentences`` as argparse reads it (``parse_decline_sentences``)."""
+    from core.agent_file import parse_decline_sentences
+
+    return argument_type(parse_decline_sentences)(text)
+
+
 def add_intervention_arguments(p: argparse.ArgumentParser) -> None:
     """How far the agent steps in: the tokens it decides and how sure a rejection must be."""
-    from core.agent_file import AGENT_GATE, AGENT_HORIZON, AGENT_THRESHOLD
+    from core.agent_file import AGENT_CUT, AGENT_GATE, AGENT_HORIZON, AGENT_THRESHOLD
 
     p.add_argument("--horizon", type=horizon_value, default=AGENT_HORIZON, metavar="N|all|agent",
                    help="the agent decides the first N tokens of an answer and the upstream alone the rest "
@@ -118,6 +125,11 @@ def add_intervention_arguments(p: argparse.ArgumentParser) -> None:
                         "'off': every request; 'embedded': the shipped harmful-request gate; or a response-class "
                         "head file; default 'agent': what the agent file recommends (its metadata's "
                         "'request_gate'), else off")
+    p.add_argument("--decline-sentences", type=sentences_value, default=AGENT_CUT, metavar="N|off|agent",
+                   help="an answer the agent has stepped into (rejected a candidate of) ends with its N-th "
+                        "sentence, before the upstream's continuation can take a decline back; 'off': answers run "
+                        "to their length; default 'agent': what the agent file recommends (its metadata's "
+                        "'decline_sentences'), else off")
 
 
 def add_continuation_argument(p: argparse.ArgumentParser) -> None:
@@ -146,6 +158,7 @@ def generator_from_args(args: argparse.Namespace, seed: int = 0):
         backend=args.backend, vllm=_engine_config(args.vllm), max_new_tokens=args.max_new_tokens,
         candidates=candidates_from_args(args), draw=draw_from_args(args), mode=args.mode,
         decisions=args.decisions, horizon=args.horizon, accept_threshold=args.accept_threshold,
+        decline_sentences=args.decline_sentences,
         continuation=args.continuation, batch_size=args.batch_size, seed=seed,
     )
     generator.request_gate = load_request_gate(args.request_gate, generator.agent_path)

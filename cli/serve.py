@@ -58,6 +58,7 @@ def settings_from_args(args: argparse.Namespace):
         read_agent_metadata,
         resolve_accept_threshold,
         resolve_decisions,
+        resolve_decline_sentences,
         resolve_horizon,
     )
     from rewards.request_gate import request_gate_file
@@ -68,6 +69,7 @@ def settings_from_args(args: argparse.Namespace):
         resolve_decisions(args.decisions, args.agent)  # and so does an unknown recommended rule
         resolve_horizon(args.horizon, args.agent)
         resolve_accept_threshold(args.accept_threshold, args.agent)
+        resolve_decline_sentences(args.decline_sentences, args.agent)
         agent_candidates(args.agent)  # and an unreadable candidate set
     request_gate_file(args.request_gate, args.agent)  # a gate file that is not there fails here
     autoscale = None
@@ -81,6 +83,7 @@ def settings_from_args(args: argparse.Namespace):
         autoscale=autoscale, num_cpus=args.num_cpus, num_gpus=args.num_gpus, max_rows=args.max_rows,
         batch_wait_s=args.batch_wait_s, admission=args.admission, decisions=args.decisions,
         horizon=args.horizon, accept_threshold=args.accept_threshold, request_gate=args.request_gate,
+        decline_sentences=args.decline_sentences,
         continuation=args.continuation,
         mode=args.mode,
         max_tokens=args.max_tokens, draw=draw_from_args(args), candidates=candidates_from_args(args) or None,

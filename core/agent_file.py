@@ -59,6 +59,12 @@ AGENT_THRESHOLD = "agent"
 NO_GATE = "off"
 EMBEDDED_GATE = "embedded"
 AGENT_GATE = "agent"
+# Where a decline ends: once the agent has rejected a candidate (stepped into the answer), the
+# answer ends with its N-th sentence, before the upstream's continuation can take the decline back
+# ("However, I can ..."). "off": answers run to their length. "agent": the file's metadata
+# "decline_sentences", written when it was evaluated and shipped, else off.
+NO_CUT = "off"
+AGENT_CUT = "agent"
 # The candidate set an agent was trained on (its metadata's "candidates": temperature, top-k and
 # top-p of ``SamplingConfig``): the set it judges wherever it answers, whatever a request's
 # sampling settings. Files without the record (reference .pth files) take the paper's defaults.
@@ -126,7 +132,7 @@ def recommended(agent: str | Path | None, key: str, default, parse, what: str):
         return default
     try:
         parsed = parse(value)
-        if parsed in (AGENT_DECISIONS, AGENT_HORIZON, AGENT_THRESHOLD, AGENT_GATE):
+        if parsed in (AGENT_DECISIONS, AGENT_HORIZON, AGENT_THRESHOLD, AGENT_GATE, AGENT_CUT):
             raise ValueError(value)
     except ValueError as err:
         raise AgentFileError(f"agent file {agent} recommends an unknown {what} {value!r}") from err
@@ -188,6 +194,26 @@ def resolve_request_gate(value: str | None, agent: str | Path | None) -> str:
     if gate != AGENT_GATE:
         return gate
     return recommended(agent, "request_gate", NO_GATE, parse_request_gate, "request gate")
+
+
+def parse_decline_sentences(value: str | int | None, name: str = "decline sentences") -> int | str:
+    """Where a decline ends as given (command line, settings, metadata): a number of sentences
+    >= 1, "off" or "agent"; None means "agent". A refusal starts with ``name``."""
+    if value is None or value in (NO_CUT, AGENT_CUT):
+        return AGENT_CUT if value is None else value
+    text = str(value).strip()
+    if isinstance(value, bool) or not text.isdigit() or int(text) < 1:
+        raise ValueError(f"{name} must be a number of sentences >= 1, {NO_CUT!r} or {AGENT_CUT!r}, got {value!r}")
+    return int(text)
+
+
+def resolve_decline_sentences(value: str | int | None, agent: str | Path | None) -> int | None:
+    """The sentences an answer the agent stepped into keeps (None: all): ``value`` itself, or
+    for "agent" (and None) the agent file's recommendation (off when it has none)."""
+    sentences = parse_decline_sentences(value)
+    if sentences == AGENT_CUT:
+        sentences = recommended(agent, "decline_sentences", NO_CUT, parse_decline_sentences, "decline sentences")
+    return None if sentences == NO_CUT else sentences
 
 
 def parse_horizon(value: str | int | None, name: str = "horizon") -> int | str | None:

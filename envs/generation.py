@@ -14,6 +14,7 @@ generation. ``gen.close()`` stops the engines' processes.
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from collections import Counter
 from collections.abc import Callable
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 
 from core.agent_file import (
+    AGENT_CUT,
     AGENT_DECISIONS,
     AGENT_HORIZON,
     AGENT_THRESHOLD,
@@ -37,9 +39,11 @@ from core.agent_file import (
     read_agent_metadata,
     resolve_accept_threshold,
     resolve_decisions,
+    resolve_decline_sentences,
     resolve_horizon,
 )
 from core.config import BACKENDS, KLConfig, ModelConfig, SamplingConfig, VllmEngineConfig
+from core.contracts import REJECT
 from core.networks import Actor
 from core.sections import check_choice, check_int, check_number
 from core.state_features import PAPER_STATE, check_state_size
@@ -125,6 +129,7 @@ class AlignedGenerator:
         draw: Draw = Draw(),
         accept_threshold: float = MODE_THRESHOLD,
         request_gate: Callable[[list[str]], np.ndarray] | None = None,
+        decline_sentences: int | None = None,
     ) -> None:
         """``llm``: an ``UpstreamLLM`` with ``backend="transformers"``, a ``VllmUpstream``
         with ``backend="vllm"`` (``load_llm`` builds either). ``sampling``: the candidate set the
@@ -142,7 +147,10 @@ class AlignedGenerator:
         ``core.agent_file``: 0.5, the agent's mode; lower leaves more of the upstream's answers).
         ``request_gate``: which requests the agent decides, called with the prompts (True: the
         agent's; ``rewards.request_gate.RequestGate``); the upstream answers the others alone, as
-        past the horizon. None: every request is the agent's."""
+        past the horizon. None: every request is the agent's. ``decline_sentences``: an answer
+        the agent has stepped into (rejected a candidate of) ends with its N-th sentence
+        (``decline_end``), before the upstream's continuation can take a decline back; None: answers
+        run to their length."""
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if (backend == "vllm") != isinstance(llm, VllmUpstream):
@@ -157,6 +165,9 @@ class AlignedGenerator:
         self.greedy = greedy
         self.accept_threshold = check_number("accept_threshold", accept_threshold, above=0, maximum=1)
         self.request_gate = request_gate
+        if decline_sentences is not None:
+            check_int("decline_sentences", decline_sentences, 1)
+        self.decline_sentences = decline_sentences
         if horizon is not None:
             check_int("horizon", horizon, 0)
         self.horizon = horizon
@@ -187,6 +198,7 @@ class AlignedGenerator:
         max_new_tokens: int = 256,
         candidates: dict | None = None,
         accept_threshold: float | str = AGENT_THRESHOLD,
+        decline_sentences: int | str | None = AGENT_CUT,
         **kwargs,
     ) -> "AlignedGenerator":
         """Load the upstream model and the agent.
@@ -199,7 +211,8 @@ class AlignedGenerator:
         ``vllm`` (engine settings) as in ``load_llm``. ``decisions``: greedy, sampled, or
         "agent", what the agent file recommends (``core.agent_file.resolve_decisions``); so can
         ``horizon``: a token count, "all", or "agent" (``core.agent_file.resolve_horizon``); and
-        ``accept_threshold`` (``core.agent_file.resolve_accept_threshold``).
+        ``accept_threshold`` (``core.agent_file.resolve_accept_threshold``) and ``decline_sentences``
+        (``core.agent_file.resolve_decline_sentences``).
 
         The agent judges the candidate set it was trained on (``core.agent_file.agent_candidates``),
         whatever the answers' draw. ``candidates`` (temperature / top_k / top_p) changes it, an
@@ -230,6 +243,7 @@ class AlignedGenerator:
                         greedy=resolve_decisions(decisions, agent) == "greedy",
                         horizon=resolve_horizon(horizon, agent),
                         accept_threshold=resolve_accept_threshold(accept_threshold, agent),
+                        decline_sentences=resolve_decline_sentences(decline_sentences, agent),
                         state_features=PAPER_STATE if agent == UNTRAINED else agent_state_features(agent), **kwargs)
         generator.agent_path = str(agent)  # what answers: a file, or "untrained"
         generator.candidate_warning = warning
@@ -245,9 +259,30 @@ class AlignedGenerator:
         """Aligned answers, in the order of ``prompts``: ``batch_size`` rows decoded at once,
         a new prompt joining as an answer ends (continuous batching); with vLLM, in batches."""
         if self.backend == "vllm":
-            return [_to_generation(r) for start in range(0, len(prompts), self.batch_size)
-                    for r in self.run_episodes(prompts[start:start + self.batch_size])]
-        return [_to_generation(r) for r in self.run_episodes(prompts, max_rows=self.batch_size)]
+            results = [r for start in range(0, len(prompts), self.batch_size)
+                       for r in self.run_episodes(prompts[start:start + self.batch_size])]
+        else:
+            results = self.run_episodes(prompts, max_rows=self.batch_size)
+        return [self._ended_decline(r, for_agent)
+                for r, for_agent in zip(results, self.agent_decides(prompts))]
+
+    def stepped_in(self, where: list[tuple[int, int, int]], actions) -> bool:
+        """Whether the agent rejected a candidate of an answer it decides (a decision's output
+        position within the horizon, ``where`` as ``DecodeResult.decision_points``)."""
+        horizon = np.inf if self.horizon is None else self.horizon
+        return any(a == REJECT and position < horizon for (position, _, _), a in zip(where, actions))
+
+    def _ended_decline(self, r: DecodeResult, for_agent: bool) -> Generation:
+        """The answer of ``r``, ended with its ``decline_sentences``-th sentence if the agent
+        stepped into it."""
+        answer = _to_generation(r)
+        if self.decline_sentences is None or not (for_agent and self.stepped_in(r.decision_points, r.episode.actions)):
+            return answer
+        end = decline_end(answer.text, self.decline_sentences)
+        if end is None:
+            return answer
+        kept = next(k for k in range(1, len(r.response_ids) + 1) if len(self.llm.decode(r.response_ids[:k])) >= end)
+        return replace(answer, text=answer.text[:end].rstrip(), finish_reason="stop", num_tokens=kept)
 
     def run_episodes(self, prompts: list[str], policy_version: int = 0,
                      max_rows: int | None = None) -> list[DecodeResult]:
@@ -480,6 +515,16 @@ def _until_eos(tokens: list[int], eos: set[int]) -> list[int]:
         if t in eos:
             return tokens[: i + 1]
     return tokens
+
+
+SENTENCE_END = re.compile(r"[.!?](?=\s)|\n")  # a full stop, ! or ? before a space, or a line break
+
+
+def decline_end(text: str, sentences: int) -> int | None:
+    """Where an answer ends that keeps its first ``sentences`` sentences (a line break ends one
+    too); None if it has fewer."""
+    ends = [m.end() for m in SENTENCE_END.finditer(text)]
+    return ends[sentences - 1] if len(ends) >= sentences else None
 
 
 def _to_generation(r: DecodeResult) -> Generation:

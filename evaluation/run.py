@@ -406,6 +406,8 @@ def _settings(generator: "AlignedGenerator", *, seed: int, tie_margin: float,
                                      "then 0.5 after the agent's first rejection)"),
             "request gate (the agent decides only the requests it flags)":
                 "off (every request)" if generator.request_gate is None else str(generator.request_gate),
+            "a declined answer ends with its sentence": "off" if generator.decline_sentences is None
+                else generator.decline_sentences,
             "agent horizon": "all tokens" if generator.horizon is None else f"{generator.horizon} tokens",
             "upstream's continuation past the horizon": "none" if generator.horizon is None else generator.continuation,
             "decoding mode": generator.mode}

@@ -32,6 +32,7 @@ from ray import serve
 from core.agent_file import (
     AGENT_DECISIONS,
     AGENT_HORIZON,
+    AGENT_CUT,
     AGENT_GATE,
     AGENT_THRESHOLD,
     CANDIDATE_FIELDS,
@@ -39,6 +40,7 @@ from core.agent_file import (
     DECISIONS,
     parse_accept_threshold,
     parse_horizon,
+    parse_decline_sentences,
     parse_request_gate,
 )
 from core.config import AUTO, DTYPES, Device, SamplingConfig
@@ -110,6 +112,9 @@ class ServeSettings:
     request_gate: checked(str, read_by(parse_request_gate), "which requests the agent may touch: 'off' (all), "
                           "'embedded' (the shipped harmful-request gate), a response-class head file, or what "
                           "the agent file recommends (rewards/request_gate.py)", also=(None,)) = AGENT_GATE
+    decline_sentences: checked(int | str, read_by(parse_decline_sentences), "an answer the agent has stepped into "
+                               "ends with its N-th sentence; 'off': answers run to their length; 'agent': what the "
+                               "agent file recommends", also=(None,)) = AGENT_CUT
     continuation: Choice(CONTINUATIONS, "past the horizon: the upstream's greedy or sampled tokens; null: as "
                                         "the decisions", also=(None,)) = None
     mode: Choice(MODES, "decoding mode (envs/decoder.py)") = "lazy"
@@ -168,7 +173,7 @@ class MaraServer:
             mode=settings.mode, batch_size=settings.max_rows, max_new_tokens=settings.max_tokens,
             candidates=settings.candidates, draw=settings.draw, decisions=settings.decisions,
             horizon=settings.horizon, accept_threshold=settings.accept_threshold,
-            continuation=settings.continuation)
+            decline_sentences=settings.decline_sentences, continuation=settings.continuation)
         self.generator.request_gate = load_request_gate(settings.request_gate, self.generator.agent_path)
         self.llm = self.generator.llm
         try:

@@ -40,7 +40,7 @@ from core.config import SamplingConfig
 from core.metrics import MetricsSink
 from core.sections import check_choice, check_int, check_number
 from envs.decoder import AcceptRejectDecoder
-from envs.generation import AlignedGenerator
+from envs.generation import AlignedGenerator, decline_end
 from envs.mdp import Draw
 from serving.protocol import ALIGNED
 
@@ -347,7 +347,13 @@ class ServingEngine:
                 return
 
     def _cut_at_stop(self, c: _Choice) -> bool:
+        """A stop string cuts the answer where it starts; an answer the agent has stepped into
+        ends with its ``decline_sentences``-th sentence (``AlignedGenerator``)."""
         hits = [i for i in (c.text.find(stop) for stop in c.submission.stop) if i >= 0]
+        sentences = self.generator.decline_sentences
+        if sentences and c.for_agent and self.generator.stepped_in(c.row.where, c.row.actions):
+            end = decline_end(c.text, sentences)
+            hits += [] if end is None else [end]
         if not hits:
             return False
         _truncate(c, min(hits))

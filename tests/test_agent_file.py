@@ -195,6 +195,31 @@ def test_an_agent_file_carries_the_request_gate_it_recommends(tmp_path, capsys, 
         resolve_request_gate("agent", path)
 
 
+def test_an_agent_file_carries_where_a_decline_ends(tmp_path, capsys, tiny_llm_path):
+    """`mara agent --recommend-decline-sentences N` writes how many sentences an answer the agent
+    stepped into keeps; generation uses it unless told otherwise."""
+    from cli.main import main as mara
+    from core.agent_file import resolve_decline_sentences
+    from envs.generation import AlignedGenerator
+
+    path = save_agent(Actor(state_dim=64, hidden_size=8), tmp_path / "agent.safetensors",
+                      upstream_model=str(tiny_llm_path))
+    assert resolve_decline_sentences("agent", path) is None  # nothing recommended: answers run to their length
+    assert mara(["agent", str(path), "--recommend-decline-sentences", "3"]) == 0
+    assert '"decline_sentences": "3"' in capsys.readouterr().out
+    assert resolve_decline_sentences("agent", path) == resolve_decline_sentences(None, path) == 3
+    assert resolve_decline_sentences("off", path) is None and resolve_decline_sentences("2", path) == 2
+    assert AlignedGenerator.from_paths(agent=str(path), device="cpu").decline_sentences == 3
+    assert AlignedGenerator.from_paths(agent=str(path), device="cpu", decline_sentences="off").decline_sentences is None
+    for bad in ("0", "-1", "two", "", True, 1.5):
+        with pytest.raises(ValueError, match="decline sentences must be a number of sentences >= 1"):
+            resolve_decline_sentences(bad, path)
+    assert mara(["agent", str(path), "--recommend-decline-sentences", "agent"]) == 2  # not itself
+    update_agent_metadata(path, decline_sentences="many")  # a file edited by hand
+    with pytest.raises(AgentFileError, match="unknown decline sentences"):
+        resolve_decline_sentences("agent", path)
+
+
 def test_an_agent_file_records_what_its_states_hold(tmp_path):
     """core/state_features.py: the candidate's state (d numbers), or that and the prompt's (2d).
     The file says which, so an agent of a 2d-wide upstream is not taken for a d-wide one's."""

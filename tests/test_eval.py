@@ -390,8 +390,9 @@ def test_an_evaluation_killed_midway_resumes_to_the_table_of_an_uninterrupted_on
     # What the agent file decides ("agent") is kept as it was resolved, so that the resumed part
     # answers as the first did even if the file's recommendations change in between.
     saved = json.loads((cut / ARGUMENTS).read_text())
-    assert {k: saved[k] for k in ("agent", "decisions", "horizon", "accept_threshold", "request_gate")} == \
-        {"agent": str(agent), "decisions": "sampled", "horizon": "all", "accept_threshold": 0.5, "request_gate": "off"}
+    resolved = ("agent", "decisions", "horizon", "accept_threshold", "request_gate", "decline_sentences")
+    assert {k: saved[k] for k in resolved} == {"agent": str(agent), "decisions": "sampled", "horizon": "all",
+                                               "accept_threshold": 0.5, "request_gate": "off", "decline_sentences": "off"}
 
     capsys.readouterr()
     assert main(command(cut)[3:]) == 2  # a new run would lose the answers

@@ -70,6 +70,35 @@ def test_a_request_the_gate_passes_gets_the_upstreams_greedy_answer_and_a_flagge
     assert not any(a.text == u for a, u in zip(ungated.generate(prompts), upstream))
 
 
+def test_an_answer_the_agent_stepped_into_ends_with_its_nth_sentence_and_no_other_does(smollm2):
+    """With decline_sentences N, an answer in which the agent rejected a candidate ends with its
+    N-th sentence; answers it left alone (it accepted every candidate, or the request gate gave
+    it none) run to their length."""
+    from envs.generation import decline_end
+
+    assert decline_end("No. I can't help.\nAsk me something else.", 2) == len("No. I can't help.")
+    assert decline_end("No.\n\nSee a doctor.", 2) == len("No.\n") and decline_end("Fine. Ok", 2) is None
+    prompts = ["How can I bake bread?", "How do I learn to swim?"]
+    sampling = SamplingConfig(max_new_tokens=40)
+
+    def answers(actor, **settings):  # the agent decides the first token only, then SmolLM2 goes on greedily
+        return AlignedGenerator(smollm2, actor, sampling=sampling, horizon=1, **settings).generate(prompts)
+
+    stepped_in = always_reject_actor(smollm2.hidden_size)
+    whole, cut = answers(stepped_in), answers(stepped_in, decline_sentences=1)
+    assert all(decline_end(w.text, 1) is not None for w in whole)  # each has a sentence to end with
+    for w, c in zip(whole, cut):
+        assert c.text == w.text[:decline_end(w.text, 1)].rstrip() and c.finish_reason == "stop"
+        assert 0 < c.num_tokens < w.num_tokens
+    left_alone = always_accept_actor(smollm2.hidden_size)
+    assert [a.text for a in answers(left_alone, decline_sentences=1)] == [a.text for a in answers(left_alone)]
+    no_one_flagged = answers(stepped_in, decline_sentences=1, request_gate=lambda ps: np.zeros(len(ps), bool))
+    upstream = AlignedGenerator(smollm2, left_alone, sampling=sampling).generate_upstream(prompts)
+    assert [a.text for a in no_one_flagged] == upstream
+    with pytest.raises(ValueError, match="decline_sentences must be an int >= 1"):
+        AlignedGenerator(smollm2, left_alone, decline_sentences=0)
+
+
 def test_once_it_has_rejected_a_candidate_the_agent_decides_at_its_mode(tiny_llm):
     """The threshold is how sure the agent must be to step in; an answer it has stepped into is
     decided at pi(accept) >= 0.5 from then on, so that a decline it started is carried on."""

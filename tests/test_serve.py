@@ -8,6 +8,7 @@ always accepts the first candidate), started on the tests' local Ray; the offici
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -16,6 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -379,7 +381,6 @@ def test_mara_serve_refuses_bad_options_before_starting_ray(argv, message, capsy
 def test_streamed_pieces_rebuild_the_answer_with_a_short_decode_per_token(smollm2):
     """The engine decodes each new token with a few tokens before it (not the whole answer):
     the pieces still add up to the answer's text, multi-byte characters whole."""
-    from types import SimpleNamespace
 
     from serving.engine import ServingEngine, _Choice
 
@@ -402,24 +403,23 @@ def test_streamed_pieces_rebuild_the_answer_with_a_short_decode_per_token(smollm
     assert not any("\ufffd" in p for p in pieces) and len(pieces) < len(ids)  # some characters took several tokens
 
 
-def served_answer(gen, prompt: str, request: str | None = None):
-    """The engine's Finished event of one mara answer of MAX_TOKENS tokens to ``prompt``."""
+def served_answer(gen, prompt: str, request: str | None = None, max_tokens: int = MAX_TOKENS):
+    """The engine's Finished event of one mara answer to ``prompt``, with the streamed text."""
     import queue
 
-    from serving.engine import Finished, ServingEngine, Submission
+    from serving.engine import Finished, Piece, ServingEngine, Submission
     from serving.protocol import ALIGNED
 
     engine = ServingEngine(gen, max_rows=4).start()
-    events = queue.Queue()
+    events, text = queue.Queue(), ""
     try:
-        engine.submit(Submission(ALIGNED, prompt, gen.llm.encode_prompt(prompt), MAX_TOKENS, events.put, seed=0,
+        engine.submit(Submission(ALIGNED, prompt, gen.llm.encode_prompt(prompt), max_tokens, events.put, seed=0,
                                  request=request))
         while not isinstance(event := events.get(timeout=300), Finished):
-            pass
+            text += event.text if isinstance(event, Piece) else ""
     finally:
         engine.stop()
-    assert event.completion_tokens == MAX_TOKENS
-    return event
+    return SimpleNamespace(**dataclasses.asdict(event), text=text)
 
 
 def test_the_request_gate_leaves_a_served_answer_to_the_upstream_unless_the_conversation_is_harmful(tiny_llm):
@@ -435,16 +435,31 @@ def test_the_request_gate_leaves_a_served_answer_to_the_upstream_unless_the_conv
                            request_gate=load_request_gate("embedded", None))
     harmful = "How do I make a pipe bomb at home to hurt people?"
     benign = served_answer(gen, "Tell me more.", request="How can I bake bread?\nTell me more.")
-    assert benign.fallbacks == 0 and set(benign.accepted_positions) == {1}
+    assert benign.fallbacks == 0 and set(benign.accepted_positions) == {1} and benign.completion_tokens == MAX_TOKENS
     chat = parse_request(json.dumps({"model": "mara", "messages": [
         {"role": "user", "content": harmful}, {"role": "assistant", "content": "I can't."},
         {"role": "user", "content": "Tell me more."}]}), kind="chat", max_context=1024)
     assert chat.request_text == harmful + "\nTell me more." and chat.display_prompt == "Tell me more."
     flagged = served_answer(gen, "Tell me more.", request=chat.request_text)
-    assert flagged.fallbacks == MAX_TOKENS  # the agent rejected every candidate it saw
+    assert flagged.fallbacks == flagged.completion_tokens == MAX_TOKENS  # the agent rejected every candidate
     assert ServeSettings().request_gate == "agent" and ServeSettings(request_gate="off").request_gate == "off"
     with pytest.raises(ValueError, match="request_gate must be"):
         ServeSettings(request_gate="")
+
+
+def test_a_served_answer_the_agent_stepped_into_ends_with_its_nth_sentence(smollm2):
+    """The server ends an answer as generation does (decline_sentences): the stream stops after
+    the first sentence of an answer whose first token the agent rejected."""
+    from envs.generation import decline_end
+
+    prompt, sampling = "How can I bake bread?", SamplingConfig(max_new_tokens=40)
+    gen = AlignedGenerator(smollm2, always_reject_actor(smollm2.hidden_size), sampling=sampling, horizon=1,
+                           decline_sentences=1)
+    whole = AlignedGenerator(smollm2, always_reject_actor(smollm2.hidden_size), sampling=sampling,
+                             horizon=1).generate([prompt])[0].text
+    served = served_answer(gen, prompt, max_tokens=40)
+    assert served.text == whole[:decline_end(whole, 1)].rstrip() == gen.generate([prompt])[0].text
+    assert served.finish_reason == "stop" and served.completion_tokens < 40
 
 
 def test_past_the_agents_horizon_a_served_answer_takes_the_upstreams_decisions(tiny_llm):
@@ -454,7 +469,9 @@ def test_past_the_agents_horizon_a_served_answer_takes_the_upstreams_decisions(t
         gen = AlignedGenerator(tiny_llm, always_reject_actor(tiny_llm.hidden_size),
                                sampling=SamplingConfig(max_new_tokens=MAX_TOKENS), horizon=horizon,
                                continuation=continuation)
-        return served_answer(gen, PROMPTS[0])
+        event = served_answer(gen, PROMPTS[0])
+        assert event.completion_tokens == MAX_TOKENS
+        return event
 
     everywhere = served(None)
     assert everywhere.fallbacks == len(everywhere.accepted_positions) == MAX_TOKENS
