@@ -79,22 +79,21 @@ def test_an_answer_the_agent_stepped_into_ends_with_its_nth_sentence_and_no_othe
     assert decline_end("No. I can't help.\nAsk me something else.", 2) == len("No. I can't help.")
     assert decline_end("No.\n\nSee a doctor.", 2) == len("No.\n") and decline_end("Fine. Ok", 2) is None
     prompts = ["How can I bake bread?", "How do I learn to swim?"]
-    sampling = SamplingConfig(max_new_tokens=40)
+    sampling = SamplingConfig(max_new_tokens=24)
 
     def answers(actor, **settings):  # the agent decides the first token only, then SmolLM2 goes on greedily
-        return AlignedGenerator(smollm2, actor, sampling=sampling, horizon=1, **settings).generate(prompts)
+        return [a.text for a in AlignedGenerator(smollm2, actor, sampling=sampling, horizon=1,
+                                                 **settings).generate(prompts)]
 
-    stepped_in = always_reject_actor(smollm2.hidden_size)
-    whole, cut = answers(stepped_in), answers(stepped_in, decline_sentences=1)
-    assert all(decline_end(w.text, 1) is not None for w in whole)  # each has a sentence to end with
+    stepped_in, left_alone = always_reject_actor(smollm2.hidden_size), always_accept_actor(smollm2.hidden_size)
+    whole = answers(stepped_in)
+    cut = AlignedGenerator(smollm2, stepped_in, sampling=sampling, horizon=1, decline_sentences=1).generate(prompts)
+    assert all(decline_end(w, 1) is not None for w in whole)  # each has a sentence to end with
     for w, c in zip(whole, cut):
-        assert c.text == w.text[:decline_end(w.text, 1)].rstrip() and c.finish_reason == "stop"
-        assert 0 < c.num_tokens < w.num_tokens
-    left_alone = always_accept_actor(smollm2.hidden_size)
-    assert [a.text for a in answers(left_alone, decline_sentences=1)] == [a.text for a in answers(left_alone)]
-    no_one_flagged = answers(stepped_in, decline_sentences=1, request_gate=lambda ps: np.zeros(len(ps), bool))
+        assert c.text == w[:decline_end(w, 1)].rstrip() and c.finish_reason == "stop" and 0 < c.num_tokens < 24
     upstream = AlignedGenerator(smollm2, left_alone, sampling=sampling).generate_upstream(prompts)
-    assert [a.text for a in no_one_flagged] == upstream
+    assert answers(left_alone, decline_sentences=1) == upstream  # it accepted every candidate
+    assert answers(stepped_in, decline_sentences=1, request_gate=lambda ps: np.zeros(len(ps), bool)) == upstream
     with pytest.raises(ValueError, match="decline_sentences must be an int >= 1"):
         AlignedGenerator(smollm2, left_alone, decline_sentences=0)
 

@@ -452,14 +452,14 @@ def test_a_served_answer_the_agent_stepped_into_ends_with_its_nth_sentence(smoll
     the first sentence of an answer whose first token the agent rejected."""
     from envs.generation import decline_end
 
-    prompt, sampling = "How can I bake bread?", SamplingConfig(max_new_tokens=40)
+    prompt, sampling = "How can I bake bread?", SamplingConfig(max_new_tokens=24)
     gen = AlignedGenerator(smollm2, always_reject_actor(smollm2.hidden_size), sampling=sampling, horizon=1,
                            decline_sentences=1)
     whole = AlignedGenerator(smollm2, always_reject_actor(smollm2.hidden_size), sampling=sampling,
                              horizon=1).generate([prompt])[0].text
-    served = served_answer(gen, prompt, max_tokens=40)
+    served = served_answer(gen, prompt, max_tokens=24)
     assert served.text == whole[:decline_end(whole, 1)].rstrip() == gen.generate([prompt])[0].text
-    assert served.finish_reason == "stop" and served.completion_tokens < 40
+    assert served.finish_reason == "stop" and served.completion_tokens < 24
 
 
 def test_past_the_agents_horizon_a_served_answer_takes_the_upstreams_decisions(tiny_llm):
