@@ -19,8 +19,17 @@ from __future__ import annotations
 import argparse
 import json
 
-from cli.generator_args import gate_value, horizon_value, sentences_value, threshold_value
-from core.agent_file import AGENT_CUT, AGENT_GATE, AGENT_HORIZON, AGENT_THRESHOLD
+from cli.generator_args import argument_type
+from core.agent_file import (
+    AGENT_CUT,
+    AGENT_GATE,
+    AGENT_HORIZON,
+    AGENT_THRESHOLD,
+    parse_accept_threshold,
+    parse_decline_sentences,
+    parse_horizon,
+    parse_request_gate,
+)
 
 
 def add_agent_parser(sub) -> argparse.ArgumentParser:
@@ -29,16 +38,16 @@ def add_agent_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("path", help="agent file (.safetensors)")
     p.add_argument("--recommend-decisions", choices=["greedy", "sampled"],
                    help="store this decision rule in the file as the one to use by default")
-    p.add_argument("--recommend-horizon", type=horizon_value, metavar="N|all",
+    p.add_argument("--recommend-horizon", type=argument_type(parse_horizon), metavar="N|all",
                    help="store how many tokens of an answer the agent decides by default (the upstream's own "
                         "sampling decides the rest); 'all': every token")
-    p.add_argument("--recommend-accept-threshold", type=threshold_value, metavar="T",
+    p.add_argument("--recommend-accept-threshold", type=argument_type(parse_accept_threshold), metavar="T",
                    help="store the threshold of greedy decisions: accept when pi(accept) >= T (0.5: the "
                         "agent's mode)")
-    p.add_argument("--recommend-request-gate", type=gate_value, metavar="off|embedded|FILE",
+    p.add_argument("--recommend-request-gate", type=argument_type(parse_request_gate), metavar="off|embedded|FILE",
                    help="store which requests the agent may touch (rewards/request_gate.py): 'off' (every "
                         "request), 'embedded' (the shipped harmful-request gate) or a response-class head file")
-    p.add_argument("--recommend-decline-sentences", type=sentences_value, metavar="N|off",
+    p.add_argument("--recommend-decline-sentences", type=argument_type(parse_decline_sentences), metavar="N|off",
                    help="store where an answer the agent has stepped into ends: with its N-th sentence")
     p.set_defaults(func=_cmd_agent)
     return p

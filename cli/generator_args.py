@@ -77,59 +77,34 @@ def argument_type(parse):
     return read
 
 
-def horizon_value(text: str):
-    """``--horizon`` as argparse reads it: a token count, "all" or "agent" (``parse_horizon``)."""
-    from core.agent_file import parse_horizon
-
-    return argument_type(parse_horizon)(text)
-
-
-def threshold_value(text: str):
-    """``--accept-threshold`` as argparse reads it: a number in (0, 1] or "agent"."""
-    from core.agent_file import parse_accept_threshold
-
-    return argument_type(parse_accept_threshold)(text)
-
-
-def gate_value(text: str):
-    """``--request-gate`` as argparse reads it (``parse_request_gate``)."""
-    from core.agent_file import parse_request_gate
-
-    return argument_type(parse_request_gate)(text)
-
-
-def sentences_value(text: str):
-    """``--decline-sentences`` as argparse reads it (``parse_decline_sentences``)."""
-    from core.agent_file import parse_decline_sentences
-
-    return argument_type(parse_decline_sentences)(text)
-
-
 def add_intervention_arguments(p: argparse.ArgumentParser) -> None:
-    """How far the agent steps in: the tokens it decides and how sure a rejection must be."""
-    from core.agent_file import AGENT_CUT, AGENT_GATE, AGENT_HORIZON, AGENT_THRESHOLD
+    """How far the agent steps in: the tokens it decides, how sure a rejection must be, which
+    requests it may touch and where its declines end; each defaults to what the agent file
+    recommends ("agent")."""
+    from core import agent_file
 
-    p.add_argument("--horizon", type=horizon_value, default=AGENT_HORIZON, metavar="N|all|agent",
-                   help="the agent decides the first N tokens of an answer and the upstream alone the rest "
-                        "(--continuation): an agent has never seen a state past the episodes it was trained "
-                        "on; 'all': every token; default 'agent': what the agent file recommends (its "
-                        "metadata's 'horizon'), else all")
-    p.add_argument("--accept-threshold", type=threshold_value, default=AGENT_THRESHOLD, metavar="T|agent",
-                   help="how sure the agent must be to step into an answer: greedy decisions accept while "
-                        "pi(accept) >= T, and after its first rejection at pi(accept) >= 0.5 (its mode); lower T "
-                        "leaves more answers as the upstream writes them; default 'agent': what the agent file "
-                        "recommends (its metadata's 'accept_threshold'), else 0.5")
-    p.add_argument("--request-gate", type=gate_value, default=AGENT_GATE, metavar="off|embedded|FILE|agent",
-                   help="which requests the agent may touch: a gate reads the request alone and leaves those it "
-                        "does not find harmful to the upstream (its greedy answer under greedy decisions); "
-                        "'off': every request; 'embedded': the shipped harmful-request gate; or a response-class "
-                        "head file; default 'agent': what the agent file recommends (its metadata's "
-                        "'request_gate'), else off")
-    p.add_argument("--decline-sentences", type=sentences_value, default=AGENT_CUT, metavar="N|off|agent",
-                   help="an answer the agent has stepped into (rejected a candidate of) ends with its N-th "
-                        "sentence, before the upstream's continuation can take a decline back; 'off': answers run "
-                        "to their length; default 'agent': what the agent file recommends (its metadata's "
-                        "'decline_sentences'), else off")
+    settings = (
+        ("--horizon", agent_file.parse_horizon, agent_file.AGENT_HORIZON, "N|all|agent",
+         "the agent decides the first N tokens of an answer and the upstream alone the rest (--continuation): an "
+         "agent has never seen a state past the episodes it was trained on; 'all': every token; default 'agent': "
+         "what the agent file recommends (its metadata's 'horizon'), else all"),
+        ("--accept-threshold", agent_file.parse_accept_threshold, agent_file.AGENT_THRESHOLD, "T|agent",
+         "how sure the agent must be to step into an answer: greedy decisions accept while pi(accept) >= T, and "
+         "after its first rejection at pi(accept) >= 0.5 (its mode); lower T leaves more answers as the upstream "
+         "writes them; default 'agent': what the agent file recommends (its metadata's 'accept_threshold'), else "
+         "0.5"),
+        ("--request-gate", agent_file.parse_request_gate, agent_file.AGENT_GATE, "off|embedded|FILE|agent",
+         "which requests the agent may touch: a gate reads the request alone and leaves those it does not find "
+         "harmful to the upstream (its greedy answer under greedy decisions); 'off': every request; 'embedded': "
+         "the shipped harmful-request gate; or a response-class head file; default 'agent': what the agent file "
+         "recommends (its metadata's 'request_gate'), else off"),
+        ("--decline-sentences", agent_file.parse_decline_sentences, agent_file.AGENT_CUT, "N|off|agent",
+         "an answer the agent has stepped into (rejected a candidate of) ends with its N-th sentence, before the "
+         "upstream's continuation can take a decline back; 'off': answers run to their length; default 'agent': "
+         "what the agent file recommends (its metadata's 'decline_sentences'), else off"),
+    )
+    for flag, parse, default, metavar, help_text in settings:
+        p.add_argument(flag, type=argument_type(parse), default=default, metavar=metavar, help=help_text)
 
 
 def add_continuation_argument(p: argparse.ArgumentParser) -> None:
