@@ -258,13 +258,14 @@ class AlignedGenerator:
     def generate(self, prompts: list[str]) -> list[Generation]:
         """Aligned answers, in the order of ``prompts``: ``batch_size`` rows decoded at once,
         a new prompt joining as an answer ends (continuous batching); with vLLM, in batches."""
+        for_agent = self.agent_decides(prompts)  # the request gate reads each prompt once
         if self.backend == "vllm":
             results = [r for start in range(0, len(prompts), self.batch_size)
-                       for r in self.run_episodes(prompts[start:start + self.batch_size])]
+                       for r in self.run_episodes(prompts[start:start + self.batch_size],
+                                                  for_agent=for_agent[start:start + self.batch_size])]
         else:
-            results = self.run_episodes(prompts, max_rows=self.batch_size)
-        return [self._ended_decline(r, for_agent)
-                for r, for_agent in zip(results, self.agent_decides(prompts))]
+            results = self.run_episodes(prompts, max_rows=self.batch_size, for_agent=for_agent)
+        return [self._ended_decline(r, decides) for r, decides in zip(results, for_agent)]
 
     def stepped_in(self, where: list[tuple[int, int, int]], actions) -> bool:
         """Whether the agent rejected a candidate of an answer it decides (a decision's output
@@ -284,11 +285,12 @@ class AlignedGenerator:
         kept = next(k for k in range(1, len(r.response_ids) + 1) if len(self.llm.decode(r.response_ids[:k])) >= end)
         return replace(answer, text=answer.text[:end].rstrip(), finish_reason="stop", num_tokens=kept)
 
-    def run_episodes(self, prompts: list[str], policy_version: int = 0,
-                     max_rows: int | None = None) -> list[DecodeResult]:
+    def run_episodes(self, prompts: list[str], policy_version: int = 0, max_rows: int | None = None,
+                     for_agent: np.ndarray | None = None) -> list[DecodeResult]:
         """Accept/reject episodes with the current actor (also used by the rollout workers,
         with ``greedy=False``); at most ``max_rows`` decoded at once, the rest joining as
-        episodes end (``AcceptRejectDecoder.start``)."""
+        episodes end (``AcceptRejectDecoder.start``). ``for_agent``: the request gate's verdict on
+        ``prompts`` (``agent_decides``) when the caller has it already."""
         if self.backend == "vllm":
             decoder = VllmAcceptRejectDecoder(self.llm, self.sampling, self.kl, mode=self.mode,
                                               state_features=self.state_features)
@@ -296,7 +298,8 @@ class AlignedGenerator:
             decoder = AcceptRejectDecoder(self.llm, self.sampling, self.kl, mode=self.mode, ragged=self.ragged,
                                           state_features=self.state_features)
         decoder.start(prompts, policy_version=policy_version, max_rows=max_rows)
-        for_agent = self.agent_decides(prompts)  # the decoder's rows are the prompts, in order
+        if for_agent is None:  # the decoder's rows are the prompts, in order
+            for_agent = self.agent_decides(prompts)
         while decoder.has_pending():
             accept_prob, greedy = self.decision_rule(decoder, for_agent=for_agent[decoder.pending_rows()])
             actions = self.decide(decoder, accept_prob, greedy,
