@@ -13,6 +13,7 @@ Where model files come from (the embedded model, hub ids, folders, GGUF) is
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -169,6 +170,14 @@ def model_hidden_size(model: str | os.PathLike | None) -> int:
 
     if is_synthetic(model):
         return parse(str(model))[0]
+    source, _, kwargs = resolve_model(model)
+    # A checkpoint folder's config.json says it without importing transformers (seconds of CPU
+    # in a process, launch.py's, that needs nothing else of it).
+    config_file = Path(source) / "config.json"
+    if not kwargs and config_file.is_file():
+        hidden_size = json.loads(config_file.read_text()).get("hidden_size")
+        if isinstance(hidden_size, int):
+            return hidden_size
     return int(model_config(model).hidden_size)
 
 

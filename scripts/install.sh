@@ -31,3 +31,6 @@ if [ "$TORCH_SPEC" = "$CPU_TORCH" ]; then
 else
     $PIP install --quiet -e ".[test,vllm]"
 fi
+# The embedded SmolLM2 as a safetensors checkpoint (~/.cache/mara, or $MARA_CACHE): converted from
+# its GGUF once here, not by the first run or test that loads it.
+python -c "from core.model_files import embedded_model_path; print('embedded model:', embedded_model_path())"

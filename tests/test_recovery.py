@@ -111,7 +111,7 @@ def test_a_killed_replay_and_a_killed_learner_are_rebuilt_and_the_run_goes_on(ra
 def test_a_reward_that_never_scores_fails_the_run_and_exports_no_agent(ray_local, tiny_llm_path, tmp_path, capsys):
     config = tmp_path / "broken.yaml"
     config.write_text(yaml.safe_dump(tiny_config(
-        tiny_llm_path, tmp_path, budget={"episodes": 0, "seconds": 200},
+        tiny_llm_path, tmp_path, budget={"episodes": 0, "seconds": 200}, model={"name": slow_llm(0)},
         reward={"scorers": [unreachable_reward_server()], "max_failed_batches": 3})))
     assert launch.main(["--config", str(config), "--set", "run_name=broken"]) == 1
     captured = capsys.readouterr()
@@ -126,7 +126,7 @@ def test_a_reward_that_never_scores_fails_the_run_and_exports_no_agent(ray_local
 def test_a_run_that_made_no_update_fails_and_exports_no_agent(ray_local, tiny_llm_path, tmp_path, capsys):
     config = tmp_path / "idle.yaml"
     config.write_text(yaml.safe_dump(tiny_config(
-        tiny_llm_path, tmp_path, budget={"episodes": 4, "seconds": 200},
+        tiny_llm_path, tmp_path, budget={"episodes": 4, "seconds": 200}, model={"name": slow_llm(0)},
         replay={"min_size_to_sample": 10_000})))  # never reached in 4 episodes
     assert launch.main(["--config", str(config), "--set", "run_name=idle"]) == 1
     assert "the learner made no update" in capsys.readouterr().err
