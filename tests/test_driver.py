@@ -109,7 +109,7 @@ def metric_value(text: str, name: str) -> float:
 def test_learner_updates_while_episodes_are_in_flight_and_a_resume_goes_on_with_the_replay_in_the_learner(
         ray_local, tiny_llm_path, tmp_path, capsys):
     # A deliberately slow environment: every forward of the upstream sleeps, so episodes take seconds.
-    raw = tiny_config(tiny_llm_path, tmp_path, model={"name": slow_llm(0.1)}, budget={"episodes": 16})
+    raw = tiny_config(tiny_llm_path, tmp_path, model={"name": slow_llm(0.05)}, budget={"episodes": 16})
     cfg = from_dict(RunConfig, raw)
     run_dir = new_run_dir(cfg)
     save_config(cfg, run_dir / "config.yaml")

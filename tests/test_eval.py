@@ -275,7 +275,7 @@ def test_mara_eval_refuses_bad_judges_clearly(eval_inputs):
         eval_main(parser.parse_args(base + ["--judge", f"x=function:{LENGTH}", "--best-of-n", "2"]))
 
 
-def test_mara_eval_command_line(eval_inputs):
+def test_mara_eval_command_line(eval_inputs, capsys):
     import cli.main as cli
 
     if "eval" not in _subcommands(cli.build_parser()):
@@ -291,10 +291,11 @@ def test_mara_eval_command_line(eval_inputs):
     assert "- agent decisions: sampled" in (out / "results.md").read_text()
     assert "- agent horizon: 4 tokens" in (out / "results.md").read_text()
     assert "- upstream's continuation past the horizon: sampled" in (out / "results.md").read_text()
-    proc = subprocess.run([sys.executable, "-m", "cli.main", "eval", "--agent", str(agent), "--prompts",
-                           f"tiny={prompts}", "--out", str(tmp / "bad"), "--judge", "x=nosuchkind:foo"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2 and "unknown scorer kind" in proc.stderr
+    # A refused judge, in-process (the same main(), without another start-up).
+    capsys.readouterr()
+    assert cli.main(["eval", "--agent", str(agent), "--prompts", f"tiny={prompts}", "--out", str(tmp / "bad"),
+                     "--judge", "x=nosuchkind:foo"]) == 2
+    assert "unknown scorer kind" in capsys.readouterr().err
 
 
 def test_length_judge_counts_words():
