@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -99,3 +100,20 @@ def test_the_cached_conversion_holds_the_gguf_files_weights(smollm2_path):
             expected = converted.get_tensor(converted_name).numpy()
             dequantized = dequantize(tensors[name].data, tensors[name].tensor_type).reshape(expected.shape)
             np.testing.assert_array_equal(dequantized, expected, err_msg=name)
+
+
+def test_the_hidden_size_is_read_from_a_checkpoints_config_without_transformers(tiny_llm_path, smollm2_path):
+    """launch.py sizes the agent before any worker starts: from a checkpoint folder's
+    config.json, the value transformers' config gives, without importing transformers there."""
+    import subprocess
+    import sys
+
+    from envs.upstream import model_config, model_hidden_size
+
+    for model in (str(tiny_llm_path), "smollm2"):
+        assert model_hidden_size(model) == model_config(model).hidden_size
+    check = ("import sys; from envs.upstream import model_hidden_size; "
+             "print(model_hidden_size('smollm2'), 'transformers' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", check], cwd=Path(__file__).resolve().parents[1],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.stdout.split() == ["576", "False"], proc.stderr[-2000:]
