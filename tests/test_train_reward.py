@@ -93,13 +93,13 @@ def test_train_reward_on_shared_pairs_beats_chance(shared_data, tmp_path, capsys
 
     source = shared_data / "preferences" / "hh_harmless_base.jsonl"
     # A small slice plus two malformed rows, to see them reported with their line numbers.
-    lines = source.read_text(encoding="utf-8").splitlines()[:300]
+    lines = source.read_text(encoding="utf-8").splitlines()[:200]
     lines[10] = "{oops"
     lines[20] = json.dumps({"chosen": "no assistant turn here", "rejected": "nor here"})
     data = tmp_path / "slice.jsonl"
     data.write_text("\n".join(lines) + "\n")
     out = tmp_path / "head.safetensors"
-    rc = train_reward_main(["--data", str(data), "--out", str(out), "--heldout", "0.3", "--epochs", "20",
+    rc = train_reward_main(["--data", str(data), "--out", str(out), "--heldout", "0.42", "--epochs", "20",
                             "--hidden", "0", "--device", "cpu", "--seed", "0"])
     assert rc == 0
     captured = capsys.readouterr()
