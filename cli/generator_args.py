@@ -85,23 +85,23 @@ def add_intervention_arguments(p: argparse.ArgumentParser) -> None:
 
     settings = (
         ("--horizon", agent_file.parse_horizon, agent_file.AGENT_HORIZON, "N|all|agent",
-         "the agent decides the first N tokens of an answer and the upstream alone the rest (--continuation): an "
-         "agent has never seen a state past the episodes it was trained on; 'all': every token; default 'agent': "
-         "what the agent file recommends (its metadata's 'horizon'), else all"),
+         ("the agent decides the first N tokens of an answer and the upstream alone the rest (--continuation): an "
+          "agent has never seen a state past the episodes it was trained on; 'all': every token; default 'agent': "
+          "what the agent file recommends (its metadata's 'horizon'), else all")),
         ("--accept-threshold", agent_file.parse_accept_threshold, agent_file.AGENT_THRESHOLD, "T|agent",
-         "how sure the agent must be to step into an answer: greedy decisions accept while pi(accept) >= T, and "
-         "after its first rejection at pi(accept) >= 0.5 (its mode); lower T leaves more answers as the upstream "
-         "writes them; default 'agent': what the agent file recommends (its metadata's 'accept_threshold'), else "
-         "0.5"),
+         ("how sure the agent must be to step into an answer: greedy decisions accept while pi(accept) >= T, and "
+          "after its first rejection at pi(accept) >= 0.5 (its mode); lower T leaves more answers as the upstream "
+          "writes them; default 'agent': what the agent file recommends (its metadata's 'accept_threshold'), else "
+          "0.5")),
         ("--request-gate", agent_file.parse_request_gate, agent_file.AGENT_GATE, "off|embedded|FILE|agent",
-         "which requests the agent may touch: a gate reads the request alone and leaves those it does not find "
-         "harmful to the upstream (its greedy answer under greedy decisions); 'off': every request; 'embedded': "
-         "the shipped harmful-request gate; or a response-class head file; default 'agent': what the agent file "
-         "recommends (its metadata's 'request_gate'), else off"),
+         ("which requests the agent may touch: a gate reads the request alone and leaves those it does not find "
+          "harmful to the upstream (its greedy answer under greedy decisions); 'off': every request; 'embedded': "
+          "the shipped harmful-request gate; or a response-class head file; default 'agent': what the agent file "
+          "recommends (its metadata's 'request_gate'), else off")),
         ("--decline-sentences", agent_file.parse_decline_sentences, agent_file.AGENT_CUT, "N|off|agent",
-         "an answer the agent has stepped into (rejected a candidate of) ends with its N-th sentence, before the "
-         "upstream's continuation can take a decline back; 'off': answers run to their length; default 'agent': "
-         "what the agent file recommends (its metadata's 'decline_sentences'), else off"),
+         ("an answer the agent has stepped into (rejected a candidate of) ends with its N-th sentence, before the "
+          "upstream's continuation can take a decline back; 'off': answers run to their length; default 'agent': "
+          "what the agent file recommends (its metadata's 'decline_sentences'), else off")),
     )
     for flag, parse, default, metavar, help_text in settings:
         p.add_argument(flag, type=argument_type(parse), default=default, metavar=metavar, help=help_text)

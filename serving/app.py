@@ -30,17 +30,17 @@ from pydantic import Field
 from ray import serve
 
 from core.agent_file import (
-    AGENT_DECISIONS,
-    AGENT_HORIZON,
     AGENT_CUT,
+    AGENT_DECISIONS,
     AGENT_GATE,
+    AGENT_HORIZON,
     AGENT_THRESHOLD,
     CANDIDATE_FIELDS,
     CONTINUATIONS,
     DECISIONS,
     parse_accept_threshold,
-    parse_horizon,
     parse_decline_sentences,
+    parse_horizon,
     parse_request_gate,
 )
 from core.config import AUTO, DTYPES, Device, SamplingConfig
