@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
@@ -30,7 +31,7 @@ GRID = [(c, stack) for c in (0.01, 0.1, 1.0, 10.0) for stack in (False, True)]
 def reader_requests(path="rewards/data/reader_labels.jsonl"):
     """(split, prompt) -> the readers' majority verdict: harmful?"""
     votes: dict = {}
-    for line in open(path):
+    for line in Path(path).read_text().splitlines():
         row = json.loads(line)
         votes.setdefault((row["split"], row["prompt"]), Counter())[row["reader_request"]] += 1
     return {key: v.most_common(1)[0][0] == "harmful" for key, v in votes.items()}
