@@ -1,6 +1,6 @@
 """Which reading of SmolLM2's states agrees best with the readers? Heads on every layer's features
-(extract.py), trained on the reward's rows with the recipe's loss (class-weighted cross-entropy on
-the labels, optionally the pairwise term), chosen on the validation rows, confirmed on the judge's.
+(extract.py), trained on the reward's rows: linear heads by the recipe's own `train_head` (no pairwise term), and
+an MLP with the same label loss; read on the validation rows and on the judge's.
 
     python docs/results/reader-heads/probe.py runs/reader/all_layers.npz
 """
@@ -15,11 +15,11 @@ import numpy as np
 import torch
 
 from rewards.answer_reader import LABEL_VALUES, LABELS
-from rewards.recipe.reader import figures, preference_pairs
+from rewards.recipe.reader import figures, train_head
 
 
-class Head:
-    """A ReaderHead-like object (probabilities, value) around a torch module on standardised features."""
+class MlpHead:
+    """A ``ReaderHead``'s reading (probabilities, value) around a one-hidden-layer network."""
 
     def __init__(self, net, mean, std):
         self.net, self.mean, self.std = net.eval(), mean, std
@@ -33,31 +33,32 @@ class Head:
         return self.probabilities(features) @ np.array([LABEL_VALUES[label] for label in LABELS])
 
 
-def fit(features, rows, hidden=0, l2=0.1, dropout=0.0, pair_weight=0.0, epochs=300, seed=0):
+def fit_mlp(features, rows, hidden, l2, dropout, epochs, seed=0):
+    """The recipe's label loss (class-weighted cross-entropy, L2 on the weights) on an MLP."""
     torch.manual_seed(seed)
     mean, std = features.mean(0), features.std(0) + 1e-6
     x = torch.tensor((features - mean) / std, dtype=torch.float32)
     y = torch.tensor([LABELS.index(r["label"]) for r in rows])
-    values = torch.tensor([LABEL_VALUES[label] for label in LABELS])
-    pairs = torch.tensor(preference_pairs(rows))
     counts = torch.bincount(y, minlength=len(LABELS)).float()
     weight = torch.where(counts > 0, counts.sum() / (len(LABELS) * counts.clamp(min=1)), torch.zeros(()))
-    net = (torch.nn.Linear(x.shape[1], len(LABELS)) if not hidden else
-           torch.nn.Sequential(torch.nn.Dropout(dropout), torch.nn.Linear(x.shape[1], hidden), torch.nn.GELU(),
-                               torch.nn.Dropout(dropout), torch.nn.Linear(hidden, len(LABELS))))
+    net = torch.nn.Sequential(torch.nn.Dropout(dropout), torch.nn.Linear(x.shape[1], hidden), torch.nn.GELU(),
+                              torch.nn.Dropout(dropout), torch.nn.Linear(hidden, len(LABELS)))
     optimiser = torch.optim.Adam(net.parameters(), lr=3e-3)
     for _ in range(epochs):
         net.train()
         optimiser.zero_grad()
-        logits = net(x)
-        loss = torch.nn.functional.cross_entropy(logits, y, weight=weight)
-        if pair_weight:
-            reward = torch.softmax(logits, 1) @ values
-            loss = loss + pair_weight * torch.nn.functional.softplus(reward[pairs[:, 1]] - reward[pairs[:, 0]]).mean()
+        loss = torch.nn.functional.cross_entropy(net(x), y, weight=weight)
         loss = loss + l2 * sum(p.pow(2).sum() for n, p in net.named_parameters() if n.endswith("weight"))
         loss.backward()
         optimiser.step()
-    return Head(net, mean, std)
+    return MlpHead(net, mean, std)
+
+
+def fit(features, rows, hidden=0, l2=0.1, dropout=0.0, epochs=300):
+    """A linear head exactly as `mara reader-reward build` trains it (no pairwise term), or an MLP."""
+    if not hidden:
+        return train_head(features, rows, l2, pair_weight=0.0, epochs=epochs)
+    return fit_mlp(features, rows, hidden, l2, dropout, epochs)
 
 
 def main(cache: str) -> None:
