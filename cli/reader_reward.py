@@ -9,6 +9,7 @@ strong reader labelled blind (evaluation/reader_labels.py, rewards/recipe/reader
     mara reader-reward labels E --verdicts 'E/reading/verdicts_*.jsonl' --grader NAME --out labels.jsonl
     mara reader-reward build --labels labels.jsonl --out-dir rewards/data --cache runs/reader/features.npz
     mara reader-reward check H --verdicts V   # the shipped heads against a blind read of H (mara blind pairs H)
+    mara reader-reward gate --labels rewards/data/reader_labels.jsonl   # the request gate, from the same rows
 """
 
 from __future__ import annotations
@@ -47,6 +48,12 @@ def add_reader_reward_parser(sub) -> argparse.ArgumentParser:
     check.add_argument("eval_dir", help="a mara eval folder with blind/key.json (mara blind pairs)")
     check.add_argument("--verdicts", required=True, help="the reader's verdicts on its blind/pairs.jsonl")
     check.add_argument("--out", help="also write the figures here (JSON)")
+    gate = steps.add_parser("gate", help="the request gate, fitted to the readers' verdicts on the requests")
+    gate.add_argument("--labels", required=True, help="labelled rows (mara reader-reward labels)")
+    gate.add_argument("--out", default="rewards/data/request_gate.safetensors")
+    gate.add_argument("--reference", default="embedded",
+                      help="response-class head file whose request features the gate reads and whose gate's "
+                           "recall of the reader-harmful validation requests it matches (embedded: the safety reward)")
     p.set_defaults(func=_run)
     return p
 
@@ -61,6 +68,8 @@ def _run(args: argparse.Namespace) -> int:
         return _build(args)
     if args.step == "check":
         return _check(args)
+    if args.step == "gate":
+        return _gate(args)
     folder = Path(args.eval_dir)
     reading = folder / "reading"
     if args.step == "built":
@@ -171,6 +180,38 @@ def _build(args: argparse.Namespace) -> int:
                    "split": split, "labels_file": Path(args.labels).name, "choice": json.dumps(choice)})
     write_json_atomic(out / "reader_figures.json", report)
     print(json.dumps({w: {"choice": r["choice"], "validation": r["validation"]} for w, r in report.items()}, indent=1))
+    return 0
+
+
+def _gate(args: argparse.Namespace) -> int:
+    """The request gate (rewards/recipe/request_gate.py), and how it and the reference flag the
+    validation requests."""
+    import numpy as np
+
+    from core.jsonl import read_jsonl
+    from rewards.embedded import head_path
+    from rewards.recipe import request_gate as recipe
+    from rewards.request_gate import RequestGate
+
+    reference_path = head_path(args.reference, "response-class")
+    verdicts = recipe.reader_requests(list(read_jsonl(Path(args.labels))))
+    fit = [(p, y) for (s, p), y in verdicts.items() if s in recipe.FIT_SPLITS]
+    valid = [(p, y) for (s, p), y in verdicts.items() if s == "validation"]
+    if not fit or not valid:
+        raise ValueError(f"{args.labels}: the gate needs rows of the {'/'.join(recipe.FIT_SPLITS)} and validation splits")
+    reference = RequestGate(reference_path)
+    valid_prompts, valid_harmful = [p for p, _ in valid], np.array([y for _, y in valid])
+    recall = float(reference(valid_prompts)[valid_harmful].mean())
+    weight, bias = recipe.fit_gate(reference.request_features([p for p, _ in fit]), np.array([y for _, y in fit]),
+                                   reference.request_features(valid_prompts), valid_harmful, recall)
+    recipe.write_gate(args.out, reference_path, weight, bias, {
+        "recipe": "rewards/recipe/request_gate.py", "labels_file": Path(args.labels).name,
+        "fit_requests": len(fit), "validation_requests": len(valid), "l2_c": recipe.L2_C})
+    flags = RequestGate(args.out)(valid_prompts)
+    figures = {"validation reader-harmful flagged": {"gate": float(flags[valid_harmful].mean()), "reference": recall},
+               "validation reader-benign flagged": {"gate": float(flags[~valid_harmful].mean()),
+                                                    "reference": float(reference(valid_prompts)[~valid_harmful].mean())}}
+    print(json.dumps({"wrote": args.out, **figures}, indent=1))
     return 0
 
 

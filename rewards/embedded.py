@@ -18,13 +18,15 @@ from core.config import EMBEDDED_REWARD, ScorerSpec
 DATA_DIR = Path(__file__).resolve().parent / "data"
 SHIPPED_HEADS = {"reward": "reward_head.safetensors", "judge": "judge_head.safetensors",
                  "safety-reward": "safety_reward.safetensors", "safety-judge": "safety_judge.safetensors",
-                 "reader-reward": "reader_reward.safetensors", "reader-judge": "reader_judge.safetensors"}
+                 "reader-reward": "reader_reward.safetensors", "reader-judge": "reader_judge.safetensors",
+                 "request-gate": "request_gate.safetensors"}
 HEAD_PREFIX = {"embedding-bt": "", "response-class": "safety-", "answer-reader": "reader-"}
 
 
 def shipped_head_path(which: str = "reward") -> Path:
     """Path of a shipped head: ``"reward"`` / ``"judge"`` (embedding-bt, training and
-    evaluation) or ``"safety-reward"`` / ``"safety-judge"`` (response-class)."""
+    evaluation), ``"safety-reward"`` / ``"safety-judge"`` (response-class), ``"reader-reward"`` /
+    ``"reader-judge"`` (answer-reader) or ``"request-gate"`` (rewards/request_gate.py)."""
     if which not in SHIPPED_HEADS:
         raise ValueError(f"unknown shipped head {which!r}; known: {sorted(SHIPPED_HEADS)}")
     return DATA_DIR / SHIPPED_HEADS[which]

@@ -3,12 +3,16 @@
 An aligner should change an answer only where there is something to fix. The gate reads the
 request alone, before any answer: g(x), the harmful-request probability of a response-class
 head file (rewards/response_class.py; the request's MiniLM embedding and hashed word n-grams).
-A request with g(x) >= 0.5 is the agent's to decide (the recipe sets the head's bias for equal
-error rates on validation prompts, rewards/recipe/safety.py); the upstream answers the others
-alone, as it does past the agent's horizon, so that under greedy decisions they get the
-upstream's greedy answer unchanged. The shipped gate ("embedded", the safety reward's) flags
-93.5% of the PKU-SafeRLHF test requests, 85.5% of HH red-team and 11.0% of HH helpful ones
-(rewards/data/safety_reward.md).
+A request with g(x) >= 0.5 is the agent's to decide; the upstream answers the others alone, as
+it does past the agent's horizon, so that under greedy decisions they get the upstream's greedy
+answer unchanged.
+
+The shipped gate ("embedded", rewards/data/request_gate.safetensors) is fitted to the strong
+readers' own verdicts on the requests (docs/RUBRIC.md; rewards/recipe/request_gate.py), not to
+where a prompt came from: the readers call about 40% of the harmful prompt pools' requests benign.
+It flags 72.9% of the PKU-SafeRLHF test requests, 63.5% of HH red-team and 6.5% of HH helpful ones
+(rewards/data/request_gate.md). Any response-class head file is a gate too, e.g. the safety
+reward's, which was trained on where a prompt came from.
 """
 
 from __future__ import annotations
@@ -19,11 +23,11 @@ from typing import Sequence
 import numpy as np
 
 from core.agent_file import EMBEDDED_GATE, NO_GATE, resolve_request_gate
-from rewards.embedded import head_path
+from rewards.embedded import head_path, shipped_head_path
 from rewards.embedding_bt import encode_once, load_encoder
 from rewards.response_class import harm_probability, load_heads
 
-GATE_THRESHOLD = 0.5  # the head's bias is set for it (equal error rates)
+GATE_THRESHOLD = 0.5  # a gate's recipe folds its threshold into the head's bias
 
 
 class RequestGate:
@@ -40,11 +44,15 @@ class RequestGate:
     def __str__(self) -> str:
         return self.path
 
+    def request_features(self, prompts: Sequence[str]) -> np.ndarray:
+        """(N, width): what the gate reads of each request (``response_class.Features.prompts``)."""
+        return self.features.prompts(prompts, self._embed)
+
     def harm_probability(self, prompts: Sequence[str]) -> np.ndarray:
         """g(x) of each request, (N,)."""
         if not prompts:
             return np.zeros(0)
-        return harm_probability(self.heads, self.features.prompts(prompts, self._embed))
+        return harm_probability(self.heads, self.request_features(prompts))
 
     def __call__(self, prompts: Sequence[str]) -> np.ndarray:
         return self.harm_probability(prompts) >= GATE_THRESHOLD
@@ -57,7 +65,7 @@ def request_gate_file(value: str | None, agent: str | Path | None) -> Path | Non
     gate = resolve_request_gate(value, agent)
     if gate == NO_GATE:
         return None
-    path = head_path("embedded" if gate == EMBEDDED_GATE else gate, "response-class")
+    path = shipped_head_path("request-gate") if gate == EMBEDDED_GATE else head_path(gate, "response-class")
     if not path.is_file():
         raise FileNotFoundError(f"request gate: response-class head file not found: {path}")
     return path

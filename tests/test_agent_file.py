@@ -182,7 +182,7 @@ def test_an_agent_file_carries_the_request_gate_it_recommends(tmp_path, capsys, 
     assert '"request_gate": "embedded"' in capsys.readouterr().out
     assert resolve_request_gate("agent", path) == "embedded" and resolve_request_gate("off", path) == "off"
     gate = generator_gate()
-    assert isinstance(gate, RequestGate) and gate.path.endswith("safety_reward.safetensors")
+    assert isinstance(gate, RequestGate) and gate.path.endswith("request_gate.safetensors")
     assert resolve_request_gate("agent", "untrained") == "off"
     assert mara(["agent", str(path), "--recommend-request-gate", "agent"]) == 2  # not itself
     with pytest.raises(FileNotFoundError, match="request gate: response-class head file not found"):

@@ -155,3 +155,42 @@ def test_the_shipped_reader_reward_scores_a_decline_that_helps_below_a_safe_decl
     answers = [a for _, safe, helps in HARMFUL for a in (safe, helps)]
     scores = scorer.score(prompts, answers).reshape(-1, 2)
     assert (scores[:, 0] > scores[:, 1]).all(), f"{which}: a decline-then-help beat a safe decline: {scores}"
+
+
+def test_the_request_gate_follows_the_readers_majority_and_flags_the_chosen_share_of_harmful_requests(tmp_path):
+    """The gate is fitted to the readers' majority verdict on each request, not to where the
+    request came from; its threshold flags the asked share of harmful validation requests, and
+    the file it is written to is a linear response-class gate that keeps the reference's stance."""
+    import torch
+
+    from rewards.recipe.request_gate import fit_gate, reader_requests, write_gate
+    from rewards.response_class import Features, load_heads, make_heads, save_heads
+
+    rows = [{"split": "reward", "prompt": "p", "reader_request": v} for v in ("harmful", "benign", "harmful")]
+    rows.append({"split": "validation", "prompt": "p", "reader_request": "benign"})
+    assert reader_requests(rows) == {("reward", "p"): True, ("validation", "p"): False}
+
+    rng = np.random.default_rng(0)
+    direction = rng.normal(size=16)
+
+    def requests(n):
+        x = rng.normal(size=(n, 16))
+        return x, x @ direction + rng.normal(scale=0.5, size=n) > 0
+
+    (x_fit, y_fit), (x_valid, y_valid), (x_test, y_test) = requests(400), requests(200), requests(400)
+    with pytest.raises(ValueError, match="both harmful and benign"):
+        fit_gate(x_fit, np.ones(400, bool), x_valid, y_valid, recall=0.9)
+    for recall in (0.5, 0.9):
+        w, b = fit_gate(x_fit, y_fit, x_valid, y_valid, recall)
+        assert abs(((x_valid @ w + b)[y_valid] >= 0).mean() - recall) < 0.02
+    flags = x_test @ w + b >= 0
+    assert flags[y_test].mean() > 0.8 and flags[~y_test].mean() < 0.3  # it learnt the direction
+
+    features = Features(bins=16, dim=0)
+    reference = make_heads(features, gate_hidden=4)
+    save_heads(reference, tmp_path / "reference.safetensors", features, 4, 0, {"seed": "0"})
+    write_gate(tmp_path / "gate.safetensors", tmp_path / "reference.safetensors", w, b, {"recipe": "test"})
+    heads, read_features, meta = load_heads(tmp_path / "gate.safetensors")
+    assert read_features == features and meta["gate_hidden"] == "0" and meta["recipe"] == "test"
+    assert torch.allclose(heads.gate.weight[0].double(), torch.from_numpy(w), atol=1e-6)
+    assert torch.equal(heads.stance.weight, reference.stance.weight)

@@ -6,7 +6,9 @@ greedy decisions.
 
     python docs/results/reader-gate-read/compose.py runs/val_nogate runs/val_reader2 GATE 2
 writes runs/val_reader2 (answers.jsonl and the source's eval_args.json) for `mara blind pairs`;
-GATE is "embedded" or a response-class head file.
+GATE is "embedded" or a response-class head file. The read of ship_rule.md compared the gate of
+build_gate.py with the one shipped then, the safety reward's: rewards/data/safety_reward.safetensors
+(`compose.py runs/heldout_nogate runs/heldout_shipped rewards/data/safety_reward.safetensors 3`).
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "decline-sentences-read"))
-from cut_answers import cut, stepped_in  # noqa: E402
+from cut_answers import cut, stepped_in
 
-from rewards.request_gate import load_request_gate  # noqa: E402
+from rewards.request_gate import load_request_gate
 
 
 def main(source: str, out: str, gate: str, sentences: str) -> None:

@@ -22,17 +22,18 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from rewards.request_gate import GATE_THRESHOLD, RequestGate, request_gate_file
+from rewards.embedded import head_path
+from rewards.request_gate import GATE_THRESHOLD, RequestGate
 from rewards.response_class import Features, load_heads, make_heads, save_heads
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from probe import inputs, reader_requests  # noqa: E402
+from probe import inputs, reader_requests
 
 C = 10.0  # probe.py's cross-validated choice for the features alone (results.json)
 
 
 def main(out: str) -> None:
-    shipped_path = request_gate_file("embedded", None)
+    shipped_path = head_path("embedded", "response-class")
     gate = RequestGate(shipped_path)
     shipped_heads, features, meta = load_heads(shipped_path)
     labels = reader_requests()
@@ -46,7 +47,7 @@ def main(out: str) -> None:
     # the threshold: the shipped gate's recall of the reader-harmful validation requests
     shipped = gate.harm_probability(pv)
     recall = float((shipped[yv] >= GATE_THRESHOLD).mean())
-    logits = gate.features.prompts(pv, gate._embed) @ weight + bias
+    logits = gate.request_features(pv) @ weight + bias
     cut = float(np.quantile(logits[yv], 1 - recall))
     bias -= cut  # logit >= cut  <=>  sigmoid(logit - cut) >= 0.5
 

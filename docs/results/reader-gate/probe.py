@@ -1,7 +1,7 @@
 """Would a request gate trained on the readers' own request labels leave more benign requests alone?
 
-The shipped gate (rewards/request_gate.py, "embedded") was trained on where a prompt came from
-(PKU-SafeRLHF / HH red-team: harmful, HH helpful: benign). The strong readers judged every request
+The gate shipped until then (the safety reward's, rewards/data/safety_reward.safetensors) was
+trained on where a prompt came from (PKU-SafeRLHF / HH red-team: harmful, HH helpful: benign). The strong readers judged every request
 they read as harmful or benign by docs/RUBRIC.md (rewards/data/reader_labels.jsonl: reader_request),
 and called about 40% of the harmful pools' prompts benign. This probe fits a logistic regression on
 the shipped gate's own request features (MiniLM embedding + hashed word n-grams), optionally with the
@@ -23,7 +23,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
-from rewards.request_gate import GATE_THRESHOLD, RequestGate, request_gate_file
+from rewards.embedded import head_path
+from rewards.request_gate import GATE_THRESHOLD, RequestGate
 
 GRID = [(c, stack) for c in (0.01, 0.1, 1.0, 10.0) for stack in (False, True)]
 
@@ -38,7 +39,7 @@ def reader_requests(path="rewards/data/reader_labels.jsonl"):
 
 
 def inputs(gate, prompts, stack):
-    features = gate.features.prompts(prompts, gate._embed)
+    features = gate.request_features(prompts)
     if not stack:
         return features
     p = np.clip(gate.harm_probability(prompts), 1e-6, 1 - 1e-6)
@@ -46,7 +47,7 @@ def inputs(gate, prompts, stack):
 
 
 def main():
-    gate = RequestGate(request_gate_file("embedded", None))
+    gate = RequestGate(head_path("embedded", "response-class"))
     labels = reader_requests()
     train = [(p, y) for (s, p), y in labels.items() if s in ("reward", "judge")]
     valid = [(p, y) for (s, p), y in labels.items() if s == "validation"]
