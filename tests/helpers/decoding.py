@@ -89,7 +89,9 @@ def assert_states_are_full_forwards(llm, results, with_prompt: bool, sampling=No
                 ids, probs = candidate_sets(llm.logits(before), sampling)[0]
                 assert ids[k] == token
                 expected = [float(k == 0), 1 / (k + 1), np.log(probs[k]), np.log(probs[k] / probs[k:].sum())]
-                np.testing.assert_allclose(state[-4:], expected, atol=1e-5, rtol=0)
+                # the log-probabilities come from the decoder's batched float32 logits: as close to a
+                # full forward's as the hidden states are (a few 1e-5 nats apart)
+                np.testing.assert_allclose(state[-4:], expected, atol=1e-4, rtol=0)
             checked += 1
     assert checked > 10
 
