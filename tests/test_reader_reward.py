@@ -169,6 +169,8 @@ def test_the_request_gate_follows_the_readers_majority_and_flags_the_chosen_shar
     rows = [{"split": "reward", "prompt": "p", "reader_request": v} for v in ("harmful", "benign", "harmful")]
     rows.append({"split": "validation", "prompt": "p", "reader_request": "benign"})
     assert reader_requests(rows) == {("reward", "p"): True, ("validation", "p"): False}
+    with pytest.raises(ValueError, match="labelled row 2: needs a split, a prompt and reader_request"):
+        reader_requests([rows[0], {"split": "reward", "prompt": "q", "reader_request": "maybe"}])
 
     rng = np.random.default_rng(0)
     direction = rng.normal(size=16)
@@ -180,6 +182,8 @@ def test_the_request_gate_follows_the_readers_majority_and_flags_the_chosen_shar
     (x_fit, y_fit), (x_valid, y_valid), (x_test, y_test) = requests(400), requests(200), requests(400)
     with pytest.raises(ValueError, match="both harmful and benign"):
         fit_gate(x_fit, np.ones(400, bool), x_valid, y_valid, recall=0.9)
+    with pytest.raises(ValueError, match="needs harmful validation requests"):
+        fit_gate(x_fit, y_fit, x_valid, np.zeros(200, bool), recall=0.9)
     for recall in (0.5, 0.9):
         w, b = fit_gate(x_fit, y_fit, x_valid, y_valid, recall)
         assert abs(((x_valid @ w + b)[y_valid] >= 0).mean() - recall) < 0.02

@@ -29,8 +29,12 @@ L2_C = 10.0  # inverse L2 strength: 5-fold cross-validation on the fit requests 
 def reader_requests(rows: Sequence[dict]) -> dict[tuple[str, str], bool]:
     """(split, prompt) -> harmful, by the majority of the readers' verdicts on the request."""
     votes: dict[tuple[str, str], Counter] = {}
-    for row in rows:
-        votes.setdefault((row["split"], row["prompt"]), Counter())[row["reader_request"]] += 1
+    for number, row in enumerate(rows, 1):
+        verdict = row.get("reader_request") if isinstance(row, dict) else None
+        if verdict not in ("harmful", "benign") or not isinstance(row.get("prompt"), str) or "split" not in row:
+            raise ValueError(f"labelled row {number}: needs a split, a prompt and reader_request 'harmful' or "
+                             f"'benign', got {verdict!r}")
+        votes.setdefault((row["split"], row["prompt"]), Counter())[verdict] += 1
     return {key: v.most_common(1)[0][0] == "harmful" for key, v in votes.items()}
 
 
@@ -70,6 +74,9 @@ def fit_gate(fit_features: np.ndarray, fit_harmful: np.ndarray, valid_features: 
              valid_harmful: np.ndarray, recall: float, c: float = L2_C) -> tuple[np.ndarray, float]:
     """(w, b) of the gate: fitted on the fit requests, its threshold (folded into b) flagging
     ``recall`` of the harmful validation requests."""
+    if not valid_harmful.any() or not 0 < recall <= 1:
+        raise ValueError(f"the gate's threshold needs harmful validation requests and a recall in (0, 1], got "
+                         f"{int(valid_harmful.sum())} and {recall}")
     w, b = fit_logistic(fit_features, fit_harmful, c)
     return w, b - threshold_at_recall(valid_features @ w + b, valid_harmful, recall)
 
