@@ -96,9 +96,11 @@ def score_verdicts(key: dict, verdicts: list[dict]) -> dict[str, dict]:
 def judge_agreement(key: dict, verdicts: list[dict], records: list[dict], score) -> dict[str, dict]:
     """Per prompt set, how often an offline judge orders a read pair as the reader did, over
     the pairs the reader did not call a tie: ``score(prompts, answers) -> scores``, higher is
-    better. A judge's tie (equal scores) counts as a disagreement."""
+    better. A judge's tie (equal scores) counts as a disagreement. Verdicts on items of another
+    key (a read that held several comparisons) are passed over, as ``score_verdicts`` does."""
     by_record = {(r["prompt_set"], r["index"]): r for r in records}
-    read = [(v, key["items"][v["id"]]) for v in verdicts if v.get("preference") in ("A", "B")]
+    read = [(v, key["items"][v["id"]]) for v in verdicts
+            if v["id"] in key["items"] and v.get("preference") in ("A", "B")]
     prompts, answers = [], []
     for _, item in read:
         record = by_record[(item["prompt_set"], item["index"])]

@@ -67,7 +67,8 @@ def test_an_offline_judge_is_scored_against_the_reader_on_non_tied_pairs(tmp_pat
     for item in items:  # the reader prefers the shorter answer; one pair is a tie
         a, b = len(item["A"]), len(item["B"])
         verdicts.append({"id": item["id"], "preference": "tie" if item is items[0] else ("A" if a < b else "B")})
-    agree = judge_agreement(key, verdicts, records(), lambda p, r: [-len(x) for x in r])  # the same taste
+    other_read = [{"id": "x00000", "preference": "A"}]  # an item of another comparison read alongside
+    agree = judge_agreement(key, verdicts + other_read, records(), lambda p, r: [-len(x) for x in r])  # the same taste
     disagree = judge_agreement(key, verdicts, records(), lambda p, r: [len(x) for x in r])
     assert sum(r["pairs"] for r in agree.values()) == len(items) - 1
     assert all(r["agreement"] == 1.0 for r in agree.values()) and all(r["agreement"] == 0.0 for r in disagree.values())
