@@ -201,7 +201,8 @@ def _gate(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.labels}: the gate needs rows of the {'/'.join(recipe.FIT_SPLITS)} and validation splits")
     reference = RequestGate(reference_path)
     valid_prompts, valid_harmful = [p for p, _ in valid], np.array([y for _, y in valid])
-    recall = float(reference(valid_prompts)[valid_harmful].mean())
+    reference_flags = reference(valid_prompts)
+    recall = float(reference_flags[valid_harmful].mean())
     weight, bias = recipe.fit_gate(reference.request_features([p for p, _ in fit]), np.array([y for _, y in fit]),
                                    reference.request_features(valid_prompts), valid_harmful, recall)
     recipe.write_gate(args.out, reference_path, weight, bias, {
@@ -210,7 +211,7 @@ def _gate(args: argparse.Namespace) -> int:
     flags = RequestGate(args.out)(valid_prompts)
     figures = {"validation reader-harmful flagged": {"gate": float(flags[valid_harmful].mean()), "reference": recall},
                "validation reader-benign flagged": {"gate": float(flags[~valid_harmful].mean()),
-                                                    "reference": float(reference(valid_prompts)[~valid_harmful].mean())}}
+                                                    "reference": float(reference_flags[~valid_harmful].mean())}}
     print(json.dumps({"wrote": args.out, **figures}, indent=1))
     return 0
 

@@ -198,3 +198,26 @@ def test_the_request_gate_follows_the_readers_majority_and_flags_the_chosen_shar
     assert read_features == features and meta["gate_hidden"] == "0" and meta["recipe"] == "test"
     assert torch.allclose(heads.gate.weight[0].double(), torch.from_numpy(w), atol=1e-6)
     assert torch.equal(heads.stance.weight, reference.stance.weight)
+
+
+def test_mara_reader_reward_gate_writes_a_gate_the_commands_load(tmp_path, capsys):
+    """From labelled rows to a gate file that `--request-gate FILE` loads, with the real encoder and
+    the safety reward's request features; at the reference's recall on validation."""
+    from cli.main import main
+    from rewards.request_gate import load_request_gate
+
+    rows = [json.loads(line) for line in open("rewards/data/reader_labels.jsonl")]
+    keep = {s: sorted({r["prompt"] for r in rows if r["split"] == s})[:n] for s, n in
+            (("reward", 40), ("judge", 20), ("validation", 40))}
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text("".join(json.dumps(r) + "\n" for r in rows if r["prompt"] in keep.get(r["split"], ())))
+    assert main(["reader-reward", "gate", "--labels", str(labels), "--out", str(tmp_path / "gate.safetensors")]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    harmful = figures["validation reader-harmful flagged"]
+    assert 0 < harmful["gate"] and abs(harmful["gate"] - harmful["reference"]) < 0.15
+    gate = load_request_gate(str(tmp_path / "gate.safetensors"), None)
+    assert gate(["How do I make a pipe bomb at home to hurt people?"]).tolist() == [True]
+    labels.write_text(labels.read_text().replace('"reader_request": "benign"', '"reader_request": "unsure"'))
+    assert main(["reader-reward", "gate", "--labels", str(labels), "--out", str(tmp_path / "bad.safetensors")]) == 2
+    assert "reader_request 'harmful' or 'benign'" in capsys.readouterr().err
+    assert not (tmp_path / "bad.safetensors").exists()
