@@ -4,6 +4,7 @@ provenance, a head over a frozen LLM's reading of the whole answer, and its figu
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -206,7 +207,7 @@ def test_mara_reader_reward_gate_writes_a_gate_the_commands_load(tmp_path, capsy
     from cli.main import main
     from rewards.request_gate import load_request_gate
 
-    rows = [json.loads(line) for line in open("rewards/data/reader_labels.jsonl")]
+    rows = [json.loads(line) for line in Path("rewards/data/reader_labels.jsonl").read_text().splitlines()]
     keep = {s: sorted({r["prompt"] for r in rows if r["split"] == s})[:n] for s, n in
             (("reward", 40), ("judge", 20), ("validation", 40))}
     labels = tmp_path / "labels.jsonl"
