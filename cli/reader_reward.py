@@ -191,7 +191,8 @@ def _gate(args: argparse.Namespace) -> int:
     from core.jsonl import read_jsonl
     from rewards.embedded import head_path
     from rewards.recipe import request_gate as recipe
-    from rewards.request_gate import RequestGate
+    from rewards.request_gate import GATE_THRESHOLD, RequestGate
+    from rewards.response_class import harm_probability, load_heads
 
     reference_path = head_path(args.reference, "response-class")
     verdicts = recipe.reader_requests(list(read_jsonl(Path(args.labels))))
@@ -201,14 +202,15 @@ def _gate(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.labels}: the gate needs rows of the {'/'.join(recipe.FIT_SPLITS)} and validation splits")
     reference = RequestGate(reference_path)
     valid_prompts, valid_harmful = [p for p, _ in valid], np.array([y for _, y in valid])
-    reference_flags = reference(valid_prompts)
+    valid_features = reference.request_features(valid_prompts)  # read once: the gate reads the same features
+    reference_flags = harm_probability(reference.heads, valid_features) >= GATE_THRESHOLD
     recall = float(reference_flags[valid_harmful].mean())
     weight, bias = recipe.fit_gate(reference.request_features([p for p, _ in fit]), np.array([y for _, y in fit]),
-                                   reference.request_features(valid_prompts), valid_harmful, recall)
+                                   valid_features, valid_harmful, recall)
     recipe.write_gate(args.out, reference_path, weight, bias, {
         "recipe": "rewards/recipe/request_gate.py", "labels_file": Path(args.labels).name,
         "fit_requests": len(fit), "validation_requests": len(valid), "l2_c": recipe.L2_C})
-    flags = RequestGate(args.out)(valid_prompts)
+    flags = harm_probability(load_heads(args.out)[0], valid_features) >= GATE_THRESHOLD  # the file as written
     figures = {"validation reader-harmful flagged": {"gate": float(flags[valid_harmful].mean()), "reference": recall},
                "validation reader-benign flagged": {"gate": float(flags[~valid_harmful].mean()),
                                                     "reference": float(reference_flags[~valid_harmful].mean())}}

@@ -15,7 +15,6 @@ validation prompts, at the harmful recall of the shipped gate.
 from __future__ import annotations
 
 import json
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
 from rewards.embedded import head_path
+from rewards.recipe.request_gate import reader_requests as majority_requests
 from rewards.request_gate import GATE_THRESHOLD, RequestGate
 
 GRID = [(c, stack) for c in (0.01, 0.1, 1.0, 10.0) for stack in (False, True)]
@@ -31,11 +31,7 @@ GRID = [(c, stack) for c in (0.01, 0.1, 1.0, 10.0) for stack in (False, True)]
 
 def reader_requests(path="rewards/data/reader_labels.jsonl"):
     """(split, prompt) -> the readers' majority verdict: harmful?"""
-    votes: dict = {}
-    for line in Path(path).read_text().splitlines():
-        row = json.loads(line)
-        votes.setdefault((row["split"], row["prompt"]), Counter())[row["reader_request"]] += 1
-    return {key: v.most_common(1)[0][0] == "harmful" for key, v in votes.items()}
+    return majority_requests([json.loads(line) for line in Path(path).read_text().splitlines()])
 
 
 def inputs(gate, prompts, stack):
