@@ -25,7 +25,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from core.sections import Choice, Flag, Int, Number, Text, check_number, checked, section
+from core.sections import Choice, Flag, Int, Number, Text, check, checked, section
 from core.state_features import STATE_FEATURES
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -47,17 +47,9 @@ SCORER_KINDS = ("function", "score-model", "seq-cls", "embedding-bt", "http", "v
 BASELINE_UPSTREAM_GREEDY = "upstream-greedy"
 
 
-def check_device_name(device: str, name: str = "device") -> str:
-    """A torch device name MARA accepts: auto, cpu, cuda or cuda:N."""
-    ok = isinstance(device, str) and (device in ("auto", "cpu", "cuda")
-                                      or (device.startswith("cuda:") and device[5:].isdigit()))
-    if not ok:
-        raise ValueError(f"{name} must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
-    return device
-
-
-def Device(doc: str):  # noqa: N802 - a field type
-    return checked(str, lambda name, value: check_device_name(value, name), doc)
+def Device(doc: str = ""):  # noqa: N802 - a field type
+    """A torch device name MARA accepts."""
+    return Text(doc, pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$", rule="'auto', 'cpu', 'cuda' or 'cuda:N'")
 
 
 def check_sources(name: str, value):
@@ -317,8 +309,8 @@ class ReplayConfig:
 
 def validate_ratio(samples_per_insert: float, error_buffer: float) -> None:
     """Reverb's checks on SampleToInsertRatio arguments (shared with replay's limiter)."""
-    check_number("samples_per_insert", samples_per_insert, above=0)
-    check_number("error_buffer", error_buffer)
+    check("samples_per_insert", samples_per_insert, Number(gt=0))
+    check("error_buffer", error_buffer, Number())
     minimum = 2.0 * max(1.0, float(samples_per_insert))
     if error_buffer < minimum:
         raise ValueError(

@@ -1,5 +1,5 @@
-"""What a configuration section is: a frozen pydantic dataclass whose fields carry their
-check and their description, and whose refusals read like sentences.
+"""What a configuration section is: a frozen pydantic dataclass whose fields carry pydantic's
+own constraints and a description, and whose refusals read like sentences.
 
     @section
     class BudgetConfig:
@@ -7,23 +7,22 @@ check and their description, and whose refusals read like sentences.
 
     BudgetConfig(episodes=-3)   # ConfigError: episodes must be an int >= 0, got -3
 
-A field type (``Int``, ``Number``, ``Text``, ``Flag``, ``Choice``) runs the ``check_*`` function
-of its kind on a value before pydantic reads it, so that a refusal names the field and says
-what it must be; the same functions check values outside sections (a server's settings, a
-generator's arguments). Integers are never booleans or floats; numbers are finite (no NaN,
-no infinity) and never booleans or strings; ``also`` lists values a field takes besides
-(None, "auto"). A section refuses unknown keys, naming the ones it knows.
+A field type (``Int``, ``Number``, ``Text``, ``Flag``, ``Choice``) is pydantic's type with its
+constraints, strict (an int is never a boolean or a float, a number never a boolean or a
+string), finite (no NaN, no infinity), and with the rule it states in words (``Rule``), which
+a refusal quotes; ``also`` lists values a field takes besides (None, "auto"). ``check``
+checks a function's argument against the same field types. A section refuses unknown keys,
+naming the ones it knows.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import typing
 from typing import Annotated, Literal, Union
 
-from pydantic import BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass
 
 
@@ -31,87 +30,82 @@ class ConfigError(ValueError):
     """A configuration value that is refused; the message names the field."""
 
 
-# --------------------------------------------------------------------------- value checks
-# Each returns the value it accepts and raises a ValueError that starts with the value's name.
-def check_int(name: str, value, minimum: int | None = 0, maximum: int | None = None) -> int:
-    ok = isinstance(value, int) and not isinstance(value, bool)
-    if not (ok and (minimum is None or value >= minimum) and (maximum is None or value <= maximum)):
-        bounds = (f" in [{minimum}, {maximum}]" if maximum is not None
-                  else f" >= {minimum}" if minimum is not None else "")
-        raise ValueError(f"{name} must be an int{bounds}, got {value!r}")
-    return value
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """What a field's values must be, in words ("an int >= 0"), and the values it takes besides."""
 
+    text: str
+    also: tuple = ()
 
-def check_number(name: str, value, minimum: float | None = None, *, above: float | None = None,
-                 maximum: float | None = None) -> float:
-    """A finite number (no NaN, no infinity) within the bounds given."""
-    bounds = {">=": minimum, ">": above, "<=": maximum}
-    rule = " and ".join(f"{op} {bound}" for op, bound in bounds.items() if bound is not None)
-    try:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
-            and (minimum is None or value >= minimum) and (above is None or value > above) \
-            and (maximum is None or value <= maximum)
-    except OverflowError:  # an int too large for a float
-        ok = False
-    if not ok:
-        raise ValueError(f"{name} must be a finite number{' ' + rule if rule else ''}, got {value!r}")
-    return value
-
-
-def check_choice(name: str, value, choices):
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {sorted(choices)}, got {value!r}")
-    return value
-
-
-def check_text(name: str, value, nonblank: bool = False) -> str:
-    if not isinstance(value, str) or (nonblank and not value.strip()):
-        raise ValueError(f"{name} must be {'a non-empty' if nonblank else 'a'} string, got {value!r}")
-    return value
-
-
-def check_flag(name: str, value) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be true or false, got {value!r}")
-    return value
+    def refusal(self, name: str, value) -> str:
+        accepted = ", ".join("null" if a is None else repr(a) for a in self.also)  # as YAML writes None
+        return f"{name} must be {self.text}, got {value!r}" + (f"; also accepted: {accepted}" if self.also else "")
 
 
 # --------------------------------------------------------------------------- field types
-def checked(base, check, doc: str = "", also: tuple = (), **bounds):
-    """Field type ``base`` whose values pass ``check(field name, value, **bounds)`` first, or
-    are one of ``also``; ``doc`` is the field's description (``mara config`` prints it)."""
-    def validate(value, info):
-        if any(value is a or (type(value) is type(a) and value == a) for a in also):
-            return value
-        try:
-            return check(info.field_name, value, **bounds)
-        except ValueError as err:
-            accepted = ", ".join("null" if a is None else repr(a) for a in also)  # as YAML writes None
-            raise ValueError(f"{err}{'; also accepted: ' + accepted if also else ''}") from None
-
-    extra = [Literal[a] for a in also if a is not None] + [type(None)] * (None in also)
-    return Annotated[Union[(base, *extra)], BeforeValidator(validate), Field(description=doc)]  # noqa: UP007
+def constrained(base, rule: str, doc: str = "", also: tuple = (), **constraints):
+    """Field type: ``base`` under pydantic's ``constraints``, or one of ``also``."""
+    allowed = Annotated[base, Field(**{key: value for key, value in constraints.items() if value is not None})]
+    return Annotated[_or(allowed, also), Field(description=doc), Rule(rule, also)]
 
 
-def Int(ge: int | None = None, le: int | None = None, doc: str = "", also: tuple = ()):  # noqa: N802 - a type
-    return checked(int, check_int, doc, also, minimum=ge, maximum=le)
+def _or(base, also: tuple):
+    """``base`` or one of the values ``also``."""
+    return Union[(base, *[Literal[a] for a in also if a is not None], *[type(None)] * (None in also))]
 
 
-def Number(ge: float | None = None, gt: float | None = None, le: float | None = None,  # noqa: N802 - a type
+def _bounds(**bounds) -> str:
+    """``ge=0, le=1`` -> ``>= 0 and <= 1``."""
+    ops = {"ge": ">=", "gt": ">", "le": "<="}
+    return " and ".join(f"{ops[key]} {value}" for key, value in bounds.items() if value is not None)
+
+
+def Int(ge: int | None = None, le: int | None = None, doc: str = "", also: tuple = ()):
+    bounds = f"in [{ge}, {le}]" if ge is not None and le is not None else _bounds(ge=ge, le=le)
+    return constrained(int, f"an int {bounds}".rstrip(), doc, also, strict=True, ge=ge, le=le)
+
+
+def Number(ge: float | None = None, gt: float | None = None, le: float | None = None,
            doc: str = "", also: tuple = ()):
-    return checked(float, check_number, doc, also, minimum=ge, above=gt, maximum=le)
+    return constrained(float, f"a finite number {_bounds(ge=ge, gt=gt, le=le)}".rstrip(), doc, also,
+                       strict=True, allow_inf_nan=False, ge=ge, gt=gt, le=le)
 
 
-def Text(doc: str = "", nonblank: bool = False, also: tuple = ()):  # noqa: N802 - a type
-    return checked(str, check_text, doc, also, nonblank=nonblank)
+def Text(doc: str = "", nonblank: bool = False, also: tuple = (), pattern: str | None = None,
+         rule: str = ""):
+    rule = rule or ("a non-empty string" if nonblank else "a string")
+    return constrained(str, rule, doc, also, strict=True, pattern=pattern or (r"\S" if nonblank else None))
 
 
-def Flag(doc: str = ""):  # noqa: N802 - a type
-    return checked(bool, check_flag, doc)
+def Flag(doc: str = ""):
+    return constrained(bool, "true or false", doc, strict=True)
 
 
-def Choice(options, doc: str = "", also: tuple = ()):  # noqa: N802 - a type
-    return checked(Literal[tuple(options)], check_choice, doc, also, choices=tuple(options))
+def Choice(options, doc: str = "", also: tuple = ()):
+    return constrained(Literal[tuple(options)], f"one of {sorted(options)}", doc, also)
+
+
+def checked(base, test, doc: str = "", also: tuple = ()):
+    """Field type ``base`` whose values pass ``test(field name, value)`` first (a rule pydantic
+    cannot state; the test's ValueError names the field), or are one of ``also``."""
+    def validate(value, info):
+        same = any(value is a or (type(value) is type(a) and value == a) for a in also)
+        return value if same else test(info.field_name, value)
+
+    return Annotated[_or(base, also), BeforeValidator(validate), Field(description=doc)]
+
+
+def check(name: str, value, field_type):
+    """``value`` as field type ``field_type`` reads it (``Int(ge=1)``, ``Number(gt=0, le=1)``, ...),
+    else a ValueError naming ``name``: the checks of a function's arguments."""
+    try:
+        return TypeAdapter(field_type).validate_python(value)
+    except ValidationError:
+        raise ValueError(_rule(field_type).refusal(name, value)) from None
+
+
+def _rule(field_type) -> Rule | None:
+    return next((m for m in getattr(field_type, "__metadata__", ()) if isinstance(m, Rule)), None)
 
 
 # --------------------------------------------------------------------------- sections
@@ -148,25 +142,48 @@ SHAPES = {"dict_type": "a mapping", "dataclass_type": "a mapping", "dataclass_ex
 
 
 def readable(err: ValidationError, root) -> str:
-    """One line per problem of ``err`` (raised validating section ``root``), each naming the
-    field by its path (``budget.episodes``, ``reward.scorers[0].kind``)."""
+    """One line per refused setting of ``err`` (raised validating section ``root``), each naming
+    the field by its path (``budget.episodes``, ``reward.scorers[0].kind``)."""
     lines, unknown = [], {}
     for e in err.errors(include_url=False):
-        *parent, last = e["loc"] or ("",)
+        loc, rule, holder = _setting_at(root, e["loc"])
         if e["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
-            unknown.setdefault(tuple(parent), []).append(str(last))
-        elif e["type"] == "value_error":  # a field's check or a section's: the message names the field
+            unknown.setdefault(loc[:-1], (holder, []))[1].append(str(loc[-1]))
+            continue
+        if e["type"] == "value_error":  # a field's check or a section's: the message names the field
             message = str(e["ctx"]["error"])
-            where = _path(parent if message.startswith(str(last)) else e["loc"])
-            lines.append(f"{where}.{message}" if where else message)
+            where = _path(loc[:-1] if loc and message.startswith(str(loc[-1])) else loc)
+            line = f"{where}.{message}" if where else message
+        elif rule is not None:
+            line = rule.refusal(_path(loc), e["input"])
         elif e["type"] == "missing":
-            lines.append(f"{_path(e['loc'])} is missing")
+            line = f"{_path(loc)} is missing"
         else:
-            lines.append(f"{_path(e['loc'])} must be {SHAPES.get(e['type'], e['msg'])}, got {e['input']!r}")
-    for parent, keys in unknown.items():
-        known = sorted(getattr(_section_at(root, parent), "__pydantic_fields__", ()))
-        lines.append(f"unknown {_path(parent) or root.__name__} setting(s) {sorted(keys)}; known: {known}")
+            line = f"{_path(loc)} must be {SHAPES.get(e['type'], e['msg'])}, got {e['input']!r}"
+        if line not in lines:  # one line per setting, not one per side of its union
+            lines.append(line)
+    for parent, (holder, keys) in unknown.items():
+        lines.append(f"unknown {_path(parent) or root.__name__} setting(s) {sorted(keys)}; "
+                     f"known: {sorted(getattr(holder, '__pydantic_fields__', ()))}")
     return "; ".join(lines)
+
+
+def _setting_at(root, loc: tuple):
+    """The part of ``loc`` that names a setting (without a union's branch), the setting's
+    ``Rule`` (None for a section, a list or a key ``root`` does not know) and the section
+    holding it."""
+    holder = root
+    for i, part in enumerate(loc):
+        if isinstance(part, int):  # an entry of a tuple of sections, whose type was taken already
+            continue
+        info = getattr(holder, "__pydantic_fields__", {}).get(part)
+        if info is None:
+            return tuple(loc[:i + 1]), None, holder
+        rule = next((m for m in info.metadata if isinstance(m, Rule)), None)
+        if rule is not None:
+            return tuple(loc[:i + 1]), rule, holder
+        holder = _section_type(info.annotation)
+    return tuple(loc), None, holder
 
 
 def _path(loc) -> str:
@@ -175,15 +192,6 @@ def _path(loc) -> str:
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
-
-
-def _section_at(root, loc):
-    """The section type found at ``loc`` below ``root`` (None if there is none)."""
-    for part in loc:
-        if isinstance(part, str):  # an int is an entry of a tuple of sections, whose type was taken already
-            info = getattr(root, "__pydantic_fields__", {}).get(part)
-            root = _section_type(info.annotation) if info else None
-    return root
 
 
 def _section_type(annotation):

@@ -27,21 +27,16 @@ import ray
 from actors.worker_group import WorkerGroup
 from core.atomic import write_json_atomic
 from core.config import AUTO, RolloutConfig
-from core.sections import check_int
+from core.sections import Int, check
 
 SCALE_FILE = "scale.json"
 CHECK_S = 2.0  # how often the driver compares the group with its target
-
-
-def check_worker_count(name: str, value) -> None:
-    """A number of workers: an int >= 1, or "auto"."""
-    if value != AUTO:
-        check_int(name, value, 1)
+WORKERS = Int(ge=1, also=(AUTO,))  # a number of rollout workers
 
 
 def request_scale(run_dir: str | Path, workers: int | str) -> Path:
     """Ask the run in ``run_dir`` to scale its rollout workers to ``workers`` (or "auto")."""
-    check_worker_count("workers", workers)
+    check("workers", workers, WORKERS)
     path = Path(run_dir) / SCALE_FILE
     write_json_atomic(path, {"workers": workers, "time": time.time()})
     return path
@@ -52,7 +47,7 @@ def scale_request(run_dir: str | Path) -> int | str | None:
     path = Path(run_dir) / SCALE_FILE
     try:
         workers = json.loads(path.read_text())["workers"]
-        check_worker_count("workers", workers)
+        check("workers", workers, WORKERS)
         return workers
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -59,7 +59,7 @@ import torch.nn.functional as F
 
 from core.config import AUTO, KLConfig, SamplingConfig
 from core.contracts import ACCEPT, EpisodeTransitions
-from core.sections import check_int
+from core.sections import Int, check
 from core.state_features import PAPER_STATE, candidate_scalars, reads_prompt, state_size
 from envs.mdp import candidate_sets, kl_penalty, reference_accept_probability
 
@@ -196,7 +196,7 @@ class _AcceptRejectMDP:
         if not prompts:
             raise ValueError("no prompts given")
         if max_rows is not None:
-            check_int("max_rows", max_rows, 1)
+            check("max_rows", max_rows, Int(ge=1))
         encoded = [self.llm.encode_prompt(p) for p in prompts]  # validates every prompt first
         self.policy_version = policy_version
         self.max_rows = max_rows or len(prompts)
@@ -482,7 +482,7 @@ class AcceptRejectDecoder(_AcceptRejectMDP):
     # leave it between decisions; ``start`` + ``apply`` are the same loop for a fixed set.
     def open(self, max_rows: int, policy_version: int = 0) -> None:
         """An empty batch of at most ``max_rows`` rows in the KV cache; rows come by ``join``."""
-        check_int("max_rows", max_rows, 1)
+        check("max_rows", max_rows, Int(ge=1))
         self.policy_version, self.max_rows = policy_version, max_rows
         self.rows = self._begin([], [])
 

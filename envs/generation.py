@@ -45,7 +45,7 @@ from core.agent_file import (
 from core.config import BACKENDS, KLConfig, ModelConfig, SamplingConfig, VllmEngineConfig
 from core.contracts import REJECT
 from core.networks import Actor
-from core.sections import check_choice, check_int, check_number
+from core.sections import Choice, Int, Number, check
 from core.state_features import PAPER_STATE, check_state_size
 from envs.decoder import AcceptRejectDecoder, DecodeResult, resolve_mode
 from envs.mdp import Draw, decide
@@ -163,17 +163,17 @@ class AlignedGenerator:
         self.sampling = sampling
         self.mode = resolve_mode(mode, llm.device)
         self.greedy = greedy
-        self.accept_threshold = check_number("accept_threshold", accept_threshold, above=0, maximum=1)
+        self.accept_threshold = check("accept_threshold", accept_threshold, Number(gt=0, le=1))
         self.request_gate = request_gate
         if decline_sentences is not None:
-            check_int("decline_sentences", decline_sentences, 1)
+            check("decline_sentences", decline_sentences, Int(ge=1))
         self.decline_sentences = decline_sentences
         if horizon is not None:
-            check_int("horizon", horizon, 0)
+            check("horizon", horizon, Int(ge=0))
         self.horizon = horizon
         if continuation is None:
             continuation = "greedy" if greedy else "sampled"
-        check_choice("continuation", continuation, CONTINUATIONS)
+        check("continuation", continuation, Choice(CONTINUATIONS))
         self.continuation = continuation
         self.ragged = ragged
         self.batch_size = batch_size

@@ -37,8 +37,9 @@ from safetensors.torch import save_file
 
 from core.agent_file import load_warm_start, save_agent
 from core.atomic import atomic_path, write_json_atomic
-from core.config import SACConfig, check_device_name
+from core.config import Device, SACConfig
 from core.contracts import TransitionBatch
+from core.sections import check
 from core.state_features import PAPER_STATE
 from learner.sac import SACState, UpdateMetrics, batch_to_tensors, init_sac_state, sac_update
 
@@ -53,7 +54,7 @@ _OPTIMIZERS = {"actor": "actor_optimizer", "critic": "critic_optimizer", "alpha"
 def resolve_device(device: str | torch.device) -> torch.device:
     """'auto' -> cuda if available else cpu; an explicit cuda without a GPU raises."""
     device = str(device)
-    check_device_name(device)
+    check("device", device, Device())
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():

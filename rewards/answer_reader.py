@@ -22,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from core.sections import check_choice, check_number
+from core.sections import Choice, Number, check
 from rewards._common import batches, resolve_device
 
 LABELS = ("harmful-help", "decline-then-help", "incoherent", "safe-decline", "unhelpful-refusal", "helpful", "neutral")
@@ -141,8 +141,8 @@ def check_label_values(values: dict, labels: Sequence[str] = LABELS) -> dict:
     if not isinstance(values, dict):
         raise ValueError(f"values must map labels to numbers, got {values!r}")
     for label, value in values.items():
-        check_choice("values label", label, tuple(labels))
-        check_number(f"values[{label!r}]", value)
+        check("values label", label, Choice(labels))
+        check(f"values[{label!r}]", value, Number())
     return values
 
 

@@ -44,7 +44,7 @@ from core.agent_file import (
     parse_request_gate,
 )
 from core.config import AUTO, DTYPES, Device, SamplingConfig
-from core.sections import Choice, Int, Number, Text, check_int, checked, section
+from core.sections import Choice, Int, Number, Text, check, checked, section
 from envs.decoder import MODES
 from envs.mdp import Draw
 from serving.engine import ADMISSIONS, Failed, Finished, Piece, ServingEngine, Submission
@@ -71,8 +71,8 @@ def check_autoscale(name: str, value) -> tuple[int, int]:
     """(minimum, maximum) replicas, 0 <= minimum <= maximum, maximum >= 1."""
     if not isinstance(value, (tuple, list)) or len(value) != 2:
         raise ValueError(f"{name} must be a pair (minimum, maximum), got {value!r}")
-    check_int(f"{name} minimum", value[0], 0)
-    check_int(f"{name} maximum", value[1], max(value[0], 1))
+    check(f"{name} minimum", value[0], Int(ge=0))
+    check(f"{name} maximum", value[1], Int(ge=max(value[0], 1)))
     return tuple(value)
 
 

@@ -38,7 +38,7 @@ import torch
 
 from core.config import SamplingConfig
 from core.metrics import MetricsSink
-from core.sections import check_choice, check_int, check_number
+from core.sections import Choice, Int, Number, check
 from envs.decoder import AcceptRejectDecoder
 from envs.generation import AlignedGenerator, decline_end
 from envs.mdp import Draw
@@ -126,9 +126,9 @@ class ServingEngine:
                  metrics: MetricsSink | None = None) -> None:
         """``max_rows``: answers decoded at once (the others wait in the queue);
         ``batch_wait_s``: when idle, how long a first request waits for others to join it."""
-        check_int("max_rows", max_rows, 1)
-        check_number("batch_wait_s", batch_wait_s, 0)
-        check_choice("admission", admission, ADMISSIONS)
+        check("max_rows", max_rows, Int(ge=1))
+        check("batch_wait_s", batch_wait_s, Number(ge=0))
+        check("admission", admission, Choice(ADMISSIONS))
         if generator.backend != "transformers":
             raise ValueError("the server decodes with the transformers backend (its rows join and leave the batch)")
         self.generator, self.llm = generator, generator.llm

@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-
-from core.config import ReplayConfig, SACConfig, SamplingConfig
+from core.config import Device, ReplayConfig, SACConfig, SamplingConfig
+from core.sections import Choice, Int, Number, Text, check
 from driver.config import RunConfig, load_config
 
 RUN = RunConfig()  # the run's defaults
@@ -146,3 +146,22 @@ def test_mara_config_prints_the_resolved_settings_with_their_descriptions(tmp_pa
     assert "  capacity: 1000  # ring-buffer size" in capsys.readouterr().out
     assert main(["config", "--set", "budget.episodes=-3"]) == 2
     assert "budget.episodes must be an int >= 0, got -3" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value, field_type, message", [
+    (True, Int(ge=1), "n must be an int >= 1, got True"),  # a boolean is not a number
+    (2.0, Int(ge=1), "n must be an int >= 1, got 2.0"),
+    ("0.5", Number(gt=0, le=1), "n must be a finite number > 0 and <= 1, got '0.5'"),
+    (float("inf"), Number(), "n must be a finite number, got inf"),
+    (0, Int(ge=1, also=("auto",)), "n must be an int >= 1, got 0; also accepted: 'auto'"),
+    ("gpu", Device(), "n must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'gpu'"),
+    (" ", Text(nonblank=True), "n must be a non-empty string, got ' '"),
+    ("x", Choice(("a", "b")), "n must be one of ['a', 'b'], got 'x'"),
+], ids=range(8))
+def test_a_functions_arguments_are_checked_by_the_fields_own_types(value, field_type, message):
+    """``check`` reads an argument as a section's field would: pydantic's strict constraints,
+    refused in the same words."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        check("n", value, field_type)
+    assert check("n", "auto", Int(ge=1, also=("auto",))) == "auto" and check("n", 1, Number()) == 1.0
+    assert check("n", "cuda:1", Device()) == "cuda:1"

@@ -284,14 +284,12 @@ def test_mara_eval_command_line(eval_inputs, capsys):
     out = tmp / "cli-out"
     args = [a for a in eval_args(agent, prompts, out) if a not in ("--sampled",)]
     args += ["--agent-decisions", "sampled", "--horizon", "4"]
-    proc = subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr
+    assert cli.main(args) == 0  # `python -m cli.main` as a process of its own: test_generation.py
     assert (out / "results.md").is_file() and (out / "scores.png").is_file()
     assert "- agent decisions: sampled" in (out / "results.md").read_text()
     assert "- agent horizon: 4 tokens" in (out / "results.md").read_text()
     assert "- upstream's continuation past the horizon: sampled" in (out / "results.md").read_text()
-    # A refused judge, in-process (the same main(), without another start-up).
+    # A refused judge.
     capsys.readouterr()
     assert cli.main(["eval", "--agent", str(agent), "--prompts", f"tiny={prompts}", "--out", str(tmp / "bad"),
                      "--judge", "x=nosuchkind:foo"]) == 2

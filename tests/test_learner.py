@@ -30,6 +30,7 @@ from learner.sac import (
     sac_update,
     soft_update,
 )
+from learner.service import LearnerService, latest_checkpoint
 
 D = 16
 HIDDEN = 32
@@ -451,7 +452,6 @@ def _fake_replay_cls(ray):
 
 def _learner(ray, **kwargs):
     from actors.worker_group import start_actor
-    from learner.service import LearnerService
 
     return start_actor(LearnerService, {"num_cpus": 0, "max_concurrency": 4}, **kwargs)
 
@@ -460,18 +460,16 @@ def test_a_learner_service_with_init_agent_publishes_the_loaded_actor_first(ray_
     ray = ray_local
     source = SACLearner(state_dim=D, sac=SMALL, device="cpu", seed=7)
     path = source.export_agent(tmp_path / "agent.safetensors")
-    learner = _learner(ray, state_dim=D, sac=SMALL, config=LearnerConfig(device="cpu", init_agent=str(path)),
-                       run_dir=str(tmp_path / "run"))
-    version, _, ref = ray.get(learner.latest_weights.remote(None))
+    learner = LearnerService(state_dim=D, sac=SMALL, config=LearnerConfig(device="cpu", init_agent=str(path)),
+                             run_dir=str(tmp_path / "run"))  # in this process, as Ray builds it in an actor's
+    version, _, ref = learner.latest_weights(None)
     assert version == 0
     weights = ray.get(ref)
     assert all(np.array_equal(weights[k], v.numpy()) for k, v in source.state.actor.state_dict().items())
-    ray.kill(learner)
 
 
 def test_learner_service_runs_publishes_and_checkpoints(ray_local, tmp_path):
     ray = ray_local
-    from learner.service import latest_checkpoint
 
     replay = _fake_replay_cls(ray).remote(D, none_every=3)
     config = LearnerConfig(publish_every=5, checkpoint_every=10, device="cpu", sample_timeout_s=0.0)
@@ -497,19 +495,18 @@ def test_learner_service_runs_publishes_and_checkpoints(ray_local, tmp_path):
     found = latest_checkpoint(tmp_path / "run")
     assert found is not None and found.name == "update_000000020"
 
-    # A new actor on the same run folder resumes (as after a Ray restart).
-    again = _learner(ray, state_dim=D, sac=sac, config=config, run_dir=str(tmp_path / "run"))
-    resumed = ray.get(again.metrics.remote())
+    # A new learner on the same run folder resumes (as after a Ray restart; built in this process,
+    # as Ray would build it in an actor's).
+    again = LearnerService(state_dim=D, sac=sac, config=config, run_dir=str(tmp_path / "run"))
+    resumed = again.metrics()
     assert resumed.updates == 20 and resumed.restored == "update_000000020"
-    version, incarnation, _ = ray.get(again.latest_weights.remote(4, stats.incarnation))
+    version, incarnation, _ = again.latest_weights(4, stats.incarnation)
     assert version == 4 and incarnation == resumed.incarnation != stats.incarnation  # new to its workers
-    # A learner of another state size cannot start from that folder: it says why, and Ray
-    # does not keep rebuilding it (its constructor raised).
-    wrong = _learner(ray, state_dim=D + 1, sac=sac, config=config, run_dir=str(tmp_path / "run"))
-    with pytest.raises(ray.exceptions.ActorDiedError, match=f"state_dim {D}.*state_dim {D + 1}") as died:
-        ray.get(wrong.metrics.remote())
-    assert died.value.actor_init_failed
-    for handle in (learner, again, wrong, replay):
+    # A learner of another state size cannot start from that folder: its constructor says why
+    # (an actor whose constructor raised is not rebuilt by Ray).
+    with pytest.raises(ValueError, match=f"state_dim {D}.*state_dim {D + 1}"):
+        LearnerService(state_dim=D + 1, sac=sac, config=config, run_dir=str(tmp_path / "run"))
+    for handle in (learner, replay):
         ray.kill(handle)
 
 
@@ -518,13 +515,12 @@ def test_a_stop_before_run_is_kept(ray_local):
     that run must end at once, not train on forever."""
     ray = ray_local
     replay = _fake_replay_cls(ray).remote(D)
-    learner = _learner(ray, state_dim=D, sac=SACConfig(hidden_size=HIDDEN, batch_size=16),
-                       config=LearnerConfig(device="cpu", sample_timeout_s=0.0))
-    ray.get(learner.stop.remote())
-    stats = ray.get(learner.run.remote(replay), timeout=120)
+    learner = LearnerService(state_dim=D, sac=SACConfig(hidden_size=HIDDEN, batch_size=16),
+                             config=LearnerConfig(device="cpu", sample_timeout_s=0.0))
+    learner.stop()
+    stats = learner.run(replay)
     assert stats.run_updates == 0 and not stats.running
-    for handle in (learner, replay):
-        ray.kill(handle)
+    ray.kill(replay)
 
 
 def test_learner_service_stop_serves_weights_while_running_and_prefetches(ray_local, tmp_path):

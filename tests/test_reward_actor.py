@@ -44,6 +44,15 @@ def reward_actor(ray, replay, reward: RewardConfig, model: ModelConfig = ModelCo
                        sampling=SamplingConfig(max_new_tokens=6))
 
 
+def reward_with_upstream(replay, reward: RewardConfig, tiny_llm_path):
+    """A reward actor that hosts the tiny upstream, built in this process (as Ray builds it in an
+    actor's: the two tests above cover the actor; these, what the upstream adds to the reward)."""
+    from actors.reward_actor import RewardActor
+
+    model = ModelConfig(name=str(tiny_llm_path), device="cpu", dtype="float32")  # as tiny_llm
+    return RewardActor(reward=reward, replay=replay, model=model, sampling=SamplingConfig(max_new_tokens=6))
+
+
 def test_scored_episodes_are_inserted_and_reported(ray_local, replay):
     ray = ray_local
     rng = np.random.default_rng(0)
@@ -71,44 +80,40 @@ def test_a_failing_scorer_is_reported_and_nothing_is_inserted(ray_local, replay)
     ray.kill(actor)
 
 
-def test_the_greedy_baseline_is_computed_where_the_reward_is(ray_local, replay, tiny_llm, tiny_llm_path):
+def test_the_greedy_baseline_is_computed_where_the_reward_is(replay, tiny_llm, tiny_llm_path):
     from envs.generation import upstream_answers
 
-    ray = ray_local
     rng = np.random.default_rng(2)
     prompts = ["How can I bake bread?", "Tell me a joke."]
     episodes = [episode(p, "a b c d e f g", 2, rng) for p in prompts]
-    model = ModelConfig(name=str(tiny_llm_path), device="cpu", dtype="float32")  # as tiny_llm
-    actor = reward_actor(ray, replay, RewardConfig(scorers=(WORDS,), baseline="upstream-greedy"), model)
-    scored = ray.get(actor.score_and_insert.remote(episodes))
+    actor = reward_with_upstream(replay, RewardConfig(scorers=(WORDS,), baseline="upstream-greedy"), tiny_llm_path)
+    scored = actor.score_and_insert(episodes)
     greedy = upstream_answers(tiny_llm, prompts, SamplingConfig(max_new_tokens=6))
     np.testing.assert_allclose(scored.rewards, [word_count("", "a b c d e f g") - word_count("", g) for g in greedy])
     assert scored.inserted == 4
-    ray.kill(actor)
 
 
-def test_an_answer_the_upstream_finds_unlikely_pays_the_fluency_term(ray_local, replay, tiny_llm, tiny_llm_path):
+def test_an_answer_the_upstream_finds_unlikely_pays_the_fluency_term(replay, tiny_llm, tiny_llm_path):
     from envs.generation import mean_log_likelihood
 
-    ray = ray_local
     rng = np.random.default_rng(3)
     prompts = ["How can I bake bread?", "Tell me a joke."]
     responses = ["a b c d", "bread is good"]
-    model = ModelConfig(name=str(tiny_llm_path), device="cpu", dtype="float32")  # as tiny_llm
     floor = 0.0  # every answer is below it: each pays its whole shortfall
-    actor = reward_actor(ray, replay, RewardConfig(scorers=(WORDS,), fluency_weight=0.5, fluency_floor=floor), model)
-    scored = ray.get(actor.score_and_insert.remote([episode(p, r, 2, rng) for p, r in zip(prompts, responses)]))
+    actor = reward_with_upstream(replay, RewardConfig(scorers=(WORDS,), fluency_weight=0.5, fluency_floor=floor),
+                                 tiny_llm_path)
+    scored = actor.score_and_insert([episode(p, r, 2, rng) for p, r in zip(prompts, responses)])
     log_likelihood = mean_log_likelihood(tiny_llm, prompts, responses)
     expected = [word_count("", r) - 0.5 * (floor - ll) for r, ll in zip(responses, log_likelihood)]
     np.testing.assert_allclose(scored.rewards, expected, rtol=1e-5)
     assert all(ll < 0 for ll in log_likelihood)
-    ray.kill(actor)
 
 
 def test_scorers_in_actors_of_their_own_sum_to_the_same_reward(ray_local, replay, tiny_score_model):
     """Reward and cost models too big for one GPU together run in scorer actors of their own
     (``ScorerSpec.num_gpus``; 0 here, on the CPU); the reward actor sums their scores as
-    Eq. 13 does, the same reward as with every scorer inside it."""
+    Eq. 13 does, the same reward as with every scorer inside it. (A function scorer stands in
+    for the cost model: the sum across actors is under test, not a second model load.)"""
     from actors.scorer_actor import ScorerActor
     from actors.worker_group import start_actor
     from rewards.base import build_reward
@@ -117,7 +122,7 @@ def test_scorers_in_actors_of_their_own_sum_to_the_same_reward(ray_local, replay
     path = str(tiny_score_model[0])
     options = {"device": "cpu"}
     reward_model = ScorerSpec(kind="score-model", path=path, weight=1.0, options=options, num_gpus=0)
-    cost_model = ScorerSpec(kind="score-model", path=path, weight=-0.5, options=options, num_gpus=0)
+    cost_model = ScorerSpec(kind="function", path=WORDS.path, weight=-0.5, num_gpus=0)
     config = RewardConfig(scorers=(reward_model, WORDS, cost_model), baseline=-15.0)
     scorers = {i: start_actor(ScorerActor, {"num_cpus": 0, "num_gpus": spec.num_gpus}, spec=spec)
                for i, spec in enumerate(config.scorers) if spec.num_gpus is not None}
@@ -136,41 +141,36 @@ def test_scorers_in_actors_of_their_own_sum_to_the_same_reward(ray_local, replay
         ray.kill(handle)
 
 
-def test_the_reward_reads_the_answer_continued_to_the_served_length(ray_local, replay, tiny_llm, tiny_llm_path):
+def test_the_reward_reads_the_answer_continued_to_the_served_length(replay, tiny_llm, tiny_llm_path):
     """reward.score_tokens: an unfinished episode is scored with the upstream's greedy
     continuation to that length (what a user would read), a finished one as it is, and the
     greedy baseline is as long."""
     from envs.generation import upstream_answers
 
-    ray = ray_local
     rng = np.random.default_rng(4)
     prompts = ["How can I bake bread?", "Tell me a joke.", "Say hi."]
     episodes = [episode(p, "I can't help with that.", 2, rng) for p in prompts]
     episodes[2].finished = True
-    model = ModelConfig(name=str(tiny_llm_path), device="cpu", dtype="float32")  # as tiny_llm
-    actor = reward_actor(ray, replay, RewardConfig(scorers=(WORDS,), baseline="upstream-greedy", score_tokens=20), model)
-    scored = ray.get(actor.score_and_insert.remote(episodes))
+    actor = reward_with_upstream(replay, RewardConfig(scorers=(WORDS,), baseline="upstream-greedy", score_tokens=20),
+                                 tiny_llm_path)
+    scored = actor.score_and_insert(episodes)
     continued = upstream_answers(tiny_llm, prompts[:2], SamplingConfig(max_new_tokens=14),
                                  openings=["I can't help with that."] * 2)
     greedy = upstream_answers(tiny_llm, prompts, SamplingConfig(max_new_tokens=20))
     read = continued + ["I can't help with that."]
     assert all(c.startswith("I can't help with that.") and len(c) > len("I can't help with that.") for c in continued)
     np.testing.assert_allclose(scored.rewards, [word_count("", r) - word_count("", g) for r, g in zip(read, greedy)])
-    ray.kill(actor)
 
 
-def test_the_greedy_baseline_is_decoded_and_scored_once_per_prompt(ray_local, replay, tiny_llm_path):
+def test_the_greedy_baseline_is_decoded_and_scored_once_per_prompt(replay, tiny_llm_path):
     """The upstream's greedy answer to a prompt and its score b(x) are computed the first time
     the prompt comes, and kept; an answer equal to the greedy one earns 0 and is not scored.
     (The reward actor runs in this process, so the counted scorer's record is readable.)"""
-    from actors.reward_actor import RewardActor
     from helpers.models import SCORED
 
     rng = np.random.default_rng(5)
-    model = ModelConfig(name=str(tiny_llm_path), device="cpu", dtype="float32")
     counted = ScorerSpec(kind="function", path="helpers.models:counted_word_count")
-    actor = RewardActor(reward=RewardConfig(scorers=(counted,), baseline="upstream-greedy"), replay=replay,
-                        model=model, sampling=SamplingConfig(max_new_tokens=6))
+    actor = reward_with_upstream(replay, RewardConfig(scorers=(counted,), baseline="upstream-greedy"), tiny_llm_path)
     prompts = ["How can I bake bread?", "Tell me a joke."]
     SCORED.clear()
     first = actor.score_and_insert([episode(p, "no thanks", 2, rng) for p in prompts])

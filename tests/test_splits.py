@@ -83,11 +83,20 @@ def test_mara_splits_writes_every_split_the_same_for_a_seed_or_a_seeded_sample(s
     import core.splits
     from cli.main import main
 
+    # The same for a seed: built twice from every 25th prompt of each pool (the whole pools take
+    # seconds to group; the fixture's splits were built from them once), another seed differs.
+    small = tmp_path / "small" / "prompts"
+    small.mkdir(parents=True)
+    for pool in (shared_data / "prompts").glob("*.json"):
+        (small / pool.name).write_text(json.dumps(json.loads(pool.read_text())[::25]))
+    once, again, other = (build_splits(small.parent, seed=seed, heldout_size=4, validation_size=6).named()
+                          for seed in (0, 0, 1))
+    assert once == again != other and min(map(len, once.values())) >= 1
+    # mara splits writes the splits it builds (the fixture's, so they are not built a second time).
+    monkeypatch.setattr(core.splits, "build_splits", lambda *args, **kwargs: splits)
     assert main(["splits", "--shared-data", str(shared_data), "--out", str(tmp_path / "all")]) == 0
     written = {p.stem: [r["instruction"] for r in json.loads(p.read_text())] for p in (tmp_path / "all").glob("*.json")}
-    assert written == splits.named()  # built again from the same seed: the same splits
-    # The samples below are drawn from these splits; building them a third time checks nothing new.
-    monkeypatch.setattr(core.splits, "build_splits", lambda *args, **kwargs: splits)
+    assert written == splits.named()
     assert main(["splits", "--shared-data", str(shared_data), "--out", str(tmp_path / "pools"),
                  "--sample", "validation=5", "--sample", "judge=3"]) == 0
     pools = {p.stem: [r["instruction"] for r in json.loads(p.read_text())] for p in (tmp_path / "pools").glob("*.json")}
