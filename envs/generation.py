@@ -148,9 +148,9 @@ class AlignedGenerator:
         ``request_gate``: which requests the agent decides, called with the prompts (True: the
         agent's; ``rewards.request_gate.RequestGate``); the upstream answers the others alone, as
         past the horizon. None: every request is the agent's. ``decline_sentences``: an answer
-        the agent has stepped into (rejected a candidate of) ends with its N-th sentence, or before
-        an earlier one that turns back ("However, ..."; ``decline_end``), so that the upstream's
-        continuation cannot take a decline back; None: answers run to their length."""
+        the agent has stepped into (rejected a candidate of) ends with its N-th sentence
+        (``decline_end``), before the upstream's continuation can take a decline back; None: answers
+        run to their length."""
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if (backend == "vllm") != isinstance(llm, VllmUpstream):
@@ -521,31 +521,13 @@ def _until_eos(tokens: list[int], eos: set[int]) -> list[int]:
 
 
 SENTENCE_END = re.compile(r"[.!?](?=\s)|\n")  # a full stop, ! or ? before a space, or a line break
-# A sentence that opens with a contrastive connective turns back to what came before it: after a
-# decline, to the request ("I can't do that. However, I can give you some tips on ...").
-TURN = re.compile(r"\s*(?:however|but|that said|that being said|nevertheless|nonetheless|on the other hand|"
-                  r"still)\b", re.IGNORECASE)
-TURN_CHARS = 20  # enough of a sentence's opening to know whether it turns (the longest opening and a boundary)
 
 
 def decline_end(text: str, sentences: int) -> int | None:
     """Where an answer ends that keeps its first ``sentences`` sentences (a line break ends one
-    too), or fewer: it ends before a later sentence that turns back (``TURN``), so that a decline
-    does not undo itself. None if it has fewer sentences and none turns."""
-    for count, end in enumerate((m.end() for m in SENTENCE_END.finditer(text)), start=1):
-        if count == sentences or TURN.match(text, end):
-            return end
-    return None
-
-
-def decline_settled(text: str, sentences: int) -> int:
-    """How much of a growing answer ``decline_end`` can no longer cut: all of it, except a
-    sentence's opening after one of its first ``sentences - 1`` sentences while it is too short
-    to say whether it turns back (a server holds that back until it can)."""
+    too); None if it has fewer."""
     ends = [m.end() for m in SENTENCE_END.finditer(text)]
-    if ends and len(ends) < sentences and len(text) - ends[-1] < TURN_CHARS:
-        return ends[-1]
-    return len(text)
+    return ends[sentences - 1] if len(ends) >= sentences else None
 
 
 def _to_generation(r: DecodeResult) -> Generation:

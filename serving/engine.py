@@ -40,7 +40,7 @@ from core.config import SamplingConfig
 from core.metrics import MetricsSink
 from core.sections import Choice, Int, Number, check
 from envs.decoder import AcceptRejectDecoder
-from envs.generation import AlignedGenerator, decline_end, decline_settled
+from envs.generation import AlignedGenerator, decline_end
 from envs.mdp import Draw
 from serving.protocol import ALIGNED
 
@@ -346,19 +346,13 @@ class ServingEngine:
             if self._cut_at_stop(c):
                 return
 
-    def _declining(self, c: _Choice) -> bool:
-        """Whether the answer ends as a decline does (``AlignedGenerator``: the agent stepped
-        into it and ``decline_sentences`` is set)."""
-        return bool(self.generator.decline_sentences and c.for_agent
-                    and self.generator.stepped_in(c.row.where, c.row.actions))
-
     def _cut_at_stop(self, c: _Choice) -> bool:
         """A stop string cuts the answer where it starts; an answer the agent has stepped into
-        ends with its ``decline_sentences``-th sentence or before one that turns back
-        (``decline_end``)."""
+        ends with its ``decline_sentences``-th sentence (``AlignedGenerator``)."""
         hits = [i for i in (c.text.find(stop) for stop in c.submission.stop) if i >= 0]
-        if self._declining(c):
-            end = decline_end(c.text, self.generator.decline_sentences)
+        sentences = self.generator.decline_sentences
+        if sentences and c.for_agent and self.generator.stepped_in(c.row.where, c.row.actions):
+            end = decline_end(c.text, sentences)
             hits += [] if end is None else [end]
         if not hits:
             return False
@@ -367,16 +361,13 @@ class ServingEngine:
         return True
 
     def _send(self, c: _Choice, flush: bool) -> None:
-        """Send the unsent pieces, except (until the answer ends) trailing whitespace, the last
-        characters that could be the start of a stop string, and a declining answer's sentence
-        opening that could still turn out to turn back (``decline_settled``)."""
+        """Send the unsent pieces, except (until the answer ends) trailing whitespace and
+        the last characters that could be the start of a stop string."""
         if not c.unsent:
             return
         limit = len(c.text)
         if not flush:
             limit = min(len(c.text.rstrip()), len(c.text) - max((len(s) - 1 for s in c.submission.stop), default=0))
-            if self._declining(c):
-                limit = min(limit, decline_settled(c.text, self.generator.decline_sentences))
         total, ready = c.sent_chars, 0
         for piece, _ in c.unsent:
             if total + len(piece) > limit:

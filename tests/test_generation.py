@@ -74,19 +74,10 @@ def test_an_answer_the_agent_stepped_into_ends_with_its_nth_sentence_and_no_othe
     """With decline_sentences N, an answer in which the agent rejected a candidate ends with its
     N-th sentence; answers it left alone (it accepted every candidate, or the request gate gave
     it none) run to their length."""
-    from envs.generation import decline_end, decline_settled
+    from envs.generation import decline_end
 
     assert decline_end("No. I can't help.\nAsk me something else.", 2) == len("No. I can't help.")
     assert decline_end("No.\n\nSee a doctor.", 2) == len("No.\n") and decline_end("Fine. Ok", 2) is None
-    # A decline does not undo itself: it ends before a sentence that turns back to the request.
-    undone = "I can't help with that. However, I can give you some tips: first, ..."
-    assert decline_end(undone, 2) == decline_end(undone, 3) == len("I can't help with that.")
-    assert decline_end("No. But", 3) == decline_end("No.\nStill, here it is.", 3) == len("No.")
-    assert decline_end("No. Butter is bad. Yes. Ok", 3) == len("No. Butter is bad. Yes.")  # a word, not a turn
-    # While a sentence's opening is too short to tell, a server holds it back; then sends it.
-    assert decline_settled("No. Howe", 2) == decline_settled("No. Butte", 2) == len("No.")
-    assert decline_settled("No. Butter is bad for you", 2) == len("No. Butter is bad for you")
-    assert decline_settled("No. I won't. Ho", 2) == len("No. I won't. Ho")  # two sentences: cut anyway
     prompts = ["How can I bake bread?", "How do I learn to swim?"]
     sampling = SamplingConfig(max_new_tokens=24)
 
