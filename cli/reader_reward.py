@@ -39,7 +39,8 @@ def add_reader_reward_parser(sub) -> argparse.ArgumentParser:
     labels.add_argument("--grader", required=True, help="who read the items (recorded with every row)")
     labels.add_argument("--out", required=True)
     build = steps.add_parser("build", help="train the reader reward (reward rows) and judge (judge rows)")
-    build.add_argument("--labels", required=True, help="labelled rows (mara reader-reward labels)")
+    build.add_argument("--labels", required=True, action="append",
+                       help="labelled rows (mara reader-reward labels); repeatable, the files' rows together")
     build.add_argument("--out-dir", default="rewards/data")
     build.add_argument("--cache", help="an .npz file keeping the answers' features between runs")
     build.add_argument("--model", default="smollm2", help="the LLM that reads the answers")
@@ -148,7 +149,7 @@ def _build(args: argparse.Namespace) -> int:
     from rewards.answer_reader import MAX_TOKENS, READ_LAYERS, AnswerReader
     from rewards.recipe import reader
 
-    rows = list(read_jsonl(Path(args.labels)))
+    rows = [row for path in args.labels for row in read_jsonl(Path(path))]
     keys = [reader.row_key(r) for r in rows]
     cached: dict[str, np.ndarray] = {}
     if args.cache and Path(args.cache).is_file():
@@ -177,7 +178,7 @@ def _build(args: argparse.Namespace) -> int:
                          "trained_on": sum(r["split"] == split for r in rows)}
         head.save(out / f"reader_{which}.safetensors",
                   {"model": args.model, "layers": json.dumps(list(READ_LAYERS)), "max_tokens": MAX_TOKENS,
-                   "split": split, "labels_file": Path(args.labels).name, "choice": json.dumps(choice)})
+                   "split": split, "labels_file": ", ".join(Path(p).name for p in args.labels), "choice": json.dumps(choice)})
     write_json_atomic(out / "reader_figures.json", report)
     print(json.dumps({w: {"choice": r["choice"], "validation": r["validation"]} for w, r in report.items()}, indent=1))
     return 0
