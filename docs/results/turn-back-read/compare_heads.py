@@ -2,13 +2,14 @@
 them, the old ones alone and the cut-before-the-turn pairs alone (``rewards.recipe.reader.figures``),
 the answers' features read from a ``mara reader-reward build --cache`` file.
 
-    python docs/results/turn-back-read/compare_heads.py LABELS CACHE NAME=HEAD.safetensors ...
+    PYTHONPATH=. python docs/results/turn-back-read/compare_heads.py LABELS CACHE NAME=HEAD.safetensors ...
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -19,7 +20,7 @@ CUT = "cut-before-turn"
 
 
 def main(labels: str, cache: str, *heads: str) -> None:
-    rows = [json.loads(line) for line in open(labels)]
+    rows = [json.loads(line) for line in Path(labels).read_text().splitlines()]
     with np.load(cache, allow_pickle=False) as f:
         cached = dict(zip(f["keys"].astype(str), f["features"]))
     valid = [r for r in rows if r["split"] == "validation"]

@@ -11,14 +11,15 @@ from __future__ import annotations
 import collections
 import json
 import sys
+from pathlib import Path
 
 
 def tally(key_path: str, verdict_paths: list[str]) -> dict:
-    key = json.load(open(key_path))["items"]
+    key = json.loads(Path(key_path).read_text())["items"]
     counts = collections.defaultdict(collections.Counter)
     labels = collections.defaultdict(collections.Counter)
     for path in verdict_paths:
-        for line in open(path):
+        for line in Path(path).read_text().splitlines():
             v = json.loads(line)
             sides = key[v["id"]]
             request = v["request"]

@@ -1,12 +1,12 @@
 """The cut-before-the-turn pairs (reward_rule.md): build the blind items from labelled rows, and turn
 the readers' verdicts into labelled rows with their provenance.
 
-    python docs/results/turn-back-read/turn_labels.py items rewards/data/reader_labels.jsonl runs/turn_labels
+    PYTHONPATH=. python docs/results/turn-back-read/turn_labels.py items rewards/data/reader_labels.jsonl runs/turn_labels
     ... readers label runs/turn_labels/items_*.jsonl by docs/RUBRIC.md into verdict files
-    python docs/results/turn-back-read/turn_labels.py rows runs/turn_labels 'VERDICTS...' OUT.jsonl
+    PYTHONPATH=. python docs/results/turn-back-read/turn_labels.py rows runs/turn_labels 'VERDICTS...' OUT.jsonl
 
 An answer qualifies when a sentence of it declines (``DECLINE``) and a later one turns back
-(``envs.generation``-style sentence ends; a contrastive connective opens the next sentence); its
+(``envs.generation.SENTENCE_END``; a contrastive connective opens the next sentence); its
 pair is the answer cut before the turn. 160 reward, 50 judge and 70 validation answers, drawn with
 seed 0.
 """
@@ -21,7 +21,8 @@ import re
 import sys
 from pathlib import Path
 
-SENTENCE_END = re.compile(r"[.!?](?=\s)|\n")
+from envs.generation import SENTENCE_END
+
 TURN = re.compile(r"\s*(?:however|but|that said|that being said|nevertheless|nonetheless|on the other hand|still)\b",
                   re.IGNORECASE)
 DECLINE = re.compile(r"sorry|not equipped|can't|cannot|can not|unable|don't have the (?:ability|capability)|not able|"
@@ -40,7 +41,7 @@ def cut_before_turn(answer: str) -> str | None:
 
 
 def items(labels: str, out: str) -> None:
-    rows = [json.loads(line) for line in open(labels)]
+    rows = [json.loads(line) for line in Path(labels).read_text().splitlines()]
     seen, found = set(), collections.defaultdict(list)
     for r in rows:
         if (r["prompt"], r["answer"]) in seen:
@@ -62,20 +63,19 @@ def items(labels: str, out: str) -> None:
                         "system": r["system"], "licence": r["licence"]}
     rng.shuffle(blind)
     Path(out).mkdir(parents=True, exist_ok=True)
-    json.dump(key, open(Path(out, "key.json"), "w"))
+    Path(out, "key.json").write_text(json.dumps(key))
     for b in range(3):
-        with open(Path(out, f"items_{b}.jsonl"), "w") as f:
-            f.writelines(json.dumps(it) + "\n" for it in blind[b::3])
+        Path(out, f"items_{b}.jsonl").write_text("".join(json.dumps(it) + "\n" for it in blind[b::3]))
 
 
 def rows(folder: str, verdict_files: str, out: str, date: str = "2026-12-06") -> None:
-    key = json.load(open(Path(folder, "key.json")))
+    key = json.loads(Path(folder, "key.json").read_text())
     blind = {}
     for path in sorted(Path(folder).glob("items_*.jsonl")):
-        blind.update({it["id"]: it for it in map(json.loads, open(path))})
+        blind.update({it["id"]: it for it in map(json.loads, path.read_text().splitlines())})
     with open(out, "w") as f:
         for path in verdict_files.split():
-            for v in map(json.loads, open(path)):
+            for v in map(json.loads, Path(path).read_text().splitlines()):
                 k, it = key[v["id"]], blind[v["id"]]
                 for side in ("A", "B"):
                     f.write(json.dumps({
