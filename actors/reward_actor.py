@@ -13,7 +13,9 @@ upstream finds unlikely (mean log-probability per token below ``reward.fluency_f
 word salad) pays for it. With ``reward.score_tokens`` the reward reads the answer a user
 would read: the upstream continues each unfinished episode greedily to that length (as a
 served answer goes on past the agent's horizon), and the greedy baseline is as long; a
-decline that the continuation undoes is then paid as the help it turns into. All three need
+decline that the continuation undoes is then paid as the help it turns into, unless
+``reward.decline_sentences`` ends it first, as a server does for an agent file that recommends
+it (an answer the agent stepped into ends with its N-th sentence). All three need
 the upstream model, so the actor hosts it too (``HostedUpstream``): they are part of the
 reward, and live where the reward is.
 
@@ -37,7 +39,7 @@ import ray
 
 from actors.scorer_actor import RemoteScorer
 from core.config import ModelConfig, RewardConfig, SamplingConfig
-from core.contracts import EpisodeTransitions, ScoredBatch
+from core.contracts import REJECT, EpisodeTransitions, ScoredBatch
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +124,8 @@ class RewardActor:
         prompts = [e.prompt for e in episodes]
         responses = [e.response for e in episodes]
         try:
-            rewards = self._rewards(prompts, responses, [e.finished for e in episodes])
+            rewards = self._rewards(prompts, responses, [e.finished for e in episodes],
+                                    [bool((e.actions == REJECT).any()) for e in episodes])
         except Exception as err:  # a broken reward model must not take the run down silently
             log.error("scoring %d episodes failed, they are not inserted: %s", len(episodes), err)
             return ScoredBatch(episodes=len(episodes), unscored=len(episodes), error=f"{type(err).__name__}: {err}")
@@ -132,11 +135,18 @@ class RewardActor:
         inserted = ray.get(self.replay.add.remote(with_decisions)) if with_decisions else 0
         return ScoredBatch(episodes=len(episodes), rewards=[float(r) for r in rewards], inserted=int(inserted))
 
-    def _rewards(self, prompts: list[str], responses: list[str], finished: list[bool]) -> np.ndarray:
+    def _rewards(self, prompts: list[str], responses: list[str], finished: list[bool],
+                 stepped_in: list[bool]) -> np.ndarray:
         """r(x, y) (Eq. 13, with its baseline and scale) of the answers as read (continued to
-        ``score_tokens``), minus the fluency term of what the agent wrote when it is on."""
+        ``score_tokens``, a decline the agent stepped into ended at ``decline_sentences``),
+        minus the fluency term of what the agent wrote when it is on."""
         cfg = self.config
         read = self.upstream.continued(prompts, responses, finished) if cfg.score_tokens else responses
+        if cfg.decline_sentences:
+            from envs.generation import ended_decline
+
+            read = [ended_decline(text, cfg.decline_sentences) if stepped else text
+                    for text, stepped in zip(read, stepped_in)]
         if cfg.needs_greedy_baseline:
             rewards = self._relative_to_greedy(prompts, read)
         else:

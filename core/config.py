@@ -218,6 +218,9 @@ class RewardConfig:
     score_tokens: Int(ge=0, doc="score the answer a user reads: the upstream continues each unfinished episode "
                                 "greedily to this many tokens (the served length; the upstream-greedy baseline "
                                 "is as long) before it is scored; 0 = score the episode as it is") = 0
+    decline_sentences: Int(ge=0, doc="score an answer as it is served with `decline_sentences` N (an agent file's "
+                                      "recommendation): an episode the agent stepped into (rejected a candidate) "
+                                      "ends with its N-th sentence, after the continuation; 0 = off") = 0
 
     def __post_init__(self) -> None:
         if not self.scorers:

@@ -530,6 +530,12 @@ def decline_end(text: str, sentences: int) -> int | None:
     return ends[sentences - 1] if len(ends) >= sentences else None
 
 
+def ended_decline(text: str, sentences: int) -> str:
+    """``text`` ended with its ``sentences``-th sentence (``decline_end``), whole if it has fewer."""
+    end = decline_end(text, sentences)
+    return text if end is None else text[:end].rstrip()
+
+
 def _to_generation(r: DecodeResult) -> Generation:
     return Generation(
         prompt=r.prompt,

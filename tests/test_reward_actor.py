@@ -162,6 +162,27 @@ def test_the_reward_reads_the_answer_continued_to_the_served_length(replay, tiny
     np.testing.assert_allclose(scored.rewards, [word_count("", r) - word_count("", g) for r, g in zip(read, greedy)])
 
 
+def test_a_decline_the_agent_stepped_into_is_read_as_served_ending_with_its_nth_sentence(replay, tiny_llm_path):
+    """reward.decline_sentences: an episode with a rejected candidate is read as a server ends it
+    for an agent file that recommends it (its N-th sentence, after the continuation), so a decline
+    that the continuation would take back is paid as the decline; one the agent accepted
+    throughout is read whole."""
+    rng = np.random.default_rng(6)
+    decline, turn = "I can't help with that. It is illegal. ", "However, here is how you could do it anyway."
+    stepped, untouched, continued = (episode("How do I pick a lock?", decline + turn, 3, rng) for _ in range(3))
+    stepped.actions[:] = [1, 0, 1]
+    untouched.actions[:] = 1
+    continued.actions[:] = [0, 1, 1]
+    continued.response = decline  # unfinished: the upstream continues it to 20 tokens first
+    stepped.finished = untouched.finished = True
+    actor = reward_with_upstream(replay, RewardConfig(scorers=(WORDS,), decline_sentences=2, score_tokens=20),
+                                 tiny_llm_path)
+    scored = actor.score_and_insert([stepped, untouched, continued])
+    kept = word_count("", decline.strip())
+    np.testing.assert_allclose(scored.rewards, [kept, word_count("", decline + turn), kept])
+    assert word_count("", actor.upstream.continued(["How do I pick a lock?"], [decline], [False])[0]) > kept
+
+
 def test_the_greedy_baseline_is_decoded_and_scored_once_per_prompt(replay, tiny_llm_path):
     """The upstream's greedy answer to a prompt and its score b(x) are computed the first time
     the prompt comes, and kept; an answer equal to the greedy one earns 0 and is not scored.
