@@ -432,8 +432,11 @@ def test_fluency_on_long_prompts_at_batch_32_stays_within_a_memory_cap(smollm2_p
     prompts = tmp_path / "long.json"
     prompts.write_text(json.dumps([{"instruction": f"{i}: {filler} Summarise."} for i in range(32)]))
     out = tmp_path / "out"
-    runner = ("import resource, sys; from cli.main import main; code = main(sys.argv[1:]); "
-              "print('peak_rss_kib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(code)")
+    # The peak of the command's own memory (VmHWM), not ru_maxrss: Linux carries the parent's peak
+    # into a child's ru_maxrss when it execs, and this test process may hold a model or an engine.
+    runner = ("import sys; from pathlib import Path; from cli.main import main; code = main(sys.argv[1:]); "
+              "status = Path('/proc/self/status').read_text(); "
+              "print('peak_rss_kib', status.split('VmHWM:')[1].split()[0]); sys.exit(code)")
     proc = subprocess.run([sys.executable, "-c", runner, "eval", "--agent", "untrained", "--model", str(model),
                            "--prompts", f"long={prompts}", "--judge", f"length=function:{LENGTH}", "--fluency",
                            "--batch-size", "32", "--max-new-tokens", "4", "--out", str(out), "--no-progress"],

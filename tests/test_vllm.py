@@ -66,12 +66,16 @@ def engines_in_this_process():
     process per engine, which costs about 20 s of CPU each here. The training run's rollout
     worker keeps the default (``test_training_run_with_the_vllm_backend``). vLLM's CPU worker
     then takes over the process's threads (it binds them, sets their number and turns
-    torch.set_num_threads into a no-op) and starts a torch.distributed group: all of it is put
-    back for the modules this process runs next."""
+    torch.set_num_threads into a no-op), starts a torch.distributed group and sets environment
+    variables that later subprocesses would inherit (LD_PRELOAD of its allocator, thread counts):
+    all of it is put back for the modules this process runs next."""
     set_num_threads, threads, cores = torch.set_num_threads, torch.get_num_threads(), os.sched_getaffinity(0)
+    environment = dict(os.environ)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         yield
+    os.environ.clear()
+    os.environ.update(environment)
     torch.set_num_threads = set_num_threads
     torch.set_num_threads(threads)
     os.sched_setaffinity(0, cores)
