@@ -24,20 +24,9 @@ def pytest_configure(config):
     torch.set_num_threads(1)
 
 
-# The modules that take longest, longest first: run first, so that the two test processes
-# (pytest-xdist, one module at a time each) end together instead of one waiting on the last.
-LONGEST_MODULES = ("test_driver.py", "test_recovery.py", "test_vllm.py", "test_serve.py", "test_splits.py",
-                   "test_reward_actor.py", "test_eval.py", "test_cluster.py")
-
-
 def pytest_collection_modifyitems(config, items):
-    """The longest modules first. Tests marked ``gpu`` need an NVIDIA GPU: skipped, with the
-    reason, where torch sees none (``scripts/gpu_check.sh`` runs them on a GPU machine)."""
-    def rank(item) -> int:
-        name = item.path.name
-        return LONGEST_MODULES.index(name) if name in LONGEST_MODULES else len(LONGEST_MODULES)
-
-    items.sort(key=rank)  # stable: each module keeps its own order
+    """Tests marked ``gpu`` need an NVIDIA GPU: skipped, with the reason, where torch sees none
+    (``scripts/gpu_check.sh`` runs them on a GPU machine)."""
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs an NVIDIA GPU (torch sees none here); scripts/gpu_check.sh runs it on one")
