@@ -14,8 +14,10 @@ left() { echo $(( BUDGET_S - (SECONDS - started) )); }
 fail() { echo "gpu_check: $*" >&2; exit 1; }
 step() { echo; echo "== gpu_check [$(( SECONDS - started )) s]: $*"; }
 
+GPU_TESTS=tests/test_gpu.py  # every GPU-marked test lives there (tests/test_gpu.py checks it)
+
 step "1/5 the GPU-marked tests"
-timeout "$(left)" python -m pytest -q --collect-only -m gpu tests | tail -n 1
+timeout "$(left)" python -m pytest -q --collect-only -m gpu "$GPU_TESTS" | tail -n 1
 
 step "2/5 is there an NVIDIA GPU?"
 command -v nvidia-smi >/dev/null 2>&1 \
@@ -33,7 +35,7 @@ python -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" \
     || fail "torch sees no CUDA device: its CPU build is installed (run without GPU_CHECK_SKIP_INSTALL)"
 
 step "4/5 run the GPU-marked tests"
-timeout "$(left)" python -m pytest -q -m gpu tests || fail "GPU tests failed (above)"
+timeout "$(left)" python -m pytest -q -m gpu "$GPU_TESTS" || fail "GPU tests failed (above)"
 
 step "5/5 the table (benchmarks/bench_gpu.py)"
 run_s=120

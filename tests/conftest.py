@@ -8,6 +8,7 @@ SmolLM2-135M-Instruct, for the few integration tests.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -20,8 +21,12 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 def pytest_configure(config):
     # One intra-op thread: the test models are small, and on a shared 2-core machine a
     # second OpenMP thread spin-waits for a busy core (measured: a tiny-Llama forward
-    # takes 8 ms with one thread, 230 ms with two while another job runs).
+    # takes 8 ms with one thread, 230 ms with two while another job runs). The same for the
+    # processes the tests start (launch.py, mara, Ray's), which read it from the environment;
+    # and the tokenizer's own thread pool.
     torch.set_num_threads(1)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def pytest_collection_modifyitems(config, items):

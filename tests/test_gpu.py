@@ -77,5 +77,8 @@ def test_the_gpu_check_runs_on_a_cpu_to_its_first_gpu_step_and_says_why_it_stops
                           env={**os.environ, "GPU_CHECK_SKIP_INSTALL": "1"})
     assert proc.returncode == 1
     assert "1/5 the GPU-marked tests" in proc.stdout and re.search(r"\b5/\d+ tests collected", proc.stdout)
+    # It lists and runs this module's: no other test module carries the mark.
+    marked = {path.name for path in (ROOT / "tests").glob("test_*.py") if "mark.gpu" in path.read_text()}
+    assert marked == {"test_gpu.py"}
     assert "2/5 is there an NVIDIA GPU?" in proc.stdout and "3/5" not in proc.stdout  # nothing installed
     assert "gpu_check: no NVIDIA GPU here (nvidia-smi not found)" in proc.stderr

@@ -8,8 +8,10 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import psutil
 import ray
 import yaml
@@ -19,8 +21,11 @@ from helpers.models import slow_llm, unreachable_reward_server
 from helpers.runs import ROOT, run_with_kills, tiny_config, training_run
 
 import launch
+from core.agent_file import load_agent
 from core.jsonl import read_jsonl
 from driver.config import RunConfig, from_dict, load_config
+from learner.learner import AGENT_FILE
+from learner.service import latest_checkpoint
 
 def events(run_dir: Path, kind: str) -> list[dict]:
     path = run_dir / "metrics.jsonl"
@@ -65,18 +70,38 @@ def test_a_sigkilled_run_resumes_from_its_last_snapshot(ray_local, tiny_llm_path
     assert json.loads(state_file.read_text()) == state  # the kill came before the next snapshot
     assert not (run_dir / "summary.json").exists()  # it never shut down
 
-    cfg = load_config(run_dir / "config.yaml", [f"budget.episodes={state['episodes'] + 6}", "budget.seconds=200"])
+    # Resumed with the replay in the learner's process, sampled on the learner's device (CPU
+    # here: the path a GPU learner takes, replay/device_buffer.py).
+    cfg = load_config(run_dir / "config.yaml", ["budget.seconds=400", "replay.in_learner=true",
+                                                "replay.on_learner_device=true", "replay.snapshot_every_s=2"])
     run = training_run(cfg, run_dir, resume=True)
     run.build()
+    # One actor is both: reward actors insert and the driver snapshots through the learner's handle.
+    assert run.replay._actor_id == run.learner._actor_id
     # Replay size, prompt position (with the prompts of calls in flight, to hand out again)
-    # and counters equal the snapshot's; the learner is at its checkpoint.
+    # and counters equal the snapshot's; the learner is at its newest checkpoint, weights and all.
     assert ray.get(run.replay.stats.remote())["size"] == state["replay"]["size"]
     assert run.queue.position == state["prompt_position"] and list(run.queue.retry) == state["prompt_retry"]
     for name in ("episodes", "transitions", "inserted", "reward_sum", "rewards_seen", "seconds"):
         assert getattr(run.totals, name) == state[name], name
-    assert ray.get(run.learner.metrics.remote()).updates >= state["checkpoint"]["updates"]
-    summary = run.run()
-    assert summary["status"] == "completed" and summary["episodes"] >= state["episodes"] + 6
+    learner = ray.get(run.learner.metrics.remote())
+    assert learner.updates >= state["checkpoint"]["updates"]
+    checkpoint = latest_checkpoint(run_dir)
+    assert learner.restored == checkpoint.name
+    _, _, weights_ref = ray.get(run.learner.latest_weights.remote(None))
+    weights = ray.get(weights_ref)
+    for key, value in load_agent(checkpoint / AGENT_FILE).state_dict().items():
+        np.testing.assert_array_equal(weights[key], value.numpy(), err_msg=key)
+
+    # Killed once the resumed part has a snapshot, the one actor is restarted by Ray and the
+    # driver rebuilds both from the run folder; once episodes were decoded after that, the test
+    # ends the run (the time budget is only a backstop).
+    summary, _ = run_with_kills(run, ["learner"], after=time.time())
+    restarts = {r["component"]: r["what"] for r in events(run_dir, "restart")}
+    assert set(restarts) == {"learner", "replay"}  # one actor, both rebuilt from the run folder
+    assert "from checkpoint update_" in restarts["learner"]
+    assert summary["status"] == "completed" and summary["episodes"] > state["episodes"]
+    assert summary["learner_updates"] > state["checkpoint"]["updates"]
     assert summary["replay"]["size"] > state["replay"]["size"]
     assert summary["mean_reward_all"] == run.totals.reward_sum / run.totals.rewards_seen
     assert run.totals.rewards_seen > state["rewards_seen"]  # the reward sum went on from the saved one
