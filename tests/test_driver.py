@@ -22,7 +22,7 @@ import yaml
 from helpers import waiting
 
 from helpers.models import slow_llm
-from helpers.runs import tiny_config, training_run
+from helpers.runs import ONE_ACTOR, tiny_config, training_run
 
 import launch
 from core.agent_file import SHIPPED_AGENT, read_agent_metadata, save_agent
@@ -176,7 +176,7 @@ def test_learner_updates_while_episodes_are_in_flight_and_every_metric_is_export
 def test_sync_mode_runs_exactly_the_updates_per_episode_and_never_alongside_rollouts(ray_local, tiny_llm_path,
                                                                                      tmp_path):
     cfg = from_dict(RunConfig, tiny_config(tiny_llm_path, tmp_path, mode="sync", sync_updates_per_episode=3,
-                                           replay={"min_size_to_sample": 1}, budget={"episodes": 12},
+                                           replay={"min_size_to_sample": 1, **ONE_ACTOR}, budget={"episodes": 12},
                                            model={"name": slow_llm(0)}))  # the loop is under test, not the LLM
     run = training_run(cfg)
     run.build()
@@ -266,7 +266,7 @@ def test_a_worker_that_cannot_start_stops_the_run_with_its_reason(ray_local, tin
     broken = tmp_path / "bad-weights"
     shutil.copytree(tiny_llm_path, broken)
     (broken / "model.safetensors").write_bytes(b"not a safetensors file")
-    cfg = from_dict(RunConfig, tiny_config(broken, tmp_path))
+    cfg = from_dict(RunConfig, tiny_config(broken, tmp_path, replay=ONE_ACTOR))
     run = training_run(cfg)
     run.build()
     with pytest.raises(RunFailed, match="rollout worker 0 cannot start: .*Error"):

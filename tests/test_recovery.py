@@ -18,7 +18,7 @@ import yaml
 from helpers.waiting import wait_for
 
 from helpers.models import slow_llm, unreachable_reward_server
-from helpers.runs import ROOT, run_with_kills, tiny_config, training_run
+from helpers.runs import ONE_ACTOR, ROOT, run_with_kills, tiny_config, training_run
 
 import launch
 from core.agent_file import load_agent
@@ -137,7 +137,7 @@ def test_a_reward_that_never_scores_fails_the_run_and_exports_no_agent(ray_local
     config = tmp_path / "broken.yaml"
     config.write_text(yaml.safe_dump(tiny_config(
         tiny_llm_path, tmp_path, budget={"episodes": 0, "seconds": 200}, model={"name": slow_llm(0)},
-        reward={"scorers": [unreachable_reward_server()], "max_failed_batches": 3})))
+        reward={"scorers": [unreachable_reward_server()], "max_failed_batches": 3}, replay=ONE_ACTOR)))
     assert launch.main(["--config", str(config), "--set", "run_name=broken"]) == 1
     captured = capsys.readouterr()
     assert "launch.py: error: the run failed: the reward failed on 3 batches in a row" in captured.err
@@ -152,7 +152,7 @@ def test_a_run_that_made_no_update_fails_and_exports_no_agent(ray_local, tiny_ll
     config = tmp_path / "idle.yaml"
     config.write_text(yaml.safe_dump(tiny_config(
         tiny_llm_path, tmp_path, budget={"episodes": 4, "seconds": 200}, model={"name": slow_llm(0)},
-        replay={"min_size_to_sample": 10_000})))  # never reached in 4 episodes
+        replay={"min_size_to_sample": 10_000, **ONE_ACTOR})))  # never reached in 4 episodes
     assert launch.main(["--config", str(config), "--set", "run_name=idle"]) == 1
     assert "the learner made no update" in capsys.readouterr().err
     run_dir = tmp_path / "runs" / "idle"

@@ -38,8 +38,16 @@ def vllm_available() -> tuple[bool, str]:
     return True, ""
 
 
-_OK, _WHY = vllm_available()
-needs_vllm = pytest.mark.skipif(not _OK, reason=_WHY)
+@pytest.fixture(scope="module")
+def vllm_importable():
+    """Skips, with the reason, when vllm cannot be imported. vllm is imported by the tests that
+    run it, not when the suite is collected (seconds of CPU in every test process)."""
+    ok, why = vllm_available()
+    if not ok:
+        pytest.skip(why)
+
+
+needs_vllm = pytest.mark.usefixtures("vllm_importable")
 
 PROMPTS = ["How can I bake bread?", "What is the capital of France?"]
 MIN_COSINE = 0.999
@@ -84,11 +92,9 @@ def engines_in_this_process():
 
 
 @pytest.fixture(scope="module")
-def vllm_llm():
+def vllm_llm(vllm_importable):
     import ray
 
-    if not _OK:
-        pytest.skip(_WHY)
     ray.shutdown()  # a clean state: no other test's Ray cluster holds memory (ray_local restarts it)
     enough_memory_for(engines=2)  # the pooling engine for states, the generation engine for baselines
     llm = VllmUpstream("smollm2", TEST_ENGINE, device="cpu")

@@ -21,6 +21,11 @@ PROMPTS = ["How can I bake bread?", "Tell me a joke.", "Why is the sky blue?", "
            "How do I learn to swim?", "What is rain?", "Write a short poem.", "Say hello."]
 
 
+# replay settings of a run whose topology is not under test: the learner's actor holds the
+# replay too (replay.in_learner), one process fewer to start.
+ONE_ACTOR = {"in_learner": True}
+
+
 def tiny_config(tiny_llm_path: Path, tmp_path: Path, **sections) -> dict:
     prompts = tmp_path / "prompts.json"
     prompts.write_text(json.dumps([{"instruction": p} for p in PROMPTS]))
