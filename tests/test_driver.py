@@ -365,7 +365,7 @@ def interrupted_run(config: Path | None, run_dir: Path, interrupt, *args: str, p
     (exit 0), what it printed, and the TCP addresses its processes (the local Ray cluster's
     included) listened on just before."""
     proc = launch_py(*(("--config", str(config)) if config else ()), *args, start_new_session=True)
-    output = []
+    output, sockets = [], set()
     try:
         for line in proc.stdout:
             output.append(line)
