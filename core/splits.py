@@ -33,7 +33,6 @@ from __future__ import annotations
 import json
 import random
 import re
-import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,15 +58,51 @@ def normalise(text: str) -> str:
 
 
 # ------------------------------------------------------------------ near-duplicates
-def _shingles(text: str) -> frozenset[int]:
-    padded = f" {text} "
-    return frozenset(zlib.crc32(padded[i:i + SHINGLE].encode("utf-8"))
-                     for i in range(max(1, len(padded) - SHINGLE + 1)))
+# A 5-gram's hash: its five code points as the digits of a number in base _BASE, mod 2^64.
+_BASE = 0x9E3779B97F4A7C15  # odd, and its bits well mixed: near-identical 5-grams hash far apart
+_DIGITS = np.array([pow(_BASE, k, 1 << 64) for k in reversed(range(SHINGLE))], dtype=np.uint64)
 
 
-def _minhash(shingles: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    # Multiply-shift hashing: (a·x + b) mod 2^64 (uint64 arithmetic wraps), top 32 bits.
-    return ((np.outer(shingles, a) + b) >> np.uint64(32)).min(axis=0)
+def _shingles(texts: list[str]) -> list[np.ndarray]:
+    """For each text, the hashes (64 bits) of its character 5-grams, a space added each side (a
+    shorter text is zero-filled to one 5-gram); a 5-gram that occurs twice is there twice. All
+    texts at once: the 5-grams of the texts laid end to end, less those that cross from one
+    text into the next."""
+    padded = [f" {text} ".ljust(SHINGLE, "\0") for text in texts]
+    points = np.frombuffer("".join(padded).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    owner = np.repeat(np.arange(len(padded)), [len(p) for p in padded])  # the text of each code point
+    hashes = (np.lib.stride_tricks.sliding_window_view(points, SHINGLE) * _DIGITS).sum(axis=1)  # wraps: mod 2^64
+    inside = owner[:1 - SHINGLE] == owner[SHINGLE - 1:]
+    hashes, owner = hashes[inside], owner[:1 - SHINGLE][inside]
+    return np.split(hashes, np.flatnonzero(np.diff(owner)) + 1)
+
+
+def _signatures(shingles: list[np.ndarray], a: np.ndarray, b: np.ndarray, texts_per_block: int = 256) -> np.ndarray:
+    """MinHash signatures, one row per text: for each hash function (a, b), the least hash of the
+    text's 5-grams under multiply-shift hashing, (a·x + b) mod 2^64 (uint64 arithmetic wraps),
+    top 32 bits. Computed for blocks of texts at once (``minimum.reduceat`` over each text's
+    5-grams)."""
+    out = np.empty((a.size, len(shingles)), dtype=np.uint32)
+    for first in range(0, len(shingles), texts_per_block):
+        block = shingles[first:first + texts_per_block]
+        hashed = np.multiply.outer(a, np.concatenate(block))  # one row per hash function
+        hashed += b[:, None]
+        hashed >>= np.uint64(32)
+        starts = np.cumsum([0] + [len(s) for s in block[:-1]])
+        out[:, first:first + len(block)] = np.minimum.reduceat(hashed, starts, axis=1)
+    return out.T
+
+
+def _buckets(signatures: np.ndarray, bands: int, rows: int):
+    """Rows of ``signatures`` (by index) that agree on all ``rows`` hashes of one band, for each
+    band: the candidate near-duplicates, each bucket in index order."""
+    for band in range(bands):
+        keys = np.ascontiguousarray(signatures[:, band * rows:(band + 1) * rows])
+        keys = keys.view(np.dtype((np.void, keys.dtype.itemsize * rows))).ravel()
+        _, bucket, counts = np.unique(keys, return_inverse=True, return_counts=True)
+        shared = np.flatnonzero(counts[bucket] > 1)
+        order = shared[np.argsort(bucket[shared], kind="stable")]
+        yield from np.split(order, np.flatnonzero(np.diff(bucket[order])) + 1) if order.size else ()
 
 
 def near_duplicate_groups(texts: list[str], threshold: float = NEAR_DUPLICATE, bands: int = 24,
@@ -95,24 +130,32 @@ def near_duplicate_groups(texts: list[str], threshold: float = NEAR_DUPLICATE, b
     for i, n in enumerate(norm):
         union(i, first_of.setdefault(n, i))
     distinct = list(first_of.values())
+    if len(distinct) < 2:
+        return [find(i) for i in range(len(texts))]
     rng = np.random.default_rng(seed)
     a = rng.integers(0, 1 << 63, size=bands * rows, dtype=np.uint64) * np.uint64(2) + np.uint64(1)  # odd
     b = rng.integers(0, 1 << 63, size=bands * rows, dtype=np.uint64)
-    shingles = {i: _shingles(norm[i]) for i in distinct}
-    buckets: dict[bytes, list[int]] = defaultdict(list)
-    for i in distinct:
-        signature = _minhash(np.fromiter(shingles[i], dtype=np.uint64, count=len(shingles[i])), a, b)
-        for band in range(bands):
-            buckets[band.to_bytes(2, "little") + signature[band * rows:(band + 1) * rows].tobytes()].append(i)
-    for members in buckets.values():
+    shingles = _shingles([norm[i] for i in distinct])
+    sets: dict[int, frozenset] = {}
+
+    def five_grams(k: int) -> frozenset:  # of a text met in a bucket, built once, for the exact check
+        if k not in sets:
+            sets[k] = frozenset(shingles[k].tolist())
+        return sets[k]
+
+    checked: set[tuple[int, int]] = set()  # a pair shares a bucket in several bands: checked once
+    for members in _buckets(_signatures(shingles, a, b), bands, rows):
+        members = members.tolist()
         for x in range(len(members)):
             for y in range(x + 1, len(members)):
                 i, j = members[x], members[y]
-                if find(i) != find(j):
-                    si, sj = shingles[i], shingles[j]
-                    common = len(si & sj)
-                    if common >= threshold * (len(si) + len(sj) - common):
-                        union(i, j)
+                if (i, j) in checked or find(distinct[i]) == find(distinct[j]):
+                    continue
+                checked.add((i, j))
+                si, sj = five_grams(i), five_grams(j)
+                common = len(si & sj)
+                if common >= threshold * (len(si) + len(sj) - common):
+                    union(distinct[i], distinct[j])
     return [find(i) for i in range(len(texts))]
 
 
