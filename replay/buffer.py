@@ -170,6 +170,7 @@ class ReplayBuffer:
             "bytes_per_transition": (
                 None if self._state_dim is None else self.bytes_per_transition()
             ),
+            "sampled_on": "host",  # where batches are gathered (a DeviceReplayBuffer: its device)
             **self._counters,
         }
 

@@ -129,6 +129,9 @@ class DeviceReplayBuffer(ReplayBuffer):
             policy_versions=self._policy_versions[idx_host],
         )
 
+    def stats(self) -> dict[str, Any]:
+        return {**super().stats(), "sampled_on": str(self.device)}
+
     def restore(self, path: str | os.PathLike) -> dict[str, Any]:
         # The base class replaces the host ring by the snapshot's (a plain ReplayBuffer's
         # attributes: the device ring stays), or raises with nothing changed.

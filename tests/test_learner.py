@@ -585,6 +585,7 @@ def test_a_learner_holding_the_replay_trains_on_its_own_buffer_only(ray_local, t
     assert stats.updates == 20
     replay = ray.get(learner.stats.remote())
     assert replay["size"] == replay["inserted_transitions"] == 200
+    assert replay["sampled_on"] == ("cpu" if on_learner_device else "host")
     unused = replay["samples"] - 20 * sac.batch_size
     assert unused in (0, sac.batch_size)
     ray.kill(learner)

@@ -103,6 +103,7 @@ def test_a_sigkilled_run_resumes_from_its_last_snapshot(ray_local, tiny_llm_path
     assert summary["status"] == "completed" and summary["episodes"] > state["episodes"]
     assert summary["learner_updates"] >= state["checkpoint"]["updates"]  # none lost (the end may come before more)
     assert summary["replay"]["size"] > state["replay"]["size"]
+    assert summary["replay"]["sampled_on"] == "cpu"  # the learner's device, not the host ring
     assert summary["mean_reward_all"] == run.totals.reward_sum / run.totals.rewards_seen
     assert run.totals.rewards_seen > state["rewards_seen"]  # the reward sum went on from the saved one
 

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from helpers.decoding import pending_candidates
+from helpers.waiting import wait_for
 
 from core.config import SamplingConfig, VllmEngineConfig
 from core.networks import Actor
@@ -71,8 +72,8 @@ def enough_memory_for(engines: int) -> None:
 @pytest.fixture(scope="module", autouse=True)
 def engines_in_this_process():
     """This module's engines run their core in the test's process: by default vLLM spawns a
-    process per engine, which costs about 20 s of CPU each here. The training run's rollout
-    worker keeps the default (``test_training_run_with_the_vllm_backend``). vLLM's CPU worker
+    process per engine, which costs about 20 s of CPU each here. The rollout worker in a Ray
+    actor keeps the default (``test_a_rollout_worker_actor_hosts_vllm_engines_spawned_inside_it``). vLLM's CPU worker
     then takes over the process's threads (it binds them, sets their number and turns
     torch.set_num_threads into a no-op), starts a torch.distributed group and sets environment
     variables that later subprocesses would inherit (LD_PRELOAD of its allocator, thread counts):
@@ -330,43 +331,46 @@ def test_vllm_reward_scorer_matches_seq_cls(vllm_llm, tiny_reward_path):
         scorer.close()
 
 
+def ended(process) -> bool:
+    """The process has exited (gone, or a zombie its parent has not reaped yet)."""
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 @needs_vllm
-def test_training_run_with_the_vllm_backend(vllm_llm, tmp_path, monkeypatch):
-    """A tiny run on local Ray whose rollout worker hosts SmolLM2 in vLLM engines (spawned
-    from inside the Ray actor): its transitions reach the replay buffer."""
-    import ray
-    from helpers.models import start_local_ray
+def test_a_rollout_worker_actor_hosts_vllm_engines_spawned_inside_it(vllm_llm, ray_local):
+    """A rollout worker started in a Ray actor as a run starts it, hosting SmolLM2 in vLLM
+    engines that vLLM spawns from inside the actor (its default; this module's own engines run
+    in the test's process): its episodes carry SmolLM2's states, and closing it stops the
+    engine processes it started."""
 
-    from driver.config import RunConfig, from_dict
-    from driver.preflight import check_inputs
-    from driver.run import TrainingRun
-    from driver.run_folder import new_run_dir
+    from actors.rollout_worker import RolloutWorker
+    from actors.worker_group import start_actor
+    from core.config import KLConfig, LearnerConfig, ModelConfig, RolloutConfig, SACConfig
+    from learner.service import LearnerService
 
+    ray = ray_local
     vllm_llm.close()  # one engine at a time: the CPU is small
     enough_memory_for(engines=1)
-    # The Ray workers take the environment of the cluster's start: vLLM's own default there.
-    monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING")
-    ray.shutdown()
-    start_local_ray()
-    cfg = from_dict(RunConfig, {
-        "model": {"backend": "vllm", "device": "cpu",
-                  "vllm": {"enforce_eager": True, "max_model_len": 512,
-                           "kv_cache_memory_bytes": TEST_ENGINE.kv_cache_memory_bytes}},
-        "sampling": {"max_new_tokens": 4},
-        "reward": {"scorers": [{"kind": "function", "path": "rewards.examples:word_count"}], "num_cpus": 0.1},
-        "rollout": {"num_cpus": 0.5, "episodes_per_call": 2},
-        "replay": {"min_size_to_sample": 8, "samples_per_insert": 1.0, "error_buffer": 4096.0},
-        "sac": {"batch_size": 8, "hidden_size": 32},
-        "learner": {"num_cpus": 0.5},
-        "budget": {"episodes": 4, "seconds": 600},
-        "output_dir": str(tmp_path), "metrics_port": -1, "dashboard": False,
-    })
-    run = TrainingRun(cfg, new_run_dir(cfg), check_inputs(cfg))
-    run.build()
+    learner = start_actor(LearnerService, {"num_cpus": 0, "max_concurrency": 2}, state_dim=vllm_llm.hidden_size,
+                          sac=SACConfig(hidden_size=32, batch_size=4), config=LearnerConfig(device="cpu"))
+    vllms_default = {"env_vars": {"VLLM_ENABLE_V1_MULTIPROCESSING": "1"}}  # not this module's in-process engines
+    worker = start_actor(RolloutWorker, {"num_cpus": 0, "runtime_env": vllms_default}, worker_index=0,
+                         model=ModelConfig(backend="vllm", device="cpu", vllm=TEST_ENGINE),
+                         sampling=SamplingConfig(max_new_tokens=4), kl=KLConfig(), rollout=RolloutConfig(),
+                         agent_hidden_size=32, learner=learner)
     try:
-        summary = run.run()  # stops the workers' engines on the way out
+        stats_ref, episodes_ref = worker.rollout.options(num_returns=2).remote(PROMPTS)
+        stats, episodes = ray.get(stats_ref, timeout=600), ray.get(episodes_ref)
+        assert [e.prompt for e in episodes] == PROMPTS and stats.transitions == sum(map(len, episodes)) > 0
+        assert all(e.states.shape[1] == vllm_llm.hidden_size and np.isfinite(e.states).all() for e in episodes)
+        actor_process = psutil.Process(ray.get(worker.__ray_call__.remote(lambda _: os.getpid())))
+        engines = [p for p in actor_process.children(recursive=True) if p.name().startswith("VLLM::Engine")]
+        assert engines, "vLLM ran its engine inside the actor's process, not in a process of its own"
+        ray.get(worker.close.remote())
+        wait_for(lambda: all(map(ended, engines)), "the engine processes to end once the worker is closed")
     finally:
-        for worker in run.rollouts.actors:
-            ray.kill(worker)
-    assert summary["episodes"] >= 4 and summary["transitions"] > 0
-    assert summary["replay"]["size"] == summary["inserted"] > 0
+        for handle in (worker, learner):
+            ray.kill(handle)
