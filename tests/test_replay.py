@@ -227,7 +227,7 @@ def test_the_device_buffer_draws_the_host_buffers_batches_and_restores_its_copy(
     assert isinstance(b.states, torch.Tensor) and b.states.dtype == torch.float32
     for field, value in _host_arrays(b).items():
         assert getattr(a, field).dtype == value.dtype and getattr(a, field).tobytes() == value.tobytes(), field
-    assert device.stats() == host.stats()  # same counters (sampled transitions too)
+    assert device.stats() == {**host.stats(), "sampled_on": "cpu"}  # same counters (sampled transitions too)
     # On torch's CPU device the "copy" is views of the host ring unless asked: no second copy.
     assert (device._device_ring["states"].data_ptr() == device._states.ctypes.data) is not copy
     tensors = batch_to_tensors(b, "cpu", state_dim=D)
