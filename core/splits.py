@@ -58,9 +58,11 @@ def normalise(text: str) -> str:
 
 
 # ------------------------------------------------------------------ near-duplicates
-# A 5-gram's hash: its five code points as the digits of a number in base _BASE, mod 2^64.
-_BASE = 0x9E3779B97F4A7C15  # odd, and its bits well mixed: near-identical 5-grams hash far apart
-_DIGITS = np.array([pow(_BASE, k, 1 << 64) for k in reversed(range(SHINGLE))], dtype=np.uint64)
+# A 5-gram's hash: its five code points as the digits of a number in base _BASE, mod 2^64 (so
+# distinct 5-grams of ordinary text get distinct hashes; MinHash then spreads them out).
+_BASE = 0x9E3779B97F4A7C15
+_DIGITS = [pow(_BASE, k, 1 << 64) for k in reversed(range(SHINGLE))]
+_BLOCK = 1 << 14  # 5-grams hashed at once by _signatures (x 192 hash functions x 8 bytes: 25 MiB)
 
 
 def _shingles(texts: list[str]) -> list[np.ndarray]:
@@ -68,28 +70,36 @@ def _shingles(texts: list[str]) -> list[np.ndarray]:
     shorter text is zero-filled to one 5-gram); a 5-gram that occurs twice is there twice. All
     texts at once: the 5-grams of the texts laid end to end, less those that cross from one
     text into the next."""
+    if not texts:
+        return []
     padded = [f" {text} ".ljust(SHINGLE, "\0") for text in texts]
     points = np.frombuffer("".join(padded).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
     owner = np.repeat(np.arange(len(padded)), [len(p) for p in padded])  # the text of each code point
-    hashes = (np.lib.stride_tricks.sliding_window_view(points, SHINGLE) * _DIGITS).sum(axis=1)  # wraps: mod 2^64
-    inside = owner[:1 - SHINGLE] == owner[SHINGLE - 1:]
-    hashes, owner = hashes[inside], owner[:1 - SHINGLE][inside]
-    return np.split(hashes, np.flatnonzero(np.diff(owner)) + 1)
+    starts = len(points) - SHINGLE + 1  # the 5-gram starting at each code point that has one
+    hashes = np.zeros(starts, dtype=np.uint64)
+    for k, digit in enumerate(_DIGITS):  # uint64 arithmetic wraps: mod 2^64
+        hashes += points[k:k + starts] * np.uint64(digit)
+    inside = owner[:starts] == owner[SHINGLE - 1:]
+    return np.split(hashes[inside], np.flatnonzero(np.diff(owner[:starts][inside])) + 1)
 
 
-def _signatures(shingles: list[np.ndarray], a: np.ndarray, b: np.ndarray, texts_per_block: int = 256) -> np.ndarray:
+def _signatures(shingles: list[np.ndarray], a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """MinHash signatures, one row per text: for each hash function (a, b), the least hash of the
     text's 5-grams under multiply-shift hashing, (a·x + b) mod 2^64 (uint64 arithmetic wraps),
-    top 32 bits. Computed for blocks of texts at once (``minimum.reduceat`` over each text's
-    5-grams)."""
+    top 32 bits. Computed for blocks of texts of about ``_BLOCK`` 5-grams at once
+    (``minimum.reduceat`` over each text's 5-grams)."""
     out = np.empty((a.size, len(shingles)), dtype=np.uint32)
-    for first in range(0, len(shingles), texts_per_block):
-        block = shingles[first:first + texts_per_block]
+    ends = np.cumsum([len(s) for s in shingles])
+    first = 0
+    while first < len(shingles):
+        last = max(first + 1, int(np.searchsorted(ends, ends[first] - len(shingles[first]) + _BLOCK, "right")))
+        block = shingles[first:last]
         hashed = np.multiply.outer(a, np.concatenate(block))  # one row per hash function
         hashed += b[:, None]
         hashed >>= np.uint64(32)
         starts = np.cumsum([0] + [len(s) for s in block[:-1]])
-        out[:, first:first + len(block)] = np.minimum.reduceat(hashed, starts, axis=1)
+        out[:, first:last] = np.minimum.reduceat(hashed, starts, axis=1)
+        first = last
     return out.T
 
 

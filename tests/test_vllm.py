@@ -334,43 +334,63 @@ def test_vllm_reward_scorer_matches_seq_cls(vllm_llm, tiny_reward_path):
 def ended(process) -> bool:
     """The process has exited (gone, or a zombie its parent has not reaped yet)."""
     try:
-        return process.status() == psutil.STATUS_ZOMBIE
+        return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
 
 
+def engine_processes(pid: int) -> list:
+    """The vLLM engine processes among the descendants of process ``pid``."""
+    engines = []
+    for child in psutil.Process(pid).children(recursive=True):
+        try:
+            if child.name().startswith("VLLM::Engine"):
+                engines.append(child)
+        except psutil.NoSuchProcess:
+            pass
+    return engines
+
+
 @needs_vllm
 def test_a_rollout_worker_actor_hosts_vllm_engines_spawned_inside_it(vllm_llm, ray_local):
-    """A rollout worker started in a Ray actor as a run starts it, hosting SmolLM2 in vLLM
-    engines that vLLM spawns from inside the actor (its default; this module's own engines run
-    in the test's process): its episodes carry SmolLM2's states, and closing it stops the
-    engine processes it started."""
-
+    """A rollout worker started in a Ray actor with the options a run gives it, hosting SmolLM2
+    in vLLM engines that vLLM spawns from inside the actor (its default; this module's own
+    engines run in the test's process): its episodes carry SmolLM2's states, and closing it
+    ends the engine processes it started."""
     from actors.rollout_worker import RolloutWorker
     from actors.worker_group import start_actor
-    from core.config import KLConfig, LearnerConfig, ModelConfig, RolloutConfig, SACConfig
+    from core.config import LearnerConfig, SACConfig
+    from driver.components import rollout_options
+    from driver.config import RunConfig, from_dict, to_dict
     from learner.service import LearnerService
 
     ray = ray_local
     vllm_llm.close()  # one engine at a time: the CPU is small
     enough_memory_for(engines=1)
+    cfg = from_dict(RunConfig, {"model": {"backend": "vllm", "device": "cpu", "vllm": to_dict(TEST_ENGINE)},
+                                "sampling": {"max_new_tokens": 4}, "rollout": {"num_cpus": 0}})
+    options = rollout_options(cfg)
+    # vLLM's own default in the actor, not this module's in-process engines (the cluster was
+    # started in this module's environment).
+    options["runtime_env"]["env_vars"]["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1"
     learner = start_actor(LearnerService, {"num_cpus": 0, "max_concurrency": 2}, state_dim=vllm_llm.hidden_size,
                           sac=SACConfig(hidden_size=32, batch_size=4), config=LearnerConfig(device="cpu"))
-    vllms_default = {"env_vars": {"VLLM_ENABLE_V1_MULTIPROCESSING": "1"}}  # not this module's in-process engines
-    worker = start_actor(RolloutWorker, {"num_cpus": 0, "runtime_env": vllms_default}, worker_index=0,
-                         model=ModelConfig(backend="vllm", device="cpu", vllm=TEST_ENGINE),
-                         sampling=SamplingConfig(max_new_tokens=4), kl=KLConfig(), rollout=RolloutConfig(),
-                         agent_hidden_size=32, learner=learner)
+    worker = start_actor(RolloutWorker, options, worker_index=0, model=cfg.model, sampling=cfg.sampling, kl=cfg.kl,
+                         rollout=cfg.rollout, agent_hidden_size=32, learner=learner)
+    engines = []
     try:
         stats_ref, episodes_ref = worker.rollout.options(num_returns=2).remote(PROMPTS)
         stats, episodes = ray.get(stats_ref, timeout=600), ray.get(episodes_ref)
         assert [e.prompt for e in episodes] == PROMPTS and stats.transitions == sum(map(len, episodes)) > 0
         assert all(e.states.shape[1] == vllm_llm.hidden_size and np.isfinite(e.states).all() for e in episodes)
-        actor_process = psutil.Process(ray.get(worker.__ray_call__.remote(lambda _: os.getpid())))
-        engines = [p for p in actor_process.children(recursive=True) if p.name().startswith("VLLM::Engine")]
+        engines = engine_processes(ray.get(worker.__ray_call__.remote(lambda _: os.getpid())))
         assert engines, "vLLM ran its engine inside the actor's process, not in a process of its own"
         ray.get(worker.close.remote())
         wait_for(lambda: all(map(ended, engines)), "the engine processes to end once the worker is closed")
     finally:
         for handle in (worker, learner):
             ray.kill(handle)
+        for engine in engines:  # a failure before close() must not leave engines holding memory
+            if not ended(engine):
+                engine.kill()
+        ray.shutdown()  # the next module's tests start a cluster in their own environment
