@@ -73,8 +73,8 @@ def enough_memory_for(engines: int) -> None:
 def engines_in_this_process():
     """This module's engines run their core in the test's process: by default vLLM spawns a
     process per engine, which costs about 20 s of CPU each here. The rollout worker in a Ray
-    actor keeps the default (``test_a_rollout_worker_actor_hosts_vllm_engines_spawned_inside_it``). vLLM's CPU worker
-    then takes over the process's threads (it binds them, sets their number and turns
+    actor keeps the default (``test_a_rollout_worker_actor_hosts_vllm_engines_spawned_inside_it``).
+    vLLM's CPU worker then takes over the process's threads (it binds them, sets their number and turns
     torch.set_num_threads into a no-op), starts a torch.distributed group and sets environment
     variables that later subprocesses would inherit (LD_PRELOAD of its allocator, thread counts):
     all of it is put back for the modules this process runs next."""
