@@ -15,10 +15,9 @@ import numpy as np
 import psutil
 import ray
 import yaml
-from helpers.waiting import wait_for
-
 from helpers.models import slow_llm, unreachable_reward_server
 from helpers.runs import ONE_ACTOR, ROOT, run_with_kills, tiny_config, training_run
+from helpers.waiting import wait_for
 
 import launch
 from core.agent_file import load_agent
@@ -26,6 +25,7 @@ from core.jsonl import read_jsonl
 from driver.config import RunConfig, from_dict, load_config
 from learner.learner import AGENT_FILE
 from learner.service import latest_checkpoint
+
 
 def events(run_dir: Path, kind: str) -> list[dict]:
     path = run_dir / "metrics.jsonl"

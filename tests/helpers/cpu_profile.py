@@ -10,11 +10,14 @@ that each figure is one test's:
     PYTHONPATH=tests python -m pytest -n 0 -p helpers.cpu_profile
 
 It prints the most expensive tests and writes every test's figures to ``$MARA_CPU_PROFILE``
-(default: runs/suite_cpu.json) as a list of {"test", "cpu_s", "wall_s"}.
+(default: runs/suite_cpu.json) as a list of {"test", "cpu_s", "wall_s", "start", "process"}. With
+xdist (``-n 2``) each test process also writes its own tests' figures (``suite_cpu.gw0.json``, a
+timeline of that process), and the figures of both share the machine's CPU seconds.
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import time
@@ -24,6 +27,7 @@ import pytest
 SHOWN = 15
 _TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 _rows: list[dict] = []
+_session_start = time.time()
 
 
 def busy_cpu_seconds() -> float:
@@ -57,12 +61,17 @@ def _path(process: str = "") -> str:
 
 
 def pytest_terminal_summary(terminalreporter):
-    if not _rows:
+    """The process that reports: this one's tests, or (with xdist) every test process's."""
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        return
+    rows = _rows or [r for path in sorted(glob.glob(_path("gw*"))) if os.path.getmtime(path) >= _session_start
+                     for r in json.load(open(path))]
+    if not rows:
         return
     path = _path()
     with open(path, "w") as f:
-        json.dump(_rows, f, indent=0)
-    total = sum(r["cpu_s"] for r in _rows)
+        json.dump(rows, f, indent=0)
+    total = sum(r["cpu_s"] for r in rows)
     terminalreporter.section(f"CPU seconds of the machine per test ({total:.0f} in all; every test in {path})")
-    for r in sorted(_rows, key=lambda r: -r["cpu_s"])[:SHOWN]:
+    for r in sorted(rows, key=lambda r: -r["cpu_s"])[:SHOWN]:
         terminalreporter.write_line(f"{r['cpu_s']:7.1f} cpu s {r['wall_s']:7.1f} wall s  {r['test']}")
